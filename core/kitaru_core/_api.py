@@ -1,0 +1,444 @@
+"""The user-facing decorators and context managers: `flow`, `checkpoint`, `execution`, `durable_run`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from kitaru_core import _config, _runtime
+from kitaru_core._runtime import (
+    ExecutionContext,
+    ExecutionRun,
+    Kind,
+    OnDivergence,
+    RetryPolicy,
+    current_execution,
+    decode_stored,
+    open_or_find,
+    run_checkpoint,
+    run_checkpoint_async,
+    scope,
+)
+from kitaru_core._serialization import Codec, JsonCodec
+from kitaru_core._records import StoredValue
+from kitaru_core.errors import ConfigurationError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+FILE_ENTRY_PREFIX = "file:"
+
+
+def _return_hint(function: Callable[..., Any]) -> Any:
+    try:
+        hint = typing.get_type_hints(function).get("return")
+    except Exception:  # unresolvable forward references: fall back to inferred types
+        return None
+    if hint is None or hint is type(None):
+        return None
+    origin = typing.get_origin(hint)
+    if origin is Coroutine or (isinstance(origin, type) and issubclass(origin, Coroutine)):
+        return None
+    return hint
+
+
+def entry_point_of(function: Callable[..., Any]) -> str | None:
+    """Where `Client.resume` can find `function` again: `module:qualname` or `file:PATH:qualname`."""
+    qualname = function.__qualname__
+    if "<locals>" in qualname:
+        return None
+    module = function.__module__
+    if module == "__main__":
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if not main_file:
+            return None
+        return f"{FILE_ENTRY_PREFIX}{Path(main_file).resolve()}:{qualname}"
+    return f"{module}:{qualname}"
+
+
+# -- checkpoint ------------------------------------------------------------------------------------
+
+
+class Checkpoint(Generic[P, R]):
+    """A function whose calls inside an execution are checkpoint calls (see `checkpoint`)."""
+
+    def __init__(
+        self,
+        function: Callable[P, R],
+        *,
+        name: str | None,
+        kind: Kind,
+        retry: RetryPolicy | None,
+        on_divergence: OnDivergence,
+        allow_pickle: bool | None,
+        codec: Codec | None,
+        discriminator: Callable[..., str] | None,
+    ) -> None:
+        self.function = function
+        self.name = name or function.__name__
+        self.kind: Kind = kind
+        self.retry = retry
+        self.on_divergence: OnDivergence = on_divergence
+        self.allow_pickle = allow_pickle
+        self.codec = codec
+        self.discriminator = discriminator
+        self.is_async = inspect.iscoroutinefunction(function)
+        functools.update_wrapper(self, function)
+
+    @functools.cached_property
+    def _type_hint(self) -> Any:
+        return _return_hint(self.function)
+
+    def _options(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "discriminator": self.discriminator(*args, **kwargs) if self.discriminator else None,
+            "kind": self.kind,
+            "codec": self.codec,
+            "type_hint": self._type_hint,
+            "allow_pickle": self.allow_pickle,
+            "on_divergence": self.on_divergence,
+            "retry": self.retry,
+        }
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the checkpoint: served from the store when already completed with the same inputs."""
+        if self.is_async:
+            return self._call_async(*args, **kwargs)  # type: ignore[return-value]
+        return run_checkpoint(self.name, self.function, *args, **self._options(args, kwargs), **kwargs)
+
+    async def _call_async(self, *args: Any, **kwargs: Any) -> Any:
+        return await run_checkpoint_async(
+            self.name,
+            self.function,  # type: ignore[arg-type]
+            *args,
+            **self._options(args, kwargs),
+            **kwargs,
+        )
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        return functools.partial(self.__call__, instance)
+
+
+@overload
+def checkpoint(function: Callable[P, R], /) -> Checkpoint[P, R]: ...
+
+
+@overload
+def checkpoint(
+    *,
+    name: str | None = None,
+    kind: Kind = "user",
+    retry: RetryPolicy | None = None,
+    on_divergence: OnDivergence = "rerun",
+    allow_pickle: bool | None = None,
+    codec: Codec | None = None,
+    discriminator: Callable[..., str] | None = None,
+) -> Callable[[Callable[P, R]], Checkpoint[P, R]]: ...
+
+
+def checkpoint(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    kind: Kind = "user",
+    retry: RetryPolicy | None = None,
+    on_divergence: OnDivergence = "rerun",
+    allow_pickle: bool | None = None,
+    codec: Codec | None = None,
+    discriminator: Callable[..., str] | None = None,
+) -> Any:
+    """Mark a function (sync or async) whose calls are durable checkpoint calls.
+
+    Inside an execution, each call gets a stable key (its scope, its name and a discriminator:
+    the occurrence count, or what `discriminator` returns), a fingerprint of its arguments, and
+    its output is committed to the store before it returns. On resume a completed call with the
+    same fingerprint returns the stored output without running. Outside an execution the
+    function runs as if undecorated.
+
+    Args:
+        function: The function, when used as `@checkpoint` without parentheses.
+        name: Name in keys and the timeline; default: the function's name.
+        kind: `user` (default), `model`, `tool` or `mcp`.
+        retry: Retry policy for exceptions the function raises.
+        on_divergence: `"rerun"`: run again when the arguments differ from the stored call (the old
+            record is kept as superseded); `"error"`: raise `DivergenceError`.
+        allow_pickle: Store outputs JSON cannot represent with pickle (off by default).
+        codec: A custom `Codec` for the output.
+        discriminator: Computes a stable discriminator from the call's arguments, for calls made
+            concurrently (threads, asyncio tasks) whose order may change between runs.
+
+    Returns:
+        A `Checkpoint` wrapping the function, or a decorator that makes one.
+
+    Example:
+        ```python
+        @checkpoint(retry=RetryPolicy(max_attempts=3))
+        def fetch_invoice(invoice_id: str) -> dict[str, str]:
+            return billing_api.get(invoice_id)
+        ```
+    """
+
+    def decorate(target: Callable[..., Any]) -> Checkpoint[..., Any]:
+        return Checkpoint(
+            target,
+            name=name,
+            kind=kind,
+            retry=retry,
+            on_divergence=on_divergence,
+            allow_pickle=allow_pickle,
+            codec=codec,
+            discriminator=discriminator,
+        )
+
+    if function is not None:
+        return decorate(function)
+    return decorate
+
+
+# -- executions ------------------------------------------------------------------------------------
+
+
+def _inputs_for_storage(inputs: Any) -> tuple[Any, Any]:
+    """(value to fingerprint, stored value) for flow inputs; `(None, None)` when not storable as JSON."""
+    from kitaru_core.errors import SerializationError
+
+    try:
+        format_, payload = JsonCodec().encode(inputs)
+    except SerializationError:
+        return None, None
+    return inputs, (format_, payload)
+
+
+@contextmanager
+def execution(
+    execution_id: str | None = None,
+    *,
+    name: str = "execution",
+    inputs: Any = None,
+    fresh: bool = False,
+    entry_point: str | None = None,
+) -> Iterator[ExecutionContext]:
+    """Run the code inside as a named, resumable execution.
+
+    Framework calls made inside (agent runs of durable agents, checkpoints, waits) are recorded
+    in this execution. Entering it again with the same id after a crash or a wait resumes it:
+    completed calls are served from the store. Without an id, an unfinished execution of the same
+    `name` and `inputs` is resumed, unless `fresh=True`.
+
+    Args:
+        execution_id: The execution's id, an idempotency key (e.g. `"ticket-42"`).
+        name: What the execution runs, shown in listings (the flow name).
+        inputs: JSON-able inputs identifying the execution when no id is given.
+        fresh: Always start a new execution.
+        entry_point: `module:function` of an importable `@flow` that resumes it (for the CLI).
+
+    Yields:
+        The running execution's context (its `execution_id` attribute names it).
+
+    Raises:
+        ExecutionLockedError: Another live runner holds the execution.
+        ExecutionWaitingError: The code inside stopped at a wait (the execution is `waiting`).
+        ExecutionCancelledError: The execution was cancelled.
+        ConfigurationError: Nested inside another execution with a different id.
+    """
+    active = current_execution()
+    if active is not None:
+        if execution_id is not None and execution_id != active.execution_id:
+            raise ConfigurationError(
+                f"Cannot start execution {execution_id!r} inside execution {active.execution_id!r}: "
+                "executions do not nest. Call the inner code directly, or run it as a separate flow."
+            )
+        yield active
+        return
+    fingerprint_input, stored_inputs = _inputs_for_storage(inputs) if inputs is not None else (None, None)
+    inputs_value = StoredValue(*stored_inputs, None, len(stored_inputs[1])) if stored_inputs is not None else None
+    store, record = open_or_find(
+        execution_id,
+        flow_name=name,
+        entry_point=entry_point,
+        inputs=fingerprint_input,
+        inputs_value=inputs_value,
+        fresh=fresh,
+    )
+    with ExecutionRun(store, record.id, resumable_by_cli=entry_point is not None) as context:
+        yield context
+
+
+@contextmanager
+def durable_run(name: str, *, inputs: Any = None, execution_id: str | None = None) -> Iterator[str]:
+    """Mark one top-level run of an agent, crew or graph (used by adapters).
+
+    Outside any execution it opens one (resuming an unfinished execution of the same `name` and
+    `inputs`); inside an execution it opens a stable scope so the run's calls get their own keys.
+
+    Args:
+        name: The agent's name, e.g. `pydantic_ai:support_agent`.
+        inputs: JSON-able inputs of the run (prompt, history...) identifying it for resume.
+        execution_id: Explicit execution id when opening a new execution.
+
+    Yields:
+        The id of the execution the run belongs to.
+    """
+    active = current_execution()
+    if active is not None:
+        with scope(name):
+            yield active.execution_id
+        return
+    with execution(execution_id, name=name, inputs=inputs) as context:
+        yield context.execution_id
+
+
+# -- flows -----------------------------------------------------------------------------------------
+
+
+class Flow(Generic[P, R]):
+    """A function whose calls are durable executions (see `flow`)."""
+
+    def __init__(self, function: Callable[P, R], *, name: str | None) -> None:
+        self.function = function
+        self.name = name or function.__qualname__
+        self.is_async = inspect.iscoroutinefunction(function)
+        self.signature = inspect.signature(function)
+        functools.update_wrapper(self, function)
+
+    @functools.cached_property
+    def entry_point(self) -> str | None:
+        """Where the CLI finds this flow to resume it, or `None` when it is not importable."""
+        return entry_point_of(self.function)
+
+    @functools.cached_property
+    def _type_hint(self) -> Any:
+        return _return_hint(self.function)
+
+    def bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The flow's arguments by parameter name, with defaults applied."""
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def decode_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Validate stored JSON inputs into the parameters' annotated types (used by resume)."""
+        from pydantic import TypeAdapter
+
+        try:
+            hints = typing.get_type_hints(self.function)
+        except Exception:
+            hints = {}
+        return {
+            name: TypeAdapter(hints[name]).validate_python(value) if name in hints else value
+            for name, value in inputs.items()
+        }
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the flow durably: resumes an unfinished execution with the same inputs."""
+        return self.run(*args, **kwargs)  # type: ignore[arg-type]
+
+    def run(self, *args: Any, execution_id: str | None = None, fresh: bool = False, **kwargs: Any) -> R:
+        """Run the flow with options.
+
+        Args:
+            *args: The flow's positional arguments.
+            execution_id: Explicit execution id (an idempotency key): a completed execution with this
+                id returns its stored output without running; an unfinished one is resumed.
+            fresh: Start a new execution even if an unfinished one has the same inputs.
+            **kwargs: The flow's keyword arguments.
+
+        Returns:
+            The flow's output (a coroutine for async flows).
+
+        Raises:
+            ExecutionWaitingError: The flow stopped at a wait.
+            ExecutionLockedError: Another live runner holds the execution.
+            ExecutionCancelledError: The execution was cancelled.
+        """
+        if self.is_async:
+            return self._run_async(args, kwargs, execution_id, fresh)  # type: ignore[return-value]
+        if current_execution() is not None:
+            with scope(f"flow:{self.name}"):
+                return self.function(*args, **kwargs)
+        run, stored = self._prepare(args, kwargs, execution_id, fresh)
+        if run is None:
+            return stored
+        with run:
+            result = self.function(*args, **kwargs)
+            run.output = self._store_output(run, result)
+        return result
+
+    async def _run_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], execution_id: str | None, fresh: bool
+    ) -> Any:
+        if current_execution() is not None:
+            with scope(f"flow:{self.name}"):
+                return await self.function(*args, **kwargs)  # type: ignore[misc]
+        run, stored = self._prepare(args, kwargs, execution_id, fresh)
+        if run is None:
+            return stored
+        with run:
+            result = await self.function(*args, **kwargs)  # type: ignore[misc]
+            run.output = self._store_output(run, result)
+        return result
+
+    def _codec(self) -> Codec:
+        return JsonCodec(type_hint=self._type_hint, allow_pickle=_config.current_settings().allow_pickle)
+
+    def _store_output(self, run: ExecutionRun, result: Any) -> Any:
+        return run.store.prepare_value(*self._codec().encode(result))
+
+    def _prepare(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], execution_id: str | None, fresh: bool
+    ) -> tuple[ExecutionRun | None, Any]:
+        inputs = self.bind_inputs(args, kwargs)
+        fingerprint_input, stored_inputs = _inputs_for_storage(inputs)
+        store, record = open_or_find(
+            execution_id,
+            flow_name=self.name,
+            entry_point=self.entry_point,
+            inputs=fingerprint_input,
+            inputs_value=StoredValue(*stored_inputs, None, len(stored_inputs[1])) if stored_inputs else None,
+            fresh=fresh,
+        )
+        if record.status == "completed":
+            return None, decode_stored(store, record.output, self._codec())
+        return ExecutionRun(store, record.id, resumable_by_cli=self.entry_point is not None), None
+
+
+@overload
+def flow(function: Callable[P, R], /) -> Flow[P, R]: ...
+
+
+@overload
+def flow(*, name: str | None = None) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(function: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    """Mark a function (sync or async) whose calls are durable executions.
+
+    Calling the flow starts an execution, or resumes the unfinished (crashed, failed or waiting)
+    execution of the same flow with the same inputs: completed checkpoint calls inside are served
+    from the store and the first missing one runs live. Use `.run(..., execution_id="ticket-42")`
+    for an explicit id (an idempotency key) and `.run(..., fresh=True)` to start over. A flow
+    called inside another execution runs as part of it.
+
+    Args:
+        function: The function, when used as `@flow` without parentheses.
+        name: The flow's name in the store; default: the function's qualified name. Keep it stable.
+
+    Returns:
+        A `Flow` wrapping the function, or a decorator that makes one.
+    """
+
+    def decorate(target: Callable[..., Any]) -> Flow[..., Any]:
+        return Flow(target, name=name)
+
+    if function is not None:
+        return decorate(function)
+    return decorate

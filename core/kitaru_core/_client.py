@@ -1,0 +1,531 @@
+"""`Client`: read executions as timelines, answer waits, resume, replay, cancel, recover."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from kitaru_core import _config, _runtime
+from kitaru_core._api import FILE_ENTRY_PREFIX, Flow
+from kitaru_core._serialization import JsonCodec, import_callable
+from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store
+from kitaru_core.errors import (
+    ConfigurationError,
+    ExecutionError,
+    ExecutionFailedError,
+    InvalidAnswerError,
+    SerializationError,
+    StoreError,
+)
+
+PREVIEW_CHARACTERS = 200
+
+
+def _time(epoch_s: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch_s, tz=UTC) if epoch_s is not None else None
+
+
+class CallView(BaseModel):
+    """One checkpoint call in an execution's timeline.
+
+    Attributes:
+        sequence: Order in which the call was recorded within the execution.
+        key: Stable call key (scope/name:discriminator).
+        name: Checkpoint name (`model_request`, `tool:lookup`, a function name...).
+        kind: `model`, `tool`, `mcp` or `user`.
+        status: `completed`, `failed` or `superseded`.
+        source: In the latest run: `live` (ran then), `store` (served from the store) or
+            `not reached` (recorded earlier, not reached by the latest run).
+        run_number: The run of the execution that recorded it.
+        duration_s: Seconds the live call took.
+        attempts: Attempts made (retries + 1).
+        model_name: Model that answered (model calls).
+        input_tokens: Prompt tokens (model calls).
+        output_tokens: Completion tokens (model calls).
+        cost_usd: Cost in US dollars where a price is known.
+        output_preview: The first characters of the stored output.
+        output_size_bytes: Size of the stored output.
+        error: `Type: message` of a failed call.
+        details: Adapter facts (tool name, arguments...).
+    """
+
+    sequence: int
+    key: str
+    name: str
+    kind: str
+    status: str
+    source: Literal["live", "store", "not reached"]
+    run_number: int
+    duration_s: float
+    attempts: int
+    model_name: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    output_preview: str | None = None
+    output_size_bytes: int | None = None
+    error: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class WaitView(BaseModel):
+    """A wait of an execution.
+
+    Attributes:
+        execution_id: The execution it belongs to.
+        name: Unique name within the execution (used to answer it).
+        question: What is asked.
+        schema_: JSON schema an answer must satisfy (`schema` in JSON output).
+        status: `pending` or `answered`.
+        answer: The answer, once given.
+        refused_answers: Earlier answers that failed validation, with the problems found.
+        metadata: Facts stored with the wait (tool name, arguments for approvals).
+        created_at: When the wait was first reached.
+        answered_at: When it was answered.
+    """
+
+    model_config = {"populate_by_name": True}
+
+    execution_id: str
+    name: str
+    question: str
+    schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    status: str
+    answer: Any = None
+    refused_answers: list[Any] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    answered_at: datetime | None = None
+
+
+class Totals(BaseModel):
+    """Token and cost totals of an execution.
+
+    Attributes:
+        model_calls: Model calls recorded.
+        tool_calls: Tool calls recorded.
+        input_tokens: Prompt tokens paid for, over every run.
+        output_tokens: Completion tokens paid for, over every run.
+        cost_usd: Dollars paid for model calls (where prices are known), over every run.
+        reused_input_tokens: Prompt tokens served from the store in the latest run instead of paid again.
+        reused_output_tokens: Completion tokens served from the store in the latest run.
+        reused_cost_usd: Dollars not paid again in the latest run.
+    """
+
+    model_calls: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    reused_input_tokens: int = 0
+    reused_output_tokens: int = 0
+    reused_cost_usd: float = 0.0
+
+
+class ExecutionSummary(BaseModel):
+    """An execution as listed.
+
+    Attributes:
+        id: Execution id.
+        flow_name: The flow (or agent) it runs.
+        status: `running`, `waiting`, `completed`, `failed` or `cancelled`.
+        runner_alive: For `running`: whether a live runner holds its lease (`False`: crashed; it is
+            taken over by the next runner or marked failed by `recover`).
+        run_count: How many times it was started or resumed.
+        entry_point: Importable flow that resumes it, if any.
+        replay_of: The execution it replays, if any.
+        error: `Type: message` of the failure, if failed.
+        created_at: When it was created.
+        updated_at: Last change.
+        ended_at: When it completed, failed or was cancelled.
+    """
+
+    id: str
+    flow_name: str
+    status: str
+    runner_alive: bool
+    run_count: int
+    entry_point: str | None
+    replay_of: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+
+class ExecutionDetail(ExecutionSummary):
+    """An execution with its timeline.
+
+    Attributes:
+        calls: Checkpoint calls in recording order (superseded ones included, marked).
+        waits: Its waits.
+        totals: Token and cost totals.
+        output_preview: The first characters of the stored output, once completed.
+    """
+
+    calls: list[CallView]
+    waits: list[WaitView]
+    totals: Totals
+    output_preview: str | None = None
+
+
+class Client:
+    """Read and steer executions in a store, from any process.
+
+    Args:
+        store_url: SQLAlchemy URL; default: the configured store (`configure`, `KITARU_STORE_URL`...).
+        artifacts_url: fsspec URL of the artifact store; default: the configured one.
+    """
+
+    def __init__(self, store_url: str | None = None, artifacts_url: str | None = None) -> None:
+        settings = _config.current_settings()
+        self.store: Store = open_store(
+            store_url or settings.resolved_store_url(),
+            artifacts_url or settings.resolved_artifacts_url(),
+            settings.inline_limit_bytes,
+        )
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _summary_fields(self, record: ExecutionRecord) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "flow_name": record.flow_name,
+            "status": record.status,
+            "runner_alive": _runtime.lease_is_live(record),
+            "run_count": record.run_count,
+            "entry_point": record.entry_point,
+            "replay_of": record.replay_of,
+            "error": f"{record.error_type}: {record.error_message}" if record.error_type else None,
+            "created_at": _time(record.created_at_epoch_s),
+            "updated_at": _time(record.updated_at_epoch_s),
+            "ended_at": _time(record.ended_at_epoch_s),
+        }
+
+    def list_executions(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        flow: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ExecutionSummary]:
+        """Executions, newest first.
+
+        Args:
+            status: One status or several to keep.
+            flow: Keep only this flow (or agent) name.
+            since: Keep only executions created at or after this time.
+            limit: Page size.
+            offset: Executions to skip (pagination).
+        """
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        records = self.store.list_executions(
+            statuses=statuses,
+            flow_name=flow,
+            created_after_epoch_s=since.timestamp() if since else None,
+            limit=limit,
+            offset=offset,
+        )
+        return [ExecutionSummary(**self._summary_fields(record)) for record in records]
+
+    def _preview(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if value.format == "pickle":
+            return f"<pickled, {value.size_bytes} bytes>"
+        try:
+            raw = self.store.load_value(value)
+        except StoreError as error:
+            return f"<unreadable: {error}>"
+        text = raw[: PREVIEW_CHARACTERS * 4].decode("utf-8", errors="replace")
+        return text if len(text) <= PREVIEW_CHARACTERS else text[:PREVIEW_CHARACTERS] + "…"
+
+    def _call_view(self, call: CallRecord, latest_run: int) -> CallView:
+        if call.run_number == latest_run:
+            source: Literal["live", "store", "not reached"] = "live"
+        elif call.last_served_run == latest_run:
+            source = "store"
+        else:
+            source = "not reached"
+        return CallView(
+            sequence=call.sequence,
+            key=call.call_key,
+            name=call.name,
+            kind=call.kind,
+            status=call.status,
+            source=source,
+            run_number=call.run_number,
+            duration_s=max(0.0, call.ended_at_epoch_s - call.started_at_epoch_s),
+            attempts=call.attempts,
+            model_name=call.model_name,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cost_usd=call.cost_usd,
+            output_preview=self._preview(call.output),
+            output_size_bytes=call.output.size_bytes if call.output else None,
+            error=f"{call.error_type}: {call.error_message}" if call.error_type else None,
+            details=call.details,
+        )
+
+    @staticmethod
+    def _wait_view(wait: WaitRecord) -> WaitView:
+        return WaitView(
+            execution_id=wait.execution_id,
+            name=wait.name,
+            question=wait.question,
+            schema=wait.schema,
+            status=wait.status,
+            answer=wait.answer,
+            refused_answers=wait.refused_answers,
+            metadata=wait.details,
+            created_at=_time(wait.created_at_epoch_s) or datetime.now(tz=UTC),
+            answered_at=_time(wait.answered_at_epoch_s),
+        )
+
+    def get_execution(self, execution_id: str) -> ExecutionDetail:
+        """One execution with its timeline, waits and totals.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+        """
+        record = self.store.get_execution(execution_id)
+        calls = self.store.load_calls(execution_id, include_superseded=True)
+        views = [self._call_view(call, record.run_count) for call in calls]
+        totals = Totals()
+        for view in views:
+            if view.status == "superseded":
+                continue
+            totals.model_calls += view.kind == "model"
+            totals.tool_calls += view.kind in {"tool", "mcp"}
+        for view in views:
+            if view.kind != "model" or view.source == "not reached" and view.status == "superseded":
+                continue
+            if view.details.get("copied_from") is None:
+                totals.input_tokens += view.input_tokens or 0
+                totals.output_tokens += view.output_tokens or 0
+                totals.cost_usd += view.cost_usd or 0.0
+            if view.source == "store":
+                totals.reused_input_tokens += view.input_tokens or 0
+                totals.reused_output_tokens += view.output_tokens or 0
+                totals.reused_cost_usd += view.cost_usd or 0.0
+        return ExecutionDetail(
+            **self._summary_fields(record),
+            calls=views,
+            waits=[self._wait_view(wait) for wait in self.store.list_waits(execution_id)],
+            totals=totals,
+            output_preview=self._preview(record.output),
+        )
+
+    def get_output(self, execution_id: str, *, type_hint: Any = None) -> Any:
+        """The stored output of a completed execution.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+            ExecutionFailedError: It failed.
+            ExecutionError: It has not completed.
+        """
+        record = self.store.get_execution(execution_id)
+        if record.status == "failed":
+            raise ExecutionFailedError(execution_id, record.error_type or "", record.error_message or "")
+        if record.status != "completed":
+            raise ExecutionError(execution_id, f"Execution {execution_id!r} is {record.status}, not completed.")
+        return _runtime.decode_stored(self.store, record.output, JsonCodec(type_hint=type_hint))
+
+    def pending_waits(self, execution_id: str | None = None) -> list[WaitView]:
+        """Waits without an answer, of one execution or of all."""
+        return [self._wait_view(wait) for wait in self.store.list_waits(execution_id, status="pending")]
+
+    # -- steering -------------------------------------------------------------------------------
+
+    def answer(self, execution_id: str, wait_name: str, value: Any) -> WaitView:
+        """Answer a pending wait after validating `value` against the wait's JSON schema.
+
+        Args:
+            execution_id: The execution.
+            wait_name: The wait's name (see `pending_waits` or the CLI's `show`).
+            value: A JSON-able value (for approvals: `{"approved": true, "message": "..."}`).
+
+        Returns:
+            The answered wait.
+
+        Raises:
+            InvalidAnswerError: The value does not satisfy the schema; the wait stays pending.
+            WaitNotFoundError: No wait of that name.
+            WaitAlreadyAnsweredError: It was answered before.
+        """
+        import jsonschema
+
+        existing = self.store.find_wait(execution_id, wait_name)
+        if existing is None:
+            self.store.get_execution(execution_id)
+            known = [wait.name for wait in self.store.list_waits(execution_id)]
+            from kitaru_core.errors import WaitNotFoundError
+
+            raise WaitNotFoundError(execution_id, wait_name, known)
+        validator_class = jsonschema.validators.validator_for(existing.schema, default=jsonschema.Draft202012Validator)
+        validator = validator_class(existing.schema)
+        problems = [
+            f"{'/'.join(str(part) for part in error.absolute_path) or 'value'}: {error.message}"
+            for error in sorted(validator.iter_errors(value), key=lambda item: list(item.absolute_path))
+        ]
+        if problems:
+            raise InvalidAnswerError(execution_id, wait_name, problems)
+        try:
+            answer_json = json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise InvalidAnswerError(execution_id, wait_name, [f"value is not JSON: {error}"]) from error
+        return self._wait_view(self.store.answer_wait(execution_id, wait_name, answer_json))
+
+    def load_flow(self, execution_id: str) -> Flow[..., Any]:
+        """Import the `@flow` that runs an execution.
+
+        Raises:
+            ConfigurationError: The execution has no importable entry point.
+        """
+        record = self.store.get_execution(execution_id)
+        entry_point = record.entry_point
+        if not entry_point:
+            raise ConfigurationError(
+                f"Execution {execution_id!r} ({record.flow_name}) was not started by an importable @flow, so "
+                "it cannot be resumed from here: re-run the program that started it (same inputs, or the "
+                "same execution id) and it resumes."
+            )
+        try:
+            if entry_point.startswith(FILE_ENTRY_PREFIX):
+                path, _, qualname = entry_point[len(FILE_ENTRY_PREFIX) :].rpartition(":")
+                module_name = f"kitaru_entry_{abs(hash(path))}"
+                module = sys.modules.get(module_name)
+                if module is None:
+                    spec = importlib.util.spec_from_file_location(module_name, path)
+                    if spec is None or spec.loader is None:
+                        raise ImportError(f"cannot load {path}")
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[module_name] = module
+                    sys.path.insert(0, str(Path(path).parent))
+                    spec.loader.exec_module(module)
+                target: Any = module
+                for part in qualname.split("."):
+                    target = getattr(target, part)
+            else:
+                target = import_callable(entry_point)
+        except (ImportError, AttributeError, OSError) as error:
+            raise ConfigurationError(f"Cannot import the entry point {entry_point} of {execution_id!r}: {error}") from error
+        if not isinstance(target, Flow):
+            raise ConfigurationError(f"{entry_point} is not a @flow.")
+        return target  # pyright: ignore[reportUnknownVariableType]
+
+    def resume(self, execution_id: str) -> Any:
+        """Run an unfinished execution again in this process, from its importable `@flow`.
+
+        Completed calls are served from the store; answered waits return their answers.
+
+        Returns:
+            The flow's output (awaited for async flows).
+
+        Raises:
+            ConfigurationError: No importable entry point.
+            ExecutionWaitingError: It stopped at a wait again.
+            ExecutionLockedError: A live runner holds it.
+            ExecutionCancelledError: It was cancelled.
+        """
+        record = self.store.get_execution(execution_id)
+        flow_object = self.load_flow(execution_id)
+        inputs = _runtime.decode_stored(self.store, _stored_inputs(record), JsonCodec()) or {}
+        if not isinstance(inputs, dict):
+            raise SerializationError(f"Stored inputs of {execution_id!r} are not a mapping of parameters.")
+        arguments = flow_object.decode_inputs(inputs)  # pyright: ignore[reportUnknownArgumentType]
+        result = flow_object.run(execution_id=execution_id, **arguments)
+        if flow_object.is_async:
+            import asyncio
+
+            return asyncio.run(result)
+        return result
+
+    def replay(
+        self,
+        execution_id: str,
+        *,
+        from_sequence: int | None = None,
+        overrides: dict[str, Any] | None = None,
+        new_execution_id: str | None = None,
+        run: bool = True,
+    ) -> str:
+        """Start a new execution that reuses the stored outputs of another up to a chosen call.
+
+        Args:
+            execution_id: The execution to replay.
+            from_sequence: The first call (by `sequence`) to run live again; default: reuse every
+                completed call.
+            overrides: Stored outputs to replace, by call key (JSON values).
+            new_execution_id: The new execution's id; default: generated.
+            run: Run the new execution now (needs an importable `@flow`).
+
+        Returns:
+            The new execution's id.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+            ConfigurationError: `run=True` but the execution has no importable entry point.
+        """
+        source = self.store.get_execution(execution_id)
+        calls = [
+            call
+            for call in self.store.load_calls(execution_id)
+            if call.status == "completed" and (from_sequence is None or call.sequence < from_sequence)
+        ]
+        for key, value in (overrides or {}).items():
+            matches = [call for call in calls if call.call_key == key]
+            if not matches:
+                raise ConfigurationError(f"No completed call with key {key!r} before the replay point to override.")
+            format_, payload = JsonCodec().encode(value)
+            matches[0].output = self.store.prepare_value(format_, payload)
+            matches[0].fingerprint = None
+        _, record = _runtime.open_or_find(
+            new_execution_id or f"{execution_id[:8]}-replay-{int(time.time() * 1000) % 10**8}",
+            flow_name=source.flow_name,
+            entry_point=source.entry_point,
+            inputs=None,
+            inputs_value=_stored_inputs(source),
+            fresh=True,
+            replay_of=execution_id,
+        )
+        self.store.copy_calls(execution_id, record.id, calls)
+        if run:
+            self.resume(record.id)
+        return record.id
+
+    def cancel(self, execution_id: str) -> ExecutionSummary:
+        """Cancel an execution: at once if no runner holds it, else at the runner's next call.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+        """
+        return ExecutionSummary(**self._summary_fields(self.store.request_cancel(execution_id)))
+
+    def recover(self) -> list[str]:
+        """Mark `running` executions whose runner is gone as `failed` (resumable), and list them."""
+        crashed = [
+            record.id
+            for record in self.store.list_executions(statuses=["running"], limit=10_000)
+            if not _runtime.lease_is_live(record)
+        ]
+        self.store.mark_crashed(crashed, message="The process running it stopped without finishing (crash or kill).")
+        return crashed
+
+
+def _stored_inputs(record: ExecutionRecord) -> Any:
+    from kitaru_core._store import StoredValue
+
+    if record.inputs_format is None or record.inputs is None:
+        return None
+    return StoredValue(record.inputs_format, record.inputs, None, len(record.inputs))

@@ -1,0 +1,182 @@
+"""Configuration: keyword arguments to `configure`, then environment variables, then a config file."""
+
+from __future__ import annotations
+
+import os
+import threading
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from kitaru_core.errors import ConfigurationError
+
+DEFAULT_DIRECTORY = ".kitaru"
+
+_ENVIRONMENT = {
+    "store_url": "KITARU_STORE_URL",
+    "artifacts_url": "KITARU_ARTIFACTS_URL",
+    "allow_pickle": "KITARU_ALLOW_PICKLE",
+    "inline_limit_bytes": "KITARU_INLINE_LIMIT_BYTES",
+    "lease_duration_s": "KITARU_LEASE_DURATION_S",
+    "wait_poll_interval_s": "KITARU_WAIT_POLL_INTERVAL_S",
+    "interactive": "KITARU_INTERACTIVE",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of the durable core.
+
+    Attributes:
+        store_url: SQLAlchemy URL of the metadata store. Default: SQLite (WAL) file
+            `./.kitaru/kitaru.db` relative to the working directory at first use.
+        artifacts_url: fsspec URL of the artifact store for large values. Default: the folder
+            `./.kitaru/artifacts`.
+        inline_limit_bytes: Serialized values up to this size are stored in the database; larger
+            ones go to the artifact store.
+        allow_pickle: Store values that JSON cannot represent with pickle. Off by default: a shared
+            artifact store must not become a code-execution path.
+        lease_duration_s: Seconds a runner's lease lasts without renewal. The heartbeat renews it
+            every third of that.
+        wait_poll_interval_s: Seconds between polls of the store while `wait()` waits for an answer.
+        interactive: Ask waits at the terminal. `None` means: when stdin and stdout are terminals.
+    """
+
+    store_url: str | None = None
+    artifacts_url: str | None = None
+    inline_limit_bytes: int = 64 * 1024
+    allow_pickle: bool = False
+    lease_duration_s: float = 30.0
+    wait_poll_interval_s: float = 1.0
+    interactive: bool | None = None
+
+    def resolved_store_url(self) -> str:
+        """The store URL, defaulting to the SQLite file under `./.kitaru/`."""
+        if self.store_url:
+            return self.store_url
+        return "sqlite:///" + str(Path(DEFAULT_DIRECTORY, "kitaru.db").resolve())
+
+    def resolved_artifacts_url(self) -> str:
+        """The artifact store URL, defaulting to `./.kitaru/artifacts`."""
+        if self.artifacts_url:
+            return self.artifacts_url
+        return str(Path(DEFAULT_DIRECTORY, "artifacts").resolve())
+
+
+_lock = threading.Lock()
+_overrides: dict[str, Any] = {}
+_generation = 0
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    kind = {field.name: field.type for field in fields(Settings)}[name]
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if "bool" in str(kind):
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if "int" in str(kind):
+            return int(raw)
+        if "float" in str(kind):
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"Setting {name} got {raw!r}, which is not a valid {kind}.") from None
+    return raw
+
+
+def _from_file() -> dict[str, Any]:
+    path = Path(os.environ.get("KITARU_CONFIG_FILE", Path(DEFAULT_DIRECTORY, "config.toml")))
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigurationError(f"Cannot read the config file {path}: {error}") from error
+    section = data.get("kitaru", data)
+    known = {field.name for field in fields(Settings)}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigurationError(
+            f"Config file {path} has unknown settings {sorted(unknown)}; known: {sorted(known)}."
+        )
+    return {name: _coerce(name, value) for name, value in section.items()}
+
+
+def current_settings() -> Settings:
+    """Resolve the settings now in force (keywords > environment > config file > defaults)."""
+    values: dict[str, Any] = _from_file()
+    for name, variable in _ENVIRONMENT.items():
+        if variable in os.environ:
+            values[name] = _coerce(name, os.environ[variable])
+    with _lock:
+        values.update(_overrides)
+    return replace(Settings(), **values)
+
+
+def settings_generation() -> int:
+    """A number that changes whenever `configure` is called (used to drop cached stores)."""
+    return _generation
+
+
+def configure(
+    *,
+    store_url: str | None = None,
+    artifacts_url: str | None = None,
+    inline_limit_bytes: int | None = None,
+    allow_pickle: bool | None = None,
+    lease_duration_s: float | None = None,
+    wait_poll_interval_s: float | None = None,
+    interactive: bool | None = None,
+    reset: bool = False,
+) -> Settings:
+    """Set where and how executions are stored, for this process.
+
+    Keywords given here win over the environment (`KITARU_STORE_URL`, `KITARU_ARTIFACTS_URL`, ...),
+    which wins over the config file (`./.kitaru/config.toml` or `$KITARU_CONFIG_FILE`, with the
+    settings under a `[kitaru]` table).
+
+    Args:
+        store_url: SQLAlchemy URL of the metadata store, e.g. `sqlite:///path/kitaru.db` or
+            `postgresql+psycopg://user@host/db`. `sqlite://` is an in-memory store for tests.
+        artifacts_url: fsspec URL for large values: a folder path, `memory://name`, `s3://bucket/prefix`.
+        inline_limit_bytes: Largest serialized value (bytes) stored inline in the database.
+        allow_pickle: Allow pickle for values JSON cannot represent, for every checkpoint.
+        lease_duration_s: Seconds a runner's lease lasts without a heartbeat.
+        wait_poll_interval_s: Seconds between store polls while a wait waits for its answer.
+        interactive: Ask waits at the terminal (`None`: only when stdin and stdout are terminals).
+        reset: Forget every earlier `configure` keyword first.
+
+    Returns:
+        The settings now in force.
+
+    Raises:
+        ConfigurationError: A value is out of range.
+    """
+    global _generation
+    given = {
+        "store_url": store_url,
+        "artifacts_url": artifacts_url,
+        "inline_limit_bytes": inline_limit_bytes,
+        "allow_pickle": allow_pickle,
+        "lease_duration_s": lease_duration_s,
+        "wait_poll_interval_s": wait_poll_interval_s,
+        "interactive": interactive,
+    }
+    if lease_duration_s is not None and lease_duration_s <= 0:
+        raise ConfigurationError(f"lease_duration_s must be positive seconds, got {lease_duration_s}.")
+    if wait_poll_interval_s is not None and wait_poll_interval_s <= 0:
+        raise ConfigurationError(f"wait_poll_interval_s must be positive seconds, got {wait_poll_interval_s}.")
+    if inline_limit_bytes is not None and inline_limit_bytes < 0:
+        raise ConfigurationError(f"inline_limit_bytes must be >= 0, got {inline_limit_bytes}.")
+    with _lock:
+        if reset:
+            _overrides.clear()
+        _overrides.update({name: value for name, value in given.items() if value is not None})
+        _generation += 1
+    return current_settings()

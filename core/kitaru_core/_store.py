@@ -1,0 +1,742 @@
+"""The metadata store (SQLAlchemy 2 Core, SQLite WAL or PostgreSQL) and the fsspec artifact store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, and_, create_engine, event, func, insert, inspect, or_, select, text, update
+from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from kitaru_core import _tables as tables
+from kitaru_core._records import (
+    UNFINISHED_STATUSES,
+    CallRecord,
+    ExecutionRecord,
+    ExecutionStatus,
+    StoredValue,
+    WaitRecord,
+)
+from kitaru_core.errors import (
+    ExecutionNotFoundError,
+    MigrationError,
+    StoreError,
+    WaitAlreadyAnsweredError,
+    WaitNotFoundError,
+)
+
+def _stored(row: RowMapping, prefix: str) -> StoredValue | None:
+    format_ = row[f"{prefix}_format"]
+    if format_ is None:
+        return None
+    payload = row[prefix]
+    reference = row[f"{prefix}_ref"]
+    size = row.get(f"{prefix}_size_bytes") or (len(payload) if payload is not None else 0)
+    return StoredValue(format=format_, payload=payload, reference=reference, size_bytes=size)
+
+
+def _execution(row: RowMapping) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=row["id"],
+        flow_name=row["flow_name"],
+        entry_point=row["entry_point"],
+        inputs_fingerprint=row["inputs_fingerprint"],
+        inputs_format=row["inputs_format"],
+        inputs=row["inputs"],
+        status=row["status"],
+        output=_stored(row, "output"),
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        error_traceback=row["error_traceback"],
+        run_count=row["run_count"],
+        replay_of=row["replay_of"],
+        cancel_requested=bool(row["cancel_requested"]),
+        lease_owner=row["lease_owner"],
+        lease_host=row["lease_host"],
+        lease_pid=row["lease_pid"],
+        lease_expires_at_epoch_s=row["lease_expires_at_epoch_s"],
+        created_at_epoch_s=row["created_at_epoch_s"],
+        updated_at_epoch_s=row["updated_at_epoch_s"],
+        ended_at_epoch_s=row["ended_at_epoch_s"],
+    )
+
+
+def _json_or_report(raw: str | None, what: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise StoreError(f"Corrupt record: {what} is not valid JSON ({error}).") from error
+
+
+def _call(row: RowMapping) -> CallRecord:
+    return CallRecord(
+        id=row["id"],
+        execution_id=row["execution_id"],
+        call_key=row["call_key"],
+        name=row["name"],
+        kind=row["kind"],
+        sequence=row["sequence"],
+        status=row["status"],
+        fingerprint=row["fingerprint"],
+        output=_stored(row, "output"),
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        error_traceback=row["error_traceback"],
+        attempts=row["attempts"],
+        run_number=row["run_number"],
+        last_served_run=row["last_served_run"],
+        started_at_epoch_s=row["started_at_epoch_s"],
+        ended_at_epoch_s=row["ended_at_epoch_s"],
+        model_name=row["model_name"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost_usd=row["cost_usd"],
+        details=_json_or_report(row["details"], f"details of call {row['call_key']!r}") or {},
+    )
+
+
+def _wait(row: RowMapping) -> WaitRecord:
+    where = f"wait {row['name']!r} of execution {row['execution_id']!r}"
+    return WaitRecord(
+        id=row["id"],
+        execution_id=row["execution_id"],
+        name=row["name"],
+        call_key=row["call_key"],
+        question=row["question"],
+        schema=_json_or_report(row["schema"], f"schema of {where}") or {},
+        details=_json_or_report(row["details"], f"details of {where}") or {},
+        status=row["status"],
+        answer=_json_or_report(row["answer"], f"answer of {where}"),
+        has_answer=row["answer"] is not None,
+        refused_answers=_json_or_report(row["refused_answers"], f"refused answers of {where}") or [],
+        created_at_epoch_s=row["created_at_epoch_s"],
+        answered_at_epoch_s=row["answered_at_epoch_s"],
+    )
+
+
+class ArtifactStore:
+    """Content-addressed blobs (SHA-256) in any fsspec file system.
+
+    Args:
+        url: A folder path or an fsspec URL (`memory://x`, `s3://bucket/prefix`, `gs://...`).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._filesystem: Any = None
+        self._root = ""
+
+    def _fs(self) -> Any:
+        if self._filesystem is None:
+            import fsspec
+
+            filesystem, root = fsspec.core.url_to_fs(self.url)
+            self._filesystem, self._root = filesystem, root.rstrip("/")
+        return self._filesystem
+
+    def _path(self, digest: str) -> str:
+        return f"{self._root}/{digest[:2]}/{digest}"
+
+    def put(self, payload: bytes) -> str:
+        """Store `payload`; return its SHA-256 hex digest (the reference)."""
+        digest = hashlib.sha256(payload).hexdigest()
+        filesystem = self._fs()
+        path = self._path(digest)
+        try:
+            if not filesystem.exists(path):
+                filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                temporary = f"{path}.{threading.get_ident()}.tmp"
+                with filesystem.open(temporary, "wb") as handle:
+                    handle.write(payload)
+                filesystem.mv(temporary, path)
+        except OSError as error:
+            raise StoreError(f"Cannot write artifact {digest} to {self.url}: {error}") from error
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        """Read the blob stored under `digest`.
+
+        Raises:
+            StoreError: The blob is missing or its content does not match its digest.
+        """
+        try:
+            with self._fs().open(self._path(digest), "rb") as handle:
+                payload: bytes = handle.read()
+        except (OSError, FileNotFoundError) as error:
+            raise StoreError(f"Artifact {digest} is missing from {self.url}: {error}") from error
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise StoreError(f"Corrupt artifact {digest} in {self.url}: its content does not match its hash.")
+        return payload
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _make_engine(url: str) -> Engine:
+    if not _is_sqlite(url):
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    in_memory = url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"}
+    if not in_memory:
+        database = url.split("///", 1)[1] if "///" in url else ""
+        if database:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        poolclass=StaticPool if in_memory else None,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:  # pyright: ignore[reportUnusedFunction]
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:  # pyright: ignore[reportUnusedFunction]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Store:
+    """Executions, checkpoint calls and waits in one SQL database, large values in an artifact store.
+
+    Args:
+        url: SQLAlchemy URL. `sqlite://` is an in-memory database (one per Store).
+        artifacts_url: fsspec URL of the artifact store.
+        inline_limit_bytes: Larger serialized values go to the artifact store.
+
+    Raises:
+        StoreError: The database cannot be reached.
+        MigrationError: The schema is newer than this code, or a migration failed.
+    """
+
+    def __init__(self, url: str, artifacts_url: str, *, inline_limit_bytes: int = 64 * 1024) -> None:
+        self.url = url
+        self.inline_limit_bytes = inline_limit_bytes
+        self.artifacts = ArtifactStore(artifacts_url)
+        self.engine = _make_engine(url)
+        self._write_lock = threading.RLock()
+        self._migrate()
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def _current_revision(self, connection: Connection) -> str | None:
+        if not inspect(connection).has_table("kitaru_alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM kitaru_alembic_version")).scalar()
+
+    def _migrate(self) -> None:
+        try:
+            with self.engine.connect() as connection:
+                revision = self._current_revision(connection)
+                connection.rollback()
+            if revision == tables.SCHEMA_REVISION:
+                return
+            if revision is not None and revision > tables.SCHEMA_REVISION:
+                raise MigrationError(
+                    f"The store at {self.url} has schema revision {revision}, newer than this version of "
+                    f"kitaru-adapters understands ({tables.SCHEMA_REVISION}). Upgrade kitaru-adapters."
+                )
+            from alembic import command
+            from alembic.config import Config
+
+            config = Config()
+            config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+            with self.engine.begin() as connection:
+                if self._current_revision(connection) == tables.SCHEMA_REVISION:
+                    return
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except MigrationError:
+            raise
+        except SQLAlchemyError as error:
+            raise StoreError(f"Cannot open the store at {self.url}: {error}") from error
+        except Exception as error:  # alembic reports failures with its own exception types
+            raise MigrationError(f"Migrating the store at {self.url} failed: {error}") from error
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # -- values ---------------------------------------------------------------------------------
+
+    def prepare_value(self, format_: str, payload: bytes) -> StoredValue:
+        """Put large payloads into the artifact store; keep small ones inline."""
+        if len(payload) > self.inline_limit_bytes:
+            return StoredValue(format_, None, self.artifacts.put(payload), len(payload))
+        return StoredValue(format_, payload, None, len(payload))
+
+    def load_value(self, value: StoredValue) -> bytes:
+        """The payload bytes of a stored value, reading the artifact store if needed."""
+        if value.payload is not None:
+            return value.payload
+        if value.reference is None:
+            raise StoreError("Corrupt record: a stored value has neither inline bytes nor an artifact reference.")
+        return self.artifacts.get(value.reference)
+
+    # -- executions -----------------------------------------------------------------------------
+
+    def create_execution(
+        self,
+        execution_id: str,
+        *,
+        flow_name: str,
+        entry_point: str | None,
+        inputs_fingerprint: str | None,
+        inputs: StoredValue | None,
+        replay_of: str | None = None,
+    ) -> ExecutionRecord:
+        """Insert a new execution with status `running` and no lease.
+
+        Raises:
+            StoreError: An execution with this id exists already.
+        """
+        now = time.time()
+        values: dict[str, Any] = {
+            "id": execution_id,
+            "flow_name": flow_name,
+            "entry_point": entry_point,
+            "inputs_fingerprint": inputs_fingerprint,
+            "inputs_format": inputs.format if inputs else None,
+            "inputs": inputs.payload if inputs else None,
+            "status": "running",
+            "run_count": 0,
+            "replay_of": replay_of,
+            "cancel_requested": False,
+            "created_at_epoch_s": now,
+            "updated_at_epoch_s": now,
+        }
+        try:
+            with self._write_lock, self.engine.begin() as connection:
+                connection.execute(insert(tables.executions).values(values))
+        except IntegrityError as error:
+            raise StoreError(f"An execution with id {execution_id!r} exists already.") from error
+        record = self.get_execution(execution_id)
+        return record
+
+    def find_execution(self, execution_id: str) -> ExecutionRecord | None:
+        """The execution with this id, or `None`."""
+        with self.engine.connect() as connection:
+            row = (
+                connection.execute(select(tables.executions).where(tables.executions.c.id == execution_id))
+                .mappings()
+                .first()
+            )
+        return _execution(row) if row else None
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord:
+        """The execution with this id.
+
+        Raises:
+            ExecutionNotFoundError: There is none.
+        """
+        record = self.find_execution(execution_id)
+        if record is None:
+            raise ExecutionNotFoundError(execution_id)
+        return record
+
+    def find_resumable(self, flow_name: str, inputs_fingerprint: str) -> ExecutionRecord | None:
+        """The newest unfinished (running, waiting or failed) execution of a flow with these inputs."""
+        t = tables.executions
+        query = (
+            select(t)
+            .where(
+                t.c.flow_name == flow_name,
+                t.c.inputs_fingerprint == inputs_fingerprint,
+                t.c.status.in_(UNFINISHED_STATUSES),
+            )
+            .order_by(t.c.created_at_epoch_s.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return _execution(row) if row else None
+
+    def list_executions(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        flow_name: str | None = None,
+        created_after_epoch_s: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ExecutionRecord]:
+        """Executions, newest first, filtered by status, flow name and creation time."""
+        t = tables.executions
+        query = select(t).order_by(t.c.created_at_epoch_s.desc(), t.c.id).limit(limit).offset(offset)
+        if statuses:
+            query = query.where(t.c.status.in_(list(statuses)))
+        if flow_name:
+            query = query.where(t.c.flow_name == flow_name)
+        if created_after_epoch_s is not None:
+            query = query.where(t.c.created_at_epoch_s >= created_after_epoch_s)
+        with self.engine.connect() as connection:
+            return [_execution(row) for row in connection.execute(query).mappings()]
+
+    def try_acquire_lease(
+        self,
+        execution_id: str,
+        *,
+        expected_owner: str | None,
+        owner: str,
+        host: str,
+        pid: int,
+        lease_duration_s: float,
+    ) -> bool:
+        """Compare-and-set the lease: succeeds only if the lease owner is still `expected_owner`.
+
+        On success the execution becomes `running`, its run count grows by one and its cancel flag,
+        error and end time are cleared.
+        """
+        t = tables.executions
+        now = time.time()
+        owner_matches = t.c.lease_owner.is_(None) if expected_owner is None else t.c.lease_owner == expected_owner
+        with self._write_lock, self.engine.begin() as connection:
+            result = connection.execute(
+                update(t)
+                .where(t.c.id == execution_id, owner_matches)
+                .values(
+                    lease_owner=owner,
+                    lease_host=host,
+                    lease_pid=pid,
+                    lease_expires_at_epoch_s=now + lease_duration_s,
+                    status="running",
+                    run_count=t.c.run_count + 1,
+                    error_type=None,
+                    error_message=None,
+                    error_traceback=None,
+                    ended_at_epoch_s=None,
+                    updated_at_epoch_s=now,
+                )
+            )
+        return result.rowcount == 1
+
+    def renew_lease(self, execution_id: str, owner: str, lease_duration_s: float) -> tuple[bool, bool]:
+        """Extend a lease held by `owner`.
+
+        Returns:
+            `(still_owner, cancel_requested)`.
+        """
+        t = tables.executions
+        now = time.time()
+        with self._write_lock, self.engine.begin() as connection:
+            result = connection.execute(
+                update(t)
+                .where(t.c.id == execution_id, t.c.lease_owner == owner)
+                .values(lease_expires_at_epoch_s=now + lease_duration_s)
+            )
+            cancel = connection.execute(select(t.c.cancel_requested).where(t.c.id == execution_id)).scalar()
+        return result.rowcount == 1, bool(cancel)
+
+    def finish_execution(
+        self,
+        execution_id: str,
+        owner: str,
+        *,
+        status: ExecutionStatus,
+        output: StoredValue | None = None,
+        error: tuple[str, str, str] | None = None,
+    ) -> bool:
+        """Record the outcome of a run and release the lease, if `owner` still holds it."""
+        t = tables.executions
+        now = time.time()
+        values: dict[str, Any] = {
+            "status": status,
+            "lease_owner": None,
+            "lease_expires_at_epoch_s": None,
+            "updated_at_epoch_s": now,
+            "ended_at_epoch_s": now if status in ("completed", "failed", "cancelled") else None,
+        }
+        if output is not None:
+            values.update(output_format=output.format, output=output.payload, output_ref=output.reference)
+        if error is not None:
+            values.update(error_type=error[0], error_message=error[1], error_traceback=error[2])
+        with self._write_lock, self.engine.begin() as connection:
+            result = connection.execute(
+                update(t).where(t.c.id == execution_id, t.c.lease_owner == owner).values(values)
+            )
+        return result.rowcount == 1
+
+    def request_cancel(self, execution_id: str) -> ExecutionRecord:
+        """Flag an execution as cancelled; a live runner stops at its next checkpoint call.
+
+        An execution without a live runner becomes `cancelled` at once.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+        """
+        t = tables.executions
+        now = time.time()
+        with self._write_lock, self.engine.begin() as connection:
+            result = connection.execute(
+                update(t).where(t.c.id == execution_id).values(cancel_requested=True, updated_at_epoch_s=now)
+            )
+            if result.rowcount == 0:
+                raise ExecutionNotFoundError(execution_id)
+            connection.execute(
+                update(t)
+                .where(
+                    t.c.id == execution_id,
+                    t.c.status.in_(UNFINISHED_STATUSES),
+                    or_(t.c.lease_owner.is_(None), t.c.lease_expires_at_epoch_s < now),
+                )
+                .values(status="cancelled", lease_owner=None, ended_at_epoch_s=now)
+            )
+        return self.get_execution(execution_id)
+
+    def mark_crashed(self, execution_ids: Iterable[str], *, message: str) -> int:
+        """Set `running` executions whose lease expired to `failed`, recording why."""
+        t = tables.executions
+        now = time.time()
+        ids = list(execution_ids)
+        if not ids:
+            return 0
+        with self._write_lock, self.engine.begin() as connection:
+            result = connection.execute(
+                update(t)
+                .where(
+                    t.c.id.in_(ids),
+                    t.c.status == "running",
+                    or_(t.c.lease_owner.is_(None), t.c.lease_expires_at_epoch_s < now),
+                )
+                .values(
+                    status="failed",
+                    lease_owner=None,
+                    error_type="ProcessLost",
+                    error_message=message,
+                    updated_at_epoch_s=now,
+                    ended_at_epoch_s=now,
+                )
+            )
+        return result.rowcount
+
+    # -- checkpoint calls -----------------------------------------------------------------------
+
+    def load_calls(self, execution_id: str, *, include_superseded: bool = False) -> list[CallRecord]:
+        """All checkpoint calls of an execution in recording order (one query)."""
+        t = tables.checkpoint_calls
+        query = select(t).where(t.c.execution_id == execution_id).order_by(t.c.sequence, t.c.id)
+        if not include_superseded:
+            query = query.where(t.c.status != "superseded")
+        with self.engine.connect() as connection:
+            return [_call(row) for row in connection.execute(query).mappings()]
+
+    def next_sequence(self, execution_id: str) -> int:
+        """One more than the highest call sequence number recorded for the execution."""
+        t = tables.checkpoint_calls
+        with self.engine.connect() as connection:
+            highest = connection.execute(
+                select(func.max(t.c.sequence)).where(t.c.execution_id == execution_id)
+            ).scalar()
+        return (highest or 0) + 1
+
+    def record_call(
+        self,
+        values: dict[str, Any],
+        *,
+        supersede_ids: Sequence[int] = (),
+        lease: tuple[str, str] | None = None,
+    ) -> int:
+        """Insert a checkpoint call (and mark older records superseded) in one transaction.
+
+        Args:
+            values: Column values of the new row.
+            supersede_ids: Ids of older records of the same key to mark `superseded`.
+            lease: `(execution_id, owner)`: refuse to write unless `owner` still holds the lease.
+
+        Returns:
+            The new row's id, or -1 when the lease check failed (nothing was written).
+        """
+        t = tables.checkpoint_calls
+        with self._write_lock, self.engine.begin() as connection:
+            if lease is not None:
+                holder = connection.execute(
+                    select(tables.executions.c.lease_owner).where(tables.executions.c.id == lease[0])
+                ).scalar()
+                if holder != lease[1]:
+                    return -1
+            if supersede_ids:
+                connection.execute(
+                    update(t).where(t.c.id.in_(list(supersede_ids))).values(status="superseded")
+                )
+            result = connection.execute(insert(t).values(values))
+            primary_key = result.inserted_primary_key
+        return int(primary_key[0]) if primary_key else -1
+
+    def mark_served(self, served: Sequence[int], run_number: int) -> None:
+        """Note which run last served these calls from the store (for the timeline)."""
+        if not served:
+            return
+        t = tables.checkpoint_calls
+        with self._write_lock, self.engine.begin() as connection:
+            connection.execute(update(t).where(t.c.id.in_(list(served))).values(last_served_run=run_number))
+
+    def copy_calls(self, source_id: str, target_id: str, calls: Sequence[CallRecord]) -> None:
+        """Copy call records into another execution (replay)."""
+        t = tables.checkpoint_calls
+        rows = [
+            {
+                "execution_id": target_id,
+                "call_key": call.call_key,
+                "name": call.name,
+                "kind": call.kind,
+                "sequence": call.sequence,
+                "status": call.status,
+                "fingerprint": call.fingerprint,
+                "output_format": call.output.format if call.output else None,
+                "output": call.output.payload if call.output else None,
+                "output_ref": call.output.reference if call.output else None,
+                "output_size_bytes": call.output.size_bytes if call.output else None,
+                "error_type": call.error_type,
+                "error_message": call.error_message,
+                "error_traceback": call.error_traceback,
+                "attempts": call.attempts,
+                "run_number": 0,
+                "started_at_epoch_s": call.started_at_epoch_s,
+                "ended_at_epoch_s": call.ended_at_epoch_s,
+                "model_name": call.model_name,
+                "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens,
+                "cost_usd": call.cost_usd,
+                "details": json.dumps({**call.details, "copied_from": source_id}),
+            }
+            for call in calls
+        ]
+        if rows:
+            with self._write_lock, self.engine.begin() as connection:
+                connection.execute(insert(t), rows)
+
+    # -- waits ----------------------------------------------------------------------------------
+
+    def find_wait(self, execution_id: str, name: str) -> WaitRecord | None:
+        """The wait of that name, or `None`."""
+        t = tables.waits
+        with self.engine.connect() as connection:
+            row = (
+                connection.execute(select(t).where(t.c.execution_id == execution_id, t.c.name == name))
+                .mappings()
+                .first()
+            )
+        return _wait(row) if row else None
+
+    def list_waits(self, execution_id: str | None = None, *, status: str | None = None) -> list[WaitRecord]:
+        """Waits of one execution (or all), oldest first."""
+        t = tables.waits
+        query = select(t).order_by(t.c.created_at_epoch_s, t.c.id)
+        if execution_id is not None:
+            query = query.where(t.c.execution_id == execution_id)
+        if status is not None:
+            query = query.where(t.c.status == status)
+        with self.engine.connect() as connection:
+            return [_wait(row) for row in connection.execute(query).mappings()]
+
+    def create_wait(
+        self,
+        execution_id: str,
+        name: str,
+        *,
+        call_key: str,
+        question: str,
+        schema: dict[str, Any],
+        details: dict[str, Any] | None,
+    ) -> WaitRecord:
+        """Insert a pending wait, or return the existing one of that name."""
+        t = tables.waits
+        try:
+            with self._write_lock, self.engine.begin() as connection:
+                connection.execute(
+                    insert(t).values(
+                        execution_id=execution_id,
+                        name=name,
+                        call_key=call_key,
+                        question=question,
+                        schema=json.dumps(schema),
+                        details=json.dumps(details) if details else None,
+                        status="pending",
+                        created_at_epoch_s=time.time(),
+                    )
+                )
+        except IntegrityError:
+            pass
+        record = self.find_wait(execution_id, name)
+        if record is None:  # pragma: no cover - the row was just written
+            raise StoreError(f"Wait {name!r} of execution {execution_id!r} vanished after it was written.")
+        return record
+
+    def answer_wait(self, execution_id: str, name: str, answer_json: str) -> WaitRecord:
+        """Store an answer for a pending wait (validation is the caller's job).
+
+        Raises:
+            WaitNotFoundError: No such wait.
+            WaitAlreadyAnsweredError: It already has an answer.
+        """
+        t = tables.waits
+        with self._write_lock, self.engine.begin() as connection:
+            result = connection.execute(
+                update(t)
+                .where(t.c.execution_id == execution_id, t.c.name == name, t.c.status == "pending")
+                .values(status="answered", answer=answer_json, answered_at_epoch_s=time.time())
+            )
+        if result.rowcount == 0:
+            existing = self.find_wait(execution_id, name)
+            if existing is None:
+                known = [wait.name for wait in self.list_waits(execution_id)]
+                raise WaitNotFoundError(execution_id, name, known)
+            raise WaitAlreadyAnsweredError(execution_id, name)
+        record = self.find_wait(execution_id, name)
+        assert record is not None
+        return record
+
+    def refuse_answer(self, execution_id: str, name: str, problems: Sequence[str]) -> None:
+        """Move a stored answer that failed validation into the refused list; the wait is pending again."""
+        t = tables.waits
+        with self._write_lock, self.engine.begin() as connection:
+            row = (
+                connection.execute(
+                    select(t.c.answer, t.c.refused_answers).where(
+                        t.c.execution_id == execution_id, t.c.name == name
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return
+            refused = json.loads(row["refused_answers"] or "[]")
+            refused.append({"answer": json.loads(row["answer"] or "null"), "problems": list(problems)})
+            connection.execute(
+                update(t)
+                .where(and_(t.c.execution_id == execution_id, t.c.name == name))
+                .values(status="pending", answer=None, answered_at_epoch_s=None, refused_answers=json.dumps(refused))
+            )
+
+
+_stores: dict[tuple[str, str, int], Store] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(url: str, artifacts_url: str, inline_limit_bytes: int) -> Store:
+    """A process-wide cached `Store` for these settings (in-memory SQLite is one shared database)."""
+    key = (url, artifacts_url, inline_limit_bytes)
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = Store(url, artifacts_url, inline_limit_bytes=inline_limit_bytes)
+            _stores[key] = store
+        return store

@@ -1,0 +1,111 @@
+"""The store's tables, as SQLAlchemy Core tables on one MetaData (migrations live in `migrations/`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_REVISION = "0001"
+
+metadata = MetaData()
+
+executions = Table(
+    "kitaru_executions",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("flow_name", String(500), nullable=False),
+    Column("entry_point", String(1000), nullable=True),
+    Column("inputs_fingerprint", String(64), nullable=True),
+    Column("inputs_format", String(500), nullable=True),
+    Column("inputs", LargeBinary, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("output_format", String(500), nullable=True),
+    Column("output", LargeBinary, nullable=True),
+    Column("output_ref", String(64), nullable=True),
+    Column("error_type", String(500), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_traceback", Text, nullable=True),
+    Column("run_count", Integer, nullable=False, default=0),
+    Column("replay_of", String(200), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_host", String(255), nullable=True),
+    Column("lease_pid", Integer, nullable=True),
+    Column("lease_expires_at_epoch_s", Float, nullable=True),
+    Column("created_at_epoch_s", Float, nullable=False),
+    Column("updated_at_epoch_s", Float, nullable=False),
+    Column("ended_at_epoch_s", Float, nullable=True),
+    Index("ix_kitaru_executions_resume", "flow_name", "inputs_fingerprint", "status"),
+    Index("ix_kitaru_executions_status", "status", "created_at_epoch_s"),
+)
+
+checkpoint_calls = Table(
+    "kitaru_checkpoint_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "execution_id",
+        String(200),
+        ForeignKey("kitaru_executions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("call_key", Text, nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("fingerprint", String(64), nullable=True),
+    Column("output_format", String(500), nullable=True),
+    Column("output", LargeBinary, nullable=True),
+    Column("output_ref", String(64), nullable=True),
+    Column("output_size_bytes", Integer, nullable=True),
+    Column("error_type", String(500), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_traceback", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("run_number", Integer, nullable=False),
+    Column("last_served_run", Integer, nullable=True),
+    Column("started_at_epoch_s", Float, nullable=False),
+    Column("ended_at_epoch_s", Float, nullable=False),
+    Column("model_name", String(500), nullable=True),
+    Column("input_tokens", Integer, nullable=True),
+    Column("output_tokens", Integer, nullable=True),
+    Column("cost_usd", Float, nullable=True),
+    Column("details", Text, nullable=True),
+    Index("ix_kitaru_checkpoint_calls_execution", "execution_id", "call_key"),
+)
+
+waits = Table(
+    "kitaru_waits",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "execution_id",
+        String(200),
+        ForeignKey("kitaru_executions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(500), nullable=False),
+    Column("call_key", Text, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("schema", Text, nullable=False),
+    Column("details", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("answer", Text, nullable=True),
+    Column("refused_answers", Text, nullable=True),
+    Column("created_at_epoch_s", Float, nullable=False),
+    Column("answered_at_epoch_s", Float, nullable=True),
+    UniqueConstraint("execution_id", "name", name="uq_kitaru_waits_execution_name"),
+)

@@ -1,0 +1,314 @@
+"""Errors raised by kitaru_core and its adapters.
+
+Every error a caller may catch derives from `KitaruError`. Control-flow signals that must unwind
+agent code (a wait that suspends the execution, a cancellation) derive from `BaseException` so an
+agent's `except Exception:` cannot swallow them; they are private to the runtime and are turned
+into a public error at the edge of an execution.
+
+```
+Exception
+└── KitaruError
+    ├── ConfigurationError          misuse: bad arguments, a call outside an execution, bad config
+    ├── MissingDependencyError      also an ImportError: an optional extra is not installed
+    ├── StoreError                  the metadata or artifact store failed or holds a corrupt record
+    │   └── MigrationError          the database schema is newer than this version understands
+    ├── SerializationError          a value could not be stored or loaded safely
+    ├── DivergenceError             a stored call's inputs differ and `on_divergence="error"`
+    ├── ExecutionError
+    │   ├── ExecutionNotFoundError  no execution with that id
+    │   ├── ExecutionLockedError    another live runner holds the execution's lease
+    │   ├── LeaseLostError          this runner's lease was taken over while it ran
+    │   ├── ExecutionCancelledError the execution was cancelled
+    │   ├── ExecutionFailedError    a stored execution failed (raised when resuming it is refused)
+    │   └── ExecutionWaitingError   the execution stopped at a wait; says how to answer and resume
+    ├── WaitError
+    │   ├── WaitNotFoundError       no wait of that name in the execution
+    │   ├── WaitAlreadyAnsweredError
+    │   └── InvalidAnswerError      the answer does not match the wait's schema; the wait stays pending
+    └── AdapterError                an agent framework adapter cannot do what was asked
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AdapterError",
+    "ConfigurationError",
+    "DivergenceError",
+    "ExecutionCancelledError",
+    "ExecutionError",
+    "ExecutionFailedError",
+    "ExecutionLockedError",
+    "ExecutionNotFoundError",
+    "ExecutionWaitingError",
+    "InvalidAnswerError",
+    "KitaruError",
+    "LeaseLostError",
+    "MigrationError",
+    "MissingDependencyError",
+    "PendingWait",
+    "SerializationError",
+    "StoreError",
+    "WaitAlreadyAnsweredError",
+    "WaitError",
+    "WaitNotFoundError",
+]
+
+
+class KitaruError(Exception):
+    """Root of every error kitaru_core raises on purpose."""
+
+
+class ConfigurationError(KitaruError):
+    """The API was used in a way it does not support, or configuration is invalid."""
+
+
+class MissingDependencyError(KitaruError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{package} is not installed. Install it with: pip install \"kitaru-adapters[{extra}]\""
+        )
+
+
+class StoreError(KitaruError):
+    """The metadata store or the artifact store failed, or holds a record that cannot be read."""
+
+
+class MigrationError(StoreError):
+    """The store's schema cannot be brought to the version this code needs."""
+
+
+class SerializationError(KitaruError):
+    """A value cannot be serialized safely (JSON), or a stored value cannot be loaded back."""
+
+
+class DivergenceError(KitaruError):
+    """A stored checkpoint call's input fingerprint differs from the new call's inputs.
+
+    Raised only for checkpoints declared with `on_divergence="error"`; by default a diverging call
+    runs live and the old record is kept as superseded.
+
+    Attributes:
+        execution_id: The execution the call belongs to.
+        call_key: The checkpoint call's stable key.
+        stored_fingerprint: Fingerprint recorded when the call first ran.
+        new_fingerprint: Fingerprint of the inputs given now.
+    """
+
+    def __init__(
+        self, execution_id: str, call_key: str, stored_fingerprint: str, new_fingerprint: str
+    ) -> None:
+        self.execution_id = execution_id
+        self.call_key = call_key
+        self.stored_fingerprint = stored_fingerprint
+        self.new_fingerprint = new_fingerprint
+        super().__init__(
+            f"Checkpoint call {call_key!r} of execution {execution_id!r} was recorded with other inputs "
+            f"(stored fingerprint {stored_fingerprint[:12]}, now {new_fingerprint[:12]}). Start a fresh "
+            "execution, or declare the checkpoint with on_divergence='rerun' to run it again."
+        )
+
+
+class ExecutionError(KitaruError):
+    """Base for errors about one execution.
+
+    Attributes:
+        execution_id: The execution concerned.
+    """
+
+    def __init__(self, execution_id: str, message: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(message)
+
+
+class ExecutionNotFoundError(ExecutionError):
+    """No execution with the given id exists in the store."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(
+            execution_id,
+            f"No execution {execution_id!r} in the store. List executions with: kitaru-adapters executions list",
+        )
+
+
+class ExecutionLockedError(ExecutionError):
+    """Another runner holds a live lease on the execution.
+
+    Attributes:
+        holder: `host:pid` of the runner holding the lease.
+        lease_expires_in_s: Seconds until the lease expires unless it is renewed.
+    """
+
+    def __init__(self, execution_id: str, holder: str, lease_expires_in_s: float) -> None:
+        self.holder = holder
+        self.lease_expires_in_s = lease_expires_in_s
+        super().__init__(
+            execution_id,
+            f"Execution {execution_id!r} is being run by {holder} (lease expires in "
+            f"{lease_expires_in_s:.1f} s unless renewed). Only one runner may run an execution at a time; "
+            "wait for it to finish, or cancel it with: "
+            f"kitaru-adapters executions cancel {execution_id}",
+        )
+
+
+class LeaseLostError(ExecutionError):
+    """This runner's lease expired and another runner took the execution over."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(
+            execution_id,
+            f"Lost the lease on execution {execution_id!r}: another runner took it over after this "
+            "process failed to renew it in time. This runner stops without recording more calls.",
+        )
+
+
+class ExecutionCancelledError(ExecutionError):
+    """The execution was cancelled (by `Client.cancel` or the CLI) before or while it ran."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(
+            execution_id,
+            f"Execution {execution_id!r} was cancelled. Start a new one with fresh=True, or replay it with: "
+            f"kitaru-adapters executions replay {execution_id}",
+        )
+
+
+class ExecutionFailedError(ExecutionError):
+    """A stored execution failed; raised when its stored outcome is requested.
+
+    Attributes:
+        error_type: Qualified name of the exception type that failed the execution.
+        error_message: Its message.
+    """
+
+    def __init__(self, execution_id: str, error_type: str, error_message: str) -> None:
+        self.error_type = error_type
+        self.error_message = error_message
+        super().__init__(execution_id, f"Execution {execution_id!r} failed: {error_type}: {error_message}")
+
+
+@dataclass(frozen=True)
+class PendingWait:
+    """A wait that has no answer yet, as reported by `ExecutionWaitingError`.
+
+    Attributes:
+        name: The wait's name, unique within its execution.
+        question: The question shown to whoever answers.
+        schema: JSON schema the answer must satisfy.
+    """
+
+    name: str
+    question: str
+    schema: dict[str, object]
+
+
+class ExecutionWaitingError(ExecutionError):
+    """The execution stopped at one or more waits and released its process.
+
+    The execution's status is `waiting`. Answer each wait (CLI, `Client.answer` or the HTTP API),
+    then resume by re-running the same code, or with `kitaru-adapters executions resume ID` when
+    the entry point is an importable `@flow`.
+
+    Attributes:
+        waits: The pending waits, in the order they were reached.
+        answer_commands: One shell command per wait that answers it (edit the JSON value).
+        resume_command: The shell command that resumes the execution.
+    """
+
+    def __init__(self, execution_id: str, waits: Sequence[PendingWait], resumable_by_cli: bool) -> None:
+        self.waits = list(waits)
+        self.answer_commands = [
+            f"kitaru-adapters executions answer {execution_id} {wait.name} --value '{_example_answer(wait)}'"
+            for wait in self.waits
+        ]
+        self.resume_command = (
+            f"kitaru-adapters executions resume {execution_id}"
+            if resumable_by_cli
+            else "re-run the same program (it resumes the unfinished execution)"
+        )
+        lines = [f"Execution {execution_id!r} is waiting for {len(self.waits)} answer(s):"]
+        for wait, command in zip(self.waits, self.answer_commands, strict=True):
+            lines.append(f"  - {wait.name}: {wait.question}")
+            lines.append(f"    answer: {command}")
+        lines.append(f"  then resume: {self.resume_command}")
+        super().__init__(execution_id, "\n".join(lines))
+
+    @property
+    def wait_names(self) -> list[str]:
+        """Names of the pending waits."""
+        return [wait.name for wait in self.waits]
+
+
+def _example_answer(wait: PendingWait) -> str:
+    schema = wait.schema
+    if schema.get("title") == "ApprovalDecision":
+        return '{"approved": true}'
+    kind = schema.get("type")
+    examples = {"boolean": "true", "integer": "0", "number": "0", "string": '"..."', "object": "{}", "array": "[]"}
+    return examples.get(kind, "null") if isinstance(kind, str) else "null"
+
+
+class WaitError(KitaruError):
+    """Base for errors about a wait.
+
+    Attributes:
+        execution_id: The execution the wait belongs to.
+        wait_name: The wait's name.
+    """
+
+    def __init__(self, execution_id: str, wait_name: str, message: str) -> None:
+        self.execution_id = execution_id
+        self.wait_name = wait_name
+        super().__init__(message)
+
+
+class WaitNotFoundError(WaitError):
+    """The execution has no wait with that name."""
+
+    def __init__(self, execution_id: str, wait_name: str, known: Sequence[str]) -> None:
+        super().__init__(
+            execution_id,
+            wait_name,
+            f"Execution {execution_id!r} has no wait named {wait_name!r}. "
+            f"Its waits: {', '.join(known) if known else 'none'}.",
+        )
+
+
+class WaitAlreadyAnsweredError(WaitError):
+    """The wait already has an answer; answers are written once."""
+
+    def __init__(self, execution_id: str, wait_name: str) -> None:
+        super().__init__(
+            execution_id,
+            wait_name,
+            f"Wait {wait_name!r} of execution {execution_id!r} is already answered; an answer is final.",
+        )
+
+
+class InvalidAnswerError(WaitError):
+    """An answer does not satisfy the wait's schema. The wait stays pending.
+
+    Attributes:
+        problems: One human-readable line per validation problem.
+    """
+
+    def __init__(self, execution_id: str, wait_name: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            execution_id,
+            wait_name,
+            f"Answer refused for wait {wait_name!r} of execution {execution_id!r}; the wait stays pending. "
+            + "Problems: "
+            + "; ".join(self.problems),
+        )
+
+
+class AdapterError(KitaruError):
+    """An agent-framework adapter cannot do what was asked (unsupported object or option)."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the kitaru_core store (run automatically when a store is opened)."""
