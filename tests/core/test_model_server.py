@@ -255,7 +255,7 @@ def test_streaming_text(server: ScriptedModelServer, client: openai.OpenAI) -> N
         assert all(chunk.choices for chunk in without_usage)
 
 
-def test_streaming_tool_calls(client: openai.OpenAI) -> None:
+def test_streaming_tool_calls() -> None:
     script = Script(
         [
             Rule(

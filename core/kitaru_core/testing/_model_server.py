@@ -1134,6 +1134,7 @@ def _create_http_server(
                     tool_call_names=(),
                     status=400,
                 )
+                self.close_connection = True
                 self._send_error(400, f"Invalid chat-completions request: {error}", "invalid_request_error")
                 return
             selection = _select_rule(script, conversation)

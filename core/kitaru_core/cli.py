@@ -1,0 +1,293 @@
+"""The `kitaru-adapters` command line: list, show, answer, resume, replay, cancel and recover executions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kitaru_core import _config
+from kitaru_core.errors import ExecutionWaitingError, KitaruError
+
+app = typer.Typer(
+    name="kitaru-adapters",
+    help="Durable execution for AI agents: inspect and steer executions.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+executions_app = typer.Typer(help="Executions: list, show, answer waits, resume, replay, cancel.", no_args_is_help=True)
+app.add_typer(executions_app, name="executions")
+
+console = Console()
+errors = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def _main(
+    store_url: Annotated[
+        str | None,
+        typer.Option("--store-url", envvar="KITARU_STORE_URL", help="SQLAlchemy URL of the store."),
+    ] = None,
+    artifacts_url: Annotated[
+        str | None,
+        typer.Option("--artifacts-url", envvar="KITARU_ARTIFACTS_URL", help="fsspec URL of the artifact store."),
+    ] = None,
+) -> None:
+    _config.configure(store_url=store_url, artifacts_url=artifacts_url)
+
+
+def _client() -> Any:
+    from kitaru_core._client import Client
+
+    return Client()
+
+
+def _fail(error: KitaruError) -> None:
+    errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    raise typer.Exit(code=1)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _money(value: float | None) -> str:
+    return "" if value is None else f"${value:.6f}"
+
+
+STATUS_STYLES = {
+    "running": "cyan",
+    "waiting": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "superseded": "dim",
+}
+
+
+@executions_app.command("list")
+def list_executions(
+    status: Annotated[list[str] | None, typer.Option("--status", "-s", help="Keep this status (repeatable).")] = None,
+    flow: Annotated[str | None, typer.Option("--flow", "-f", help="Keep this flow or agent name.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows per page.")] = 50,
+    offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """List executions, newest first."""
+    try:
+        rows = _client().list_executions(status=status or None, flow=flow, limit=limit, offset=offset)
+    except KitaruError as error:
+        _fail(error)
+        return
+    if as_json:
+        print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    table = Table(title="Executions")
+    for column in ("id", "flow", "status", "runs", "created", "ended", "error"):
+        table.add_column(column)
+    for row in rows:
+        status_text = row.status + ("" if row.status != "running" or row.runner_alive else " (runner gone)")
+        table.add_row(
+            row.id,
+            row.flow_name,
+            f"[{STATUS_STYLES.get(row.status, 'white')}]{status_text}[/]",
+            str(row.run_count),
+            _when(row.created_at),
+            _when(row.ended_at),
+            (row.error or "")[:60],
+        )
+    console.print(table)
+
+
+@executions_app.command("show")
+def show(
+    execution_id: Annotated[str, typer.Argument(help="The execution id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one execution as a timeline of its checkpoint calls, with tokens and cost."""
+    try:
+        detail = _client().get_execution(execution_id)
+    except KitaruError as error:
+        _fail(error)
+        return
+    if as_json:
+        print(detail.model_dump_json(indent=2, by_alias=True))
+        return
+    print_timeline(detail)
+
+
+def print_timeline(detail: Any, *, target: Console | None = None) -> None:
+    """Print an `ExecutionDetail` as Rich tables (used by the CLI and the examples)."""
+    out = target or console
+    style = STATUS_STYLES.get(detail.status, "white")
+    out.print(
+        f"[bold]{detail.id}[/]  {detail.flow_name}  [{style}]{detail.status}[/]  run {detail.run_count}"
+        + (f"  replay of {detail.replay_of}" if detail.replay_of else "")
+    )
+    if detail.error:
+        out.print(f"[red]{detail.error}[/]")
+    table = Table(title="Checkpoint calls")
+    for column in ("#", "key", "kind", "status", "source", "ms", "model", "tokens in/out", "cost"):
+        table.add_column(column, overflow="fold")
+    for call in detail.calls:
+        tokens = f"{call.input_tokens}/{call.output_tokens}" if call.input_tokens is not None else ""
+        table.add_row(
+            str(call.sequence),
+            call.key,
+            call.kind,
+            f"[{STATUS_STYLES.get(call.status, 'white')}]{call.status}[/]",
+            call.source,
+            f"{call.duration_s * 1000:.1f}",
+            call.model_name or "",
+            tokens,
+            _money(call.cost_usd),
+        )
+    out.print(table)
+    totals = detail.totals
+    out.print(
+        f"model calls {totals.model_calls}, tool calls {totals.tool_calls}; tokens paid "
+        f"{totals.input_tokens}/{totals.output_tokens} ({_money(totals.cost_usd)}); reused in the latest run "
+        f"{totals.reused_input_tokens}/{totals.reused_output_tokens} ({_money(totals.reused_cost_usd)})"
+    )
+    for wait in detail.waits:
+        answer = json.dumps(wait.answer) if wait.status == "answered" else "—"
+        out.print(f"wait [bold]{wait.name}[/] ({wait.status}): {wait.question}  answer: {answer}")
+    if detail.output_preview is not None:
+        out.print(f"output: {detail.output_preview}")
+
+
+@executions_app.command("waits")
+def waits(
+    execution_id: Annotated[str | None, typer.Argument(help="Only this execution's waits.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List pending waits with their questions and answer schemas."""
+    try:
+        pending = _client().pending_waits(execution_id)
+    except KitaruError as error:
+        _fail(error)
+        return
+    if as_json:
+        print(json.dumps([wait.model_dump(mode="json", by_alias=True) for wait in pending], indent=2))
+        return
+    table = Table(title="Pending waits")
+    for column in ("execution", "wait", "question", "schema"):
+        table.add_column(column, overflow="fold")
+    for wait in pending:
+        table.add_row(wait.execution_id, wait.name, wait.question, json.dumps(wait.schema_))
+    console.print(table)
+
+
+@executions_app.command("answer")
+def answer(
+    execution_id: Annotated[str, typer.Argument(help="The execution id.")],
+    wait_name: Annotated[str, typer.Argument(help="The wait's name.")],
+    value: Annotated[
+        str | None, typer.Option("--value", help='The answer as JSON, e.g. true, "text", {"approved": false}.')
+    ] = None,
+    approve: Annotated[bool, typer.Option("--approve", help="Shortcut for a tool approval: approve.")] = False,
+    deny: Annotated[bool, typer.Option("--deny", help="Shortcut for a tool approval: deny.")] = False,
+    message: Annotated[str | None, typer.Option("--message", help="Message with --approve/--deny.")] = None,
+) -> None:
+    """Answer a pending wait. The answer is validated against the wait's schema."""
+    if sum([value is not None, approve, deny]) != 1:
+        errors.print("error: give exactly one of --value JSON, --approve or --deny.")
+        raise typer.Exit(code=2)
+    if value is not None:
+        try:
+            parsed = json.loads(value)
+        except ValueError as error:
+            errors.print(
+                f"error: --value must be JSON ({error}). Quote strings: --value '\"yes\"'; "
+                "booleans are true/false."
+            )
+            raise typer.Exit(code=2) from None
+    else:
+        parsed = {"approved": approve, "message": message}
+    try:
+        wait = _client().answer(execution_id, wait_name, parsed)
+    except KitaruError as error:
+        _fail(error)
+        return
+    console.print(f"answered wait {wait.name} of {execution_id}: {json.dumps(wait.answer)}")
+    console.print(f"resume with: kitaru-adapters executions resume {execution_id} (or re-run the program)")
+
+
+@executions_app.command("resume")
+def resume(execution_id: Annotated[str, typer.Argument(help="The execution id.")]) -> None:
+    """Resume an execution whose entry point is an importable @flow, in this process."""
+    try:
+        result = _client().resume(execution_id)
+    except ExecutionWaitingError as waiting:
+        errors.print(str(waiting))
+        raise typer.Exit(code=3) from None
+    except KitaruError as error:
+        _fail(error)
+        return
+    console.print(f"execution {execution_id} completed")
+    console.print(repr(result))
+
+
+@executions_app.command("replay")
+def replay(
+    execution_id: Annotated[str, typer.Argument(help="The execution to replay.")],
+    from_sequence: Annotated[
+        int | None, typer.Option("--from", help="First call (by #) to run live again; default: none.")
+    ] = None,
+    run: Annotated[bool, typer.Option(help="Run the new execution now (needs an importable @flow).")] = True,
+) -> None:
+    """Start a new execution reusing the stored calls of another up to a chosen call."""
+    try:
+        new_id = _client().replay(execution_id, from_sequence=from_sequence, run=run)
+    except ExecutionWaitingError as waiting:
+        errors.print(str(waiting))
+        raise typer.Exit(code=3) from None
+    except KitaruError as error:
+        _fail(error)
+        return
+    console.print(f"replay execution: {new_id}")
+
+
+@executions_app.command("cancel")
+def cancel(execution_id: Annotated[str, typer.Argument(help="The execution id.")]) -> None:
+    """Cancel an execution (a live runner stops at its next checkpoint call)."""
+    try:
+        summary = _client().cancel(execution_id)
+    except KitaruError as error:
+        _fail(error)
+        return
+    console.print(f"execution {execution_id}: {summary.status} (cancel requested)")
+
+
+@executions_app.command("recover")
+def recover(as_json: JsonOption = False) -> None:
+    """Mark running executions whose process is gone as failed, so they can be resumed."""
+    try:
+        crashed = _client().recover()
+    except KitaruError as error:
+        _fail(error)
+        return
+    if as_json:
+        print(json.dumps(crashed))
+        return
+    console.print(f"marked {len(crashed)} crashed execution(s) as failed: {', '.join(crashed) or 'none'}")
+
+
+def main() -> None:
+    """Entry point of the `kitaru-adapters` console script."""
+    try:
+        app()
+    except KitaruError as error:  # pragma: no cover - commands report their own errors
+        errors.print(f"error: {error}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Shared test setup: no internet, a temporary HOME, framework telemetry off, one store per test."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kitaru_core
+
+POSTGRES_URL = os.environ.get("KITARU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("KITARU_REQUIRE_POSTGRES") == "1"
+
+_original_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            allowed = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            allowed = host == "localhost"
+        if not allowed:
+            raise ConnectionRefusedError(f"tests may not reach the network: refused connection to {address!r}")
+    return _original_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_internet() -> Iterator[None]:
+    socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _original_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_frameworks(tmp_path_factory: pytest.TempPathFactory) -> None:
+    home = tmp_path_factory.mktemp("home")
+    os.environ.update(
+        {
+            "HOME": str(home),
+            "CREWAI_DISABLE_TELEMETRY": "true",
+            "CREWAI_TRACING_ENABLED": "false",
+            "OPENAI_AGENTS_DISABLE_TRACING": "1",
+            "OTEL_SDK_DISABLED": "true",
+            "LOGFIRE_IGNORE_NO_CONFIG": "1",
+            "OPENAI_API_KEY": "test-key-not-used",
+            "KITARU_INTERACTIVE": "false",
+        }
+    )
+
+
+def postgres_available() -> bool:
+    """Whether the test PostgreSQL server answers."""
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(POSTGRES_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    if not postgres_available():
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required (KITARU_REQUIRE_POSTGRES=1) but {POSTGRES_URL} does not answer.")
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} does not answer")
+    import sqlalchemy
+
+    name = f"kitaru_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    from kitaru_core import _store
+
+    for key, store in list(_store._stores.items()):
+        if key[0] == url:
+            store.close()
+            del _store._stores[key]
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def _truncate_postgres(url: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        exists = connection.exec_driver_sql("SELECT to_regclass('kitaru_executions')").scalar()
+        if exists:
+            connection.exec_driver_sql(
+                "TRUNCATE kitaru_waits, kitaru_checkpoint_calls, kitaru_executions RESTART IDENTITY CASCADE"
+            )
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_file_store(tmp_path: Path) -> Iterator[str]:
+    """Configure kitaru_core to use a fresh SQLite file; yields its URL."""
+    url = f"sqlite:///{tmp_path / 'kitaru.db'}"
+    kitaru_core.configure(store_url=url, artifacts_url=str(tmp_path / "artifacts"), reset=True)
+    yield url
+    kitaru_core.configure(reset=True)
+
+
+BACKENDS = ["sqlite-memory", "sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Configure kitaru_core for each backend in turn; yields the store URL."""
+    from kitaru_core import _store
+
+    if request.param == "sqlite-memory":
+        url = "sqlite://"
+        for key in [key for key in _store._stores if key[0] == url]:
+            _store._stores.pop(key).close()
+    elif request.param == "sqlite-file":
+        url = f"sqlite:///{tmp_path / 'kitaru.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+        _truncate_postgres(url)
+    kitaru_core.configure(
+        store_url=url, artifacts_url=f"memory://kitaru-{uuid.uuid4().hex[:8]}", inline_limit_bytes=1024, reset=True
+    )
+    yield url
+    kitaru_core.configure(reset=True)
