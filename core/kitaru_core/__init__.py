@@ -26,6 +26,9 @@ from kitaru_core._runtime import (
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint
 
 __all__ = [
+    "ApprovalDecision",
+    "ApprovalPolicy",
+    "ApprovalRequest",
     "CallUsage",
     "CallView",
     "Checkpoint",
@@ -39,6 +42,7 @@ __all__ = [
     "Settings",
     "Totals",
     "WaitView",
+    "approval_wait_name",
     "checkpoint",
     "configure",
     "current_execution",
@@ -48,6 +52,8 @@ __all__ = [
     "fingerprint",
     "flow",
     "idempotency_key",
+    "request_approval",
+    "request_approvals",
     "run_checkpoint",
     "run_checkpoint_async",
     "scope",
@@ -56,17 +62,39 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-_LAZY = {"CallView", "Client", "ExecutionDetail", "ExecutionSummary", "Totals", "WaitView"}
+_LAZY = {
+    "CallView": "_client",
+    "Client": "_client",
+    "ExecutionDetail": "_client",
+    "ExecutionSummary": "_client",
+    "Totals": "_client",
+    "WaitView": "_client",
+    "ApprovalDecision": "_approvals",
+    "ApprovalPolicy": "_approvals",
+    "ApprovalRequest": "_approvals",
+    "approval_wait_name": "_approvals",
+    "request_approval": "_approvals",
+    "request_approvals": "_approvals",
+}
 
 
 def __getattr__(name: str) -> object:
-    """Import the client (and pydantic, SQLAlchemy) only when it is first used."""
-    if name in _LAZY:
-        from kitaru_core import _client
+    """Import the client and approvals (and pydantic, SQLAlchemy) only when first used."""
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(_client, name)
+        return getattr(importlib.import_module(f"kitaru_core.{module}"), name)
     raise AttributeError(f"module 'kitaru_core' has no attribute {name!r}")
 
 
 if TYPE_CHECKING:
+    from kitaru_core._approvals import (
+        ApprovalDecision,
+        ApprovalPolicy,
+        ApprovalRequest,
+        approval_wait_name,
+        request_approval,
+        request_approvals,
+    )
     from kitaru_core._client import CallView, Client, ExecutionDetail, ExecutionSummary, Totals, WaitView
