@@ -23,7 +23,7 @@ app = typer.Typer(
 executions_app = typer.Typer(help="Executions: list, show, answer waits, resume, replay, cancel.", no_args_is_help=True)
 app.add_typer(executions_app, name="executions")
 
-console = Console()
+console = Console(width=None if Console().is_terminal else 160)
 errors = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -90,8 +90,9 @@ def list_executions(
         print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
         return
     table = Table(title="Executions")
-    for column in ("id", "flow", "status", "runs", "created", "ended", "error"):
-        table.add_column(column)
+    table.add_column("id", no_wrap=True)
+    for column in ("flow", "status", "runs", "created", "ended", "error"):
+        table.add_column(column, overflow="fold")
     for row in rows:
         status_text = row.status + ("" if row.status != "running" or row.runner_alive else " (runner gone)")
         table.add_row(
@@ -134,8 +135,10 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
     if detail.error:
         out.print(f"[red]{detail.error}[/]")
     table = Table(title="Checkpoint calls")
-    for column in ("#", "key", "kind", "status", "source", "ms", "model", "tokens in/out", "cost"):
-        table.add_column(column, overflow="fold")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("key", overflow="fold", ratio=1)
+    for column in ("kind", "status", "source", "ms", "model", "tokens in/out", "cost"):
+        table.add_column(column, no_wrap=True, justify="right" if column in {"ms", "cost"} else "left")
     for call in detail.calls:
         tokens = f"{call.input_tokens}/{call.output_tokens}" if call.input_tokens is not None else ""
         table.add_row(

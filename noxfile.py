@@ -1,0 +1,82 @@
+"""Task runner for humans and CI: `nox` runs the whole test suite (one environment per framework).
+
+Sessions:
+    tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL)
+    tests_pydantic_ai  the PydanticAI adapter on pydantic-ai-slim's newest release
+    lint               ruff and pyright (strict)
+    demo               the README demo: an unchanged PydanticAI example run durably
+    bench              the core benchmark (prints figures; not a test)
+    docs               build the mkdocs site
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["tests_core", "tests_pydantic_ai", "lint"]
+nox.options.reuse_venv = "yes"
+
+PYTHON = "3.11"
+TEST_ENV = {
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "CREWAI_TRACING_ENABLED": "false",
+    "OPENAI_AGENTS_DISABLE_TRACING": "1",
+    "OTEL_SDK_DISABLED": "true",
+    "PYTHONDONTWRITEBYTECODE": "",
+}
+
+
+def _install(session: nox.Session, extras: str = "") -> None:
+    target = f".[{extras}]" if extras else "."
+    session.install("--compile-bytecode", "editables", "-e", target, "--group", "test")
+
+
+@nox.session(python=PYTHON)
+def tests_core(session: nox.Session) -> None:
+    """The core and the store contract suite."""
+    _install(session)
+    session.run("pytest", "tests/core", "tests/conformance", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def tests_pydantic_ai(session: nox.Session) -> None:
+    """The PydanticAI adapter, on the newest pydantic-ai-slim and the author's example agents."""
+    _install(session, "pydantic-ai")
+    session.install("--upgrade", "pydantic-ai-slim[openai]")
+    # The examples' declared dependencies pull gradio, modal and more the two examples do not need.
+    session.install("--no-deps", "pydantic-ai-examples")
+    session.run("python", "-c", "import pydantic_ai; print('pydantic-ai', pydantic_ai.__version__)")
+    session.run("pytest", "tests/pydantic_ai", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff and pyright (strict) on the packages."""
+    _install(session, "pydantic-ai")
+    session.install("--group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("pyright")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Run the unchanged `roulette_wheel` example durably against the scripted model server."""
+    _install(session, "pydantic-ai")
+    session.install("--no-deps", "pydantic-ai-examples")
+    session.run("python", "examples/pydantic_ai_demo.py", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The core benchmark: checkpoint record/serve medians, resume of 1,000 calls, import time."""
+    _install(session)
+    session.run("python", "tests/benchmarks/bench_core.py", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/."""
+    _install(session, "pydantic-ai")
+    session.install("--group", "docs")
+    session.run("mkdocs", "build", "--strict")
