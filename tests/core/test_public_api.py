@@ -1,0 +1,169 @@
+"""The public surface: `__all__`, the error hierarchy, and what `import kitaru_core` pulls in."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+
+import kitaru_core
+import kitaru_core.errors
+from kitaru_core import _runtime
+
+EXPECTED_ALL = [
+    "CallUsage",
+    "CallView",
+    "Checkpoint",
+    "Client",
+    "Codec",
+    "ExecutionDetail",
+    "ExecutionSummary",
+    "Flow",
+    "JsonCodec",
+    "RetryPolicy",
+    "Settings",
+    "Totals",
+    "WaitView",
+    "checkpoint",
+    "configure",
+    "current_execution",
+    "durable_run",
+    "errors",
+    "execution",
+    "fingerprint",
+    "flow",
+    "idempotency_key",
+    "run_checkpoint",
+    "run_checkpoint_async",
+    "scope",
+    "wait",
+]
+
+EXPECTED_ERRORS_ALL = [
+    "AdapterError",
+    "ConfigurationError",
+    "DivergenceError",
+    "ExecutionCancelledError",
+    "ExecutionError",
+    "ExecutionFailedError",
+    "ExecutionLockedError",
+    "ExecutionNotFoundError",
+    "ExecutionWaitingError",
+    "InvalidAnswerError",
+    "KitaruError",
+    "LeaseLostError",
+    "MigrationError",
+    "MissingDependencyError",
+    "PendingWait",
+    "SerializationError",
+    "StoreError",
+    "WaitAlreadyAnsweredError",
+    "WaitError",
+    "WaitNotFoundError",
+]
+
+FRAMEWORKS_AND_HEAVY_DEPENDENCIES = [
+    "pydantic_ai",
+    "openai",
+    "agents",
+    "crewai",
+    "langgraph",
+    "langchain_core",
+    "sqlalchemy",
+    "fsspec",
+    "alembic",
+]
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    assert sorted(kitaru_core.__all__) == EXPECTED_ALL
+    assert len(set(kitaru_core.__all__)) == len(kitaru_core.__all__)
+    eager = {name for name in vars(kitaru_core) if not name.startswith("_")} - {"TYPE_CHECKING"}
+    assert eager | kitaru_core._LAZY == set(EXPECTED_ALL)  # the lazy names are the client's
+
+
+def test_errors_all_lists_exactly_the_public_names() -> None:
+    assert sorted(kitaru_core.errors.__all__) == EXPECTED_ERRORS_ALL
+    defined_here = {
+        name
+        for name, value in vars(kitaru_core.errors).items()
+        if not name.startswith("_") and inspect.isclass(value) and value.__module__ == "kitaru_core.errors"
+    }
+    assert defined_here == set(EXPECTED_ERRORS_ALL)
+
+
+@pytest.mark.parametrize("name", EXPECTED_ALL)
+def test_every_public_name_is_importable(name: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from kitaru_core import {name}", namespace)
+    assert namespace[name] is getattr(kitaru_core, name)
+
+
+def test_star_imports_give_the_public_names() -> None:
+    namespace: dict[str, object] = {}
+    exec("from kitaru_core import *", namespace)
+    assert set(EXPECTED_ALL) <= set(namespace)
+    errors_namespace: dict[str, object] = {}
+    exec("from kitaru_core.errors import *", errors_namespace)
+    assert set(EXPECTED_ERRORS_ALL) <= set(errors_namespace)
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        kitaru_core.no_such_name  # noqa: B018
+
+
+def test_every_error_derives_from_kitaru_error() -> None:
+    for name in EXPECTED_ERRORS_ALL:
+        value = getattr(kitaru_core.errors, name)
+        if name == "PendingWait":
+            assert not issubclass(value, BaseException)
+            continue
+        assert issubclass(value, kitaru_core.errors.KitaruError), name
+        assert issubclass(value, Exception), name
+    assert issubclass(kitaru_core.errors.MissingDependencyError, ImportError)
+    assert issubclass(kitaru_core.errors.MigrationError, kitaru_core.errors.StoreError)
+
+
+def test_runtime_signals_are_not_exceptions() -> None:
+    for signal in (_runtime.SuspendExecution, _runtime.CancelExecution, _runtime.LeaseLost):
+        assert issubclass(signal, BaseException)
+        assert not issubclass(signal, Exception), signal
+    caught_by_except_exception = False
+    try:
+        try:
+            raise _runtime.SuspendExecution("e")
+        except Exception:
+            caught_by_except_exception = True
+    except _runtime.SuspendExecution:
+        pass
+    assert not caught_by_except_exception
+
+
+def _modules_loaded_by(code: str) -> list[str]:
+    probe = (
+        f"{code}\n"
+        "import json, sys\n"
+        f"names = {FRAMEWORKS_AND_HEAVY_DEPENDENCIES!r}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(names))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_import_kitaru_core_imports_no_framework_nor_storage_library() -> None:
+    assert _modules_loaded_by("import kitaru_core") == []
+
+
+def test_import_kitaru_adapters_star_imports_no_framework() -> None:
+    assert _modules_loaded_by("from kitaru_adapters import *") == []
+
+
+def test_the_probe_would_see_an_imported_module() -> None:
+    assert _modules_loaded_by("import kitaru_core, sqlalchemy") == ["sqlalchemy"]
