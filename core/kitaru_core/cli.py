@@ -23,8 +23,8 @@ app = typer.Typer(
 executions_app = typer.Typer(help="Executions: list, show, answer waits, resume, replay, cancel.", no_args_is_help=True)
 app.add_typer(executions_app, name="executions")
 
-console = Console(width=None if Console().is_terminal else 160)
-errors = Console(stderr=True)
+console = Console(width=None if Console().is_terminal else 160, soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

@@ -51,18 +51,18 @@ class Opaque:
         self.value = value
 
 
-DBOS_COUNTS: Counter[str] = Counter()
+dbos_counts: Counter[str] = Counter()
 
 
 @checkpoint
 def dbos_step(index: int) -> int:
-    DBOS_COUNTS[f"step-{index}"] += 1
+    dbos_counts[f"step-{index}"] += 1
     return index + 100
 
 
 @flow
 def dbos_flow(count: int) -> int:
-    DBOS_COUNTS["flow"] += 1
+    dbos_counts["flow"] += 1
     return sum(dbos_step(index) for index in range(count))
 
 
@@ -80,7 +80,9 @@ def only_execution(flow_object: Any) -> str:
 
 
 def calls_by_key(execution_id: str) -> dict[str, Any]:
-    return {call.key: call for call in Client().get_execution(execution_id).calls if call.status != "superseded"}
+    return {
+        call.key: call for call in Client().get_execution(execution_id).calls if call.status != "superseded"
+    }
 
 
 # -- resume after a crash (all backends) ----------------------------------------------------------
@@ -130,13 +132,15 @@ def test_rerun_after_crash_resumes_without_rerunning_completed_calls(store_url: 
     assert dict(counts) == {index: 2 for index in range(N_STEPS)}  # the fresh execution ran everything
 
 
-def test_completed_execution_flipped_back_resumes_by_client_without_running_checkpoints(store_url: str) -> None:
-    DBOS_COUNTS.clear()
+def test_completed_execution_flipped_back_resumes_by_client_without_running_checkpoints(
+    store_url: str,
+) -> None:
+    dbos_counts.clear()
     assert dbos_flow(3) == 303
     execution_id = only_execution(dbos_flow)
     assert dbos_flow.entry_point is not None
     assert dbos_flow.entry_point.endswith(":dbos_flow")
-    assert DBOS_COUNTS == Counter({"flow": 1, "step-0": 1, "step-1": 1, "step-2": 1})
+    assert dbos_counts == Counter({"flow": 1, "step-0": 1, "step-1": 1, "step-2": 1})
 
     store = get_store()
     with store.engine.begin() as connection:
@@ -146,7 +150,7 @@ def test_completed_execution_flipped_back_resumes_by_client_without_running_chec
     assert Client().get_execution(execution_id).status == "running"
 
     assert Client().resume(execution_id) == 303
-    assert DBOS_COUNTS == Counter({"flow": 2, "step-0": 1, "step-1": 1, "step-2": 1})
+    assert dbos_counts == Counter({"flow": 2, "step-0": 1, "step-1": 1, "step-2": 1})
     detail = Client().get_execution(execution_id)
     assert detail.status == "completed"
     assert detail.run_count == 2
@@ -164,7 +168,10 @@ def test_output_is_committed_before_the_call_returns(store_url: str, tmp_path: A
         context = current_execution()
         assert context is not None
         observed.append(
-            (label, [[call.call_key for call in reader.load_calls(context.execution_id)] for reader in readers])
+            (
+                label,
+                [[call.call_key for call in reader.load_calls(context.execution_id)] for reader in readers],
+            )
         )
 
     @checkpoint
@@ -889,9 +896,14 @@ def test_execution_block_records_calls_and_reentering_serves_them(sqlite_file_st
             assert context.execution_id == "ticket-7"
             results.append([lookup("A"), lookup("B")])
 
-    assert results[0] == results[1] == [{"order": "A", "state": "shipped"}, {"order": "B", "state": "shipped"}]
+    assert (
+        results[0] == results[1] == [{"order": "A", "state": "shipped"}, {"order": "B", "state": "shipped"}]
+    )
     assert counts == Counter({"A": 1, "B": 1})
     detail = Client().get_execution("ticket-7")
     assert detail.status == "completed"
     assert detail.run_count == 2
-    assert [(call.key, call.source) for call in detail.calls] == [("lookup:0", "store"), ("lookup:1", "store")]
+    assert [(call.key, call.source) for call in detail.calls] == [
+        ("lookup:0", "store"),
+        ("lookup:1", "store"),
+    ]

@@ -19,7 +19,7 @@ from kitaru_core._runtime import get_store
 from kitaru_core.cli import app
 from kitaru_core.errors import ExecutionWaitingError
 
-COUNTS: Counter[str] = Counter()
+counts: Counter[str] = Counter()
 
 
 class ApprovalDecision(BaseModel):
@@ -31,7 +31,7 @@ class ApprovalDecision(BaseModel):
 
 @checkpoint
 def fetch_order(order: str) -> str:
-    COUNTS["fetch_order"] += 1
+    counts["fetch_order"] += 1
     return f"order {order}"
 
 
@@ -70,7 +70,7 @@ def start_waiting(flow_object: Any, argument: str, execution_id: str) -> str:
 
 @pytest.fixture(autouse=True)
 def _reset_counts() -> None:
-    COUNTS.clear()
+    counts.clear()
 
 
 def test_list_and_show_as_json(sqlite_file_store: str) -> None:
@@ -132,7 +132,7 @@ def test_waits_answer_and_resume(sqlite_file_store: str) -> None:
     assert resumed.exit_code == 0, resumed.output
     assert "'order B: shipped'" in resumed.stdout
     assert Client().get_execution("ship-b").status == "completed"
-    assert COUNTS == Counter({"fetch_order": 1})
+    assert counts == Counter({"fetch_order": 1})
 
 
 def test_invalid_answer_exits_non_zero_and_the_wait_stays_pending(sqlite_file_store: str) -> None:
@@ -165,7 +165,14 @@ def test_approve_shortcut_answers_an_approval_wait(sqlite_file_store: str) -> No
 
     start_waiting(cli_tool_call, "drop_table", "tool-2")
     denied = invoke(
-        sqlite_file_store, "executions", "answer", "tool-2", "tool-approval", "--deny", "--message", "too risky"
+        sqlite_file_store,
+        "executions",
+        "answer",
+        "tool-2",
+        "tool-approval",
+        "--deny",
+        "--message",
+        "too risky",
     )
     assert denied.exit_code == 0, denied.output
     assert cli_tool_call.run("drop_table", execution_id="tool-2") == "denied: too risky"
@@ -179,7 +186,9 @@ def test_cancel_and_recover(sqlite_file_store: str) -> None:
     assert Client().get_execution("ship-d").status == "cancelled"
 
     store = get_store()
-    store.create_execution("crashed-1", flow_name="cli_done", entry_point=None, inputs_fingerprint=None, inputs=None)
+    store.create_execution(
+        "crashed-1", flow_name="cli_done", entry_point=None, inputs_fingerprint=None, inputs=None
+    )
     assert store.try_acquire_lease(
         "crashed-1", expected_owner=None, owner="gone", host="other-host", pid=4242, lease_duration_s=-1.0
     )

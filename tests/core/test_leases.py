@@ -25,7 +25,7 @@ from kitaru_core import Client, _config, _runtime, checkpoint, current_execution
 from kitaru_core._runtime import get_store
 from kitaru_core.errors import ExecutionLockedError
 
-CHILD_SCRIPT = '''
+CHILD_SCRIPT = """
 import sys
 import time
 from pathlib import Path
@@ -56,7 +56,7 @@ def job() -> str:
 
 if __name__ == "__main__":
     print(job.run(execution_id=sys.argv[2]), flush=True)
-'''
+"""
 
 
 def parent_flow(counter: Path) -> Any:
@@ -188,7 +188,9 @@ def test_recover_marks_a_killed_execution_with_an_expired_lease_failed(
     sqlite_file_store: str, tmp_path: Path
 ) -> None:
     counter = tmp_path / "counter.txt"
-    with sleeping_child(tmp_path, sqlite_file_store, "lease-3", env={"KITARU_LEASE_DURATION_S": "0.5"}) as child:
+    with sleeping_child(
+        tmp_path, sqlite_file_store, "lease-3", env={"KITARU_LEASE_DURATION_S": "0.5"}
+    ) as child:
         kill(child)
     time.sleep(0.6)
     assert Client().recover() == ["lease-3"]

@@ -14,6 +14,9 @@ import kitaru_core.errors
 from kitaru_core import _runtime
 
 EXPECTED_ALL = [
+    "ApprovalDecision",
+    "ApprovalPolicy",
+    "ApprovalRequest",
     "CallUsage",
     "CallView",
     "Checkpoint",
@@ -27,6 +30,7 @@ EXPECTED_ALL = [
     "Settings",
     "Totals",
     "WaitView",
+    "approval_wait_name",
     "checkpoint",
     "configure",
     "current_execution",
@@ -36,6 +40,8 @@ EXPECTED_ALL = [
     "fingerprint",
     "flow",
     "idempotency_key",
+    "request_approval",
+    "request_approvals",
     "run_checkpoint",
     "run_checkpoint_async",
     "scope",
@@ -81,8 +87,15 @@ FRAMEWORKS_AND_HEAVY_DEPENDENCIES = [
 def test_all_lists_exactly_the_public_names() -> None:
     assert sorted(kitaru_core.__all__) == EXPECTED_ALL
     assert len(set(kitaru_core.__all__)) == len(kitaru_core.__all__)
-    eager = {name for name in vars(kitaru_core) if not name.startswith("_")} - {"TYPE_CHECKING"}
-    assert eager | kitaru_core._LAZY == set(EXPECTED_ALL)  # the lazy names are the client's
+    # submodules show up as attributes once imported anywhere; of them only `errors` is public
+    eager = {
+        name
+        for name, value in vars(kitaru_core).items()
+        if not name.startswith("_") and not inspect.ismodule(value) and name != "TYPE_CHECKING"
+    } | {"errors"}
+    lazy = set(kitaru_core._LAZY)  # the client's and the approvals' names, imported on first use
+    assert not eager & lazy
+    assert eager | lazy == set(EXPECTED_ALL)
 
 
 def test_errors_all_lists_exactly_the_public_names() -> None:

@@ -20,7 +20,7 @@ from kitaru_core.errors import (
     WaitNotFoundError,
 )
 
-COUNTS: Counter[str] = Counter()
+counts: Counter[str] = Counter()
 
 
 class Refund(BaseModel):
@@ -30,12 +30,12 @@ class Refund(BaseModel):
 
 @pytest.fixture(autouse=True)
 def _reset_counts() -> None:
-    COUNTS.clear()
+    counts.clear()
 
 
 @checkpoint
 def prepare(order: str) -> str:
-    COUNTS["prepare"] += 1
+    counts["prepare"] += 1
     return f"prepared {order}"
 
 
@@ -43,7 +43,7 @@ def prepare(order: str) -> str:
 def shipping(order: str) -> str:
     prepared = prepare(order)
     approved = wait("approve", question=f"Ship order {order}?", schema=bool)
-    COUNTS["after_wait"] += 1
+    counts["after_wait"] += 1
     return f"{prepared}: {'shipped' if approved else 'held'}"
 
 
@@ -58,7 +58,7 @@ def swallowing() -> str:
     try:
         return str(wait("swallow", question="Can you swallow me?"))
     except Exception:
-        COUNTS["swallowed"] += 1
+        counts["swallowed"] += 1
         return "swallowed"
 
 
@@ -80,7 +80,9 @@ def waiting_error(flow_object: object, *args: object) -> ExecutionWaitingError:
     return caught.value
 
 
-def test_unanswered_wait_suspends_with_instructions_then_a_valid_answer_resumes(sqlite_file_store: str) -> None:
+def test_unanswered_wait_suspends_with_instructions_then_a_valid_answer_resumes(
+    sqlite_file_store: str,
+) -> None:
     error = waiting_error(shipping, "o-1")
     execution_id = error.execution_id
     assert error.wait_names == ["approve"]
@@ -90,7 +92,7 @@ def test_unanswered_wait_suspends_with_instructions_then_a_valid_answer_resumes(
     assert "Ship order o-1?" in message
     assert f"kitaru-adapters executions answer {execution_id} approve --value 'true'" in message
     assert f"kitaru-adapters executions resume {execution_id}" in message
-    assert COUNTS == Counter({"prepare": 1})
+    assert counts == Counter({"prepare": 1})
     client = Client()
     assert client.get_execution(execution_id).status == "waiting"
     assert [(view.execution_id, view.name, view.status) for view in client.pending_waits()] == [
@@ -103,13 +105,13 @@ def test_unanswered_wait_suspends_with_instructions_then_a_valid_answer_resumes(
     assert "stays pending" in str(refused.value)
     assert [view.name for view in client.pending_waits(execution_id)] == ["approve"]
     assert waiting_error(shipping, "o-1").execution_id == execution_id  # still waiting on a re-run
-    assert COUNTS == Counter({"prepare": 1})
+    assert counts == Counter({"prepare": 1})
 
     answered = client.answer(execution_id, "approve", True)
     assert (answered.status, answered.answer) == ("answered", True)
     assert client.pending_waits(execution_id) == []
     assert shipping("o-1") == "prepared o-1: shipped"
-    assert COUNTS == Counter({"prepare": 1, "after_wait": 1})  # the checkpoint before the wait did not rerun
+    assert counts == Counter({"prepare": 1, "after_wait": 1})  # the checkpoint before the wait did not rerun
     assert [summary.id for summary in client.list_executions()] == [execution_id]
     detail = client.get_execution(execution_id)
     assert detail.status == "completed"
@@ -135,13 +137,13 @@ def test_custom_pydantic_schema_is_validated_and_returned_typed(sqlite_file_stor
     result = refunding("o-2")
     assert result == Refund(amount=12.5, reason="late")
     assert type(result) is Refund
-    assert COUNTS == Counter({"prepare": 1})
+    assert counts == Counter({"prepare": 1})
 
 
 def test_except_exception_cannot_swallow_the_suspension(sqlite_file_store: str) -> None:
     error = waiting_error(swallowing)
     assert error.wait_names == ["swallow"]
-    assert COUNTS["swallowed"] == 0
+    assert counts["swallowed"] == 0
     assert Client().get_execution(error.execution_id).status == "waiting"
 
 
@@ -244,7 +246,7 @@ def test_cancelling_a_waiting_execution_by_id(sqlite_file_store: str) -> None:
     with pytest.raises(ExecutionCancelledError, match="cancel-me"):
         shipping.run("o-4", execution_id="cancel-me")
     assert Client().get_execution("cancel-me").status == "cancelled"
-    assert COUNTS == Counter({"prepare": 1})
+    assert counts == Counter({"prepare": 1})
 
 
 @pytest.mark.xfail(
@@ -258,4 +260,4 @@ def test_rerunning_a_cancelled_flow_with_the_same_inputs_raises(sqlite_file_stor
     with pytest.raises(ExecutionCancelledError):
         shipping("o-5")  # today: a new execution is created and stops at the wait again
     assert len(Client().list_executions()) == 1
-    assert COUNTS == Counter({"prepare": 1})
+    assert counts == Counter({"prepare": 1})
