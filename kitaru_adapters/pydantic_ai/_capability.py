@@ -303,13 +303,14 @@ class DurableCapability(AbstractCapability[Any]):
                 return ToolOutcome(kind="tool-return", value=result)
             return ToolOutcome(kind="value", value=result)
 
-        discriminator = call.tool_call_id + (":approved" if ctx.tool_call_approved else "")
+        # Keyed by tool call id; the occurrence count tells apart a call id the model sends again
+        # after a retry prompt, and the approved run of a gated call gets its own key.
+        name = f"tool:{call.tool_name}:{call.tool_call_id}" + (":approved" if ctx.tool_call_approved else "")
         outcome: ToolOutcome = await run_checkpoint_async(
-            f"tool:{call.tool_name}",
+            name,
             run_tool,
             args,
             kind="tool",
-            discriminator=discriminator,
             inputs={"tool": call.tool_name, "arguments": args},
             codec=ToolOutcomeCodec(),
             details={"tool_name": call.tool_name, "tool_call_id": call.tool_call_id},

@@ -25,6 +25,8 @@ from kitaru_core import Client, _config, _runtime, checkpoint, current_execution
 from kitaru_core._runtime import get_store
 from kitaru_core.errors import ExecutionLockedError
 
+pytestmark = pytest.mark.slow
+
 CHILD_SCRIPT = """
 import sys
 import time
@@ -134,9 +136,6 @@ def set_lease(execution_id: str, host: str, expires_at_epoch_s: float) -> None:
             ),
             {"host": host, "expires": expires_at_epoch_s, "id": execution_id},
         )
-
-
-pytestmark = pytest.mark.slow
 
 
 def test_live_runner_refuses_a_second_one_and_a_killed_runner_is_taken_over_at_once(
