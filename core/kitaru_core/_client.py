@@ -54,6 +54,7 @@ class CallView(BaseModel):
         output_preview: The first characters of the stored output.
         output_size_bytes: Size of the stored output.
         error: `Type: message` of a failed call.
+        error_traceback: The failed call's formatted traceback.
         details: Adapter facts (tool name, arguments...).
     """
 
@@ -73,6 +74,7 @@ class CallView(BaseModel):
     output_preview: str | None = None
     output_size_bytes: int | None = None
     error: str | None = None
+    error_traceback: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -143,6 +145,7 @@ class ExecutionSummary(BaseModel):
         entry_point: Importable flow that resumes it, if any.
         replay_of: The execution it replays, if any.
         error: `Type: message` of the failure, if failed.
+        error_traceback: The failure's formatted traceback, if failed.
         created_at: When it was created.
         updated_at: Last change.
         ended_at: When it completed, failed or was cancelled.
@@ -156,6 +159,7 @@ class ExecutionSummary(BaseModel):
     entry_point: str | None
     replay_of: str | None
     error: str | None
+    error_traceback: str | None = None
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None
@@ -205,6 +209,7 @@ class Client:
             "entry_point": record.entry_point,
             "replay_of": record.replay_of,
             "error": f"{record.error_type}: {record.error_message}" if record.error_type else None,
+            "error_traceback": record.error_traceback,
             "created_at": _time(record.created_at_epoch_s),
             "updated_at": _time(record.updated_at_epoch_s),
             "ended_at": _time(record.ended_at_epoch_s),
@@ -274,6 +279,7 @@ class Client:
             output_preview=self._preview(call.output),
             output_size_bytes=call.output.size_bytes if call.output else None,
             error=f"{call.error_type}: {call.error_message}" if call.error_type else None,
+            error_traceback=call.error_traceback,
             details=call.details,
         )
 
@@ -515,12 +521,13 @@ class Client:
     def recover(self) -> list[str]:
         """Mark `running` executions whose runner is gone as `failed` (resumable), and list them."""
         crashed = [
-            record.id
+            (record.id, record.lease_owner)
             for record in self.store.list_executions(statuses=["running"], limit=10_000)
             if not _runtime.lease_is_live(record)
         ]
-        self.store.mark_crashed(crashed, message="The process running it stopped without finishing (crash or kill).")
-        return crashed
+        return self.store.mark_crashed(
+            crashed, message="The process running it stopped without finishing (crash or kill)."
+        )
 
 
 def _stored_inputs(record: ExecutionRecord) -> Any:

@@ -847,6 +847,11 @@ def open_or_find(
     replay_of: str | None = None,
 ) -> tuple[Store, ExecutionRecord]:
     """Find the execution to run (explicit id, or the unfinished one with the same inputs), or create it."""
+    if fresh and execution_id is not None:
+        raise ConfigurationError(
+            f"fresh=True starts a new execution with a generated id; it cannot be combined with "
+            f"execution_id={execution_id!r}. Pass a new id instead."
+        )
     store = get_store()
     inputs_fingerprint = fingerprint(inputs) if inputs is not None else None
     if execution_id is not None:

@@ -44,13 +44,18 @@ def _adapter_for(type_hint: Any) -> Any:
     return TypeAdapter(type_hint)
 
 
-def _type_adapter(type_hint: Any) -> Any:
-    try:
-        return _adapter_for(type_hint)
-    except TypeError:  # unhashable annotation
-        from pydantic import TypeAdapter
+def _type_adapter(type_hint: Any) -> Any | None:
+    """A cached `TypeAdapter`, or `None` when pydantic has no schema for the type (a plain class)."""
+    from pydantic import TypeAdapter
+    from pydantic.errors import PydanticUserError
 
-        return TypeAdapter(type_hint)
+    try:
+        try:
+            return _adapter_for(type_hint)
+        except TypeError:  # unhashable annotation
+            return TypeAdapter(type_hint)
+    except PydanticUserError:
+        return None
 
 
 def _type_reference(value: Any) -> str | None:
@@ -95,10 +100,10 @@ class JsonCodec:
         """
         from pydantic_core import PydanticSerializationError, to_json
 
+        adapter = _type_adapter(self.type_hint) if self.type_hint is not None else None
         try:
-            if self.type_hint is not None:
-                payload = _type_adapter(self.type_hint).dump_json(value)
-                return JSON_FORMAT, payload
+            if adapter is not None:
+                return JSON_FORMAT, adapter.dump_json(value)
             payload = to_json(value)
         except (PydanticSerializationError, TypeError, ValueError) as error:
             if self.allow_pickle:
@@ -127,15 +132,17 @@ class JsonCodec:
         if not format.startswith(JSON_FORMAT):
             raise SerializationError(f"Unknown stored value format {format!r}.")
         try:
-            if self.type_hint is not None:
-                return _type_adapter(self.type_hint).validate_json(payload)
+            adapter = _type_adapter(self.type_hint) if self.type_hint is not None else None
+            if adapter is not None:
+                return adapter.validate_json(payload)
             _, _, reference = format.partition(":")
             if reference:
                 try:
-                    cls = _import_reference(reference)
+                    adapter = _type_adapter(_import_reference(reference))
                 except (ImportError, AttributeError):
-                    return json.loads(payload)
-                return _type_adapter(cls).validate_json(payload)
+                    adapter = None
+                if adapter is not None:
+                    return adapter.validate_json(payload)
             return json.loads(payload)
         except ValueError as error:
             raise SerializationError(f"A stored value could not be loaded: {error}") from error

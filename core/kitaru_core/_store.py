@@ -352,14 +352,17 @@ class Store:
         return record
 
     def find_resumable(self, flow_name: str, inputs_fingerprint: str) -> ExecutionRecord | None:
-        """The newest unfinished (running, waiting or failed) execution of a flow with these inputs."""
+        """The newest unfinished (running, waiting, failed) or cancelled execution of a flow with these inputs.
+
+        A cancelled one is returned so the caller can refuse to run it again without `fresh=True`.
+        """
         t = tables.executions
         query = (
             select(t)
             .where(
                 t.c.flow_name == flow_name,
                 t.c.inputs_fingerprint == inputs_fingerprint,
-                t.c.status.in_(UNFINISHED_STATUSES),
+                t.c.status.in_([*UNFINISHED_STATUSES, "cancelled"]),
             )
             .order_by(t.c.created_at_epoch_s.desc())
             .limit(1)
@@ -500,31 +503,39 @@ class Store:
             )
         return self.get_execution(execution_id)
 
-    def mark_crashed(self, execution_ids: Iterable[str], *, message: str) -> int:
-        """Set `running` executions whose lease expired to `failed`, recording why."""
+    def mark_crashed(self, crashed: Iterable[tuple[str, str | None]], *, message: str) -> list[str]:
+        """Set `running` executions whose runner is gone to `failed`, recording why.
+
+        Args:
+            crashed: `(execution id, lease owner seen when the runner was judged gone)`; an execution
+                whose lease changed hands since is left alone (compare-and-set).
+            message: The error message to record.
+
+        Returns:
+            The ids actually marked.
+        """
         t = tables.executions
         now = time.time()
-        ids = list(execution_ids)
-        if not ids:
-            return 0
+        marked: list[str] = []
         with self._write_lock, self.engine.begin() as connection:
-            result = connection.execute(
-                update(t)
-                .where(
-                    t.c.id.in_(ids),
-                    t.c.status == "running",
-                    or_(t.c.lease_owner.is_(None), t.c.lease_expires_at_epoch_s < now),
+            for execution_id, owner in crashed:
+                owner_matches = t.c.lease_owner.is_(None) if owner is None else t.c.lease_owner == owner
+                result = connection.execute(
+                    update(t)
+                    .where(t.c.id == execution_id, t.c.status == "running", owner_matches)
+                    .values(
+                        status="failed",
+                        lease_owner=None,
+                        lease_expires_at_epoch_s=None,
+                        error_type="ProcessLost",
+                        error_message=message,
+                        updated_at_epoch_s=now,
+                        ended_at_epoch_s=now,
+                    )
                 )
-                .values(
-                    status="failed",
-                    lease_owner=None,
-                    error_type="ProcessLost",
-                    error_message=message,
-                    updated_at_epoch_s=now,
-                    ended_at_epoch_s=now,
-                )
-            )
-        return result.rowcount
+                if result.rowcount == 1:
+                    marked.append(execution_id)
+        return marked
 
     # -- checkpoint calls -----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kitaru_core import _config
@@ -50,7 +51,7 @@ def _client() -> Any:
 
 
 def _fail(error: KitaruError) -> None:
-    errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    errors.print("[bold red]error:[/] " + escape(str(error)), highlight=False)
     raise typer.Exit(code=1)
 
 

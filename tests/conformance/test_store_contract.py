@@ -65,7 +65,14 @@ def test_find_resumable_picks_newest_unfinished_with_same_inputs(store: Store) -
         time.sleep(0.002)
     found = store.find_resumable("flow", "x")
     assert found is not None
-    assert found.id == "e2"
+    assert found.id == "e3"  # the newest cancelled one: callers refuse it rather than start over silently
+    assert found.status == "cancelled"
+    store.create_execution("e9", flow_name="flow", entry_point=None, inputs_fingerprint="x", inputs=None)
+    store.try_acquire_lease("e9", expected_owner=None, owner="o9", host="h", pid=1, lease_duration_s=30)
+    store.finish_execution("e9", "o9", status="completed")
+    newest = store.find_resumable("flow", "x")
+    assert newest is not None
+    assert newest.id == "e3"  # completed executions are never resumed
     assert store.find_resumable("flow", "other") is None
     assert store.find_resumable("other", "x") is None
 
@@ -101,13 +108,13 @@ def test_cancel_without_runner_is_immediate_and_with_runner_is_flagged(store: St
         store.request_cancel("missing")
 
 
-def test_mark_crashed_only_touches_expired_running(store: Store) -> None:
+def test_mark_crashed_is_compare_and_set_on_the_lease_owner(store: Store) -> None:
     store.create_execution("dead", flow_name="flow", entry_point=None, inputs_fingerprint=None, inputs=None)
     store.try_acquire_lease("dead", expected_owner=None, owner="a", host="h", pid=1, lease_duration_s=0.01)
     store.create_execution("live", flow_name="flow", entry_point=None, inputs_fingerprint=None, inputs=None)
     store.try_acquire_lease("live", expected_owner=None, owner="b", host="h", pid=1, lease_duration_s=60)
-    time.sleep(0.05)
-    assert store.mark_crashed(["dead", "live"], message="gone") == 1
+    # "live" changed hands (owner b) since it was judged dead with owner "stale": it is left alone
+    assert store.mark_crashed([("dead", "a"), ("live", "stale")], message="gone") == ["dead"]
     assert store.get_execution("dead").status == "failed"
     assert store.get_execution("dead").error_message == "gone"
     assert store.get_execution("live").status == "running"

@@ -614,11 +614,6 @@ def test_exhausted_retries_record_every_attempt(sqlite_file_store: str) -> None:
     assert (call.status, call.attempts, call.error) == ("failed", 3, "ConnectionError: still down")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the traceback is recorded in the store but Client().get_execution does not expose it "
-    "(CallView/ExecutionDetail have only `error`), so design §4.7 is not visible through the Client",
-)
 def test_client_exposes_the_recorded_traceback(sqlite_file_store: str) -> None:
     @checkpoint
     def broken() -> None:
@@ -752,12 +747,6 @@ def test_pickle_opt_in_round_trips_and_is_refused_when_read_without_opt_in(sqlit
     assert seen[-1] is not seen[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: JsonCodec.encode does not catch pydantic's PydanticSchemaGenerationError (a RuntimeError), "
-    "so a checkpoint annotated `-> PlainClass` neither pickles with allow_pickle=True nor raises "
-    "SerializationError",
-)
 @pytest.mark.parametrize("allow_pickle", [True, False])
 def test_annotated_plain_class_output_pickles_or_raises_serialization_error(
     sqlite_file_store: str, allow_pickle: bool

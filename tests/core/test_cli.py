@@ -206,11 +206,6 @@ def test_unknown_execution_id_exits_non_zero_with_a_clear_message(sqlite_file_st
         assert "No execution 'nope'" in flat(result.stderr), command
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cli._fail prints error messages with Rich markup on, so user text such as an answer "
-    "'[/x]' is parsed as markup: the CLI crashes with rich.errors.MarkupError instead of reporting",
-)
 def test_error_messages_are_not_parsed_as_markup(sqlite_file_store: str) -> None:
     start_waiting(cli_shipping, "E", "ship-e")
     result = invoke(sqlite_file_store, "executions", "answer", "ship-e", "approve", "--value", '"[/x]"')

@@ -202,12 +202,6 @@ def test_recover_marks_a_killed_execution_with_an_expired_lease_failed(
     assert counter.read_text() == "child\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: recover() lists a same-host execution whose process is dead but leaves it `running`: "
-    "Store.mark_crashed only updates rows whose lease has expired, while lease_is_live already said "
-    "the runner is gone",
-)
 def test_recover_marks_a_killed_execution_failed_at_once(sqlite_file_store: str, tmp_path: Path) -> None:
     with sleeping_child(tmp_path, sqlite_file_store, "lease-4") as child:
         kill(child)

@@ -249,11 +249,6 @@ def test_cancelling_a_waiting_execution_by_id(sqlite_file_store: str) -> None:
     assert counts == Counter({"prepare": 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: re-running a cancelled flow with the same inputs silently starts a new execution "
-    "(find_resumable skips `cancelled`), although ExecutionCancelledError tells users to pass fresh=True",
-)
 def test_rerunning_a_cancelled_flow_with_the_same_inputs_raises(sqlite_file_store: str) -> None:
     error = waiting_error(shipping, "o-5")
     assert Client().cancel(error.execution_id).status == "cancelled"
