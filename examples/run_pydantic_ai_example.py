@@ -118,7 +118,9 @@ def run_example(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("module", help="e.g. pydantic_ai_examples.roulette_wheel")
     parser.add_argument("--base-url", required=True, help="OpenAI-compatible base URL (ends in /v1)")
     parser.add_argument("--execution-id", required=True, help="execution id; the same id resumes")

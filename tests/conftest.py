@@ -28,7 +28,9 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
         except ValueError:
             allowed = host == "localhost"
         if not allowed:
-            raise ConnectionRefusedError(f"tests may not reach the network: refused connection to {address!r}")
+            raise ConnectionRefusedError(
+                f"tests may not reach the network: refused connection to {address!r}"
+            )
     return _original_connect(self, address)
 
 
@@ -75,7 +77,9 @@ def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
     if not postgres_available():
         if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL is required (KITARU_REQUIRE_POSTGRES=1) but {POSTGRES_URL} does not answer.")
+            pytest.fail(
+                f"PostgreSQL is required (KITARU_REQUIRE_POSTGRES=1) but {POSTGRES_URL} does not answer."
+            )
         pytest.skip(f"PostgreSQL at {POSTGRES_URL} does not answer")
     import sqlalchemy
 
@@ -136,7 +140,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         url = request.getfixturevalue("postgres_database")
         _truncate_postgres(url)
     kitaru_core.configure(
-        store_url=url, artifacts_url=f"memory://kitaru-{uuid.uuid4().hex[:8]}", inline_limit_bytes=1024, reset=True
+        store_url=url,
+        artifacts_url=f"memory://kitaru-{uuid.uuid4().hex[:8]}",
+        inline_limit_bytes=1024,
+        reset=True,
     )
     yield url
     kitaru_core.configure(reset=True)

@@ -6,12 +6,13 @@ import functools
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Generator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from kitaru_core import _config, _runtime
+from kitaru_core import _config
+from kitaru_core._records import StoredValue
 from kitaru_core._runtime import (
     ExecutionContext,
     ExecutionRun,
@@ -26,7 +27,6 @@ from kitaru_core._runtime import (
     scope,
 )
 from kitaru_core._serialization import Codec, JsonCodec
-from kitaru_core._records import StoredValue
 from kitaru_core.errors import ConfigurationError
 
 P = ParamSpec("P")
@@ -207,7 +207,7 @@ def checkpoint(
 # -- executions ------------------------------------------------------------------------------------
 
 
-def _inputs_for_storage(inputs: Any) -> tuple[Any, Any]:
+def _inputs_for_storage(inputs: Any) -> tuple[Any, tuple[str, bytes] | None]:
     """(value to fingerprint, stored value) for flow inputs; `(None, None)` when not storable as JSON."""
     from kitaru_core.errors import SerializationError
 
@@ -218,6 +218,13 @@ def _inputs_for_storage(inputs: Any) -> tuple[Any, Any]:
     return inputs, (format_, payload)
 
 
+def _stored_inputs_value(stored_inputs: tuple[str, bytes] | None) -> StoredValue | None:
+    if stored_inputs is None:
+        return None
+    format_, payload = stored_inputs
+    return StoredValue(format_, payload, None, len(payload))
+
+
 @contextmanager
 def execution(
     execution_id: str | None = None,
@@ -226,7 +233,7 @@ def execution(
     inputs: Any = None,
     fresh: bool = False,
     entry_point: str | None = None,
-) -> Iterator[ExecutionContext]:
+) -> Generator[ExecutionContext]:
     """Run the code inside as a named, resumable execution.
 
     Framework calls made inside (agent runs of durable agents, checkpoints, waits) are recorded
@@ -260,7 +267,9 @@ def execution(
         yield active
         return
     fingerprint_input, stored_inputs = _inputs_for_storage(inputs) if inputs is not None else (None, None)
-    inputs_value = StoredValue(*stored_inputs, None, len(stored_inputs[1])) if stored_inputs is not None else None
+    inputs_value = (
+        StoredValue(*stored_inputs, None, len(stored_inputs[1])) if stored_inputs is not None else None
+    )
     store, record = open_or_find(
         execution_id,
         flow_name=name,
@@ -274,7 +283,7 @@ def execution(
 
 
 @contextmanager
-def durable_run(name: str, *, inputs: Any = None, execution_id: str | None = None) -> Iterator[str]:
+def durable_run(name: str, *, inputs: Any = None, execution_id: str | None = None) -> Generator[str]:
     """Mark one top-level run of an agent, crew or graph (used by adapters).
 
     Outside any execution it opens one (resuming an unfinished execution of the same `name` and
@@ -403,7 +412,7 @@ class Flow(Generic[P, R]):
             flow_name=self.name,
             entry_point=self.entry_point,
             inputs=fingerprint_input,
-            inputs_value=StoredValue(*stored_inputs, None, len(stored_inputs[1])) if stored_inputs else None,
+            inputs_value=_stored_inputs_value(stored_inputs),
             fresh=fresh,
         )
         if record.status == "completed":

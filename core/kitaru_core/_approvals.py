@@ -25,7 +25,9 @@ class ApprovalDecision(BaseModel):
     """
 
     approved: bool = Field(description="Whether the tool call may run.")
-    message: str | None = Field(default=None, description="Optional note; on denial it is shown to the model.")
+    message: str | None = Field(
+        default=None, description="Optional note; on denial it is shown to the model."
+    )
 
 
 ApprovalRule = Collection[str] | Callable[[str, Mapping[str, Any]], bool]

@@ -314,7 +314,7 @@ class Client:
             totals.model_calls += view.kind == "model"
             totals.tool_calls += view.kind in {"tool", "mcp"}
         for view in views:
-            if view.kind != "model" or view.source == "not reached" and view.status == "superseded":
+            if view.kind != "model" or (view.source == "not reached" and view.status == "superseded"):
                 continue
             if view.details.get("copied_from") is None:
                 totals.input_tokens += view.input_tokens or 0
@@ -344,7 +344,9 @@ class Client:
         if record.status == "failed":
             raise ExecutionFailedError(execution_id, record.error_type or "", record.error_message or "")
         if record.status != "completed":
-            raise ExecutionError(execution_id, f"Execution {execution_id!r} is {record.status}, not completed.")
+            raise ExecutionError(
+                execution_id, f"Execution {execution_id!r} is {record.status}, not completed."
+            )
         return _runtime.decode_stored(self.store, record.output, JsonCodec(type_hint=type_hint))
 
     def pending_waits(self, execution_id: str | None = None) -> list[WaitView]:
@@ -369,7 +371,7 @@ class Client:
             WaitNotFoundError: No wait of that name.
             WaitAlreadyAnsweredError: It was answered before.
         """
-        import jsonschema
+        from jsonschema import Draft202012Validator, validators
 
         existing = self.store.find_wait(execution_id, wait_name)
         if existing is None:
@@ -378,12 +380,12 @@ class Client:
             from kitaru_core.errors import WaitNotFoundError
 
             raise WaitNotFoundError(execution_id, wait_name, known)
-        validator_class = jsonschema.validators.validator_for(existing.schema, default=jsonschema.Draft202012Validator)
+        validator_class = validators.validator_for(existing.schema, default=Draft202012Validator)
         validator = validator_class(existing.schema)
-        problems = [
+        problems = sorted(
             f"{'/'.join(str(part) for part in error.absolute_path) or 'value'}: {error.message}"
-            for error in sorted(validator.iter_errors(value), key=lambda item: list(item.absolute_path))
-        ]
+            for error in validator.iter_errors(value)
+        )
         if problems:
             raise InvalidAnswerError(execution_id, wait_name, problems)
         try:
@@ -425,7 +427,9 @@ class Client:
             else:
                 target = import_callable(entry_point)
         except (ImportError, AttributeError, OSError) as error:
-            raise ConfigurationError(f"Cannot import the entry point {entry_point} of {execution_id!r}: {error}") from error
+            raise ConfigurationError(
+                f"Cannot import the entry point {entry_point} of {execution_id!r}: {error}"
+            ) from error
         if not isinstance(target, Flow):
             raise ConfigurationError(f"{entry_point} is not a @flow.")
         return target  # pyright: ignore[reportUnknownVariableType]
@@ -492,7 +496,9 @@ class Client:
         for key, value in (overrides or {}).items():
             matches = [call for call in calls if call.call_key == key]
             if not matches:
-                raise ConfigurationError(f"No completed call with key {key!r} before the replay point to override.")
+                raise ConfigurationError(
+                    f"No completed call with key {key!r} before the replay point to override."
+                )
             format_, payload = JsonCodec().encode(value)
             matches[0].output = self.store.prepare_value(format_, payload)
             matches[0].fingerprint = None

@@ -171,7 +171,9 @@ def configure(
     if lease_duration_s is not None and lease_duration_s <= 0:
         raise ConfigurationError(f"lease_duration_s must be positive seconds, got {lease_duration_s}.")
     if wait_poll_interval_s is not None and wait_poll_interval_s <= 0:
-        raise ConfigurationError(f"wait_poll_interval_s must be positive seconds, got {wait_poll_interval_s}.")
+        raise ConfigurationError(
+            f"wait_poll_interval_s must be positive seconds, got {wait_poll_interval_s}."
+        )
     if inline_limit_bytes is not None and inline_limit_bytes < 0:
         raise ConfigurationError(f"inline_limit_bytes must be >= 0, got {inline_limit_bytes}.")
     with _lock:

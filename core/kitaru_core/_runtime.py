@@ -12,15 +12,15 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kitaru_core import _config
-from kitaru_core._serialization import Codec, JsonCodec, fingerprint
 from kitaru_core._records import CallRecord, ExecutionRecord, StoredValue, WaitRecord
+from kitaru_core._serialization import Codec, JsonCodec, fingerprint
 from kitaru_core.errors import (
     ConfigurationError,
     DivergenceError,
@@ -46,7 +46,7 @@ _UNSET: Any = object()
 # -- control-flow signals: BaseException so `except Exception` in agent code cannot swallow them ----
 
 
-class _Signal(BaseException):  # noqa: N818 - internal signals, never seen by users
+class _Signal(BaseException):
     def __init__(self, execution_id: str) -> None:
         super().__init__(execution_id)
         self.execution_id = execution_id
@@ -141,7 +141,9 @@ class CallUsage:
 
 # -- the execution context -------------------------------------------------------------------------
 
-_current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar("kitaru_execution", default=None)
+_current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
+    "kitaru_execution", default=None
+)
 _scope: contextvars.ContextVar[str] = contextvars.ContextVar("kitaru_scope", default="")
 _call: contextvars.ContextVar[str | None] = contextvars.ContextVar("kitaru_call", default=None)
 _active_owners: set[str] = set()
@@ -208,7 +210,9 @@ class ExecutionContext:
         self.cancel_requested = record.cancel_requested
         self.lease_lost = False
         self._stop = threading.Event()
-        self._heartbeat = threading.Thread(target=self._beat, name=f"kitaru-heartbeat-{record.id}", daemon=True)
+        self._heartbeat = threading.Thread(
+            target=self._beat, name=f"kitaru-heartbeat-{record.id}", daemon=True
+        )
 
     # lease ------------------------------------------------------------------------------------------
 
@@ -398,7 +402,7 @@ def idempotency_key() -> str:
 
 
 @contextmanager
-def scope(name: str, discriminator: str | None = None) -> Iterator[str | None]:
+def scope(name: str, discriminator: str | None = None) -> Generator[str | None]:
     """Group the checkpoint calls made inside under a named, stable sub-key.
 
     Outside an execution it does nothing and yields `None`. Adapters use it to keep one agent
@@ -442,10 +446,14 @@ class _Plan:
     details: dict[str, Any] | None
 
 
-def _codec_for(codec: Codec | None, type_hint: Any, allow_pickle: bool | None, settings: _config.Settings) -> Codec:
+def _codec_for(
+    codec: Codec | None, type_hint: Any, allow_pickle: bool | None, settings: _config.Settings
+) -> Codec:
     if codec is not None:
         return codec
-    return JsonCodec(type_hint=type_hint, allow_pickle=settings.allow_pickle if allow_pickle is None else allow_pickle)
+    return JsonCodec(
+        type_hint=type_hint, allow_pickle=settings.allow_pickle if allow_pickle is None else allow_pickle
+    )
 
 
 def _plan(
@@ -481,7 +489,9 @@ def _plan(
     return _Plan(context, key, name, kind, fingerprint_, chosen_codec, supersede, details), _UNSET
 
 
-def _commit(plan: _Plan, output: Any, attempts: int, started: float, usage: Callable[[Any], CallUsage | None] | None) -> None:
+def _commit(
+    plan: _Plan, output: Any, attempts: int, started: float, usage: Callable[[Any], CallUsage | None] | None
+) -> None:
     format_, payload = plan.codec.encode(output)
     value = plan.context.store.prepare_value(format_, payload)
     plan.context.record(
@@ -674,7 +684,8 @@ def _validation_problems(error: Exception) -> list[str]:
 
     if isinstance(error, ValidationError):
         return [
-            f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg']}" for item in error.errors()
+            f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg']}"
+            for item in error.errors()
         ]
     return [str(error)]
 
@@ -833,7 +844,9 @@ def acquire(store: Store, execution_id: str, settings: _config.Settings) -> tupl
         ):
             return store.get_execution(execution_id), owner
     record = store.get_execution(execution_id)
-    raise ExecutionLockedError(execution_id, f"{record.lease_host}:{record.lease_pid}", settings.lease_duration_s)
+    raise ExecutionLockedError(
+        execution_id, f"{record.lease_host}:{record.lease_pid}", settings.lease_duration_s
+    )
 
 
 def open_or_find(
@@ -899,7 +912,7 @@ class ExecutionRun:
         self._tokens = (_current.set(context), _scope.set(""), _call.set(None))
         return context
 
-    def __exit__(self, error_type: Any, error: BaseException | None, _traceback: Any) -> bool:
+    def __exit__(self, error_type: Any, error: BaseException | None, _traceback: Any) -> None:
         context = self.context
         assert context is not None
         _current.reset(self._tokens[0])
@@ -912,7 +925,7 @@ class ExecutionRun:
         owner = context.owner
         if error is None:
             self.store.finish_execution(self.execution_id, owner, status="completed", output=self.output)
-            return False
+            return
         if isinstance(signal, SuspendExecution):
             self.store.finish_execution(self.execution_id, owner, status="waiting")
             pending = [
@@ -935,7 +948,6 @@ class ExecutionRun:
                 "".join(traceback.format_exception(error)),
             ),
         )
-        return False
 
 
 def decode_stored(store: Store, value: StoredValue | None, codec: Codec) -> Any:

@@ -21,7 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-executions_app = typer.Typer(help="Executions: list, show, answer waits, resume, replay, cancel.", no_args_is_help=True)
+executions_app = typer.Typer(
+    help="Executions: list, show, answer waits, resume, replay, cancel.", no_args_is_help=True
+)
 app.add_typer(executions_app, name="executions")
 
 console = Console(width=None if Console().is_terminal else 160, soft_wrap=True)
@@ -38,7 +40,9 @@ def _main(
     ] = None,
     artifacts_url: Annotated[
         str | None,
-        typer.Option("--artifacts-url", envvar="KITARU_ARTIFACTS_URL", help="fsspec URL of the artifact store."),
+        typer.Option(
+            "--artifacts-url", envvar="KITARU_ARTIFACTS_URL", help="fsspec URL of the artifact store."
+        ),
     ] = None,
 ) -> None:
     _config.configure(store_url=store_url, artifacts_url=artifacts_url)
@@ -75,7 +79,9 @@ STATUS_STYLES = {
 
 @executions_app.command("list")
 def list_executions(
-    status: Annotated[list[str] | None, typer.Option("--status", "-s", help="Keep this status (repeatable).")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option("--status", "-s", help="Keep this status (repeatable).")
+    ] = None,
     flow: Annotated[str | None, typer.Option("--flow", "-f", help="Keep this flow or agent name.")] = None,
     limit: Annotated[int, typer.Option(help="Rows per page.")] = 50,
     offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
@@ -194,9 +200,12 @@ def answer(
     execution_id: Annotated[str, typer.Argument(help="The execution id.")],
     wait_name: Annotated[str, typer.Argument(help="The wait's name.")],
     value: Annotated[
-        str | None, typer.Option("--value", help='The answer as JSON, e.g. true, "text", {"approved": false}.')
+        str | None,
+        typer.Option("--value", help='The answer as JSON, e.g. true, "text", {"approved": false}.'),
     ] = None,
-    approve: Annotated[bool, typer.Option("--approve", help="Shortcut for a tool approval: approve.")] = False,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Shortcut for a tool approval: approve.")
+    ] = False,
     deny: Annotated[bool, typer.Option("--deny", help="Shortcut for a tool approval: deny.")] = False,
     message: Annotated[str | None, typer.Option("--message", help="Message with --approve/--deny.")] = None,
 ) -> None:

@@ -73,7 +73,7 @@ class MissingDependencyError(KitaruError, ImportError):
         self.package = package
         self.extra = extra
         super().__init__(
-            f"{package} is not installed. Install it with: pip install \"kitaru-adapters[{extra}]\""
+            f'{package} is not installed. Install it with: pip install "kitaru-adapters[{extra}]"'
         )
 
 
@@ -251,7 +251,14 @@ def _example_answer(wait: PendingWait) -> str:
     if schema.get("title") == "ApprovalDecision":
         return '{"approved": true}'
     kind = schema.get("type")
-    examples = {"boolean": "true", "integer": "0", "number": "0", "string": '"..."', "object": "{}", "array": "[]"}
+    examples = {
+        "boolean": "true",
+        "integer": "0",
+        "number": "0",
+        "string": '"..."',
+        "object": "{}",
+        "array": "[]",
+    }
     return examples.get(kind, "null") if isinstance(kind, str) else "null"
 
 

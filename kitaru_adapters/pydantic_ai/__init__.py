@@ -6,7 +6,7 @@ Every model request (streamed or not) and every tool call of the agent's runs be
 """
 
 try:
-    import pydantic_ai as _pydantic_ai  # noqa: F401
+    import pydantic_ai  # noqa: F401  # pyright: ignore[reportUnusedImport]
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     from kitaru_core.errors import MissingDependencyError
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic_ai import Agent
 
+from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
 from kitaru_core import ApprovalPolicy, durable_run
 from kitaru_core.errors import AdapterError
-from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
 
 AgentT = TypeVar("AgentT", bound=Agent[Any, Any])
 
@@ -34,7 +34,7 @@ def _durable_class(base: type[Any]) -> type[Any]:
             message_history: Any = None,
             capabilities: Sequence[Any] | None = None,
             **kwargs: Any,
-        ) -> AsyncIterator[Any]:
+        ) -> AsyncGenerator[Any]:
             capability: DurableCapability = getattr(self, _CAPABILITY_ATTRIBUTE)
             name = f"pydantic_ai:{capability.agent_name()}"
             with durable_run(name, inputs=run_inputs(user_prompt, message_history)):
@@ -97,12 +97,14 @@ def durable(
         AdapterError: `agent` is not a PydanticAI `Agent`.
         ConfigurationError: `approve` is a string instead of a list of names.
     """
-    if not isinstance(agent, Agent):
+    if not isinstance(agent, Agent):  # pyright: ignore[reportUnnecessaryIsInstance] - checked at run time
         raise AdapterError(
             f"durable() from kitaru_adapters.pydantic_ai takes a pydantic_ai.Agent, got {type(agent).__qualname__}."
         )
     policy = ApprovalPolicy(approve)
-    timeout_s = approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
+    timeout_s = (
+        approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
+    )
 
     def agent_name() -> str:
         return name or agent.name or "agent"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -10,7 +11,14 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability, CapabilityOrdering
-from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry, ToolFailed, ToolFailedError, ToolRetryError
+from pydantic_ai.exceptions import (
+    ApprovalRequired,
+    CallDeferred,
+    ModelRetry,
+    ToolFailed,
+    ToolFailedError,
+    ToolRetryError,
+)
 from pydantic_ai.messages import (
     ModelMessagesTypeAdapter,
     ModelResponse,
@@ -19,13 +27,19 @@ from pydantic_ai.messages import (
     tool_return_content_ta,
 )
 from pydantic_ai.models import ModelRequestContext, ModelRequestParameters
-from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDefinition, ToolDenied
+from pydantic_ai.tools import (
+    DeferredToolRequests,
+    DeferredToolResults,
+    ToolApproved,
+    ToolDefinition,
+    ToolDenied,
+)
 
 from kitaru_core import (
     ApprovalPolicy,
-    fingerprint,
     ApprovalRequest,
     CallUsage,
+    fingerprint,
     request_approvals,
     run_checkpoint_async,
 )
@@ -60,10 +74,8 @@ def _normalize(value: Any) -> Any:
     if isinstance(value, dict):
         mapping: dict[str, Any] = value  # pyright: ignore[reportUnknownVariableType]
         if mapping.get("part_kind") == "tool-call" and isinstance(mapping.get("args"), str):
-            try:
+            with contextlib.suppress(ValueError):
                 mapping = {**mapping, "args": json.loads(mapping["args"] or "{}")}
-            except ValueError:
-                pass
         return {
             key: _normalize(item)
             for key, item in mapping.items()
@@ -156,7 +168,12 @@ class ToolOutcomeCodec:
             stored = tool_return_content_ta.dump_python(outcome.value, mode="json")
         else:
             stored = None
-        document = {"kind": outcome.kind, "value": stored, "message": outcome.message, "metadata": outcome.metadata}
+        document = {
+            "kind": outcome.kind,
+            "value": stored,
+            "message": outcome.message,
+            "metadata": outcome.metadata,
+        }
         return "json:pydantic_ai.ToolOutcome", json.dumps(document).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
@@ -171,13 +188,16 @@ class ToolOutcomeCodec:
             value = tool_return_content_ta.validate_python(document["value"])
         else:
             value = None
-        return ToolOutcome(kind=kind, value=value, message=document.get("message"), metadata=document.get("metadata"))
+        return ToolOutcome(
+            kind=kind, value=value, message=document.get("message"), metadata=document.get("metadata")
+        )
 
 
 def response_usage(response: ModelResponse) -> CallUsage:
     """Tokens and cost of one model response (cost from genai-prices where the model is known)."""
     usage = response.usage
-    cost: float | None = float(usage.cost) if getattr(usage, "cost", None) is not None else None
+    known_cost = getattr(usage, "cost", None)
+    cost: float | None = float(known_cost) if known_cost is not None else None
     if cost is None:
         try:
             cost = float(response.cost().total_price)
@@ -247,7 +267,9 @@ class DurableCapability(AbstractCapability[Any]):
             response.model_id = request_context.model_id or request_context.model.model_id
         return response
 
-    async def prepare_tools(self, ctx: RunContext[Any], tool_defs: list[ToolDefinition]) -> list[ToolDefinition]:
+    async def prepare_tools(
+        self, ctx: RunContext[Any], tool_defs: list[ToolDefinition]
+    ) -> list[ToolDefinition]:
         """Gate `requires_approval` tools and tools in `approve=` through our own approval path.
 
         PydanticAI treats a streamed call of an `unapproved` tool as a final result and never asks
@@ -257,7 +279,9 @@ class DurableCapability(AbstractCapability[Any]):
         gated: list[ToolDefinition] = []
         for tool_def in tool_defs:
             if tool_def.kind == "unapproved" or (
-                tool_def.kind == "function" and self.policy.rule is not None and self._gated_by_name(tool_def.name)
+                tool_def.kind == "function"
+                and self.policy.rule is not None
+                and self._gated_by_name(tool_def.name)
             ):
                 metadata = {**(tool_def.metadata or {}), APPROVAL_METADATA_KEY: True}
                 tool_def = replace(tool_def, kind="function", metadata=metadata)

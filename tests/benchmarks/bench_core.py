@@ -161,7 +161,9 @@ def bare_commit(directory: Path, commits: int) -> tuple[Stats, dict[str, Any]]:
     (`isolation_level=None`, the store issues BEGIN itself), timeout 30 s, `journal_mode=WAL`,
     `foreign_keys=ON`, `busy_timeout=30000`, and SQLite's default `synchronous` (FULL).
     """
-    connection = sqlite3.connect(directory / "bare.db", isolation_level=None, timeout=30, check_same_thread=False)
+    connection = sqlite3.connect(
+        directory / "bare.db", isolation_level=None, timeout=30, check_same_thread=False
+    )
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute("PRAGMA busy_timeout=30000")
@@ -247,10 +249,7 @@ def core_calls(directory: Path, calls: int, tag: str) -> CoreFigures:
 
 
 IMPORT_PROBE = (
-    "import time\n"
-    "started = time.perf_counter()\n"
-    "import kitaru_core\n"
-    "print(time.perf_counter() - started)\n"
+    "import time\nstarted = time.perf_counter()\nimport kitaru_core\nprint(time.perf_counter() - started)\n"
 )
 
 
@@ -378,12 +377,22 @@ def run_once(index: int, args: argparse.Namespace) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, run the measurement `--repeat` times, print every run and a summary."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=1000, help="checkpoint calls per flow run (default 1000)")
-    parser.add_argument("--repeat", type=int, default=1, help="repeat the whole measurement R times (default 1)")
-    parser.add_argument("--commits", type=int, default=2000, help="bare SQLite commits measured (default 2000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--calls", type=int, default=1000, help="checkpoint calls per flow run (default 1000)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="repeat the whole measurement R times (default 1)"
+    )
+    parser.add_argument(
+        "--commits", type=int, default=2000, help="bare SQLite commits measured (default 2000)"
+    )
     parser.add_argument("--import-runs", type=int, default=5, help="fresh interpreters timed (default 5)")
-    parser.add_argument("--dir", default=None, help="where to create the temporary directory (default: $TMPDIR)")
+    parser.add_argument(
+        "--dir", default=None, help="where to create the temporary directory (default: $TMPDIR)"
+    )
     args = parser.parse_args(argv)
     if args.calls < 1 or args.repeat < 1 or args.commits < 1 or args.import_runs < 1:
         parser.error("--calls, --repeat, --commits and --import-runs must be >= 1")
@@ -400,7 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("import_ms", "ms"),
         ):
             values = [result[key] for result in results]
-            print(f"  {key:<10} {min(values):10.3f} / {statistics.median(values):10.3f} / {max(values):10.3f} {unit}")
+            print(
+                f"  {key:<10} {min(values):10.3f} / {statistics.median(values):10.3f} / {max(values):10.3f} {unit}"
+            )
     return 0
 
 

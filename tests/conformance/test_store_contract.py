@@ -44,7 +44,9 @@ def _call_values(execution_id: str, key: str, sequence: int, **extra: object) ->
 
 
 def test_execution_round_trip_and_missing(store: Store) -> None:
-    record = store.create_execution("e1", flow_name="flow", entry_point="m:f", inputs_fingerprint="a" * 64, inputs=None)
+    record = store.create_execution(
+        "e1", flow_name="flow", entry_point="m:f", inputs_fingerprint="a" * 64, inputs=None
+    )
     assert record.status == "running"
     assert record.run_count == 0
     assert store.get_execution("e1").flow_name == "flow"
@@ -57,7 +59,9 @@ def test_execution_round_trip_and_missing(store: Store) -> None:
 
 def test_find_resumable_picks_newest_unfinished_with_same_inputs(store: Store) -> None:
     for index, status in enumerate(["completed", "failed", "waiting", "cancelled"]):
-        store.create_execution(f"e{index}", flow_name="flow", entry_point=None, inputs_fingerprint="x", inputs=None)
+        store.create_execution(
+            f"e{index}", flow_name="flow", entry_point=None, inputs_fingerprint="x", inputs=None
+        )
         assert store.try_acquire_lease(
             f"e{index}", expected_owner=None, owner=f"o{index}", host="h", pid=1, lease_duration_s=30
         )
@@ -81,7 +85,9 @@ def test_lease_is_compare_and_set(store: Store) -> None:
     store.create_execution("e", flow_name="flow", entry_point=None, inputs_fingerprint=None, inputs=None)
     assert store.try_acquire_lease("e", expected_owner=None, owner="a", host="h", pid=1, lease_duration_s=30)
     # a second runner that read the row before the first took it cannot take it with a stale view
-    assert not store.try_acquire_lease("e", expected_owner=None, owner="b", host="h", pid=2, lease_duration_s=30)
+    assert not store.try_acquire_lease(
+        "e", expected_owner=None, owner="b", host="h", pid=2, lease_duration_s=30
+    )
     assert store.try_acquire_lease("e", expected_owner="a", owner="b", host="h", pid=2, lease_duration_s=30)
     record = store.get_execution("e")
     assert (record.lease_owner, record.lease_pid, record.run_count) == ("b", 2, 2)
@@ -125,7 +131,9 @@ def test_calls_are_recorded_in_order_and_superseded(store: Store) -> None:
     store.try_acquire_lease("e", expected_owner=None, owner="a", host="h", pid=1, lease_duration_s=30)
     first = store.record_call(_call_values("e", "step:0", 1), lease=("e", "a"))
     store.record_call(_call_values("e", "step:1", 2, details=json.dumps({"tool": "x"})), lease=("e", "a"))
-    replacement = store.record_call(_call_values("e", "step:0", 3, fingerprint="0" * 64), supersede_ids=[first])
+    replacement = store.record_call(
+        _call_values("e", "step:0", 3, fingerprint="0" * 64), supersede_ids=[first]
+    )
     assert replacement > first
     live = store.load_calls("e")
     assert [(call.call_key, call.sequence) for call in live] == [("step:1", 2), ("step:0", 3)]
@@ -133,7 +141,10 @@ def test_calls_are_recorded_in_order_and_superseded(store: Store) -> None:
     everything = store.load_calls("e", include_superseded=True)
     assert [call.status for call in everything] == ["superseded", "completed", "completed"]
     store.mark_served([replacement], run_number=2)
-    assert {call.call_key: call.last_served_run for call in store.load_calls("e")} == {"step:1": None, "step:0": 2}
+    assert {call.call_key: call.last_served_run for call in store.load_calls("e")} == {
+        "step:1": None,
+        "step:0": 2,
+    }
 
 
 def test_record_call_refuses_a_runner_without_the_lease(store: Store) -> None:
@@ -161,8 +172,12 @@ def test_large_values_go_to_the_artifact_store_and_corruption_is_reported(store:
 
 def test_waits_answer_once_and_refused_answers_keep_it_pending(store: Store) -> None:
     store.create_execution("e", flow_name="flow", entry_point=None, inputs_fingerprint=None, inputs=None)
-    created = store.create_wait("e", "approve", call_key="/", question="ok?", schema={"type": "boolean"}, details=None)
-    again = store.create_wait("e", "approve", call_key="/", question="ok?", schema={"type": "boolean"}, details=None)
+    created = store.create_wait(
+        "e", "approve", call_key="/", question="ok?", schema={"type": "boolean"}, details=None
+    )
+    again = store.create_wait(
+        "e", "approve", call_key="/", question="ok?", schema={"type": "boolean"}, details=None
+    )
     assert created.id == again.id
     assert created.status == "pending"
     answered = store.answer_wait("e", "approve", "true")
@@ -196,7 +211,11 @@ def test_corrupt_wait_record_is_reported_not_skipped(store: Store) -> None:
 def test_list_executions_filters_and_pages(store: Store) -> None:
     for index in range(5):
         store.create_execution(
-            f"e{index}", flow_name="a" if index % 2 else "b", entry_point=None, inputs_fingerprint=None, inputs=None
+            f"e{index}",
+            flow_name="a" if index % 2 else "b",
+            entry_point=None,
+            inputs_fingerprint=None,
+            inputs=None,
         )
         time.sleep(0.002)
     assert [record.id for record in store.list_executions(limit=2)] == ["e4", "e3"]
@@ -211,7 +230,9 @@ def test_concurrent_writers_from_threads_all_land(store: Store) -> None:
     import threading
 
     store.create_execution("e", flow_name="flow", entry_point=None, inputs_fingerprint=None, inputs=None)
-    store.try_acquire_lease("e", expected_owner=None, owner="a", host="h", pid=os.getpid(), lease_duration_s=30)
+    store.try_acquire_lease(
+        "e", expected_owner=None, owner="a", host="h", pid=os.getpid(), lease_duration_s=30
+    )
 
     def write(start: int) -> None:
         for index in range(start, start + 20):

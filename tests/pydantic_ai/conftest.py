@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("pydantic_ai")
 
-from kitaru_core.testing import Rule, Script, ScriptedModelServer, ScriptedToolCall  # noqa: E402
+from kitaru_core.testing import Rule, Script, ScriptedModelServer, ScriptedToolCall
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -66,8 +66,15 @@ class AgentProcess:
 
     def run(self, *arguments: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, str(REFUND_AGENT), "--base-url", self.base_url, "--counter-file", str(self.counter_file),
-             *arguments],
+            [
+                sys.executable,
+                str(REFUND_AGENT),
+                "--base-url",
+                self.base_url,
+                "--counter-file",
+                str(self.counter_file),
+                *arguments,
+            ],
             env=self.env(),
             capture_output=True,
             text=True,

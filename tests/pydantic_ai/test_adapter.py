@@ -42,7 +42,11 @@ class Recorder:
         response = self.respond(messages, info)
         for index, part in enumerate(response.parts):
             if isinstance(part, ToolCallPart):
-                yield {index: DeltaToolCall(part.tool_name, part.args_as_json_str(), tool_call_id=part.tool_call_id)}
+                yield {
+                    index: DeltaToolCall(
+                        part.tool_name, part.args_as_json_str(), tool_call_id=part.tool_call_id
+                    )
+                }
             else:
                 assert isinstance(part, TextPart)
                 yield part.content
@@ -53,7 +57,7 @@ class Recorder:
 
 @pytest.fixture(autouse=True)
 def _store(sqlite_file_store: str) -> Iterator[str]:
-    yield sqlite_file_store
+    return sqlite_file_store
 
 
 def bank_agent(recorder: Recorder, counts: dict[str, int], **durable_options: Any) -> Agent[None, str]:
@@ -75,7 +79,11 @@ def bank_agent(recorder: Recorder, counts: dict[str, int], **durable_options: An
 def _without_times(raw: bytes) -> Any:
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {key: strip(item) for key, item in value.items() if key not in {"timestamp", "run_id", "conversation_id"}}
+            return {
+                key: strip(item)
+                for key, item in value.items()
+                if key not in {"timestamp", "run_id", "conversation_id"}
+            }
         if isinstance(value, list):
             return [strip(item) for item in value]
         return value
@@ -83,7 +91,10 @@ def _without_times(raw: bytes) -> Any:
     return strip(json.loads(raw))
 
 
-TWO_TOOLS = [ToolCallPart("balance", {}, tool_call_id="t1"), ToolCallPart("transfer", {"amount": 5}, tool_call_id="t2")]
+TWO_TOOLS = [
+    ToolCallPart("balance", {}, tool_call_id="t1"),
+    ToolCallPart("transfer", {"amount": 5}, tool_call_id="t2"),
+]
 
 
 def test_each_model_request_and_tool_call_is_a_checkpoint_call() -> None:
@@ -149,8 +160,12 @@ def test_outside_a_flow_each_top_level_run_is_an_execution_resumed_by_rerunning(
 
 
 def test_requires_approval_and_approval_required_become_waits() -> None:
-    recorder = Recorder([ToolCallPart("delete_file", {"path": "a.txt"}, tool_call_id="d1"),
-                         ToolCallPart("send_mail", {"to": "boss"}, tool_call_id="m1")])
+    recorder = Recorder(
+        [
+            ToolCallPart("delete_file", {"path": "a.txt"}, tool_call_id="d1"),
+            ToolCallPart("send_mail", {"to": "boss"}, tool_call_id="m1"),
+        ]
+    )
     ran: list[str] = []
     agent: Agent[None, str] = Agent(recorder.model(), name="files")
 
@@ -304,7 +319,7 @@ def test_changed_prompt_in_the_same_execution_calls_the_model_again() -> None:
 
 
 def test_durable_refuses_what_it_cannot_wrap() -> None:
-    with pytest.raises(AdapterError, match="takes a pydantic_ai.Agent"):
+    with pytest.raises(AdapterError, match=r"takes a pydantic_ai\.Agent"):
         durable(object())  # type: ignore[type-var]
     with pytest.raises(ConfigurationError, match=r"approve=\['transfer'\]"):
         durable(Agent(FunctionModel(Recorder([]).respond)), approve="transfer")
@@ -322,7 +337,9 @@ def test_usage_and_cost_are_recorded_from_a_real_http_model(tmp_path: Path) -> N
 
         async def ask() -> str:
             client = openai.AsyncOpenAI(base_url=server.base_url, api_key="scripted", max_retries=0)
-            agent = durable(Agent(OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))))
+            agent = durable(
+                Agent(OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client)))
+            )
             try:
                 with execution("priced"):
                     return (await agent.run("What is the answer?")).output
@@ -332,8 +349,10 @@ def test_usage_and_cost_are_recorded_from_a_real_http_model(tmp_path: Path) -> N
         assert asyncio.run(ask()) == "The answer is 42."
     [call] = Client().get_execution("priced").calls
     assert call.model_name == "gpt-4o-mini"
-    assert call.input_tokens and call.input_tokens > 0
-    assert call.output_tokens and call.output_tokens > 0
+    assert call.input_tokens
+    assert call.input_tokens > 0
+    assert call.output_tokens
+    assert call.output_tokens > 0
     assert call.cost_usd is not None
     assert call.cost_usd > 0
 

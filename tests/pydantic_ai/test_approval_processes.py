@@ -66,23 +66,37 @@ def test_denial_reaches_the_model_and_the_tool_never_runs(refund_agent: AgentPro
     by_order = {wait["metadata"]["arguments"]["order_id"]: wait["name"] for wait in pending}
     assert refund_agent.cli("executions", "answer", execution_id, by_order[1], "--approve").returncode == 0
     denied = refund_agent.cli(
-        "executions", "answer", execution_id, by_order[2], "--deny", "--message", "Refunds over 15 need a manager."
+        "executions",
+        "answer",
+        execution_id,
+        by_order[2],
+        "--deny",
+        "--message",
+        "Refunds over 15 need a manager.",
     )
     assert denied.returncode == 0, denied.stderr
     resumed = refund_agent.run("--approve", "refund")
     assert resumed.returncode == 0, resumed.stderr
     assert "OUTPUT: Done. Last result: Refunds over 15 need a manager." in resumed.stdout
-    assert collections.Counter(refund_agent.tool_runs()) == {"lookup_order:1": 1, "lookup_order:2": 1, "refund:1:10": 1}
+    assert collections.Counter(refund_agent.tool_runs()) == {
+        "lookup_order:1": 1,
+        "lookup_order:2": 1,
+        "refund:1:10": 1,
+    }
 
 
-def test_an_answer_of_the_wrong_type_is_refused_and_the_wait_stays_pending(refund_agent: AgentProcess) -> None:
+def test_an_answer_of_the_wrong_type_is_refused_and_the_wait_stays_pending(
+    refund_agent: AgentProcess,
+) -> None:
     execution_id, waits = _stop_at_approval(refund_agent, "sync")
     refused = refund_agent.cli("executions", "answer", execution_id, waits[0], "--value", '"yes"')
     assert refused.returncode == 1
     assert "Answer refused" in refused.stderr
     assert "is not of type 'object'" in refused.stderr
     assert "stays pending" in refused.stderr
-    missing_field = refund_agent.cli("executions", "answer", execution_id, waits[0], "--value", '{"message": "ok"}')
+    missing_field = refund_agent.cli(
+        "executions", "answer", execution_id, waits[0], "--value", '{"message": "ok"}'
+    )
     assert missing_field.returncode == 1
     assert "'approved' is a required property" in missing_field.stderr
 

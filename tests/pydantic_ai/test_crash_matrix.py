@@ -34,7 +34,9 @@ def _uninterrupted_output(agent: AgentProcess, mode: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "stream"])
-def test_kill_after_each_checkpoint_call_then_rerun(agent_for_mode: AgentProcess, mode: str, tmp_path: Path) -> None:
+def test_kill_after_each_checkpoint_call_then_rerun(
+    agent_for_mode: AgentProcess, mode: str, tmp_path: Path
+) -> None:
     reference = _uninterrupted_output(agent_for_mode, mode)
     assert "OUTPUT: Done. Last result: refunded 20 for order 2" in reference
     assert agent_for_mode.model_requests() == MODEL_REQUESTS_IN_RUN

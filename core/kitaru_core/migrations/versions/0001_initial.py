@@ -40,12 +40,19 @@ def upgrade() -> None:
         sa.Column("updated_at_epoch_s", sa.Float, nullable=False),
         sa.Column("ended_at_epoch_s", sa.Float),
     )
-    op.create_index("ix_kitaru_executions_resume", "kitaru_executions", ["flow_name", "inputs_fingerprint", "status"])
+    op.create_index(
+        "ix_kitaru_executions_resume", "kitaru_executions", ["flow_name", "inputs_fingerprint", "status"]
+    )
     op.create_index("ix_kitaru_executions_status", "kitaru_executions", ["status", "created_at_epoch_s"])
     op.create_table(
         "kitaru_checkpoint_calls",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("execution_id", sa.String(200), sa.ForeignKey("kitaru_executions.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "execution_id",
+            sa.String(200),
+            sa.ForeignKey("kitaru_executions.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("call_key", sa.Text, nullable=False),
         sa.Column("name", sa.String(500), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
@@ -70,11 +77,18 @@ def upgrade() -> None:
         sa.Column("cost_usd", sa.Float),
         sa.Column("details", sa.Text),
     )
-    op.create_index("ix_kitaru_checkpoint_calls_execution", "kitaru_checkpoint_calls", ["execution_id", "call_key"])
+    op.create_index(
+        "ix_kitaru_checkpoint_calls_execution", "kitaru_checkpoint_calls", ["execution_id", "call_key"]
+    )
     op.create_table(
         "kitaru_waits",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("execution_id", sa.String(200), sa.ForeignKey("kitaru_executions.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "execution_id",
+            sa.String(200),
+            sa.ForeignKey("kitaru_executions.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("name", sa.String(500), nullable=False),
         sa.Column("call_key", sa.Text, nullable=False),
         sa.Column("question", sa.Text, nullable=False),
