@@ -59,7 +59,13 @@ def main() -> int:
     roulette_log = workspace / "roulette-requests.jsonl"
     roulette = Script.from_json(HERE / "scripts" / "roulette_wheel.json")
     with ScriptedModelServer(roulette, request_log_path=roulette_log) as server:
-        example = [sys.executable, str(RUNNER), "pydantic_ai_examples.roulette_wheel", "--base-url", server.base_url]
+        example = [
+            sys.executable,
+            str(RUNNER),
+            "pydantic_ai_examples.roulette_wheel",
+            "--base-url",
+            server.base_url,
+        ]
         console.print(Rule("1. roulette_wheel, killed with SIGKILL after its 3rd checkpoint call"))
         killed = run([*example, "--execution-id", "roulette-demo", "--crash-after", "3"], environment)
         console.print(
@@ -77,7 +83,13 @@ def main() -> int:
     bank_log = workspace / "bank-requests.jsonl"
     bank = Script.from_json(HERE / "scripts" / "bank_support.json")
     with ScriptedModelServer(bank, request_log_path=bank_log) as server:
-        example = [sys.executable, str(RUNNER), "pydantic_ai_examples.bank_support", "--base-url", server.base_url]
+        example = [
+            sys.executable,
+            str(RUNNER),
+            "pydantic_ai_examples.bank_support",
+            "--base-url",
+            server.base_url,
+        ]
         example += ["--execution-id", "bank-demo", "--approve", "customer_balance"]
         console.print(Rule("2. bank_support with customer_balance gated by approval"))
         waiting = run(example, environment)
@@ -91,7 +103,9 @@ def main() -> int:
         console.print(Rule("the same command again: the approved tool runs once and the run completes"))
         done = run(example, environment)
         print_timeline(kitaru_core.Client().get_execution("bank-demo"), target=console)
-        console.print(f"model requests over both processes: {len(read_request_log(bank_log))} (uninterrupted: 3)")
+        console.print(
+            f"model requests over both processes: {len(read_request_log(bank_log))} (uninterrupted: 3)"
+        )
         return done.returncode
 
 

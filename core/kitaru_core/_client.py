@@ -475,7 +475,7 @@ class Client:
         Args:
             execution_id: The execution to replay.
             from_sequence: The first call (by `sequence`) to run live again; default: reuse every
-                completed call.
+                completed call. Waits answered before that call keep their answers.
             overrides: Stored outputs to replace, by call key (JSON values).
             new_execution_id: The new execution's id; default: generated.
             run: Run the new execution now (needs an importable `@flow`).
@@ -488,11 +488,19 @@ class Client:
             ConfigurationError: `run=True` but the execution has no importable entry point.
         """
         source = self.store.get_execution(execution_id)
+        recorded = self.store.load_calls(execution_id)
         calls = [
             call
-            for call in self.store.load_calls(execution_id)
+            for call in recorded
             if call.status == "completed" and (from_sequence is None or call.sequence < from_sequence)
         ]
+        # answered waits reached before the first call that runs live again are reused too
+        live_again = [
+            call.started_at_epoch_s
+            for call in recorded
+            if from_sequence is not None and call.sequence >= from_sequence
+        ]
+        cutoff_epoch_s = min(live_again, default=float("inf"))
         for key, value in (overrides or {}).items():
             matches = [call for call in calls if call.call_key == key]
             if not matches:
@@ -508,10 +516,11 @@ class Client:
             entry_point=source.entry_point,
             inputs=None,
             inputs_value=_stored_inputs(source),
-            fresh=True,
+            fresh=False,
             replay_of=execution_id,
         )
         self.store.copy_calls(execution_id, record.id, calls)
+        self.store.copy_answered_waits(execution_id, record.id, created_before_epoch_s=cutoff_epoch_s)
         if run:
             self.resume(record.id)
         return record.id

@@ -249,13 +249,21 @@ class ExecutionContext:
     # keys -------------------------------------------------------------------------------------------
 
     def next_key(self, name: str, discriminator: str | None) -> str:
-        """The stable key of the next call of `name` under the current scope."""
+        """The stable key of the next call of `name` under the current scope.
+
+        Without a discriminator it is the occurrence count of `name` here (`name:0`, `name:1`...).
+        A caller-supplied discriminator is used as given; if it repeats under the same scope and
+        name (a model re-sending a tool call id after a retry), the repeat gets `#2`, `#3`...
+        """
         parent = _scope.get()
+        counter = (parent, name) if discriminator is None else (parent, f"{name}:{discriminator}")
+        with self._lock:
+            occurrence = self._counters.get(counter, 0)
+            self._counters[counter] = occurrence + 1
         if discriminator is None:
-            with self._lock:
-                occurrence = self._counters.get((parent, name), 0)
-                self._counters[(parent, name)] = occurrence + 1
             discriminator = str(occurrence)
+        elif occurrence:
+            discriminator = f"{discriminator}#{occurrence + 1}"
         return f"{parent}/{name}:{discriminator}" if parent else f"{name}:{discriminator}"
 
     def stored_call(self, key: str) -> CallRecord | None:

@@ -719,6 +719,29 @@ class Store:
             with self._write_lock, self.engine.begin() as connection:
                 connection.execute(insert(t), rows)
 
+    def copy_answered_waits(self, source_id: str, target_id: str, *, created_before_epoch_s: float) -> None:
+        """Copy answered waits reached before a point in time into another execution (replay)."""
+        t = tables.waits
+        rows = [
+            {
+                "execution_id": target_id,
+                "name": wait.name,
+                "call_key": wait.call_key,
+                "question": wait.question,
+                "schema": json.dumps(wait.schema),
+                "details": json.dumps({**wait.details, "copied_from": source_id}),
+                "status": "answered",
+                "answer": json.dumps(wait.answer),
+                "created_at_epoch_s": wait.created_at_epoch_s,
+                "answered_at_epoch_s": wait.answered_at_epoch_s,
+            }
+            for wait in self.list_waits(source_id, status="answered")
+            if wait.created_at_epoch_s < created_before_epoch_s
+        ]
+        if rows:
+            with self._write_lock, self.engine.begin() as connection:
+                connection.execute(insert(t), rows)
+
     # -- waits ----------------------------------------------------------------------------------
 
     def find_wait(self, execution_id: str, name: str) -> WaitRecord | None:

@@ -208,6 +208,7 @@ def answer(
     ] = False,
     deny: Annotated[bool, typer.Option("--deny", help="Shortcut for a tool approval: deny.")] = False,
     message: Annotated[str | None, typer.Option("--message", help="Message with --approve/--deny.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Answer a pending wait. The answer is validated against the wait's schema."""
     if sum([value is not None, approve, deny]) != 1:
@@ -229,12 +230,17 @@ def answer(
     except KitaruError as error:
         _fail(error)
         return
+    if as_json:
+        print(wait.model_dump_json(indent=2, by_alias=True))
+        return
     console.print(f"answered wait {wait.name} of {execution_id}: {json.dumps(wait.answer)}")
     console.print(f"resume with: kitaru-adapters executions resume {execution_id} (or re-run the program)")
 
 
 @executions_app.command("resume")
-def resume(execution_id: Annotated[str, typer.Argument(help="The execution id.")]) -> None:
+def resume(
+    execution_id: Annotated[str, typer.Argument(help="The execution id.")], as_json: JsonOption = False
+) -> None:
     """Resume an execution whose entry point is an importable @flow, in this process."""
     try:
         result = _client().resume(execution_id)
@@ -243,6 +249,19 @@ def resume(execution_id: Annotated[str, typer.Argument(help="The execution id.")
         raise typer.Exit(code=3) from None
     except KitaruError as error:
         _fail(error)
+        return
+    if as_json:
+        from pydantic_core import to_json
+
+        print(
+            json.dumps(
+                {
+                    "execution_id": execution_id,
+                    "status": "completed",
+                    "output": json.loads(to_json(result, fallback=repr)),
+                }
+            )
+        )
         return
     console.print(f"execution {execution_id} completed")
     console.print(repr(result))
@@ -255,6 +274,7 @@ def replay(
         int | None, typer.Option("--from", help="First call (by #) to run live again; default: none.")
     ] = None,
     run: Annotated[bool, typer.Option(help="Run the new execution now (needs an importable @flow).")] = True,
+    as_json: JsonOption = False,
 ) -> None:
     """Start a new execution reusing the stored calls of another up to a chosen call."""
     try:
@@ -265,16 +285,24 @@ def replay(
     except KitaruError as error:
         _fail(error)
         return
+    if as_json:
+        print(json.dumps({"execution_id": new_id, "replay_of": execution_id}))
+        return
     console.print(f"replay execution: {new_id}")
 
 
 @executions_app.command("cancel")
-def cancel(execution_id: Annotated[str, typer.Argument(help="The execution id.")]) -> None:
+def cancel(
+    execution_id: Annotated[str, typer.Argument(help="The execution id.")], as_json: JsonOption = False
+) -> None:
     """Cancel an execution (a live runner stops at its next checkpoint call)."""
     try:
         summary = _client().cancel(execution_id)
     except KitaruError as error:
         _fail(error)
+        return
+    if as_json:
+        print(summary.model_dump_json(indent=2))
         return
     console.print(f"execution {execution_id}: {summary.status} (cancel requested)")
 

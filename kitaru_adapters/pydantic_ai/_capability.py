@@ -327,13 +327,14 @@ class DurableCapability(AbstractCapability[Any]):
                 return ToolOutcome(kind="tool-return", value=result)
             return ToolOutcome(kind="value", value=result)
 
-        # Keyed by tool call id; the occurrence count tells apart a call id the model sends again
-        # after a retry prompt, and the approved run of a gated call gets its own key.
-        name = f"tool:{call.tool_name}:{call.tool_call_id}" + (":approved" if ctx.tool_call_approved else "")
+        # Keyed by tool call id (a repeat of the id after a retry prompt gets `#2`); the approved
+        # run of a gated call gets its own key.
+        discriminator = call.tool_call_id + (":approved" if ctx.tool_call_approved else "")
         outcome: ToolOutcome = await run_checkpoint_async(
-            name,
+            f"tool:{call.tool_name}",
             run_tool,
             args,
+            discriminator=discriminator,
             kind="tool",
             inputs={"tool": call.tool_name, "arguments": args},
             codec=ToolOutcomeCodec(),
