@@ -43,7 +43,7 @@ def tests_core(session: nox.Session) -> None:
 def tests_pydantic_ai(session: nox.Session) -> None:
     """The PydanticAI adapter, on the newest pydantic-ai-slim and the author's example agents."""
     _install(session, "pydantic-ai")
-    session.install("--upgrade", "pydantic-ai-slim[openai]")
+    session.install("--upgrade", "pydantic-ai-slim[openai,mcp]")
     # The examples' declared dependencies pull gradio, modal and more the two examples do not need.
     session.install("--no-deps", "pydantic-ai-examples")
     session.run("python", "-c", "import pydantic_ai; print('pydantic-ai', pydantic_ai.__version__)")
