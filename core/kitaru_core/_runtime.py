@@ -444,6 +444,8 @@ def _qualified_name(cls: type[BaseException]) -> str:
 
 @dataclass
 class _Plan:
+    """A checkpoint call that runs live: its key, fingerprint and how to store its outcome."""
+
     context: ExecutionContext
     key: str
     name: str
@@ -452,6 +454,55 @@ class _Plan:
     codec: Codec
     supersede: CallRecord | None
     details: dict[str, Any] | None
+    retry: RetryPolicy
+    attempts: int = 0
+    started_at_epoch_s: float = 0.0
+
+    @contextmanager
+    def running(self) -> Generator[None]:
+        """Time the attempts and make the call the scope and idempotency key of its body."""
+        self.started_at_epoch_s = time.time()
+        self.attempts = 1
+        call_token = _call.set(self.key)
+        scope_token = _scope.set(self.key)
+        try:
+            yield
+        finally:
+            _scope.reset(scope_token)
+            _call.reset(call_token)
+
+    def retry_delay_s(self, error: Exception) -> float:
+        """Seconds to wait before the next attempt; records the failure and re-raises when final."""
+        if self.retry.should_retry(error, self.attempts):
+            delay_s = self.retry.delay_s(self.attempts)
+            self.attempts += 1
+            return delay_s
+        self._record("failed", None, error, None)
+        raise error
+
+    def commit(self, output: Any, usage: Callable[[Any], CallUsage | None] | None) -> None:
+        """Store the output and commit it (before the caller gets it)."""
+        format_, payload = self.codec.encode(output)
+        value = self.context.store.prepare_value(format_, payload)
+        self._record("completed", value, None, usage(output) if usage is not None else None)
+
+    def _record(
+        self, status: str, value: StoredValue | None, error: BaseException | None, usage: CallUsage | None
+    ) -> None:
+        self.context.record(
+            key=self.key,
+            name=self.name,
+            kind=self.kind,
+            status=status,
+            fingerprint_=self.fingerprint,
+            value=value,
+            error=error,
+            attempts=self.attempts,
+            started_at_epoch_s=self.started_at_epoch_s,
+            usage=usage,
+            details=self.details,
+            supersede=self.supersede,
+        )
 
 
 def _codec_for(
@@ -475,6 +526,7 @@ def _plan(
     allow_pickle: bool | None,
     on_divergence: OnDivergence,
     details: dict[str, Any] | None,
+    retry: RetryPolicy | None,
 ) -> tuple[_Plan | None, Any]:
     """Decide whether a call is served from the store. Returns `(plan, _UNSET)` or `(None, stored value)`."""
     context = _current.get()
@@ -494,45 +546,8 @@ def _plan(
         if on_divergence == "error":
             raise DivergenceError(context.execution_id, key, stored.fingerprint, fingerprint_)
         supersede = stored
-    return _Plan(context, key, name, kind, fingerprint_, chosen_codec, supersede, details), _UNSET
-
-
-def _commit(
-    plan: _Plan, output: Any, attempts: int, started: float, usage: Callable[[Any], CallUsage | None] | None
-) -> None:
-    format_, payload = plan.codec.encode(output)
-    value = plan.context.store.prepare_value(format_, payload)
-    plan.context.record(
-        key=plan.key,
-        name=plan.name,
-        kind=plan.kind,
-        status="completed",
-        fingerprint_=plan.fingerprint,
-        value=value,
-        error=None,
-        attempts=attempts,
-        started_at_epoch_s=started,
-        usage=usage(output) if usage is not None else None,
-        details=plan.details,
-        supersede=plan.supersede,
-    )
-
-
-def _record_failure(plan: _Plan, error: Exception, attempts: int, started: float) -> None:
-    plan.context.record(
-        key=plan.key,
-        name=plan.name,
-        kind=plan.kind,
-        status="failed",
-        fingerprint_=plan.fingerprint,
-        value=None,
-        error=error,
-        attempts=attempts,
-        started_at_epoch_s=started,
-        usage=None,
-        details=plan.details,
-        supersede=plan.supersede,
-    )
+    plan = _Plan(context, key, name, kind, fingerprint_, chosen_codec, supersede, details, retry or NO_RETRY)
+    return plan, _UNSET
 
 
 def run_checkpoint(
@@ -593,31 +608,19 @@ def run_checkpoint(
         allow_pickle=allow_pickle,
         on_divergence=on_divergence,
         details=details,
+        retry=retry,
     )
     if plan is None:
         return stored
-    policy = retry or NO_RETRY
-    started = time.time()
-    attempt = 0
-    token = _call.set(plan.key)
-    scope_token = _scope.set(plan.key)
-    try:
+    with plan.running():
         while True:
-            attempt += 1
             try:
                 output = function(*args, **kwargs)
                 break
             except Exception as error:
-                if policy.should_retry(error, attempt):
-                    time.sleep(policy.delay_s(attempt))
-                    plan.context.check_alive()
-                    continue
-                _record_failure(plan, error, attempt, started)
-                raise
-    finally:
-        _scope.reset(scope_token)
-        _call.reset(token)
-    _commit(plan, output, attempt, started, usage)
+                time.sleep(plan.retry_delay_s(error))  # records the failure and re-raises when final
+                plan.context.check_alive()
+    plan.commit(output, usage)
     return output
 
 
@@ -656,31 +659,19 @@ async def run_checkpoint_async(
         allow_pickle=allow_pickle,
         on_divergence=on_divergence,
         details=details,
+        retry=retry,
     )
     if plan is None:
         return stored
-    policy = retry or NO_RETRY
-    started = time.time()
-    attempt = 0
-    token = _call.set(plan.key)
-    scope_token = _scope.set(plan.key)
-    try:
+    with plan.running():
         while True:
-            attempt += 1
             try:
                 output = await function(*args, **kwargs)
                 break
             except Exception as error:
-                if policy.should_retry(error, attempt):
-                    await asyncio.sleep(policy.delay_s(attempt))
-                    plan.context.check_alive()
-                    continue
-                _record_failure(plan, error, attempt, started)
-                raise
-    finally:
-        _scope.reset(scope_token)
-        _call.reset(token)
-    _commit(plan, output, attempt, started, usage)
+                await asyncio.sleep(plan.retry_delay_s(error))  # records the failure and re-raises when final
+                plan.context.check_alive()
+    plan.commit(output, usage)
     return output
 
 
