@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,6 +14,8 @@ from rich.table import Table
 
 from kitaru_core import _config
 from kitaru_core.errors import ExecutionWaitingError, KitaruError
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="kitaru-adapters",
@@ -54,9 +56,16 @@ def _client() -> Any:
     return Client()
 
 
-def _fail(error: KitaruError) -> None:
-    errors.print("[bold red]error:[/] " + escape(str(error)), highlight=False)
-    raise typer.Exit(code=1)
+def _checked(action: Callable[[], T]) -> T:
+    """Run a client action; report a waiting execution (exit 3) or any other failure (exit 1)."""
+    try:
+        return action()
+    except ExecutionWaitingError as waiting:
+        errors.print(str(waiting), highlight=False, markup=False)
+        raise typer.Exit(code=3) from None
+    except KitaruError as error:
+        errors.print("[bold red]error:[/] " + escape(str(error)), highlight=False)
+        raise typer.Exit(code=1) from None
 
 
 def _when(value: datetime | None) -> str:
@@ -88,11 +97,9 @@ def list_executions(
     as_json: JsonOption = False,
 ) -> None:
     """List executions, newest first."""
-    try:
-        rows = _client().list_executions(status=status or None, flow=flow, limit=limit, offset=offset)
-    except KitaruError as error:
-        _fail(error)
-        return
+    rows = _checked(
+        lambda: _client().list_executions(status=status or None, flow=flow, limit=limit, offset=offset)
+    )
     if as_json:
         print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
         return
@@ -120,11 +127,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show one execution as a timeline of its checkpoint calls, with tokens and cost."""
-    try:
-        detail = _client().get_execution(execution_id)
-    except KitaruError as error:
-        _fail(error)
-        return
+    detail = _checked(lambda: _client().get_execution(execution_id))
     if as_json:
         print(detail.model_dump_json(indent=2, by_alias=True))
         return
@@ -179,11 +182,7 @@ def waits(
     as_json: JsonOption = False,
 ) -> None:
     """List pending waits with their questions and answer schemas."""
-    try:
-        pending = _client().pending_waits(execution_id)
-    except KitaruError as error:
-        _fail(error)
-        return
+    pending = _checked(lambda: _client().pending_waits(execution_id))
     if as_json:
         print(json.dumps([wait.model_dump(mode="json", by_alias=True) for wait in pending], indent=2))
         return
@@ -225,11 +224,7 @@ def answer(
             raise typer.Exit(code=2) from None
     else:
         parsed = {"approved": approve, "message": message}
-    try:
-        wait = _client().answer(execution_id, wait_name, parsed)
-    except KitaruError as error:
-        _fail(error)
-        return
+    wait = _checked(lambda: _client().answer(execution_id, wait_name, parsed))
     if as_json:
         print(wait.model_dump_json(indent=2, by_alias=True))
         return
@@ -242,14 +237,7 @@ def resume(
     execution_id: Annotated[str, typer.Argument(help="The execution id.")], as_json: JsonOption = False
 ) -> None:
     """Resume an execution whose entry point is an importable @flow, in this process."""
-    try:
-        result = _client().resume(execution_id)
-    except ExecutionWaitingError as waiting:
-        errors.print(str(waiting))
-        raise typer.Exit(code=3) from None
-    except KitaruError as error:
-        _fail(error)
-        return
+    result = _checked(lambda: _client().resume(execution_id))
     if as_json:
         from pydantic_core import to_json
 
@@ -277,14 +265,7 @@ def replay(
     as_json: JsonOption = False,
 ) -> None:
     """Start a new execution reusing the stored calls of another up to a chosen call."""
-    try:
-        new_id = _client().replay(execution_id, from_sequence=from_sequence, run=run)
-    except ExecutionWaitingError as waiting:
-        errors.print(str(waiting))
-        raise typer.Exit(code=3) from None
-    except KitaruError as error:
-        _fail(error)
-        return
+    new_id = _checked(lambda: _client().replay(execution_id, from_sequence=from_sequence, run=run))
     if as_json:
         print(json.dumps({"execution_id": new_id, "replay_of": execution_id}))
         return
@@ -296,11 +277,7 @@ def cancel(
     execution_id: Annotated[str, typer.Argument(help="The execution id.")], as_json: JsonOption = False
 ) -> None:
     """Cancel an execution (a live runner stops at its next checkpoint call)."""
-    try:
-        summary = _client().cancel(execution_id)
-    except KitaruError as error:
-        _fail(error)
-        return
+    summary = _checked(lambda: _client().cancel(execution_id))
     if as_json:
         print(summary.model_dump_json(indent=2))
         return
@@ -310,11 +287,7 @@ def cancel(
 @executions_app.command("recover")
 def recover(as_json: JsonOption = False) -> None:
     """Mark running executions whose process is gone as failed, so they can be resumed."""
-    try:
-        crashed = _client().recover()
-    except KitaruError as error:
-        _fail(error)
-        return
+    crashed = _checked(lambda: _client().recover())
     if as_json:
         print(json.dumps(crashed))
         return
@@ -323,11 +296,7 @@ def recover(as_json: JsonOption = False) -> None:
 
 def main() -> None:
     """Entry point of the `kitaru-adapters` console script."""
-    try:
-        app()
-    except KitaruError as error:  # pragma: no cover - commands report their own errors
-        errors.print(f"error: {error}")
-        sys.exit(1)
+    app()
 
 
 if __name__ == "__main__":
