@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from kitaru_core.errors import StoreError
 
 ExecutionStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 CallStatus = Literal["completed", "failed", "superseded"]
@@ -94,3 +98,50 @@ class WaitRecord:
     refused_answers: list[Any]
     created_at_epoch_s: float
     answered_at_epoch_s: float | None
+
+
+def stored_value(row: Mapping[Any, Any], prefix: str) -> StoredValue | None:
+    format_ = row[f"{prefix}_format"]
+    if format_ is None:
+        return None
+    payload = row[prefix]
+    reference = row[f"{prefix}_ref"]
+    size = row.get(f"{prefix}_size_bytes") or (len(payload) if payload is not None else 0)
+    return StoredValue(format=format_, payload=payload, reference=reference, size_bytes=size)
+
+
+def json_or_report(raw: str | None, what: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise StoreError(f"Corrupt record: {what} is not valid JSON ({error}).") from error
+
+
+def call_from_columns(row: Mapping[Any, Any]) -> CallRecord:
+    """A `CallRecord` from a row of the checkpoint calls table (or the same columns as a dict)."""
+    return CallRecord(
+        id=row["id"],
+        execution_id=row["execution_id"],
+        call_key=row["call_key"],
+        name=row["name"],
+        kind=row["kind"],
+        sequence=row["sequence"],
+        status=row["status"],
+        fingerprint=row["fingerprint"],
+        output=stored_value(row, "output"),
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        error_traceback=row["error_traceback"],
+        attempts=row["attempts"],
+        run_number=row["run_number"],
+        last_served_run=row["last_served_run"],
+        started_at_epoch_s=row["started_at_epoch_s"],
+        ended_at_epoch_s=row["ended_at_epoch_s"],
+        model_name=row["model_name"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost_usd=row["cost_usd"],
+        details=json_or_report(row["details"], f"details of call {row['call_key']!r}") or {},
+    )

@@ -37,6 +37,9 @@ from kitaru_core._records import (
     ExecutionStatus,
     StoredValue,
     WaitRecord,
+    call_from_columns,
+    json_or_report,
+    stored_value,
 )
 from kitaru_core.errors import (
     ExecutionNotFoundError,
@@ -45,16 +48,6 @@ from kitaru_core.errors import (
     WaitAlreadyAnsweredError,
     WaitNotFoundError,
 )
-
-
-def _stored(row: RowMapping, prefix: str) -> StoredValue | None:
-    format_ = row[f"{prefix}_format"]
-    if format_ is None:
-        return None
-    payload = row[prefix]
-    reference = row[f"{prefix}_ref"]
-    size = row.get(f"{prefix}_size_bytes") or (len(payload) if payload is not None else 0)
-    return StoredValue(format=format_, payload=payload, reference=reference, size_bytes=size)
 
 
 def _execution(row: RowMapping) -> ExecutionRecord:
@@ -66,7 +59,7 @@ def _execution(row: RowMapping) -> ExecutionRecord:
         inputs_format=row["inputs_format"],
         inputs=row["inputs"],
         status=row["status"],
-        output=_stored(row, "output"),
+        output=stored_value(row, "output"),
         error_type=row["error_type"],
         error_message=row["error_message"],
         error_traceback=row["error_traceback"],
@@ -83,42 +76,6 @@ def _execution(row: RowMapping) -> ExecutionRecord:
     )
 
 
-def _json_or_report(raw: str | None, what: str) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError as error:
-        raise StoreError(f"Corrupt record: {what} is not valid JSON ({error}).") from error
-
-
-def _call(row: RowMapping) -> CallRecord:
-    return CallRecord(
-        id=row["id"],
-        execution_id=row["execution_id"],
-        call_key=row["call_key"],
-        name=row["name"],
-        kind=row["kind"],
-        sequence=row["sequence"],
-        status=row["status"],
-        fingerprint=row["fingerprint"],
-        output=_stored(row, "output"),
-        error_type=row["error_type"],
-        error_message=row["error_message"],
-        error_traceback=row["error_traceback"],
-        attempts=row["attempts"],
-        run_number=row["run_number"],
-        last_served_run=row["last_served_run"],
-        started_at_epoch_s=row["started_at_epoch_s"],
-        ended_at_epoch_s=row["ended_at_epoch_s"],
-        model_name=row["model_name"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        cost_usd=row["cost_usd"],
-        details=_json_or_report(row["details"], f"details of call {row['call_key']!r}") or {},
-    )
-
-
 def _wait(row: RowMapping) -> WaitRecord:
     where = f"wait {row['name']!r} of execution {row['execution_id']!r}"
     return WaitRecord(
@@ -127,12 +84,12 @@ def _wait(row: RowMapping) -> WaitRecord:
         name=row["name"],
         call_key=row["call_key"],
         question=row["question"],
-        schema=_json_or_report(row["schema"], f"schema of {where}") or {},
-        details=_json_or_report(row["details"], f"details of {where}") or {},
+        schema=json_or_report(row["schema"], f"schema of {where}") or {},
+        details=json_or_report(row["details"], f"details of {where}") or {},
         status=row["status"],
-        answer=_json_or_report(row["answer"], f"answer of {where}"),
+        answer=json_or_report(row["answer"], f"answer of {where}"),
         has_answer=row["answer"] is not None,
-        refused_answers=_json_or_report(row["refused_answers"], f"refused answers of {where}") or [],
+        refused_answers=json_or_report(row["refused_answers"], f"refused answers of {where}") or [],
         created_at_epoch_s=row["created_at_epoch_s"],
         answered_at_epoch_s=row["answered_at_epoch_s"],
     )
@@ -598,7 +555,7 @@ class Store:
         if not include_superseded:
             query = query.where(t.c.status != "superseded")
         with self.engine.connect() as connection:
-            return [_call(row) for row in connection.execute(query).mappings()]
+            return [call_from_columns(row) for row in connection.execute(query).mappings()]
 
     def next_sequence(self, execution_id: str) -> int:
         """One more than the highest call sequence number recorded for the execution."""
