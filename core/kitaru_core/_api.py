@@ -95,8 +95,28 @@ class Checkpoint(Generic[P, R]):
     def _type_hint(self) -> Any:
         return _return_hint(self.function)
 
+    @functools.cached_property
+    def _signature(self) -> inspect.Signature | None:
+        try:
+            return inspect.signature(self.function)
+        except (TypeError, ValueError):
+            return None
+
+    def _inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The arguments by parameter name, defaults applied (`self`/`cls` left out), for the fingerprint."""
+        signature = self._signature
+        if signature is None:
+            return (args, kwargs)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return (args, kwargs)  # the call itself will raise the TypeError
+        bound.apply_defaults()
+        return {name: value for name, value in bound.arguments.items() if name not in {"self", "cls"}}
+
     def _options(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return {
+            "inputs": self._inputs(args, kwargs),
             "discriminator": self.discriminator(*args, **kwargs) if self.discriminator else None,
             "kind": self.kind,
             "codec": self.codec,
