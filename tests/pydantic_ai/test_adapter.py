@@ -380,3 +380,19 @@ def test_served_history_is_identical_to_the_live_one() -> None:
 
     assert _without_times(served) == _without_times(live)
     assert kitaru_core.Client().get_execution("history").run_count == 2
+
+
+def test_a_tool_gets_a_stable_idempotency_key() -> None:
+    recorder = Recorder([ToolCallPart("charge", {"cents": 500}, tool_call_id="c1")])
+    keys: list[str] = []
+    agent: Agent[None, str] = Agent(recorder.model(), name="billing")
+
+    @agent.tool_plain
+    def charge(cents: int) -> str:
+        keys.append(kitaru_core.idempotency_key())  # what a payment API would get
+        return f"charged {cents}"
+
+    durable(agent)
+    with execution("billing-1"):
+        assert asyncio.run(agent.run("bill me")).output == "charged 500"
+    assert keys == ["billing-1/pydantic_ai:billing:0/tool:charge:c1"]
