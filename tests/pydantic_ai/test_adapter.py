@@ -116,7 +116,7 @@ def test_each_model_request_and_tool_call_is_a_checkpoint_call() -> None:
     assert detail.calls[1].details == {"tool_name": "balance", "tool_call_id": "t1"}
 
 
-@pytest.mark.parametrize("second_mode", ["run", "run_stream", "iter"])
+@pytest.mark.parametrize("second_mode", ["run", "run_stream", "run_stream_events", "iter"])
 def test_rerun_serves_every_call_whatever_the_run_mode(second_mode: str) -> None:
     """Fingerprints leave out per-run timestamps and ids, and streamed == not streamed."""
     recorder, counts = Recorder(TWO_TOOLS), {}
@@ -131,6 +131,14 @@ def test_rerun_serves_every_call_whatever_the_run_mode(second_mode: str) -> None
         if second_mode == "run_stream":
             async with agent.run_stream("hi") as stream:
                 return await stream.get_output()
+        if second_mode == "run_stream_events":
+            from pydantic_ai import AgentRunResultEvent
+
+            async with agent.run_stream_events("hi") as events:
+                outputs = [
+                    event.result.output async for event in events if isinstance(event, AgentRunResultEvent)
+                ]
+            return outputs[-1]
         async with agent.iter("hi") as run:
             async for _node in run:
                 pass
