@@ -16,12 +16,14 @@ from kitaru_core._config import Settings, configure
 from kitaru_core._runtime import (
     CallUsage,
     RetryPolicy,
+    WaitSpec,
     current_execution,
     idempotency_key,
     run_checkpoint,
     run_checkpoint_async,
     scope,
     wait,
+    wait_all,
 )
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint
 
@@ -41,6 +43,7 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "Totals",
+    "WaitSpec",
     "WaitView",
     "approval_wait_name",
     "checkpoint",
@@ -58,6 +61,7 @@ __all__ = [
     "run_checkpoint_async",
     "scope",
     "wait",
+    "wait_all",
 ]
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kitaru_core._runtime import SuspendExecution, wait
+from kitaru_core._runtime import WaitSpec, wait_all
 from kitaru_core.errors import ConfigurationError
 
 ARGUMENT_PREVIEW_CHARACTERS = 300
@@ -96,8 +96,8 @@ def request_approvals(
 ) -> dict[str, ApprovalDecision]:
     """Ask for approval of several tool calls at once, each as a durable wait.
 
-    Every request gets its own pending wait before the execution suspends, so parallel tool calls
-    can all be answered before resuming.
+    Every request gets its own pending wait before anything blocks, so parallel tool calls can all
+    be answered before resuming; with a timeout, the store is polled for all of them together.
 
     Args:
         requests: The tool calls to decide.
@@ -109,27 +109,24 @@ def request_approvals(
     Raises:
         ConfigurationError: Called outside an execution.
     """
-    decisions: dict[str, ApprovalDecision] = {}
-    suspended: SuspendExecution | None = None
-    for request in requests:
-        try:
-            decisions[request.call_id] = wait(
+    answers = wait_all(
+        [
+            WaitSpec(
                 approval_wait_name(request.tool_name, request.call_id),
-                question=_question(request),
-                schema=ApprovalDecision,
-                timeout=timeout if suspended is None else 0.0,
-                metadata={
+                _question(request),
+                ApprovalDecision,
+                {
                     "kind": "tool_approval",
                     "tool_name": request.tool_name,
                     "arguments": json.loads(json.dumps(dict(request.arguments), default=str)),
                     "call_id": request.call_id,
                 },
             )
-        except SuspendExecution as signal:
-            suspended = suspended or signal
-    if suspended is not None:
-        raise suspended
-    return decisions
+            for request in requests
+        ],
+        timeout=timeout,
+    )
+    return {request.call_id: answer for request, answer in zip(requests, answers, strict=True)}
 
 
 def request_approval(

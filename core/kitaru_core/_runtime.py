@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -704,6 +704,131 @@ def _ask_at_terminal(question: str, schema: dict[str, Any], adapter: Any, name: 
             print("Answer refused: " + "; ".join(_validation_problems(error)))
 
 
+@dataclass(frozen=True)
+class WaitSpec:
+    """One question for `wait_all`; the fields mean what `wait`'s arguments mean.
+
+    Attributes:
+        name: The wait's name, unique within the execution; `None`: `wait-N` in the order reached.
+        question: What to ask.
+        schema: Type of the answer (any type pydantic validates).
+        metadata: Small JSON-able facts stored with the wait.
+    """
+
+    name: str | None
+    question: str
+    schema: Any = bool
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class _OpenWait:
+    name: str
+    spec: WaitSpec
+    adapter: Any
+    json_schema: dict[str, Any]
+    record: WaitRecord | None = None
+    asked: bool = False
+    done: bool = False
+    value: Any = None
+
+    def settle(self, context: ExecutionContext, interactive: bool) -> None:
+        """Take a valid stored answer, record the wait if it is new, or ask once at the terminal."""
+        store = context.store
+        while True:
+            record = self.record
+            if record is not None and record.status == "answered":
+                try:
+                    self.value = self.adapter.validate_python(record.answer)
+                except ValueError as error:
+                    store.refuse_answer(context.execution_id, self.name, _validation_problems(error))
+                    self.record = None
+                else:
+                    self.done = True
+                    return
+            if self.record is None:
+                self.record = store.create_wait(
+                    context.execution_id,
+                    self.name,
+                    call_key=_scope.get() or "/",
+                    question=self.spec.question,
+                    schema=self.json_schema,
+                    details=self.spec.metadata,
+                )
+                context.remember_wait(self.record)
+                continue
+            if not interactive or self.asked:
+                return
+            self.asked = True
+            answered, value = _ask_at_terminal(self.spec.question, self.json_schema, self.adapter, self.name)
+            if not answered:
+                return
+            try:
+                store.answer_wait(
+                    context.execution_id, self.name, self.adapter.dump_json(value).decode("utf-8")
+                )
+            except Exception as error:  # answered meanwhile from elsewhere: use that answer
+                print(f"kitaru: {error}", file=sys.stderr)
+            self.record = store.find_wait(context.execution_id, self.name)
+
+
+def wait_all(specs: Sequence[WaitSpec], *, timeout: timedelta | float | None = None) -> list[Any]:
+    """Ask several questions at once; see `wait`.
+
+    Every wait is recorded as pending before anything blocks, so all of them can be answered
+    (from the CLI, the `Client` or a webhook) before the execution resumes; the store is polled
+    for all of them together until `timeout`, then the execution suspends.
+
+    Args:
+        specs: The questions.
+        timeout: How long to poll the store for the answers before suspending (`timedelta` or
+            seconds as a float); `None`: do not poll.
+
+    Returns:
+        The validated answers, in the order of `specs`.
+
+    Raises:
+        ConfigurationError: Called outside an execution.
+    """
+    from pydantic import TypeAdapter
+
+    context = _current.get()
+    if context is None:
+        raise ConfigurationError(
+            "wait() needs an execution to suspend: call it inside a @flow, a `with execution(...)` block, "
+            "or a run of an agent made durable with an adapter."
+        )
+    context.check_alive()
+    open_waits: list[_OpenWait] = []
+    for spec in specs:
+        adapter = TypeAdapter(spec.schema)
+        open_waits.append(_OpenWait(context.wait_name(spec.name), spec, adapter, adapter.json_schema()))
+    store = context.store
+    for item in open_waits:
+        cached = context.cached_wait(item.name)
+        item.record = (
+            cached
+            if cached is not None and cached.status == "answered"
+            else store.find_wait(context.execution_id, item.name)
+        )
+    timeout_s = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    deadline = time.monotonic() + (timeout_s or 0.0)
+    interactive = _interactive(context.settings)
+    while True:
+        for item in open_waits:
+            if not item.done:
+                item.settle(context, interactive)
+        if all(item.done for item in open_waits):
+            return [item.value for item in open_waits]
+        if time.monotonic() >= deadline:
+            raise SuspendExecution(context.execution_id)
+        time.sleep(min(context.settings.wait_poll_interval_s, max(0.0, deadline - time.monotonic())))
+        context.check_alive()
+        for item in open_waits:
+            if not item.done:
+                item.record = store.find_wait(context.execution_id, item.name)
+
+
 def wait(
     name: str | None = None,
     *,
@@ -718,7 +843,8 @@ def wait(
     the wait is recorded as pending; when stdin is a terminal (or `configure(interactive=True)`)
     the question is asked there; the store is polled for an answer for `timeout`; then the
     execution stops with status `waiting` and its process is released. The caller of the execution
-    then gets `ExecutionWaitingError`, which says how to answer and resume.
+    then gets `ExecutionWaitingError`, which says how to answer and resume. An answer that does not
+    validate against `schema` is refused (kept in the wait's history) and the wait stays pending.
 
     Args:
         name: The wait's name, unique within the execution (repeats get `-2`, `-3`...). Default:
@@ -736,60 +862,7 @@ def wait(
     Raises:
         ConfigurationError: Called outside an execution.
     """
-    from pydantic import TypeAdapter
-
-    context = _current.get()
-    if context is None:
-        raise ConfigurationError(
-            "wait() needs an execution to suspend: call it inside a @flow, a `with execution(...)` block, "
-            "or a run of an agent made durable with an adapter."
-        )
-    context.check_alive()
-    wait_name = context.wait_name(name)
-    adapter = TypeAdapter(schema)
-    json_schema = adapter.json_schema()
-    timeout_s = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-    store = context.store
-    record = context.cached_wait(wait_name)
-    if record is None or record.status == "pending":
-        record = store.find_wait(context.execution_id, wait_name) or record
-    deadline = time.monotonic() + (timeout_s or 0.0)
-    asked = False
-    while True:
-        if record is not None and record.status == "answered":
-            try:
-                return adapter.validate_python(record.answer)
-            except ValueError as error:
-                store.refuse_answer(context.execution_id, wait_name, _validation_problems(error))
-                record = None
-        if record is None:
-            record = store.create_wait(
-                context.execution_id,
-                wait_name,
-                call_key=_scope.get() or "/",
-                question=question,
-                schema=json_schema,
-                details=metadata,
-            )
-            context.remember_wait(record)
-            continue
-        if not asked and _interactive(context.settings):
-            asked = True
-            answered, value = _ask_at_terminal(question, json_schema, adapter, wait_name)
-            if answered:
-                try:
-                    store.answer_wait(
-                        context.execution_id, wait_name, adapter.dump_json(value).decode("utf-8")
-                    )
-                except Exception as error:  # answered meanwhile from elsewhere: use that answer
-                    print(f"kitaru: {error}", file=sys.stderr)
-                record = store.find_wait(context.execution_id, wait_name)
-                continue
-        if time.monotonic() >= deadline:
-            raise SuspendExecution(context.execution_id)
-        time.sleep(min(context.settings.wait_poll_interval_s, max(0.0, deadline - time.monotonic())))
-        context.check_alive()
-        record = store.find_wait(context.execution_id, wait_name)
+    return wait_all([WaitSpec(name, question, schema, metadata)], timeout=timeout)[0]
 
 
 # -- the execution boundary ------------------------------------------------------------------------

@@ -29,6 +29,7 @@ EXPECTED_ALL = [
     "RetryPolicy",
     "Settings",
     "Totals",
+    "WaitSpec",
     "WaitView",
     "approval_wait_name",
     "checkpoint",
@@ -46,6 +47,7 @@ EXPECTED_ALL = [
     "run_checkpoint_async",
     "scope",
     "wait",
+    "wait_all",
 ]
 
 EXPECTED_ERRORS_ALL = [
