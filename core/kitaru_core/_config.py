@@ -66,7 +66,6 @@ class Settings:
 
 _lock = threading.Lock()
 _overrides: dict[str, Any] = {}
-_generation = 0
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -119,11 +118,6 @@ def current_settings() -> Settings:
     return replace(Settings(), **values)
 
 
-def settings_generation() -> int:
-    """A number that changes whenever `configure` is called (used to drop cached stores)."""
-    return _generation
-
-
 def configure(
     *,
     store_url: str | None = None,
@@ -158,7 +152,6 @@ def configure(
     Raises:
         ConfigurationError: A value is out of range.
     """
-    global _generation
     given = {
         "store_url": store_url,
         "artifacts_url": artifacts_url,
@@ -180,5 +173,4 @@ def configure(
         if reset:
             _overrides.clear()
         _overrides.update({name: value for name, value in given.items() if value is not None})
-        _generation += 1
     return current_settings()

@@ -10,8 +10,6 @@ from typing import Any, Literal
 from kitaru_core.errors import StoreError
 
 ExecutionStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
-CallStatus = Literal["completed", "failed", "superseded"]
-CallKind = Literal["model", "tool", "user", "mcp"]
 
 UNFINISHED_STATUSES: tuple[str, ...] = ("running", "waiting", "failed")
 

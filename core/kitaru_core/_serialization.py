@@ -7,7 +7,7 @@ import hashlib
 import importlib
 import json
 import pickle
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, is_dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -197,13 +197,8 @@ def fingerprint(value: Any, *, exclude_keys: Iterable[str] = ()) -> str | None:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def describe_callable(function: Callable[..., Any]) -> str:
-    """`module:qualname` of a function, used to find a flow's entry point again."""
-    return f"{function.__module__}:{function.__qualname__}"
-
-
 def import_callable(reference: str) -> Any:
-    """Import what `describe_callable` described.
+    """Import `module:qualname` (a flow's recorded entry point).
 
     Raises:
         ImportError: The module or attribute does not exist.

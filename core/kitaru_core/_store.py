@@ -17,7 +17,6 @@ from sqlalchemy import (
     create_engine,
     event,
     exists,
-    func,
     insert,
     inspect,
     or_,
@@ -556,15 +555,6 @@ class Store:
             query = query.where(t.c.status != "superseded")
         with self.engine.connect() as connection:
             return [call_from_columns(row) for row in connection.execute(query).mappings()]
-
-    def next_sequence(self, execution_id: str) -> int:
-        """One more than the highest call sequence number recorded for the execution."""
-        t = tables.checkpoint_calls
-        with self.engine.connect() as connection:
-            highest = connection.execute(
-                select(func.max(t.c.sequence)).where(t.c.execution_id == execution_id)
-            ).scalar()
-        return (highest or 0) + 1
 
     def record_call(
         self,
