@@ -287,15 +287,12 @@ def execution(
         yield active
         return
     fingerprint_input, stored_inputs = _inputs_for_storage(inputs) if inputs is not None else (None, None)
-    inputs_value = (
-        StoredValue(*stored_inputs, None, len(stored_inputs[1])) if stored_inputs is not None else None
-    )
     store, record = open_or_find(
         execution_id,
         flow_name=name,
         entry_point=entry_point,
         inputs=fingerprint_input,
-        inputs_value=inputs_value,
+        inputs_value=_stored_inputs_value(stored_inputs),
         fresh=fresh,
     )
     with ExecutionRun(store, record.id, resumable_by_cli=entry_point is not None) as context:
