@@ -573,20 +573,17 @@ class Store:
         Returns:
             The new row's id, or -1 when the lease check failed (nothing was written).
         """
-        if lease is not None and self._sqlite_insert is not None:
-            return self._record_call_sqlite(values, supersede_ids, lease)
+        leased = None
+        if lease is not None:
+            leased = {**_CALL_DEFAULTS, **values, "lease_execution_id": lease[0], "lease_owner": lease[1]}
+            if self._sqlite_insert is not None:
+                return self._record_call_sqlite(leased, supersede_ids)
         t = tables.checkpoint_calls
         with self._write_lock, self.engine.begin() as connection:
-            if lease is None:
+            if leased is None:
                 row_id = connection.execute(_INSERT_CALL, values).scalar()
             else:
-                parameters = {
-                    **_CALL_DEFAULTS,
-                    **values,
-                    "lease_execution_id": lease[0],
-                    "lease_owner": lease[1],
-                }
-                row_id = connection.execute(_INSERT_CALL_IF_LEASED, parameters).scalar()
+                row_id = connection.execute(_INSERT_CALL_IF_LEASED, leased).scalar()
                 if row_id is None:  # another runner holds the lease now: nothing written
                     connection.rollback()
                     return -1
@@ -596,17 +593,14 @@ class Store:
                 )
         return int(row_id) if row_id is not None else -1
 
-    def _record_call_sqlite(
-        self, values: dict[str, Any], supersede_ids: Sequence[int], lease: tuple[str, str]
-    ) -> int:
+    def _record_call_sqlite(self, parameters: dict[str, Any], supersede_ids: Sequence[int]) -> int:
         """`record_call` on SQLite through the driver: the hot path of every live checkpoint call.
 
-        The same statement SQLAlchemy compiles for `_INSERT_CALL_IF_LEASED`, executed on the raw
+        `parameters` are those of `_INSERT_CALL_IF_LEASED`; the statement SQLAlchemy compiles for it is executed on the raw
         `sqlite3` connection: SQLAlchemy's per-execution overhead was larger than the commit itself.
         """
         assert self._sqlite_insert is not None
         sql, order = self._sqlite_insert
-        parameters = {**_CALL_DEFAULTS, **values, "lease_execution_id": lease[0], "lease_owner": lease[1]}
         with self._write_lock, self.engine.connect() as connection:
             driver: Any = connection.connection.driver_connection
             driver.execute("BEGIN IMMEDIATE")
