@@ -241,15 +241,8 @@ def resume(
     if as_json:
         from pydantic_core import to_json
 
-        print(
-            json.dumps(
-                {
-                    "execution_id": execution_id,
-                    "status": "completed",
-                    "output": json.loads(to_json(result, fallback=repr)),
-                }
-            )
-        )
+        document = {"execution_id": execution_id, "status": "completed", "output": result}
+        print(to_json(document, fallback=repr).decode())
         return
     console.print(f"execution {execution_id} completed")
     console.print(repr(result))
