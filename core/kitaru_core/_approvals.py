@@ -54,11 +54,16 @@ class ApprovalPolicy:
 
     def requires_approval(self, tool_name: str, arguments: Mapping[str, Any]) -> bool:
         """Whether a call of `tool_name` with `arguments` must be approved first."""
-        if self.rule is None:
-            return False
         if callable(self.rule):
             return bool(self.rule(tool_name, arguments))
-        return tool_name in self.rule
+        return self.names(tool_name)
+
+    def names(self, tool_name: str) -> bool:
+        """Whether the policy lists `tool_name` by name, so every call of it needs approval.
+
+        Adapters can mark such tools before the model calls them, whatever the arguments.
+        """
+        return self.rule is not None and not callable(self.rule) and tool_name in self.rule
 
 
 @dataclass(frozen=True)

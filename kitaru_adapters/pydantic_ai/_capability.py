@@ -279,18 +279,12 @@ class DurableCapability(AbstractCapability[Any]):
         gated: list[ToolDefinition] = []
         for tool_def in tool_defs:
             if tool_def.kind == "unapproved" or (
-                tool_def.kind == "function"
-                and self.policy.rule is not None
-                and self._gated_by_name(tool_def.name)
+                tool_def.kind == "function" and self.policy.names(tool_def.name)
             ):
                 metadata = {**(tool_def.metadata or {}), APPROVAL_METADATA_KEY: True}
                 tool_def = replace(tool_def, kind="function", metadata=metadata)
             gated.append(tool_def)
         return gated
-
-    def _gated_by_name(self, tool_name: str) -> bool:
-        rule = self.policy.rule
-        return not callable(rule) and rule is not None and tool_name in rule
 
     async def wrap_tool_execute(
         self,
