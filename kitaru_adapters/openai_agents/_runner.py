@@ -1,0 +1,484 @@
+"""`durable(agent)`, `DurableRunner`, and the agent runner that gives every durable run its execution."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import weakref
+from collections.abc import AsyncIterator, Generator, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import wrapt
+from agents import Agent, RunConfig, RunResult, RunResultStreaming, RunState
+from agents.handoffs import Handoff, handoff
+from agents.memory.session import Session
+from agents.models.interface import Model
+from agents.run import AgentRunner, get_default_agent_runner, set_default_agent_runner
+from agents.tool import (
+    ApplyPatchTool,
+    ComputerTool,
+    CustomTool,
+    FunctionTool,
+    LocalShellTool,
+    ShellTool,
+    Tool,
+)
+
+from kitaru_adapters.openai_agents._model import DurableModel, DurableModelProvider, jsonable
+from kitaru_adapters.openai_agents._tools import (
+    ApprovalMode,
+    DurableOptions,
+    durable_handoff,
+    durable_tool,
+)
+from kitaru_core import ApprovalPolicy, durable_run, fingerprint, run_checkpoint_async
+from kitaru_core.errors import AdapterError, ConfigurationError
+
+AgentT = TypeVar("AgentT", bound=Agent[Any])
+
+OPTIONS_ATTRIBUTE = "__kitaru_durable_options__"
+CLONE_ATTRIBUTE = "__kitaru_durable_clone__"
+GRAPH_ATTRIBUTE = "__kitaru_durable_graph__"
+_durable_classes: dict[type[Any], type[Any]] = {}
+# Options of the durable run this task is in: agents reached from it (agents used as tools) run
+# durably too, inside the same execution.
+_active_options: contextvars.ContextVar[DurableOptions | None] = contextvars.ContextVar(
+    "kitaru_openai_agents_options", default=None
+)
+LOCAL_TOOL_TYPES = (ComputerTool, LocalShellTool, ApplyPatchTool, CustomTool)
+
+
+def _refuse_local_tool(tool: Tool) -> None:
+    if isinstance(tool, LOCAL_TOOL_TYPES) or (isinstance(tool, ShellTool) and tool.executor is not None):
+        raise AdapterError(
+            f"The tool {getattr(tool, 'name', type(tool).__name__)!r} ({type(tool).__name__}) runs on this "
+            "machine through its own executor, which kitaru_adapters.openai_agents cannot record yet, "
+            "so a resumed run would run it again. Wrap the action in a function tool (@function_tool), "
+            "whose calls are recorded, or run this agent without durable()."
+        )
+
+
+def _durable_class(base: type[Any]) -> type[Any]:
+    """A subclass of an Agent class whose tool lists come back with every function tool made durable."""
+    cached = _durable_classes.get(base)
+    if cached is not None:
+        return cached
+
+    class DurableAgent(base):  # type: ignore[valid-type, misc]
+        async def get_mcp_tools(self, run_context: Any) -> list[Tool]:
+            options: DurableOptions = getattr(self, OPTIONS_ATTRIBUTE)
+            tools = await super().get_mcp_tools(run_context)
+            return [
+                durable_tool(tool, options, kind="mcp") if isinstance(tool, FunctionTool) else tool
+                for tool in tools
+            ]
+
+        async def get_all_tools(self, run_context: Any) -> list[Tool]:
+            options: DurableOptions = getattr(self, OPTIONS_ATTRIBUTE)
+            tools = await super().get_all_tools(run_context)
+            for tool in tools:
+                _refuse_local_tool(tool)
+            return [durable_tool(tool, options) if isinstance(tool, FunctionTool) else tool for tool in tools]
+
+    DurableAgent.__name__ = base.__name__
+    DurableAgent.__qualname__ = base.__qualname__
+    DurableAgent.__module__ = base.__module__
+    DurableAgent.__doc__ = base.__doc__
+    _durable_classes[base] = DurableAgent
+    return DurableAgent
+
+
+class _Graph:
+    """Makes every agent reachable from a starting agent durable: in place, or on clones."""
+
+    def __init__(self, options: DurableOptions, *, in_place: bool) -> None:
+        self.options = options
+        self.in_place = in_place
+        self.by_name: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+    def prepare(self, agent: Any, memo: dict[int, Any] | None = None) -> Any:
+        """The durable form of `agent` and of every agent its handoffs reach."""
+        memo = {} if memo is None else memo
+        if id(agent) in memo:
+            return memo[id(agent)]
+        if self.in_place or getattr(agent, CLONE_ATTRIBUTE, False):
+            target = agent  # in place, or already a durable clone (e.g. a previous run's `last_agent`)
+        else:
+            target = agent.clone()
+            object.__setattr__(target, CLONE_ATTRIBUTE, True)
+        memo[id(agent)] = memo[id(target)] = target
+        if getattr(target, OPTIONS_ATTRIBUTE, None) is None or not self.in_place:
+            object.__setattr__(target, OPTIONS_ATTRIBUTE, self.options)
+        if type(target) not in _durable_classes.values():
+            target.__class__ = _durable_class(type(target))
+        if isinstance(target.model, Model) and not isinstance(target.model, DurableModel):
+            target.model = DurableModel(target.model)
+        self.by_name[target.name] = target
+
+        def prepare_reached(reached: Any) -> Any:
+            return self.prepare(reached, memo)
+
+        handoffs: list[Any] = []
+        for item in target.handoffs:
+            if isinstance(item, Agent):
+                item = handoff(cast(Agent[Any], item))
+            if isinstance(item, Handoff):
+                # `handoff(agent)` keeps its target in a weak reference (agents SDK 0.24); walking it
+                # lets a served handoff find its agent without calling the handoff's callback again.
+                reference = getattr(item, "_agent_ref", None)
+                reached = reference() if callable(reference) else None
+                if reached is not None:
+                    prepare_reached(reached)
+                item = durable_handoff(item, prepare_reached, self.by_name.get)
+            handoffs.append(item)
+        target.handoffs = handoffs
+        return target
+
+
+def _options_of(agent: Any) -> DurableOptions | None:
+    return getattr(agent, OPTIONS_ATTRIBUTE, None)
+
+
+def _run_config(run_config: RunConfig | dict[str, Any] | None) -> RunConfig:
+    """The user's run config with its model provider (and model instance) made durable, not replaced."""
+    if run_config is None:
+        config = RunConfig()
+    elif isinstance(run_config, dict):
+        config = RunConfig(**run_config)
+    else:
+        config = run_config
+    changes: dict[str, Any] = {}
+    if not isinstance(config.model_provider, DurableModelProvider):
+        changes["model_provider"] = DurableModelProvider(config.model_provider)
+    if isinstance(config.model, Model) and not isinstance(config.model, DurableModel):
+        changes["model"] = DurableModel(config.model)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+class _DurableSession(wrapt.ObjectProxy):  # pyright: ignore[reportUntypedBaseClass]
+    """A session that, before its first use in a resumed run, drops the items a crashed try added.
+
+    The session's length when the run first used it is a checkpoint call; on resume it is served,
+    and items beyond it (written by the interrupted try) are popped, so history is not duplicated.
+    """
+
+    def __init__(self, wrapped: Session) -> None:
+        super().__init__(wrapped)
+        self._self_checked = False
+
+    async def _self_truncate(self) -> None:
+        if self._self_checked:
+            return
+        self._self_checked = True
+        session: Session = self.__wrapped__
+
+        async def length() -> int:
+            return len(await session.get_items())
+
+        start: int = await run_checkpoint_async(
+            "session", length, kind="user", inputs={"session_id": getattr(session, "session_id", None)}
+        )
+        extra = len(await session.get_items()) - start
+        for _ in range(max(0, extra)):
+            await session.pop_item()
+
+    async def get_items(self, limit: int | None = None) -> Any:
+        await self._self_truncate()
+        return await self.__wrapped__.get_items(limit)
+
+    async def add_items(self, items: Any) -> None:
+        await self._self_truncate()
+        await self.__wrapped__.add_items(items)
+
+    async def pop_item(self) -> Any:
+        await self._self_truncate()
+        return await self.__wrapped__.pop_item()
+
+    async def clear_session(self) -> None:
+        self._self_checked = True
+        await self.__wrapped__.clear_session()
+
+
+def run_inputs(input: Any, session: Session | None) -> dict[str, Any]:
+    """What identifies a top-level run for resume: its input (or RunState) and its session."""
+    if isinstance(input, RunState):
+        identity: Any = {"state": fingerprint(jsonable(input.to_json()))}
+    else:
+        identity = jsonable(input)
+    return {"input": identity, "session": getattr(session, "session_id", None) if session else None}
+
+
+@contextlib.contextmanager
+def _durable_boundary(
+    options: DurableOptions, agent: Any, input: Any, kwargs: dict[str, Any], *, in_place: bool
+) -> Generator[tuple[Any, dict[str, Any]]]:
+    """Open (or join) the execution, and give the prepared agent and the run's keyword arguments."""
+    graph = getattr(agent, GRAPH_ATTRIBUTE, None) if in_place else None
+    if not isinstance(graph, _Graph) or graph.options is not options:
+        graph = _Graph(options, in_place=in_place)
+    prepared = graph.prepare(agent)
+    session: Session | None = kwargs.get("session")
+    name = f"openai_agents:{options.name or agent.name}"
+    with durable_run(name, inputs=run_inputs(input, session)):
+        token = _active_options.set(options)
+        try:
+            changed = dict(kwargs)
+            changed["run_config"] = _run_config(kwargs.get("run_config"))
+            if session is not None:
+                changed["session"] = _DurableSession(session)
+            yield prepared, changed
+        finally:
+            _active_options.reset(token)
+
+
+class _StreamBoundary:
+    """Keeps a streamed run's execution open until its background task ends, and reports how it ended."""
+
+    def __init__(self, context: contextvars.Context, stack: contextlib.ExitStack) -> None:
+        self.context = context
+        self.stack = stack
+        self.closed = False
+        self.error: BaseException | None = None
+
+    def close(self, error: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if error is None:
+                self.context.run(self.stack.close)
+            else:
+                self.context.run(self.stack.__exit__, type(error), error, error.__traceback__)
+        except BaseException as raised:  # the execution's verdict: waiting, cancelled, failed...
+            self.error = raised
+
+
+class _DurableStreamingResult(wrapt.ObjectProxy):  # pyright: ignore[reportUntypedBaseClass]
+    """A `RunResultStreaming` whose `stream_events()` ends by closing the run's execution."""
+
+    def __init__(self, wrapped: RunResultStreaming, boundary: _StreamBoundary) -> None:
+        super().__init__(wrapped)
+        self._self_boundary = boundary
+
+    async def stream_events(self) -> AsyncIterator[Any]:
+        boundary: _StreamBoundary = self._self_boundary
+        try:
+            async for event in self.__wrapped__.stream_events():
+                yield event
+        except BaseException as error:
+            boundary.close(error)
+            if boundary.error is not None and boundary.error is not error:
+                raise boundary.error from None
+            raise
+        task = self.__wrapped__.run_loop_task
+        if task is not None and not task.done():
+            await task
+        boundary.close(None)
+        if boundary.error is not None:
+            raise boundary.error
+
+
+class DurableAgentRunner:
+    """The agent runner behind `Runner.run`, `run_sync` and `run_streamed` once `durable()` was called.
+
+    Runs of durable agents (and of agents they call as tools) are executions; every other run
+    goes to the runner that was the default before, unchanged.
+
+    Args:
+        inner: The runner that does the work (the SDK's `AgentRunner` by default).
+        options: Options for every run (used by `DurableRunner`); `None`: only agents marked by
+            `durable()` run durably, each with its own options.
+    """
+
+    def __init__(self, inner: AgentRunner, options: DurableOptions | None = None) -> None:
+        self.inner = inner
+        self.options = options
+
+    def _options(self, agent: Any) -> tuple[DurableOptions | None, bool]:
+        if self.options is not None:
+            return self.options, False
+        marked = _options_of(agent)
+        if marked is not None:
+            return marked, True
+        return _active_options.get(), False
+
+    async def run(self, starting_agent: Any, input: Any, **kwargs: Any) -> RunResult:
+        """Run durably when the agent is durable (see `Runner.run`)."""
+        options, in_place = self._options(starting_agent)
+        if options is None:
+            return await self.inner.run(starting_agent, input, **kwargs)
+        with _durable_boundary(options, starting_agent, input, kwargs, in_place=in_place) as (agent, changed):
+            return await self.inner.run(agent, input, **changed)
+
+    def run_sync(self, starting_agent: Any, input: Any, **kwargs: Any) -> RunResult:
+        """Run durably when the agent is durable (see `Runner.run_sync`)."""
+        options, in_place = self._options(starting_agent)
+        if options is None:
+            return self.inner.run_sync(starting_agent, input, **kwargs)
+        with _durable_boundary(options, starting_agent, input, kwargs, in_place=in_place) as (agent, changed):
+            return self.inner.run_sync(agent, input, **changed)
+
+    def run_streamed(self, starting_agent: Any, input: Any, **kwargs: Any) -> RunResultStreaming:
+        """Run durably when the agent is durable (see `Runner.run_streamed`).
+
+        The execution stays open while the run streams in the background; `stream_events()`
+        raises `ExecutionWaitingError` at its end when the run stopped at a wait.
+        """
+        options, in_place = self._options(starting_agent)
+        if options is None:
+            return self.inner.run_streamed(starting_agent, input, **kwargs)
+        context = contextvars.copy_context()
+        stack = contextlib.ExitStack()
+
+        def start() -> RunResultStreaming:
+            agent, changed = stack.enter_context(
+                _durable_boundary(options, starting_agent, input, kwargs, in_place=in_place)
+            )
+            return self.inner.run_streamed(agent, input, **changed)
+
+        try:
+            result = context.run(start)
+        except BaseException:
+            context.run(stack.close)
+            raise
+        boundary = _StreamBoundary(context, stack)
+        task = result.run_loop_task
+        if task is not None:
+            task.add_done_callback(
+                lambda done: boundary.close(
+                    None if done.cancelled() or done.exception() is None else done.exception()
+                )
+            )
+        return cast(RunResultStreaming, _DurableStreamingResult(result, boundary))
+
+
+def _install() -> None:
+    """Route `Runner.run*` through `DurableAgentRunner` (once), keeping the previous default inside it."""
+    current = get_default_agent_runner()
+    if not isinstance(current, DurableAgentRunner):
+        set_default_agent_runner(cast(AgentRunner, DurableAgentRunner(current)))
+
+
+def _options(
+    approve: Sequence[str] | Any,
+    approval_mode: ApprovalMode,
+    approval_timeout: timedelta | float | None,
+    name: str | None,
+) -> DurableOptions:
+    if approval_mode not in ("wait", "interrupt"):
+        raise ConfigurationError(
+            f"approval_mode must be 'wait' (durable waits) or 'interrupt' (the SDK's RunState flow), "
+            f"got {approval_mode!r}."
+        )
+    timeout_s = (
+        approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
+    )
+    return DurableOptions(
+        policy=ApprovalPolicy(approve), approval_mode=approval_mode, approval_timeout_s=timeout_s, name=name
+    )
+
+
+def is_durable(agent: Any) -> bool:
+    """Whether `durable()` was applied to this agent object."""
+    return _options_of(agent) is not None
+
+
+def durable(
+    agent: AgentT,
+    *,
+    approve: Sequence[str] | Any = None,
+    approval_mode: ApprovalMode = "wait",
+    approval_timeout: timedelta | float | None = None,
+    name: str | None = None,
+) -> AgentT:
+    """Make an OpenAI Agents SDK agent durable, in place, and return it.
+
+    After this, `Runner.run`, `Runner.run_sync` and `Runner.run_streamed` run the agent durably:
+    outside a `@flow` each top-level run is its own execution (re-running it with the same input
+    after a crash resumes it); inside a flow it is part of the flow's execution. Every model call
+    (`get_response` and `stream_response`, whether the model comes from `RunConfig.model`, the
+    agent's `Model` instance, or a name resolved by your own `RunConfig.model_provider`, which is
+    wrapped, never replaced) is a checkpoint call keyed by a fingerprint of its input plus an
+    occurrence index; every function tool and MCP tool call is one keyed by `tool_call_id`; each
+    handoff is one too, storing the run context its callback left. Agents reached through
+    handoffs (also agents returned by `on_invoke_handoff`) and agents used as tools are covered.
+    The agent objects are changed in place (their class becomes a subclass whose tool lists are
+    durable; a `Model` instance on an agent is wrapped in `DurableModel`), so references kept
+    elsewhere stay durable.
+
+    Approval: tools declared `needs_approval` and tools selected by `approve` need a decision. With
+    `approval_mode="wait"` (default) each is a durable wait answered with
+    `{"approved": bool, "message": str | None}` (CLI: `kitaru-adapters executions answer`); the run
+    stops `waiting` and continues when re-run (or resumed) after the answer, without repeating the
+    interrupted turn's model call; a denial reaches the model as the SDK's rejection text. With
+    `approval_mode="interrupt"` the SDK's own flow is left in place: the run returns
+    `result.interruptions` and you continue with `RunState.approve/reject`.
+
+    Args:
+        agent: The starting agent.
+        approve: Tool names that need approval, or `callable(tool_name, arguments) -> bool`.
+        approval_mode: `"wait"` or `"interrupt"`, see above.
+        approval_timeout: How long an approval wait polls the store before the execution suspends
+            (`timedelta` or seconds). Default: suspend at once unless at a terminal.
+        name: Name used in execution names (default: the starting agent's `name`; keep it stable).
+
+    Returns:
+        The same agent object.
+
+    Raises:
+        AdapterError: `agent` is not an `agents.Agent`; or, when it runs, one of its tools runs
+            locally through its own executor (computer, local shell, apply-patch, custom tools).
+        ConfigurationError: `approve` is a string instead of a list, or `approval_mode` is unknown.
+    """
+    if not isinstance(agent, Agent):  # pyright: ignore[reportUnnecessaryIsInstance] - checked at run time
+        raise AdapterError(
+            f"durable() from kitaru_adapters.openai_agents takes an agents.Agent, got {type(agent).__qualname__}."
+        )
+    options = _options(approve, approval_mode, approval_timeout, name)
+    graph = _Graph(options, in_place=True)
+    object.__setattr__(agent, OPTIONS_ATTRIBUTE, None)  # re-marked by prepare with the new options
+    graph.prepare(agent)
+    object.__setattr__(agent, GRAPH_ATTRIBUTE, graph)
+    _install()
+    return agent
+
+
+class DurableRunner:
+    """Runs agents durably without changing the agent objects (they are cloned for each run).
+
+    `DurableRunner(approve=[...]).run(agent, input, ...)` takes the same arguments as `Runner.run`;
+    likewise `run_sync` and `run_streamed`. See `durable` for what is recorded and the options.
+
+    Args:
+        approve: Tool names that need approval, or `callable(tool_name, arguments) -> bool`.
+        approval_mode: `"wait"` (durable waits) or `"interrupt"` (the SDK's RunState flow).
+        approval_timeout: How long an approval wait polls before suspending (`timedelta` or seconds).
+        name: Name used in execution names (default: the starting agent's `name`).
+    """
+
+    def __init__(
+        self,
+        *,
+        approve: Sequence[str] | Any = None,
+        approval_mode: ApprovalMode = "wait",
+        approval_timeout: timedelta | float | None = None,
+        name: str | None = None,
+    ) -> None:
+        options = _options(approve, approval_mode, approval_timeout, name)
+        _install()
+        inner = get_default_agent_runner()
+        self._runner = DurableAgentRunner(cast(DurableAgentRunner, inner).inner, options)
+
+    async def run(self, starting_agent: Agent[Any], input: Any, **kwargs: Any) -> RunResult:
+        """Like `Runner.run`, durably."""
+        return await self._runner.run(starting_agent, input, **kwargs)
+
+    def run_sync(self, starting_agent: Agent[Any], input: Any, **kwargs: Any) -> RunResult:
+        """Like `Runner.run_sync`, durably."""
+        return self._runner.run_sync(starting_agent, input, **kwargs)
+
+    def run_streamed(self, starting_agent: Agent[Any], input: Any, **kwargs: Any) -> RunResultStreaming:
+        """Like `Runner.run_streamed`, durably."""
+        return self._runner.run_streamed(starting_agent, input, **kwargs)

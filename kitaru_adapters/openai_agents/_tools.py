@@ -1,0 +1,276 @@
+"""Tool calls and handoffs as checkpoint calls, with approval gates and the run context restored."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agents.handoffs import Handoff
+from agents.run_context import RunContextWrapper
+from agents.tool import DEFAULT_APPROVAL_REJECTION_MESSAGE, FunctionTool
+from agents.tool_context import ToolContext
+from pydantic import BaseModel, TypeAdapter
+
+from kitaru_core import ApprovalPolicy, JsonCodec, current_execution, request_approval, run_checkpoint_async
+from kitaru_core.errors import SerializationError
+
+TOOL_OUTCOME_FORMAT = "json:openai_agents.ToolOutcome"
+HANDOFF_FORMAT = "json:openai_agents.Handoff"
+WRAPPED_MARKER = "__kitaru_durable_tool__"
+
+ApprovalMode = Literal["wait", "interrupt"]
+
+
+@dataclass(frozen=True)
+class DurableOptions:
+    """How `durable()` / `DurableRunner` treat an agent graph.
+
+    Attributes:
+        policy: Which tool calls need approval besides those declared `needs_approval`.
+        approval_mode: `"wait"`: approvals are durable waits (the run stops `waiting` until somebody
+            answers); `"interrupt"`: the SDK's own interruption flow (`result.interruptions`,
+            `RunState.approve/reject`) is left to the caller.
+        approval_timeout_s: Seconds an approval wait polls the store before the execution suspends.
+        name: Execution name override (default: the starting agent's name).
+    """
+
+    policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
+    approval_mode: ApprovalMode = "wait"
+    approval_timeout_s: float | None = None
+    name: str | None = None
+
+
+# -- the run context ---------------------------------------------------------------------------------
+
+
+def snapshot_context(context: Any) -> Any:
+    """The user's run context as JSON (pydantic models, dataclasses, dicts), or `None` if it has none.
+
+    Tools and handoff callbacks may change the context (the SDK's customer-service example stores a
+    flight number in it); a call served from the store gives the context back as it was after the
+    live call.
+    """
+    if context is None:
+        return None
+    try:
+        if isinstance(context, BaseModel):
+            return context.model_dump(mode="json")
+        if dataclasses.is_dataclass(context) and not isinstance(context, type):
+            return TypeAdapter(type(context)).dump_python(context, mode="json")
+        if isinstance(context, dict):
+            return json.loads(json.dumps(context))
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def restore_context(context: Any, snapshot: Any) -> None:
+    """Write a snapshot taken by `snapshot_context` back into the same context object."""
+    if snapshot is None or context is None:
+        return
+    if isinstance(context, BaseModel):
+        restored = type(context).model_validate(snapshot)
+        for name in type(context).model_fields:
+            setattr(context, name, getattr(restored, name))
+    elif dataclasses.is_dataclass(context) and not isinstance(context, type):
+        restored = TypeAdapter(type(context)).validate_python(snapshot)
+        for field in dataclasses.fields(context):
+            setattr(context, field.name, getattr(restored, field.name))
+    elif isinstance(context, dict):
+        context.clear()
+        context.update(snapshot)
+
+
+# -- tool calls --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToolOutcome:
+    """A tool call's output and the run context as the call left it."""
+
+    output: Any
+    context: Any = None
+
+
+class ToolOutcomeCodec:
+    """Stores a `ToolOutcome`: the output through the core's JSON codec, the context as JSON."""
+
+    def encode(self, value: Any) -> tuple[str, bytes]:
+        """Serialize a `ToolOutcome`."""
+        outcome: ToolOutcome = value
+        output_format, payload = JsonCodec().encode(outcome.output)
+        document = {"format": output_format, "output": payload.decode("utf-8"), "context": outcome.context}
+        return TOOL_OUTCOME_FORMAT, json.dumps(document).encode("utf-8")
+
+    def decode(self, format: str, payload: bytes) -> Any:
+        """Load a `ToolOutcome`."""
+        if format != TOOL_OUTCOME_FORMAT:
+            raise SerializationError(
+                f"Expected a stored OpenAI Agents tool outcome, found format {format!r}."
+            )
+        document = json.loads(payload)
+        output = JsonCodec().decode(document["format"], document["output"].encode("utf-8"))
+        return ToolOutcome(output=output, context=document.get("context"))
+
+
+def _arguments(args_json: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(args_json or "{}")
+    except ValueError:
+        return {"raw": args_json}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}  # pyright: ignore[reportUnknownVariableType]
+
+
+async def _declared_approval(
+    tool: FunctionTool, context: ToolContext[Any], arguments: dict[str, Any]
+) -> bool:
+    rule = tool.needs_approval
+    if callable(rule):
+        decided = rule(context, arguments, context.tool_call_id)
+        return bool(await decided) if inspect.isawaitable(decided) else bool(decided)
+    return bool(rule)
+
+
+def is_wrapped(tool: FunctionTool) -> bool:
+    """Whether `tool` is already a durable copy made by this adapter."""
+    return getattr(tool.on_invoke_tool, WRAPPED_MARKER, False)
+
+
+def durable_tool(
+    tool: FunctionTool, options: DurableOptions, *, kind: Literal["tool", "mcp"] = "tool"
+) -> FunctionTool:
+    """A copy of `tool` whose invocation is a checkpoint call keyed by `tool_call_id`.
+
+    In `"wait"` approval mode the copy asks for approval itself (a durable wait) when the tool is
+    declared `needs_approval` or the policy selects it, and tells the SDK no approval is needed;
+    a denial returns the SDK's rejection text (or the answer's message) to the model. In
+    `"interrupt"` mode tools the policy names are marked `needs_approval=True` and the SDK's
+    interruption flow decides.
+    """
+    if is_wrapped(tool):
+        return tool
+    invoke = tool.on_invoke_tool
+
+    async def run(context: ToolContext[Any], args_json: str) -> ToolOutcome:
+        output = await invoke(context, args_json)
+        return ToolOutcome(output=output, context=snapshot_context(context.context))
+
+    async def on_invoke_tool(context: ToolContext[Any], args_json: str) -> Any:
+        if current_execution() is None:
+            return await invoke(context, args_json)
+        arguments = _arguments(args_json)
+        if options.approval_mode == "wait" and (
+            await _declared_approval(tool, context, arguments)
+            or options.policy.requires_approval(tool.name, arguments)
+        ):
+            decision = await asyncio.to_thread(
+                request_approval,
+                tool.name,
+                arguments,
+                call_id=context.tool_call_id,
+                timeout=options.approval_timeout_s,
+            )
+            if not decision.approved:
+                return decision.message or DEFAULT_APPROVAL_REJECTION_MESSAGE
+        outcome: ToolOutcome = await run_checkpoint_async(
+            f"tool:{tool.name}",
+            run,
+            context,
+            args_json,
+            discriminator=context.tool_call_id,
+            kind=kind,
+            inputs={"tool": tool.name, "arguments": arguments},
+            codec=ToolOutcomeCodec(),
+            details={"tool_name": tool.name, "tool_call_id": context.tool_call_id},
+        )
+        restore_context(context.context, outcome.context)
+        return outcome.output
+
+    setattr(on_invoke_tool, WRAPPED_MARKER, True)
+    if options.approval_mode == "wait":
+        needs_approval: Any = False
+    else:
+        needs_approval = True if options.policy.names(tool.name) else tool.needs_approval
+        if callable(options.policy.rule):
+            declared = tool.needs_approval
+            rule = options.policy
+
+            async def needs_approval(
+                context: RunContextWrapper[Any], params: dict[str, Any], call_id: str
+            ) -> bool:
+                if rule.requires_approval(tool.name, params):
+                    return True
+                if callable(declared):
+                    decided = declared(context, params, call_id)
+                    return bool(await decided) if inspect.isawaitable(decided) else bool(decided)
+                return bool(declared)
+
+    return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool, needs_approval=needs_approval)
+
+
+# -- handoffs ------------------------------------------------------------------------------------------
+
+
+class HandoffCodec:
+    """Stores which agent a handoff went to and the run context as the handoff left it."""
+
+    def encode(self, value: Any) -> tuple[str, bytes]:
+        """Serialize `(agent name, context snapshot)`."""
+        agent_name, context = value
+        return HANDOFF_FORMAT, json.dumps({"agent": agent_name, "context": context}).encode("utf-8")
+
+    def decode(self, format: str, payload: bytes) -> Any:
+        """Load `(agent name, context snapshot)`."""
+        if format != HANDOFF_FORMAT:
+            raise SerializationError(f"Expected a stored OpenAI Agents handoff, found format {format!r}.")
+        document = json.loads(payload)
+        return document["agent"], document.get("context")
+
+
+def durable_handoff(
+    handoff: Handoff[Any, Any],
+    prepare: Callable[[Any], Any],
+    find_agent: Callable[[str], Any | None],
+) -> Handoff[Any, Any]:
+    """A copy of `handoff` whose invocation (with its `on_handoff` callback) is a checkpoint call.
+
+    The stored result is the target agent's name and the run context after the callback, so a
+    resumed run gets the same context (the same random flight number) without calling it again.
+    The returned agent goes through `prepare`, so agents reached only through a handoff are durable.
+    """
+    if getattr(handoff.on_invoke_handoff, WRAPPED_MARKER, False):
+        return handoff
+    invoke: Callable[[RunContextWrapper[Any], str], Awaitable[Any]] = handoff.on_invoke_handoff
+    live_agents: dict[str, Any] = {}
+
+    async def run(context: RunContextWrapper[Any], args_json: str) -> tuple[str, Any]:
+        agent = await invoke(context, args_json)
+        live_agents[agent.name] = agent
+        return agent.name, snapshot_context(context.context)
+
+    async def on_invoke_handoff(context: RunContextWrapper[Any], args_json: str) -> Any:
+        if current_execution() is None:
+            return prepare(await invoke(context, args_json))
+        agent_name, snapshot = await run_checkpoint_async(
+            f"handoff:{handoff.tool_name}",
+            run,
+            context,
+            args_json,
+            kind="tool",
+            inputs={"handoff": handoff.tool_name, "arguments": _arguments(args_json)},
+            codec=HandoffCodec(),
+            details={"tool_name": handoff.tool_name, "agent": handoff.agent_name},
+        )
+        agent = live_agents.pop(agent_name, None) or find_agent(agent_name)
+        if agent is None:  # an agent made up by the callback: ask it again, then restore the context
+            agent = await invoke(context, args_json)
+        restore_context(context.context, snapshot)
+        return prepare(agent)
+
+    setattr(on_invoke_handoff, WRAPPED_MARKER, True)
+    return dataclasses.replace(handoff, on_invoke_handoff=on_invoke_handoff)
