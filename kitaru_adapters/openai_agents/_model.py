@@ -26,13 +26,17 @@ MODEL_RESPONSE_FORMAT = "json:openai_agents.ModelResponse"
 
 
 def jsonable(value: Any) -> Any:
-    """A JSON form of SDK values (pydantic models, dataclasses, containers) for fingerprints."""
+    """A JSON form of SDK values (pydantic models, dataclasses, containers) for fingerprints.
+
+    Keys whose value is `None` are left out: an output item the SDK built from a live response
+    omits unset fields, the same item loaded from the store may carry them as `null`.
+    """
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
+        return jsonable(value.model_dump(mode="json", exclude_none=True))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {field.name: jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}  # pyright: ignore[reportUnknownVariableType]
+        return {str(key): jsonable(item) for key, item in value.items() if item is not None}  # pyright: ignore[reportUnknownVariableType]
     if isinstance(value, list | tuple):
         return [jsonable(item) for item in value]  # pyright: ignore[reportUnknownVariableType]
     if value is None or isinstance(value, str | int | float | bool):
@@ -86,7 +90,7 @@ class ModelResponseCodec:
         """Serialize a `ModelResponse`."""
         response: ModelResponse = value
         document = {
-            "output": OUTPUT_ADAPTER.dump_python(response.output, mode="json"),
+            "output": OUTPUT_ADAPTER.dump_python(response.output, mode="json", exclude_unset=True),
             "usage": serialize_usage(response.usage),
             "response_id": response.response_id,
             "request_id": response.request_id,
