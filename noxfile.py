@@ -3,6 +3,7 @@
 Sessions:
     tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL)
     tests_pydantic_ai  the PydanticAI adapter on pydantic-ai-slim's newest release
+    tests_server       the dashboard and HTTP API: API tests, schemathesis fuzz, Playwright on Debian's Chromium
     lint               ruff and pyright (strict)
     demo               the README demo: an unchanged PydanticAI example run durably
     bench              the core benchmark (prints figures; not a test)
@@ -14,7 +15,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests_core", "tests_pydantic_ai", "lint"]
+nox.options.sessions = ["tests_core", "tests_pydantic_ai", "tests_server", "lint"]
 nox.options.reuse_venv = "yes"
 
 PYTHON = "3.11"
@@ -51,9 +52,17 @@ def tests_pydantic_ai(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def tests_server(session: nox.Session) -> None:
+    """The dashboard and HTTP API; the browser tests drive /usr/bin/chromium (Debian's), never a download."""
+    _install(session, "server,postgres")
+    session.install("--group", "server-test")
+    session.run("pytest", "tests/server", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Ruff and pyright (strict) on the packages."""
-    _install(session, "pydantic-ai")
+    _install(session, "pydantic-ai,server")
     session.install("--group", "lint")
     session.run("ruff", "check", ".")
     session.run("pyright")

@@ -18,9 +18,12 @@ from kitaru_core._api import FILE_ENTRY_PREFIX, Flow
 from kitaru_core._serialization import JsonCodec, import_callable
 from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store
 from kitaru_core.errors import (
+    CallNotFoundError,
     ConfigurationError,
+    ExecutionCancelledError,
     ExecutionError,
     ExecutionFailedError,
+    ExecutionLockedError,
     InvalidAnswerError,
     SerializationError,
     StoreError,
@@ -221,6 +224,7 @@ class Client:
         status: str | Sequence[str] | None = None,
         flow: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[ExecutionSummary]:
@@ -230,6 +234,7 @@ class Client:
             status: One status or several to keep.
             flow: Keep only this flow (or agent) name.
             since: Keep only executions created at or after this time.
+            until: Keep only executions created before this time.
             limit: Page size.
             offset: Executions to skip (pagination).
         """
@@ -238,10 +243,86 @@ class Client:
             statuses=statuses,
             flow_name=flow,
             created_after_epoch_s=since.timestamp() if since else None,
+            created_before_epoch_s=until.timestamp() if until else None,
             limit=limit,
             offset=offset,
         )
         return [ExecutionSummary(**self._summary_fields(record)) for record in records]
+
+    def count_executions(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        flow: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many executions match these filters (the total behind `list_executions`'s pages).
+
+        Args:
+            status: One status or several to keep.
+            flow: Keep only this flow (or agent) name.
+            since: Keep only executions created at or after this time.
+            until: Keep only executions created before this time.
+        """
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        return self.store.count_executions(
+            statuses=statuses,
+            flow_name=flow,
+            created_after_epoch_s=since.timestamp() if since else None,
+            created_before_epoch_s=until.timestamp() if until else None,
+        )
+
+    def change_marker(self, execution_id: str | None = None) -> str:
+        """An opaque string that changes whenever the store (or one execution) changes.
+
+        Poll it to follow executions live from any process: it moves when an execution starts,
+        changes status or finishes, when a checkpoint call is recorded or served from the store on
+        resume, and when a wait is reached, answered or has an answer refused. It does not move when
+        only a runner's lease is renewed. Works the same on SQLite and PostgreSQL.
+
+        Args:
+            execution_id: Watch only this execution; default: every execution in the store.
+        """
+        return self.store.change_marker(execution_id)
+
+    def call_output(self, execution_id: str, sequence: int) -> Any:
+        """The full stored output of one checkpoint call, as plain JSON data (no user type is imported).
+
+        `CallView.output_preview` holds only the first characters; this loads the whole value, from
+        the artifact store if it was large.
+
+        Args:
+            execution_id: The execution.
+            sequence: The call's `sequence` in the timeline.
+
+        Returns:
+            The output as JSON data (dicts, lists, strings, numbers, booleans, `None`); `None` for a
+            call that stored no output (a failed call).
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+            CallNotFoundError: The execution has no call with that sequence number.
+            SerializationError: The output was stored with pickle (never loaded here) or is not JSON.
+        """
+        self.store.get_execution(execution_id)
+        call = self.store.find_call(execution_id, sequence)
+        if call is None:
+            raise CallNotFoundError(execution_id, sequence)
+        if call.output is None:
+            return None
+        if call.output.format == "pickle":
+            raise SerializationError(
+                f"The output of call #{sequence} of {execution_id!r} was stored with pickle "
+                f"({call.output.size_bytes} bytes); it is never unpickled for display."
+            )
+        try:
+            return json.loads(self.store.load_value(call.output))
+        except ValueError as error:
+            raise SerializationError(
+                f"The output of call #{sequence} of {execution_id!r} (format {call.output.format}) is not JSON: "
+                f"{error}"
+            ) from error
 
     def _preview(self, value: Any) -> str | None:
         if value is None:
@@ -403,11 +484,7 @@ class Client:
         record = self.store.get_execution(execution_id)
         entry_point = record.entry_point
         if not entry_point:
-            raise ConfigurationError(
-                f"Execution {execution_id!r} ({record.flow_name}) was not started by an importable @flow, so "
-                "it cannot be resumed from here: re-run the program that started it (same inputs, or the "
-                "same execution id) and it resumes."
-            )
+            raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
         try:
             if entry_point.startswith(FILE_ENTRY_PREFIX):
                 path, _, qualname = entry_point[len(FILE_ENTRY_PREFIX) :].rpartition(":")
@@ -460,6 +537,83 @@ class Client:
 
             return asyncio.run(result)
         return result
+
+    def resume_in_background(self, execution_id: str, *, log_path: str | Path | None = None) -> int:
+        """Resume an execution in a new background process (`kitaru-adapters executions resume ID`).
+
+        The process uses this client's store and artifact store, this interpreter, the current
+        working directory and this process's import path, so the execution's `@flow` imports there as
+        it does here. It runs on after this call returns; follow it with `get_execution`.
+
+        Args:
+            execution_id: The execution to resume.
+            log_path: File that receives the process's output; default: discarded.
+
+        Returns:
+            The process id.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+            ExecutionError: It has completed already.
+            ExecutionCancelledError: It was cancelled.
+            ExecutionLockedError: A live runner holds it.
+            ConfigurationError: It has no importable `@flow` entry point (the message says how to
+                resume it instead), or the store lives in this process's memory.
+        """
+        import os
+        import subprocess
+        import threading
+
+        record = self.store.get_execution(execution_id)
+        if record.status == "completed":
+            raise ExecutionError(
+                execution_id,
+                f"Execution {execution_id!r} has completed; there is nothing to resume. "
+                f"Start a new one, or replay it with: kitaru-adapters executions replay {execution_id}",
+            )
+        if record.status == "cancelled" or record.cancel_requested:
+            raise ExecutionCancelledError(execution_id)
+        if _runtime.lease_is_live(record):
+            expires_in_s = max(0.0, (record.lease_expires_at_epoch_s or 0.0) - time.time())
+            raise ExecutionLockedError(execution_id, f"{record.lease_host}:{record.lease_pid}", expires_in_s)
+        if not record.entry_point:
+            raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
+        if self.store.url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"} or (
+            self.store.artifacts.url.startswith("memory://")
+        ):
+            raise ConfigurationError(
+                "This client's store lives in this process's memory, so another process cannot resume "
+                f"{execution_id!r}: use a SQLite file or PostgreSQL and a shared artifact store."
+            )
+        environment = {
+            **os.environ,
+            "KITARU_STORE_URL": self.store.url,
+            "KITARU_ARTIFACTS_URL": self.store.artifacts.url,
+            "KITARU_INLINE_LIMIT_BYTES": str(self.store.inline_limit_bytes),
+            "KITARU_INTERACTIVE": "false",
+            "PYTHONPATH": os.pathsep.join(
+                [os.getcwd(), *(entry for entry in sys.path if entry and Path(entry).is_dir())]
+            ),
+        }
+        output: Any = subprocess.DEVNULL
+        if log_path is not None:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            output = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "kitaru_core.cli", "executions", "resume", execution_id],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+            )
+        finally:
+            if log_path is not None:
+                output.close()
+        # reap it when it ends so it never lingers as a zombie of a long-lived server
+        threading.Thread(target=process.wait, name=f"kitaru-resume-{execution_id}", daemon=True).start()
+        return process.pid
 
     def replay(
         self,
@@ -543,6 +697,14 @@ class Client:
         return self.store.mark_crashed(
             crashed, message="The process running it stopped without finishing (crash or kill)."
         )
+
+
+def _not_resumable_message(execution_id: str, flow_name: str) -> str:
+    return (
+        f"Execution {execution_id!r} ({flow_name}) was not started by an importable @flow, so "
+        "it cannot be resumed from here: re-run the program that started it (same inputs, or the "
+        "same execution id) and it resumes."
+    )
 
 
 def _stored_inputs(record: ExecutionRecord) -> Any:

@@ -14,9 +14,11 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    case,
     create_engine,
     event,
     exists,
+    func,
     insert,
     inspect,
     or_,
@@ -377,26 +379,100 @@ class Store:
             row = connection.execute(query).mappings().first()
         return _execution(row) if row else None
 
+    @staticmethod
+    def _execution_filters(
+        statuses: Sequence[str],
+        flow_name: str | None,
+        created_after_epoch_s: float | None,
+        created_before_epoch_s: float | None,
+    ) -> list[Any]:
+        t = tables.executions
+        conditions: list[Any] = []
+        if statuses:
+            conditions.append(t.c.status.in_(list(statuses)))
+        if flow_name:
+            conditions.append(t.c.flow_name == flow_name)
+        if created_after_epoch_s is not None:
+            conditions.append(t.c.created_at_epoch_s >= created_after_epoch_s)
+        if created_before_epoch_s is not None:
+            conditions.append(t.c.created_at_epoch_s < created_before_epoch_s)
+        return conditions
+
     def list_executions(
         self,
         *,
         statuses: Sequence[str] = (),
         flow_name: str | None = None,
         created_after_epoch_s: float | None = None,
+        created_before_epoch_s: float | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[ExecutionRecord]:
         """Executions, newest first, filtered by status, flow name and creation time."""
         t = tables.executions
-        query = select(t).order_by(t.c.created_at_epoch_s.desc(), t.c.id).limit(limit).offset(offset)
-        if statuses:
-            query = query.where(t.c.status.in_(list(statuses)))
-        if flow_name:
-            query = query.where(t.c.flow_name == flow_name)
-        if created_after_epoch_s is not None:
-            query = query.where(t.c.created_at_epoch_s >= created_after_epoch_s)
+        query = (
+            select(t)
+            .where(
+                *self._execution_filters(statuses, flow_name, created_after_epoch_s, created_before_epoch_s)
+            )
+            .order_by(t.c.created_at_epoch_s.desc(), t.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
         with self.engine.connect() as connection:
             return [_execution(row) for row in connection.execute(query).mappings()]
+
+    def count_executions(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        flow_name: str | None = None,
+        created_after_epoch_s: float | None = None,
+        created_before_epoch_s: float | None = None,
+    ) -> int:
+        """How many executions `list_executions` would page through with these filters."""
+        t = tables.executions
+        query = (
+            select(func.count())
+            .select_from(t)
+            .where(
+                *self._execution_filters(statuses, flow_name, created_after_epoch_s, created_before_epoch_s)
+            )
+        )
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar() or 0)
+
+    def change_marker(self, execution_id: str | None = None) -> str:
+        """A short string that changes whenever an execution, a checkpoint call or a wait changes.
+
+        Cheap enough to poll: three aggregate queries in one connection. Every write the runtime and
+        the client make moves one of the numbers: a new or updated execution (its `updated_at`), a
+        new checkpoint call (ids only grow; superseding one inserts its successor), calls served from
+        the store on resume, a new wait, an answer, a refused answer.
+
+        Args:
+            execution_id: Watch only this execution; default: the whole store.
+        """
+        e, c, w = tables.executions, tables.checkpoint_calls, tables.waits
+        queries = [
+            select(func.count(), func.max(e.c.updated_at_epoch_s), func.max(e.c.run_count)),
+            select(func.count(), func.max(c.c.id), func.sum(c.c.last_served_run)),
+            select(
+                func.count(),
+                func.max(w.c.id),
+                func.max(w.c.answered_at_epoch_s),
+                func.sum(case((w.c.status == "pending", 1), else_=0)),
+            ),
+        ]
+        if execution_id is not None:
+            queries = [
+                queries[0].where(e.c.id == execution_id),
+                queries[1].where(c.c.execution_id == execution_id),
+                queries[2].where(w.c.execution_id == execution_id),
+            ]
+        with self.engine.connect() as connection:
+            parts = [tuple(connection.execute(query).one()) for query in queries]
+        return "/".join(",".join("" if value is None else repr(value) for value in part) for part in parts)
 
     def try_acquire_lease(
         self,
@@ -546,6 +622,14 @@ class Store:
         return marked
 
     # -- checkpoint calls -----------------------------------------------------------------------
+
+    def find_call(self, execution_id: str, sequence: int) -> CallRecord | None:
+        """The checkpoint call recorded at `sequence` in an execution (superseded ones included), or `None`."""
+        t = tables.checkpoint_calls
+        query = select(t).where(t.c.execution_id == execution_id, t.c.sequence == sequence).order_by(t.c.id)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return call_from_columns(row) if row else None
 
     def load_calls(self, execution_id: str, *, include_superseded: bool = False) -> list[CallRecord]:
         """All checkpoint calls of an execution in recording order (one query)."""

@@ -1,10 +1,11 @@
-"""The `kitaru-adapters` command line: list, show, answer, resume, replay, cancel and recover executions."""
+"""The `kitaru-adapters` command line: list, show, answer, resume, replay, cancel and recover executions; serve."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -285,6 +286,76 @@ def recover(as_json: JsonOption = False) -> None:
         print(json.dumps(crashed))
         return
     console.print(f"marked {len(crashed)} crashed execution(s) as failed: {', '.join(crashed) or 'none'}")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on. Reads need the token unless it is loopback.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="KITARU_SERVER_TOKEN",
+            help="The API token (at least 16 characters); default: read from --token-file, or generated there.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path, typer.Option(help="Where the generated token is kept (readable by its owner only).")
+    ] = Path(".kitaru", "server-token"),
+    reads_need_token: Annotated[
+        bool, typer.Option("--reads-need-token", help="Require the token for reads on loopback too.")
+    ] = False,
+    poll_interval: Annotated[
+        float, typer.Option(help="Seconds between checks of the store for live updates.")
+    ] = 0.25,
+    log_dir: Annotated[
+        Path, typer.Option(help="Folder for the output of executions resumed in the background.")
+    ] = Path(".kitaru", "logs"),
+) -> None:
+    """Serve the dashboard and the HTTP API (needs the `server` extra)."""
+    try:
+        from kitaru_core import server
+    except ImportError as error:
+        from kitaru_core.errors import MissingDependencyError
+
+        missing = (
+            error
+            if isinstance(error, MissingDependencyError)
+            else MissingDependencyError(error.name or "fastapi", "server")
+        )
+        errors.print(f"[bold red]error:[/] {escape(str(missing))}", highlight=False)
+        raise typer.Exit(code=1) from None
+
+    from kitaru_core.server._settings import is_loopback
+
+    created = False
+    token_source = "--token / KITARU_SERVER_TOKEN"
+    if token is None:
+        token, created = _checked(lambda: server.load_or_create_token(token_file))
+        token_source = str(token_file)
+    open_reads = is_loopback(host) and not reads_need_token
+    settings = _checked(
+        lambda: server.ServerSettings(
+            token=token, open_reads=open_reads, poll_interval_s=poll_interval, resume_log_dir=log_dir
+        )
+    )
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}"
+    if created:
+        console.print(f"Generated an API token, saved in {token_file} (shown only this once):")
+        console.print(f"  {token}", highlight=False)
+        console.print(f"Dashboard (signs you in): {url}/login?token={token}", highlight=False)
+    else:
+        console.print(f"Dashboard: {url}/   (API token: {token_source})", highlight=False)
+    console.print(
+        f"API: {url}/api  ·  OpenAPI: {url}/openapi.json  ·  reads "
+        + ("open on loopback" if open_reads else "need the token"),
+        highlight=False,
+    )
+    _checked(lambda: server.serve(settings, host=host, port=port))
 
 
 def main() -> None:

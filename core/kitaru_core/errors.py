@@ -16,6 +16,7 @@ Exception
     ├── DivergenceError             a stored call's inputs differ and `on_divergence="error"`
     ├── ExecutionError
     │   ├── ExecutionNotFoundError  no execution with that id
+    │   ├── CallNotFoundError       no checkpoint call with that sequence number in the execution
     │   ├── ExecutionLockedError    another live runner holds the execution's lease
     │   ├── LeaseLostError          this runner's lease was taken over while it ran
     │   ├── ExecutionCancelledError the execution was cancelled
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AdapterError",
+    "CallNotFoundError",
     "ConfigurationError",
     "DivergenceError",
     "ExecutionCancelledError",
@@ -135,6 +137,22 @@ class ExecutionNotFoundError(ExecutionError):
         super().__init__(
             execution_id,
             f"No execution {execution_id!r} in the store. List executions with: kitaru-adapters executions list",
+        )
+
+
+class CallNotFoundError(ExecutionError):
+    """The execution has no checkpoint call with the given sequence number.
+
+    Attributes:
+        sequence: The sequence number asked for.
+    """
+
+    def __init__(self, execution_id: str, sequence: int) -> None:
+        self.sequence = sequence
+        super().__init__(
+            execution_id,
+            f"Execution {execution_id!r} has no checkpoint call #{sequence}. "
+            f"Its timeline: kitaru-adapters executions show {execution_id}",
         )
 
 

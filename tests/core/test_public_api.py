@@ -52,6 +52,7 @@ EXPECTED_ALL = [
 
 EXPECTED_ERRORS_ALL = [
     "AdapterError",
+    "CallNotFoundError",
     "ConfigurationError",
     "DivergenceError",
     "ExecutionCancelledError",

@@ -1,0 +1,497 @@
+"""The FastAPI application: the JSON API under `/api`, the event stream, and the dashboard pages."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi import Path as PathParameter
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import kitaru_core
+from kitaru_core import Client, ExecutionDetail, ExecutionSummary, WaitView
+from kitaru_core.errors import (
+    CallNotFoundError,
+    ConfigurationError,
+    ExecutionCancelledError,
+    ExecutionError,
+    ExecutionLockedError,
+    ExecutionNotFoundError,
+    InvalidAnswerError,
+    KitaruError,
+    SerializationError,
+    StoreError,
+    WaitAlreadyAnsweredError,
+    WaitNotFoundError,
+)
+from kitaru_core.server._settings import ServerSettings
+
+COOKIE_NAME = "kitaru_token"
+DASHBOARD_HEADER = "X-Kitaru-Dashboard"
+HEARTBEAT_S = 15.0
+STATIC_DIRECTORY = Path(__file__).with_name("static")
+
+Status = Literal["running", "waiting", "completed", "failed", "cancelled"]
+# Ids are what the store accepts: no control characters, at most the column's length.
+ExecutionId = Annotated[
+    str, PathParameter(description="The execution id.", max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+WaitName = Annotated[
+    str, PathParameter(description="The wait's name.", max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class ErrorBody(BaseModel):
+    """The body of every error the API reports.
+
+    A request that does not match the API's own schema (422 `RequestValidationError`) also carries
+    FastAPI's usual `detail` list.
+
+    Attributes:
+        error: The error's type, e.g. `InvalidAnswerError`, `ExecutionNotFoundError`, `missing_token`.
+        message: What went wrong and what to do about it.
+        problems: For a refused answer or request: one line per violation.
+    """
+
+    error: str
+    message: str
+    problems: list[str] = Field(default_factory=list[str])
+
+
+class ExecutionPage(BaseModel):
+    """One page of executions, newest first.
+
+    Attributes:
+        items: The executions on this page.
+        total: How many executions match the filters.
+        limit: Page size asked for.
+        offset: Executions skipped.
+        next_offset: `offset` of the next page, or `null` on the last one.
+    """
+
+    items: list[ExecutionSummary]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class AnswerRequest(BaseModel):
+    """An answer to a wait.
+
+    Attributes:
+        value: The answer; it must satisfy the wait's JSON schema (tool approvals:
+            `{"approved": true}` or `{"approved": false, "message": "why"}`).
+        resume: After answering, resume the execution in a background process when it has no other
+            pending wait and its entry point is an importable `@flow`.
+    """
+
+    value: Any = Field(description="The answer; validated against the wait's JSON schema.")
+    resume: bool = Field(default=False, description="Resume the execution in the background afterwards.")
+
+
+class ResumeStarted(BaseModel):
+    """A background process resuming an execution.
+
+    Attributes:
+        execution_id: The execution.
+        pid: The process id.
+        log_path: Where its output goes.
+    """
+
+    execution_id: str
+    pid: int
+    log_path: str
+
+
+class AnswerResult(BaseModel):
+    """The answered wait, and what happened to the resume that was asked for.
+
+    Attributes:
+        wait: The wait, now answered.
+        resumed: The background resume, if one was asked for and started.
+        resume_skipped: Why no resume was started although one was asked for.
+    """
+
+    wait: WaitView
+    resumed: ResumeStarted | None = None
+    resume_skipped: str | None = None
+
+
+class CallOutput(BaseModel):
+    """The full stored output of one checkpoint call.
+
+    Attributes:
+        execution_id: The execution.
+        sequence: The call's sequence number in the timeline.
+        value: The output as JSON data.
+    """
+
+    execution_id: str
+    sequence: int
+    value: Any
+
+
+class ApiError(Exception):
+    """An error the API answers with an `ErrorBody`."""
+
+    def __init__(self, status_code: int, error: str, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = ErrorBody(error=error, message=message, problems=problems or [])
+
+
+_STATUS_OF_ERRORS: list[tuple[type[KitaruError], int]] = [
+    (ExecutionNotFoundError, 404),
+    (CallNotFoundError, 404),
+    (WaitNotFoundError, 404),
+    (InvalidAnswerError, 422),
+    (WaitAlreadyAnsweredError, 409),
+    (ExecutionLockedError, 409),
+    (ExecutionCancelledError, 409),
+    (ExecutionError, 409),
+    (ConfigurationError, 409),
+    (SerializationError, 409),
+    (StoreError, 503),
+]
+
+
+def status_of(error: KitaruError) -> int:
+    """The HTTP status that reports a kitaru error."""
+    for kind, status in _STATUS_OF_ERRORS:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Times without a zone are UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+_bearer = HTTPBearer(auto_error=False, description="The server's token (`kitaru-adapters serve` prints it).")
+
+
+class Auth:
+    """Checks the bearer token (or the dashboard's cookie) of a request."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+
+    def token_of(
+        self, request: Request, credentials: HTTPAuthorizationCredentials | None
+    ) -> tuple[str | None, bool]:
+        """`(token, came_from_cookie)` of a request; `(None, False)` when it carries none."""
+        if credentials is not None:
+            return credentials.credentials, False
+        if request.headers.get("authorization"):
+            return "", False  # a header that is not `Bearer TOKEN`
+        cookie = request.cookies.get(COOKIE_NAME)
+        return (cookie, True) if cookie else (None, False)
+
+    def valid(self, token: str) -> bool:
+        """Whether `token` is the server's token (compared in constant time)."""
+        return secrets.compare_digest(token.encode(), self.settings.token.encode())
+
+    def check(
+        self, request: Request, credentials: HTTPAuthorizationCredentials | None, *, write: bool
+    ) -> None:
+        """Refuse a request that needs the token and lacks it (401) or has a wrong one (403).
+
+        Raises:
+            ApiError: 401 without a token, 403 with a wrong one, or for a write authenticated by the
+                dashboard's cookie without the dashboard's header (cross-site request).
+        """
+        if not write and self.settings.open_reads:
+            return
+        token, from_cookie = self.token_of(request, credentials)
+        if token is None:
+            raise ApiError(
+                401,
+                "missing_token",
+                "This needs the server's token: send 'Authorization: Bearer TOKEN'. `kitaru-adapters serve` "
+                "printed it when it first started and saved it in .kitaru/server-token.",
+            )
+        if not self.valid(token):
+            raise ApiError(403, "invalid_token", "The token is not this server's token.")
+        if write and from_cookie and request.headers.get(DASHBOARD_HEADER) != "1":
+            raise ApiError(
+                403,
+                "cross_site_request",
+                f"A write signed in by the dashboard's cookie must carry the {DASHBOARD_HEADER} header; "
+                "other clients send 'Authorization: Bearer TOKEN'.",
+            )
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The ASGI application of the dashboard and the HTTP API.
+
+    Args:
+        settings: Token, store and behaviour.
+
+    Returns:
+        A FastAPI application; run it with any ASGI server (`kitaru-adapters serve` uses uvicorn).
+    """
+    client = Client(settings.store_url, settings.artifacts_url)
+    auth = Auth(settings)
+    app = FastAPI(
+        title="kitaru-adapters",
+        version=kitaru_core.__version__,
+        description=(
+            "Watch durable executions and steer them: list executions, read a timeline of checkpoint calls, "
+            "answer waits (validated against each wait's JSON schema), resume and cancel. Every request "
+            "that changes something needs `Authorization: Bearer TOKEN`."
+        ),
+        responses={
+            400: {"model": ErrorBody, "description": "The request body is not JSON."},
+            401: {"model": ErrorBody, "description": "No token."},
+            403: {"model": ErrorBody, "description": "Wrong token."},
+        },
+    )
+    app.state.client = client
+    app.state.settings = settings
+    app.state.auth = auth
+
+    def read_access(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+    ) -> None:
+        auth.check(request, credentials, write=False)
+
+    def write_access(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+    ) -> None:
+        auth.check(request, credentials, write=True)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, error: ApiError) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+        return JSONResponse(error.body.model_dump(), status_code=error.status_code, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        body = ErrorBody(error="HTTPException", message=str(error.detail))
+        return JSONResponse(
+            {**body.model_dump(), "detail": error.detail},
+            status_code=error.status_code,
+            headers=error.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_error(_request: Request, error: RequestValidationError) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        details = jsonable_encoder(error.errors())
+        problems = [
+            f"{'.'.join(str(part) for part in problem.get('loc', []))}: {problem.get('msg', '')}"
+            for problem in details
+        ]
+        body = ErrorBody(
+            error="RequestValidationError",
+            message="The request does not match the API's schema.",
+            problems=problems,
+        )
+        # `detail` keeps FastAPI's usual shape for clients that read it
+        return JSONResponse({**body.model_dump(), "detail": details}, status_code=422)
+
+    @app.exception_handler(KitaruError)
+    async def _kitaru_error(_request: Request, error: KitaruError) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        problems = error.problems if isinstance(error, InvalidAnswerError) else []
+        body = ErrorBody(error=type(error).__name__, message=str(error), problems=problems)
+        return JSONResponse(body.model_dump(), status_code=status_of(error))
+
+    reads = [Depends(read_access)]
+    writes = [Depends(write_access)]
+    not_found: dict[int | str, dict[str, Any]] = {
+        404: {"model": ErrorBody, "description": "No such execution, wait or call."}
+    }
+
+    @app.get("/api/executions", dependencies=reads, tags=["executions"])
+    def list_executions(  # pyright: ignore[reportUnusedFunction]
+        status: Annotated[list[Status] | None, Query(description="Keep these statuses (repeatable).")] = None,
+        flow: Annotated[
+            str | None, Query(description="Keep this flow or agent name.", max_length=500)
+        ] = None,
+        since: Annotated[
+            datetime | None, Query(description="Created at or after (ISO 8601; UTC if no zone).")
+        ] = None,
+        until: Annotated[
+            datetime | None, Query(description="Created before (ISO 8601; UTC if no zone).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
+        offset: Annotated[int, Query(ge=0, le=10**9, description="Executions to skip.")] = 0,
+    ) -> ExecutionPage:
+        """Executions, newest first, filtered by status, flow and creation time, one page at a time."""
+        filters: dict[str, Any] = {
+            "status": status,
+            "flow": flow or None,
+            "since": _utc(since),
+            "until": _utc(until),
+        }
+        items = client.list_executions(**filters, limit=limit, offset=offset)
+        total = client.count_executions(**filters)
+        next_offset = offset + limit if offset + limit < total else None
+        return ExecutionPage(items=items, total=total, limit=limit, offset=offset, next_offset=next_offset)
+
+    @app.get("/api/executions/{execution_id}", dependencies=reads, tags=["executions"], responses=not_found)
+    def get_execution(execution_id: ExecutionId) -> ExecutionDetail:  # pyright: ignore[reportUnusedFunction]
+        """One execution with its timeline of checkpoint calls, its waits and its token and cost totals."""
+        return client.get_execution(execution_id)
+
+    @app.get(
+        "/api/executions/{execution_id}/calls/{sequence}/output",
+        dependencies=reads,
+        tags=["executions"],
+        responses={**not_found, 409: {"model": ErrorBody, "description": "Stored with pickle: not shown."}},
+    )
+    def call_output(  # pyright: ignore[reportUnusedFunction]
+        execution_id: ExecutionId,
+        sequence: Annotated[int, PathParameter(ge=0, le=2**31, description="The call's sequence number.")],
+    ) -> CallOutput:
+        """The full stored output of one checkpoint call (the timeline holds only a preview)."""
+        return CallOutput(
+            execution_id=execution_id, sequence=sequence, value=client.call_output(execution_id, sequence)
+        )
+
+    @app.get("/api/waits", dependencies=reads, tags=["waits"])
+    def pending_waits(  # pyright: ignore[reportUnusedFunction]
+        execution_id: Annotated[
+            str | None, Query(description="Only this execution's waits.", max_length=200)
+        ] = None,
+    ) -> list[WaitView]:
+        """Waits without an answer, oldest first, each with its question and JSON schema."""
+        return client.pending_waits(execution_id)
+
+    def start_resume(execution_id: str) -> ResumeStarted:
+        log_path = settings.resume_log_dir / f"{_safe(execution_id)}-{int(time.time() * 1000)}.log"
+        pid = client.resume_in_background(execution_id, log_path=log_path)
+        return ResumeStarted(execution_id=execution_id, pid=pid, log_path=str(log_path))
+
+    @app.post(
+        "/api/executions/{execution_id}/waits/{wait_name}/answer",
+        dependencies=writes,
+        tags=["waits"],
+        responses={
+            **not_found,
+            409: {"model": ErrorBody, "description": "The wait was answered already."},
+            422: {"model": ErrorBody, "description": "The answer does not satisfy the wait's schema."},
+        },
+    )
+    def answer_wait(  # pyright: ignore[reportUnusedFunction]
+        execution_id: ExecutionId, wait_name: WaitName, body: AnswerRequest
+    ) -> AnswerResult:
+        """Answer a pending wait; the answer is validated against its JSON schema exactly as the CLI does.
+
+        A refused answer is reported as 422 with one line per problem, and the wait stays pending.
+        With `resume: true` the execution is resumed in a background process once no wait of it is
+        pending (needs an importable `@flow` entry point; otherwise `resume_skipped` says why not).
+        """
+        wait = client.answer(execution_id, wait_name, body.value)
+        result = AnswerResult(wait=wait)
+        if body.resume:
+            still_pending = [pending.name for pending in client.pending_waits(execution_id)]
+            if still_pending:
+                result.resume_skipped = f"Not resumed: waits still pending: {', '.join(still_pending)}."
+            else:
+                try:
+                    result.resumed = start_resume(execution_id)
+                except KitaruError as error:
+                    result.resume_skipped = f"Not resumed: {error}"
+        return result
+
+    @app.post(
+        "/api/executions/{execution_id}/resume",
+        dependencies=writes,
+        tags=["executions"],
+        status_code=202,
+        responses={
+            **not_found,
+            409: {
+                "model": ErrorBody,
+                "description": "Completed, cancelled, running, or not resumable from here.",
+            },
+        },
+    )
+    def resume(execution_id: ExecutionId) -> ResumeStarted:  # pyright: ignore[reportUnusedFunction]
+        """Resume an execution in a background process (its entry point must be an importable `@flow`).
+
+        Completed checkpoint calls are served from the store and answered waits return their
+        answers. Follow the execution with `GET /api/executions/{execution_id}` or the event stream.
+        """
+        return start_resume(execution_id)
+
+    @app.post(
+        "/api/executions/{execution_id}/cancel", dependencies=writes, tags=["executions"], responses=not_found
+    )
+    def cancel(execution_id: ExecutionId) -> ExecutionSummary:  # pyright: ignore[reportUnusedFunction]
+        """Cancel an execution: at once if no runner holds it, else at the runner's next checkpoint call."""
+        return client.cancel(execution_id)
+
+    @app.get(
+        "/api/events",
+        dependencies=reads,
+        tags=["events"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
+    )
+    async def events(  # pyright: ignore[reportUnusedFunction]
+        execution_id: Annotated[
+            str | None, Query(description="Watch only this execution.", max_length=200)
+        ] = None,
+    ) -> StreamingResponse:
+        """Server-sent events: a `change` event whenever the store (or one execution) changes.
+
+        Changes made by any process count: a runner recording checkpoint calls, another process
+        answering a wait. The first event describes the current state; its `data` is
+        `{"marker": "...", "execution_id": ...}`. A comment line keeps idle connections open.
+        """
+        return StreamingResponse(
+            _change_events(client, execution_id, settings.poll_interval_s),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    from kitaru_core.server._pages import add_pages
+
+    add_pages(app, client, auth)
+    app.mount("/static", StaticFiles(directory=STATIC_DIRECTORY), name="static")
+    return app
+
+
+def _safe(text: str) -> str:
+    return "".join(character if character.isalnum() or character in "-_." else "_" for character in text)[:80]
+
+
+async def _change_events(
+    client: Client, execution_id: str | None, poll_interval_s: float
+) -> AsyncIterator[str]:
+    """Poll the store's change marker; yield an SSE `change` event each time it moves."""
+    last: str | None = None
+    quiet_since = time.monotonic()
+    yield "retry: 1000\n\n"
+    while True:
+        try:
+            marker = await anyio.to_thread.run_sync(client.change_marker, execution_id)
+        except StoreError as error:  # a passing database error: report it, keep watching
+            yield f"event: store-error\ndata: {json.dumps(str(error))}\n\n"
+            marker = last
+        if marker != last:
+            last = marker
+            quiet_since = time.monotonic()
+            yield f"event: change\ndata: {json.dumps({'marker': marker, 'execution_id': execution_id})}\n\n"
+        elif time.monotonic() - quiet_since > HEARTBEAT_S:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        await anyio.sleep(poll_interval_s)

@@ -1,0 +1,197 @@
+// kitaru-adapters dashboard: live regions over server-sent events, answer forms, buttons.
+// Plain JavaScript, no dependencies. Every region marked `data-live` is re-rendered by the
+// server when the store changes; a region with `data-live-key` is replaced only when its key
+// changes, so a form somebody is filling in is not reset by unrelated updates.
+"use strict";
+
+(function () {
+  const HEADERS = { "X-Kitaru-Dashboard": "1" };
+  let refreshing = null;
+  let refreshAgain = false;
+
+  function setLive(state, text) {
+    const indicator = document.getElementById("live-indicator");
+    if (!indicator) return;
+    indicator.dataset.state = state;
+    indicator.textContent = text;
+  }
+
+  async function refresh() {
+    if (refreshing) { refreshAgain = true; return refreshing; }
+    refreshing = (async () => {
+      try {
+        const response = await fetch(window.location.href, {
+          headers: { "X-Kitaru-Fragment": "1" }, credentials: "same-origin", cache: "no-store",
+        });
+        if (!response.ok) return;
+        const html = await response.text();
+        const incoming = new DOMParser().parseFromString("<div>" + html + "</div>", "text/html");
+        for (const fresh of incoming.querySelectorAll("[data-live]")) {
+          const current = document.getElementById(fresh.id);
+          if (!current) continue;
+          if (fresh.hasAttribute("data-live-key") && current.dataset.liveKey === fresh.dataset.liveKey) continue;
+          current.replaceWith(document.importNode(fresh, true));
+        }
+        const count = document.getElementById("pending-count");
+        const meta = incoming.querySelector("#fragment-meta");
+        if (count && meta) {
+          count.textContent = meta.dataset.pending;
+          count.hidden = meta.dataset.pending === "0";
+        }
+        document.body.dataset.refreshed = String(Date.now());
+      } finally {
+        refreshing = null;
+        if (refreshAgain) { refreshAgain = false; refresh(); }
+      }
+    })();
+    return refreshing;
+  }
+
+  function listen() {
+    const url = document.body.dataset.events;
+    if (!url || !window.EventSource) { setLive("off", ""); return; }
+    const source = new EventSource(url);
+    let first = true;
+    source.addEventListener("open", () => setLive("on", "live"));
+    source.addEventListener("error", () => setLive("off", "reconnecting…"));
+    source.addEventListener("change", () => {
+      setLive("on", "live");
+      if (first) { first = false; return; }  // the first event describes what the page already shows
+      refresh();
+    });
+  }
+
+  function show(target, text, kind) {
+    if (!target) return;
+    target.textContent = "";
+    target.className = "result " + (kind || "");
+    if (Array.isArray(text)) {
+      const list = document.createElement("ul");
+      for (const line of text) { const item = document.createElement("li"); item.textContent = line; list.appendChild(item); }
+      target.appendChild(list);
+    } else {
+      target.textContent = text;
+    }
+  }
+
+  async function explain(response) {
+    let body = null;
+    try { body = await response.json(); } catch (error) { /* not JSON */ }
+    if (response.status === 401 || (response.status === 403 && body && body.error !== "cross_site_request")) {
+      return { text: "Sign in with the server's token to do this.", problems: [] };
+    }
+    if (body && Array.isArray(body.detail)) {  // FastAPI's own request validation
+      return { text: "The request was refused.", problems: body.detail.map((d) => (d.loc || []).join(".") + ": " + d.msg) };
+    }
+    return { text: (body && body.message) || ("HTTP " + response.status), problems: (body && body.problems) || [] };
+  }
+
+  function readField(input) {
+    const raw = input.value;
+    const type = input.dataset.type;
+    const required = input.dataset.required === "true";
+    if (raw === "" && type !== "string") {
+      if (!required) return { skip: true };
+      return { error: (input.dataset.field || "answer") + ": a value is required" };
+    }
+    if (raw === "" && type === "string" && !required) return { skip: true };
+    if (type === "boolean") return { value: raw === "true" };
+    if (type === "integer" || type === "number") {
+      const number = Number(raw);
+      if (Number.isNaN(number)) return { error: (input.dataset.field || "answer") + ": not a number" };
+      return { value: number };
+    }
+    if (type === "json") {
+      try { return { value: JSON.parse(raw) }; }
+      catch (error) { return { error: (input.dataset.field || "answer") + ": not valid JSON (" + error.message + ")" }; }
+    }
+    return { value: raw };
+  }
+
+  function answerValue(form, submitter) {
+    const kind = form.dataset.kind;
+    if (kind === "approval") {
+      const message = form.querySelector("[data-field=message]").value.trim();
+      return { value: { approved: submitter && submitter.value === "approve", message: message || null } };
+    }
+    const inputs = form.querySelectorAll("[data-field]");
+    if (kind === "value" || kind === "json") return readField(inputs[0]);
+    const value = {};
+    for (const input of inputs) {
+      const read = readField(input);
+      if (read.error) return read;
+      if (!read.skip) value[input.dataset.field] = read.value;
+    }
+    return { value: value };
+  }
+
+  document.addEventListener("submit", async (event) => {
+    const form = event.target.closest("form.answer");
+    if (!form) return;
+    event.preventDefault();
+    const result = form.querySelector(".result");
+    const read = answerValue(form, event.submitter);
+    if (read.error) { show(result, [read.error], "problems"); return; }
+    const resume = form.querySelector("input[name=resume]");
+    for (const button of form.querySelectorAll("button")) button.disabled = true;
+    try {
+      const response = await fetch(form.dataset.action, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { ...HEADERS, "Content-Type": "application/json" },
+        body: JSON.stringify({ value: read.value, resume: Boolean(resume && resume.checked) }),
+      });
+      if (response.ok) {
+        const body = await response.json();
+        let text = "Answered.";
+        if (body.resumed) text += " Resuming in the background (process " + body.resumed.pid + ").";
+        else if (body.resume_skipped) text += " " + body.resume_skipped;
+        show(result, text, "ok");
+        form.closest(".wait") && form.closest(".wait").classList.add("done");
+        refresh();
+      } else {
+        const why = await explain(response);
+        show(result, why.problems.length ? [why.text, ...why.problems] : why.text, "problems");
+      }
+    } catch (error) {
+      show(result, "The server did not answer: " + error.message, "problems");
+    } finally {
+      for (const button of form.querySelectorAll("button")) button.disabled = false;
+    }
+  });
+
+  document.addEventListener("click", async (event) => {
+    const poster = event.target.closest("button[data-post]");
+    if (poster) {
+      if (poster.dataset.confirm && !window.confirm(poster.dataset.confirm)) return;
+      const result = poster.parentElement.querySelector(".result");
+      poster.disabled = true;
+      try {
+        const response = await fetch(poster.dataset.post, { method: "POST", credentials: "same-origin", headers: HEADERS });
+        if (response.ok) {
+          const body = await response.json();
+          show(result, body.pid ? "Resuming in the background (process " + body.pid + ")." : "Done: " + (body.status || "ok") + ".", "ok");
+          refresh();
+        } else {
+          const why = await explain(response);
+          show(result, why.problems.length ? [why.text, ...why.problems] : why.text, "problems");
+        }
+      } finally {
+        poster.disabled = false;
+      }
+      return;
+    }
+    const loader = event.target.closest("button[data-output]");
+    if (loader) {
+      loader.disabled = true;
+      const response = await fetch(loader.dataset.output, { credentials: "same-origin" });
+      const block = document.createElement("pre");
+      block.className = "full-output";
+      if (response.ok) block.textContent = JSON.stringify((await response.json()).value, null, 2);
+      else block.textContent = (await explain(response)).text;
+      loader.replaceWith(block);
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", listen);
+})();

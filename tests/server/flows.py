@@ -1,0 +1,103 @@
+"""Flows the server tests run, importable as `tests.server.flows` so the server can resume them."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import BaseModel, Field
+
+from kitaru_core import CallUsage, checkpoint, flow, request_approval, run_checkpoint, wait
+
+STEP_DELAY_S = float(os.environ.get("KITARU_TEST_STEP_DELAY_S", "0"))
+
+
+class Refund(BaseModel):
+    """How much to refund."""
+
+    amount: int = Field(ge=1, le=100, description="Dollars, 1 to 100.")
+    reason: str | None = None
+
+
+@checkpoint
+def look_up_order(order: str) -> dict[str, object]:
+    time.sleep(STEP_DELAY_S)
+    return {"order": order, "customer": "ada@example.com", "lines": [f"line {i}" for i in range(60)]}
+
+
+@checkpoint
+def issue_refund(order: str, amount: int) -> str:
+    time.sleep(STEP_DELAY_S)
+    return f"refunded ${amount} on {order}"
+
+
+@flow
+def refund_order(order: str, amount: int) -> str:
+    """Look the order up, ask for approval of the refund tool call, then issue it."""
+    found = look_up_order(order)
+    decision = request_approval("issue_refund", {"order": order, "amount": amount}, call_id="call-1")
+    if not decision.approved:
+        return f"refund of {found['order']} denied: {decision.message}"
+    return issue_refund(order, amount)
+
+
+@flow
+def typed_refund(order: str) -> str:
+    """Ask for a typed answer (validated against `Refund`'s schema)."""
+    look_up_order(order)
+    refund = wait("refund", question=f"How much should {order} get back?", schema=Refund)
+    return issue_refund(order, refund.amount)
+
+
+@flow
+def confirm(order: str) -> bool:
+    """A yes/no wait."""
+    return wait("confirm", question=f"Ship {order}?", schema=bool)
+
+
+def _refund_api(order: str, amount: int) -> str:
+    """The tool's body: a payment API call."""
+    return f"refunded ${amount} on {order}"
+
+
+def _scripted_model(messages: list[str]) -> dict[str, object]:
+    """Stands in for a model: the answer depends only on the conversation so far."""
+    time.sleep(STEP_DELAY_S)
+    if len(messages) == 1:
+        return {
+            "tool_call": {
+                "name": "issue_refund",
+                "id": "call-7",
+                "arguments": {"order": messages[0], "amount": 25},
+            }
+        }
+    return {"text": f"Done: {messages[-1]}"}
+
+
+def _usage(output: dict[str, object]) -> CallUsage:
+    return CallUsage(model_name="gpt-4o-mini", input_tokens=812, output_tokens=64, cost_usd=0.000160)
+
+
+@flow
+def refund_agent(order: str) -> str:
+    """An agent's shape, as an adapter records it: model call, approved tool call, model call."""
+    messages = [order]
+    first = run_checkpoint("model_request", _scripted_model, messages, kind="model", usage=_usage)
+    call = first["tool_call"]
+    assert isinstance(call, dict)
+    decision = request_approval(call["name"], call["arguments"], call_id=call["id"])
+    if decision.approved:
+        outcome = run_checkpoint(
+            f"tool:{call['name']}",
+            _refund_api,
+            order,
+            call["arguments"]["amount"],
+            discriminator=call["id"],
+            kind="tool",
+            details={"tool_name": call["name"], "arguments": call["arguments"]},
+        )
+    else:
+        outcome = f"denied: {decision.message}"
+    messages.append(outcome)
+    final = run_checkpoint("model_request", _scripted_model, messages, kind="model", usage=_usage)
+    return str(final["text"])
