@@ -1,0 +1,131 @@
+"""The Client's queries for dashboards: counts, time windows, the change marker, full outputs, background resume."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kitaru_core import Client, checkpoint, execution, flow, wait
+from kitaru_core.errors import (
+    CallNotFoundError,
+    ConfigurationError,
+    ExecutionCancelledError,
+    ExecutionError,
+    ExecutionNotFoundError,
+    ExecutionWaitingError,
+    SerializationError,
+)
+
+
+@checkpoint
+def big_report(size: int) -> dict[str, object]:
+    return {"rows": [f"row {index}" for index in range(size)]}
+
+
+class Opaque:
+    """A plain class: JSON cannot hold it, pickle can."""
+
+    def __init__(self) -> None:
+        self.secret = 42
+
+
+@checkpoint(allow_pickle=True)
+def opaque() -> Opaque:
+    return Opaque()
+
+
+@flow
+def approve_report(size: int) -> int:
+    report = big_report(size)
+    if not wait("ok", question="Publish?", schema=bool):
+        return 0
+    return len(report["rows"])  # type: ignore[arg-type]
+
+
+def test_count_and_time_window(store_url: str) -> None:
+    client = Client()
+    before = datetime.now(tz=UTC)
+    for index in range(3):
+        with execution(f"a-{index}", name="alpha"):
+            pass
+        time.sleep(0.01)
+    middle = datetime.now(tz=UTC)
+    time.sleep(0.01)
+    with execution("b-0", name="beta"):
+        pass
+    assert client.count_executions() == 4
+    assert client.count_executions(flow="alpha") == 3
+    assert client.count_executions(status=["completed"], flow="beta") == 1
+    assert client.count_executions(status="waiting") == 0
+    assert [row.id for row in client.list_executions(since=middle)] == ["b-0"]
+    assert [row.id for row in client.list_executions(until=middle)] == ["a-2", "a-1", "a-0"]
+    assert client.count_executions(since=before, until=middle) == 3
+    assert client.count_executions(since=middle + timedelta(days=1)) == 0
+    assert [row.id for row in client.list_executions(until=middle, limit=1, offset=1)] == ["a-1"]
+
+
+def test_change_marker_moves_on_every_visible_change(store_url: str) -> None:
+    client = Client()
+    empty = client.change_marker()
+    assert client.change_marker() == empty  # stable while nothing changes
+    with pytest.raises(ExecutionWaitingError):
+        approve_report.run(3, execution_id="m-1")
+    after_run = client.change_marker()
+    one = client.change_marker("m-1")
+    assert after_run != empty
+    with execution("m-2", name="other"):
+        pass
+    assert client.change_marker() != after_run
+    assert client.change_marker("m-1") == one  # another execution's changes do not move it
+    client.answer("m-1", "ok", True)
+    answered = client.change_marker("m-1")
+    assert answered != one
+    assert approve_report.run(3, execution_id="m-1") == 3  # resumed: served from the store, completed
+    assert client.change_marker("m-1") != answered
+    assert client.change_marker("nope") == client.change_marker("also-nope")
+
+
+def test_call_output_loads_the_whole_value(store_url: str) -> None:
+    client = Client()
+    with pytest.raises(ExecutionWaitingError):
+        approve_report.run(200, execution_id="o-1")  # larger than the inline limit: in the artifact store
+    (call,) = client.get_execution("o-1").calls
+    assert call.output_preview is not None
+    assert call.output_preview.endswith("…")
+    value = client.call_output("o-1", call.sequence)
+    assert value == {"rows": [f"row {index}" for index in range(200)]}
+    with pytest.raises(CallNotFoundError, match="no checkpoint call #99"):
+        client.call_output("o-1", 99)
+    with pytest.raises(ExecutionNotFoundError):
+        client.call_output("nope", 1)
+
+
+def test_call_output_never_unpickles(store_url: str) -> None:
+    with execution("p-1", name="pickled"):
+        opaque()
+    with pytest.raises(SerializationError, match="never unpickled"):
+        Client().call_output("p-1", 1)
+
+
+def test_resume_in_background_refuses_what_it_cannot_resume(store_url: str) -> None:
+    client = Client()
+    with execution("done", name="plain"):
+        pass
+    with pytest.raises(ExecutionError, match="nothing to resume"):
+        client.resume_in_background("done")
+    with pytest.raises(ExecutionWaitingError), execution("script", name="plain"):
+        wait("go", question="Go?", schema=bool)
+    with pytest.raises(ConfigurationError, match="re-run the program"):
+        client.resume_in_background("script")
+    client.cancel("script")
+    with pytest.raises(ExecutionCancelledError):
+        client.resume_in_background("script")
+    with pytest.raises(ExecutionNotFoundError):
+        client.resume_in_background("nope")
+    with pytest.raises(ExecutionWaitingError):
+        approve_report.run(2, execution_id="r-1")
+    if store_url.startswith("sqlite://") and "///" not in store_url:
+        with pytest.raises(ConfigurationError, match="memory"):
+            client.resume_in_background("r-1")
