@@ -41,7 +41,7 @@ def test_tool_approvals_get_approve_and_deny() -> None:
     form = answer_form(schema_of(ApprovalDecision))
     assert form.kind == "approval"
     assert [(field.name, field.kind, field.required) for field in form.fields] == [
-        ("message", "string", False)
+        ("message", "text", False)
     ]
     assert is_approval(schema_of(ApprovalDecision))
     assert not is_approval(schema_of(Order))
