@@ -216,8 +216,9 @@ class DurableModel(Model):
 
     def _checkpoint_options(self, identity: dict[str, Any]) -> dict[str, Any]:
         name = model_name_of(self.wrapped)
+        digest = fingerprint(identity)  # None when the input cannot be fingerprinted: keyed by occurrence
         return {
-            "discriminator": fingerprint(identity)[:16],
+            "discriminator": digest[:16] if digest else None,
             "kind": "model",
             "inputs": identity,
             "codec": ModelResponseCodec(),

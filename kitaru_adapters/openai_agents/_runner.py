@@ -157,7 +157,7 @@ def _run_config(run_config: RunConfig | dict[str, Any] | None) -> RunConfig:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-class _DurableSession(wrapt.ObjectProxy):  # pyright: ignore[reportUntypedBaseClass]
+class _DurableSession(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
     """A session that, before its first use in a resumed run, drops the items a crashed try added.
 
     The session's length when the run first used it is a checkpoint call; on resume it is served,
@@ -255,7 +255,7 @@ class _StreamBoundary:
             self.error = raised
 
 
-class _DurableStreamingResult(wrapt.ObjectProxy):  # pyright: ignore[reportUntypedBaseClass]
+class _DurableStreamingResult(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
     """A `RunResultStreaming` whose `stream_events()` ends by closing the run's execution."""
 
     def __init__(self, wrapped: RunResultStreaming, boundary: _StreamBoundary) -> None:

@@ -192,25 +192,31 @@ def durable_tool(
         return outcome.output
 
     setattr(on_invoke_tool, WRAPPED_MARKER, True)
+    return dataclasses.replace(
+        tool, on_invoke_tool=on_invoke_tool, needs_approval=_sdk_approval_rule(tool, options)
+    )
+
+
+def _sdk_approval_rule(tool: FunctionTool, options: DurableOptions) -> Any:
+    """What the SDK is told about approval: nothing in "wait" mode, declared + policy in "interrupt" mode."""
     if options.approval_mode == "wait":
-        needs_approval: Any = False
-    else:
-        needs_approval = True if options.policy.names(tool.name) else tool.needs_approval
-        if callable(options.policy.rule):
-            declared = tool.needs_approval
-            rule = options.policy
+        return False
+    if options.policy.names(tool.name):
+        return True
+    declared = tool.needs_approval
+    if not callable(options.policy.rule):
+        return declared
+    policy = options.policy
 
-            async def needs_approval(
-                context: RunContextWrapper[Any], params: dict[str, Any], call_id: str
-            ) -> bool:
-                if rule.requires_approval(tool.name, params):
-                    return True
-                if callable(declared):
-                    decided = declared(context, params, call_id)
-                    return bool(await decided) if inspect.isawaitable(decided) else bool(decided)
-                return bool(declared)
+    async def needs_approval(context: RunContextWrapper[Any], params: dict[str, Any], call_id: str) -> bool:
+        if policy.requires_approval(tool.name, params):
+            return True
+        if callable(declared):
+            decided = declared(context, params, call_id)
+            return bool(await decided) if inspect.isawaitable(decided) else bool(decided)
+        return bool(declared)
 
-    return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool, needs_approval=needs_approval)
+    return needs_approval
 
 
 # -- handoffs ------------------------------------------------------------------------------------------
