@@ -18,19 +18,12 @@ been committed (for crash tests).
 
 from __future__ import annotations
 
-import argparse
-import os
-import runpy
-import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import wrapt
-
-import kitaru_core
-from kitaru_core.cli import print_timeline
+from _runner_support import after_construction, argument_parser, run_main, run_module_durably
 
 
 @contextmanager
@@ -63,39 +56,8 @@ def agents_made_durable(approve: Sequence[str] | None) -> Iterator[None]:
 
     from kitaru_adapters.pydantic_ai import durable
 
-    original_init = Agent.__init__
-
-    @wrapt.decorator
-    def after_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        result = wrapped(*args, **kwargs)
-        durable(instance, approve=list(approve or []))
-        return result
-
-    Agent.__init__ = after_init(original_init)  # type: ignore[method-assign]
-    try:
+    with after_construction(Agent, lambda agent: durable(agent, approve=list(approve or []))):
         yield
-    finally:
-        Agent.__init__ = original_init  # type: ignore[method-assign]
-
-
-def crash_after(calls: int) -> None:
-    """SIGKILL this process right after the `calls`-th checkpoint call is committed."""
-    from kitaru_core import _store
-
-    committed = 0
-
-    @wrapt.decorator
-    def count(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-        nonlocal committed
-        result = wrapped(*args, **kwargs)
-        if result >= 0:
-            committed += 1
-            if committed == calls:
-                sys.stdout.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        return result
-
-    _store.Store.record_call = count(_store.Store.record_call)  # type: ignore[method-assign]
 
 
 def run_example(
@@ -107,44 +69,25 @@ def run_example(
     approve: Sequence[str] | None = None,
 ) -> str:
     """Run `module` as `__main__` durably; return the execution id."""
-    with (
-        injected_model(base_url, model_name),
-        agents_made_durable(approve),
-        kitaru_core.execution(execution_id, name=module) as context,
-    ):
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    return context.execution_id
+    with injected_model(base_url, model_name), agents_made_durable(approve):
+        return run_module_durably(module, execution_id)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("module", help="e.g. pydantic_ai_examples.roulette_wheel")
-    parser.add_argument("--base-url", required=True, help="OpenAI-compatible base URL (ends in /v1)")
-    parser.add_argument("--execution-id", required=True, help="execution id; the same id resumes")
-    parser.add_argument("--model-name", default="gpt-4o-mini", help="model name sent to the server")
+    parser = argument_parser(__doc__, "e.g. pydantic_ai_examples.roulette_wheel")
     parser.add_argument("--approve", action="append", default=[], help="tool name that needs approval")
-    parser.add_argument("--crash-after", type=int, default=0, help="SIGKILL after this many committed calls")
-    parser.add_argument("--timeline", action="store_true", help="print the execution's timeline at the end")
     options = parser.parse_args(argv)
-    if options.crash_after:
-        crash_after(options.crash_after)
-    try:
-        run_example(
+    return run_main(
+        options,
+        lambda: run_example(
             options.module,
             base_url=options.base_url,
             execution_id=options.execution_id,
             model_name=options.model_name,
             approve=options.approve,
-        )
-    except kitaru_core.errors.ExecutionWaitingError as waiting:
-        print(waiting, file=sys.stderr)
-        return 3
-    if options.timeline:
-        print_timeline(kitaru_core.Client().get_execution(options.execution_id))
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import kitaru_core
 from kitaru_adapters.pydantic_ai import durable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from run_pydantic_ai_example import crash_after
+from _runner_support import crash_after
 
 DEFAULT_PROMPT = "Refund order 1 and order 2 if they are late."
 
