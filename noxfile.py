@@ -3,6 +3,7 @@
 Sessions:
     tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL)
     tests_pydantic_ai  the PydanticAI adapter on pydantic-ai-slim's newest release
+    tests_openai_agents the OpenAI Agents SDK adapter on openai-agents' newest release
     tests_server       the dashboard and HTTP API: API tests, schemathesis fuzz, Playwright on Debian's Chromium
     lint               ruff and pyright (strict)
     demo               the README demo: an unchanged PydanticAI example run durably
@@ -15,7 +16,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests_core", "tests_pydantic_ai", "tests_server", "lint"]
+nox.options.sessions = ["tests_core", "tests_pydantic_ai", "tests_openai_agents", "tests_server", "lint"]
 nox.options.reuse_venv = "yes"
 
 PYTHON = "3.11"
@@ -60,9 +61,18 @@ def tests_server(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def tests_openai_agents(session: nox.Session) -> None:
+    """The OpenAI Agents SDK adapter, on the newest openai-agents and the SDK's own examples."""
+    _install(session, "openai-agents")
+    session.install("--upgrade", "openai-agents")
+    session.run("python", "-c", "import agents; print('openai-agents', agents.__version__)")
+    session.run("pytest", "tests/openai_agents", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Ruff and pyright (strict) on the packages."""
-    _install(session, "pydantic-ai,server")
+    _install(session, "pydantic-ai,openai-agents,server")
     session.install("--group", "lint")
     session.run("ruff", "check", ".")
     session.run("pyright")
@@ -86,6 +96,6 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the documentation site into site/."""
-    _install(session, "pydantic-ai")
+    _install(session, "pydantic-ai,openai-agents")
     session.install("--group", "docs")
     session.run("mkdocs", "build", "--strict")
