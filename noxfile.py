@@ -96,6 +96,6 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the documentation site into site/."""
-    _install(session, "pydantic-ai,openai-agents")
+    _install(session, "pydantic-ai,openai-agents,server")
     session.install("--group", "docs")
     session.run("mkdocs", "build", "--strict")

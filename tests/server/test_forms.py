@@ -40,9 +40,7 @@ class Order(BaseModel):
 def test_tool_approvals_get_approve_and_deny() -> None:
     form = answer_form(schema_of(ApprovalDecision))
     assert form.kind == "approval"
-    assert [(field.name, field.kind, field.required) for field in form.fields] == [
-        ("message", "text", False)
-    ]
+    assert [(field.name, field.kind, field.required) for field in form.fields] == [("message", "text", False)]
     assert is_approval(schema_of(ApprovalDecision))
     assert not is_approval(schema_of(Order))
 

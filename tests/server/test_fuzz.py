@@ -61,7 +61,9 @@ def _no_background_resume(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 def test_no_request_makes_a_server_error(case: schemathesis.Case) -> None:
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {TOKEN}"}
     case.call_and_validate(checks=[not_a_server_error, status_code_conformance, response_schema_conformance])
