@@ -7,11 +7,14 @@ Sessions:
     tests_server       the dashboard and HTTP API: API tests, schemathesis fuzz, Playwright on Debian's Chromium
     lint               ruff and pyright (strict)
     demo               the README demo: an unchanged PydanticAI example run durably
+    demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
     bench              the core benchmark (prints figures; not a test)
     docs               build the mkdocs site
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -84,6 +87,19 @@ def demo(session: nox.Session) -> None:
     _install(session, "pydantic-ai")
     session.install("--no-deps", "pydantic-ai-examples")
     session.run("python", "examples/pydantic_ai_demo.py", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def demo_openai_agents(session: nox.Session) -> None:
+    """Run the refund desk, SIGKILL it after its 4th checkpoint call, run it again: it resumes."""
+    _install(session, "openai-agents")
+    store = Path(session.create_tmp()) / "demo-openai-agents.db"
+    store.unlink(missing_ok=True)
+    env = {**TEST_ENV, "KITARU_STORE_URL": f"sqlite:///{store}", "KITARU_INTERACTIVE": "false"}
+    script = "examples/openai_agents_refund_desk.py"
+    session.run("python", script, "--crash-after", "4", env=env, success_codes=[-9, 137])
+    session.log("Killed after 4 checkpoint calls; running it again resumes the execution:")
+    session.run("python", script, "--timeline", env=env)
 
 
 @nox.session(python=PYTHON)

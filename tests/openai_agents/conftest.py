@@ -24,7 +24,7 @@ from kitaru_core.testing import Script, ScriptedModelServer
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
-REFUND_AGENTS = HERE / "refund_agents.py"
+REFUND_AGENTS = HERE.parents[1] / "examples" / "openai_agents_refund_desk.py"
 
 set_tracing_disabled(True)
 

@@ -1,6 +1,6 @@
 """SIGKILL a durable OpenAI Agents run after every k-th checkpoint call; the re-run completes it.
 
-The run (see `refund_agents.py`): model → handoff (its callback draws a random ticket into the
+The run (see `examples/openai_agents_refund_desk.py`): model → handoff (its callback draws a random ticket into the
 context) → model → two parallel order lookups → model → refund (needs the ticket) → model. That
 is 8 checkpoint calls and 4 model requests when nothing goes wrong.
 """
@@ -8,7 +8,9 @@ is 8 checkpoint calls and 4 model requests when nothing goes wrong.
 from __future__ import annotations
 
 import re
+import runpy
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,10 @@ import pytest
 from kitaru_core import Client, configure
 from kitaru_core.testing import read_request_log
 
-from .conftest import AgentProcess
-from .refund_agents import SCRIPT
+from .conftest import REFUND_AGENTS, AgentProcess
+
+sys.path.insert(0, str(REFUND_AGENTS.parent))
+SCRIPT = runpy.run_path(str(REFUND_AGENTS))["SCRIPT"]
 
 pytestmark = pytest.mark.slow
 

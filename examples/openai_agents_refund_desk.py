@@ -1,6 +1,10 @@
-"""A two-agent refund desk for the OpenAI Agents SDK adapter tests, runnable as a subprocess.
+"""A durable two-agent refund desk on the OpenAI Agents SDK (the runnable example; tests use it too).
 
-    python refund_agents.py --base-url URL --counter-file F [--mode sync|async|stream] [--crash-after K]
+    python examples/openai_agents_refund_desk.py [--base-url URL] [--counter-file F]
+        [--mode sync|async|stream] [--crash-after K] [--timeline]
+
+Without `--base-url` it starts the project's scripted OpenAI-compatible server on 127.0.0.1 with
+the script below, so it runs offline. `durable(triage_agent)` is the one added line.
 
 A triage agent hands off to a refund agent; the handoff callback draws a random ticket number
 into the run context (like the SDK's customer-service example); the refund agent looks up two
@@ -14,18 +18,20 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from _runner_support import crash_after
 from agents import Agent, RunConfig, RunContextWrapper, Runner, function_tool, handoff
 from agents.models.openai_provider import OpenAIProvider
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
 from kitaru_adapters.openai_agents import durable
-from kitaru_core.testing import Rule, Script, ScriptedToolCall
+from kitaru_core import Client
+from kitaru_core.cli import print_timeline
+from kitaru_core.testing import Rule, Script, ScriptedModelServer, ScriptedToolCall
 
 PROMPT = "Refund my order 7, please"
 
@@ -103,24 +109,6 @@ triage_agent = Agent[Desk](
 )
 
 
-def crash_after(calls: int) -> None:
-    """SIGKILL this process right after the `calls`-th checkpoint call is committed."""
-    from kitaru_core import _store
-
-    original = _store.Store.record_call
-    committed = 0
-
-    def record_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal committed
-        result = original(self, *args, **kwargs)
-        committed += 1
-        if committed == calls:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return result
-
-    _store.Store.record_call = record_call  # type: ignore[method-assign]
-
-
 async def run(mode: str, config: RunConfig, desk: Desk) -> Any:
     if mode == "stream":
         streamed = Runner.run_streamed(triage_agent, PROMPT, context=desk, run_config=config)
@@ -131,13 +119,23 @@ async def run(mode: str, config: RunConfig, desk: Desk) -> Any:
 
 
 def main() -> int:
-    global COUNTER
     parser = argparse.ArgumentParser()
-    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--base-url", help="an OpenAI-compatible server; default: start the scripted one")
     parser.add_argument("--counter-file", type=Path)
     parser.add_argument("--mode", choices=["sync", "async", "stream"], default="async")
-    parser.add_argument("--crash-after", type=int)
+    parser.add_argument("--crash-after", type=int, help="SIGKILL after the K-th committed checkpoint call")
+    parser.add_argument("--timeline", action="store_true", help="print the execution's timeline at the end")
     options = parser.parse_args()
+    if options.base_url is None:
+        with ScriptedModelServer(SCRIPT) as server:
+            options.base_url = server.base_url
+            return run_desk(options)
+    return run_desk(options)
+
+
+def run_desk(options: argparse.Namespace) -> int:
+    """Run the desk once against `options.base_url`; print its output (and timeline)."""
+    global COUNTER
     COUNTER = options.counter_file
     if options.crash_after:
         crash_after(options.crash_after)
@@ -153,6 +151,9 @@ def main() -> int:
         result = asyncio.run(run(options.mode, config, desk))
     print(f"output={result.final_output}")
     print(f"last_agent={result.last_agent.name} ticket={desk.ticket} refunded={desk.refunded}")
+    if options.timeline:
+        client = Client()
+        print_timeline(client.get_execution(client.list_executions(limit=1)[0].id))
     return 0
 
 
