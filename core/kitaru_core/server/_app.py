@@ -249,6 +249,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     """
     client = Client(settings.store_url, settings.artifacts_url)
     auth = Auth(settings)
+    markers = ChangeMarkers(client, max_age_s=settings.poll_interval_s * 0.8)
     app = FastAPI(
         title="kitaru-adapters",
         version=kitaru_core.__version__,
@@ -458,7 +459,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         `{"marker": "...", "execution_id": ...}`. A comment line keeps idle connections open.
         """
         return StreamingResponse(
-            _change_events(client, execution_id, settings.poll_interval_s),
+            _change_events(markers, execution_id, settings.poll_interval_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -474,8 +475,37 @@ def _safe(text: str) -> str:
     return "".join(character if character.isalnum() or character in "-_." else "_" for character in text)[:80]
 
 
+class ChangeMarkers:
+    """The store's change markers, shared by every open event stream.
+
+    Each stream asks every poll interval; streams watching the same thing (the whole store, or one
+    execution) share one query batch per interval, however many pages are open.
+
+    Args:
+        client: Reads the markers.
+        max_age_s: How long a marker read by one stream is reused by the others.
+    """
+
+    def __init__(self, client: Client, max_age_s: float) -> None:
+        self._client = client
+        self._max_age_s = max_age_s
+        self._cache: dict[str | None, tuple[float, str]] = {}
+        self._locks: dict[str | None, anyio.Lock] = {}
+
+    async def get(self, execution_id: str | None) -> str:
+        """The current marker of the store (`None`) or of one execution."""
+        lock = self._locks.setdefault(execution_id, anyio.Lock())
+        async with lock:
+            cached = self._cache.get(execution_id)
+            if cached is not None and time.monotonic() - cached[0] < self._max_age_s:
+                return cached[1]
+            marker = await anyio.to_thread.run_sync(self._client.change_marker, execution_id)
+            self._cache[execution_id] = (time.monotonic(), marker)
+            return marker
+
+
 async def _change_events(
-    client: Client, execution_id: str | None, poll_interval_s: float
+    markers: ChangeMarkers, execution_id: str | None, poll_interval_s: float
 ) -> AsyncIterator[str]:
     """Poll the store's change marker; yield an SSE `change` event each time it moves."""
     last: str | None = None
@@ -483,7 +513,7 @@ async def _change_events(
     yield "retry: 1000\n\n"
     while True:
         try:
-            marker = await anyio.to_thread.run_sync(client.change_marker, execution_id)
+            marker = await markers.get(execution_id)
         except StoreError as error:  # a passing database error: report it, keep watching
             yield f"event: store-error\ndata: {json.dumps(str(error))}\n\n"
             marker = last
