@@ -315,3 +315,18 @@ def test_openapi_schema_is_published(api: TestClient) -> None:
     ):
         assert path in paths, path
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
+
+
+def test_pages_run_only_their_own_scripts_and_cannot_be_framed(api: TestClient) -> None:
+    for path in ("/", "/waiting", "/api/executions", "/login"):
+        response = api.get(path)
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert response.headers["x-frame-options"] == "DENY"
+    page = api.get("/").text
+    assert '<script src="/static/dashboard.js"' in page
+    assert "<script>" not in page  # no inline script: the policy would block it
+    assert 'href="http' not in page
+    assert 'src="http' not in page
+    assert api.get("/docs").status_code == 404  # FastAPI's docs page loads scripts from a CDN

@@ -43,6 +43,16 @@ COOKIE_NAME = "kitaru_token"
 DASHBOARD_HEADER = "X-Kitaru-Dashboard"
 HEARTBEAT_S = 15.0
 STATIC_DIRECTORY = Path(__file__).with_name("static")
+# Only our own scripts and styles run on the dashboard's origin, and no other site may frame it
+# (an "Approve" button must not be clickable through someone else's page).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 Status = Literal["running", "waiting", "completed", "failed", "cancelled"]
 # Ids are what the store accepts: no control characters, at most the column's length.
@@ -253,6 +263,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app = FastAPI(
         title="kitaru-adapters",
         version=kitaru_core.__version__,
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN: not on the dashboard's origin
+        docs_url=None,
+        redoc_url=None,
         description=(
             "Watch durable executions and steer them: list executions, read a timeline of checkpoint calls, "
             "answer waits (validated against each wait's JSON schema), resume and cancel. Every request "
@@ -467,6 +480,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     from kitaru_core.server._pages import add_pages
 
     add_pages(app, client, auth)
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next: Any) -> Any:  # pyright: ignore[reportUnusedFunction]
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
     app.mount("/static", StaticFiles(directory=STATIC_DIRECTORY), name="static")
     return app
 
