@@ -317,16 +317,24 @@ def test_an_invalid_answer_is_refused_and_the_wait_stays_pending(
     assert len(model_server.requests()) == 1
 
 
-def test_approve_names_a_tool_that_did_not_declare_needs_approval(
+def test_parallel_gated_calls_all_wait_before_the_run_stops(
     sqlite_file_store: str, model_server, tools
 ) -> None:
+    # `add` does not declare needs_approval; approve= names it. The model calls it twice in one turn.
     agent = durable(Agent(name="calculator", instructions="Add.", tools=[tools.add]), approve=["add"])
     with pytest.raises(ExecutionWaitingError) as stopped:
         Runner.run_sync(agent, "Add 2+3 and 4+5", run_config=model_server.run_config())
-    waits = Client().pending_waits(stopped.value.execution_id)
-    assert len(waits) >= 1
-    assert all(wait.name.startswith("approve:add:") for wait in waits)
+    execution_id = stopped.value.execution_id
+    waits = {wait.metadata["arguments"]["a"]: wait.name for wait in Client().pending_waits(execution_id)}
+    assert sorted(waits) == [2, 4]  # both calls of the turn asked before the run stopped
+    assert all(name.startswith("approve:add:call_") for name in waits.values())
     assert tools.runs == []
+    Client().answer(execution_id, waits[2], {"approved": True})
+    Client().answer(execution_id, waits[4], {"approved": False, "message": "Not that one."})
+    result = Runner.run_sync(agent, "Add 2+3 and 4+5", run_config=model_server.run_config())
+    assert result.final_output == "Sums: Not that one."
+    assert tools.runs == ["add 2 3"]
+    assert len(model_server.requests()) == 2
 
 
 def test_interrupt_mode_keeps_the_sdks_own_run_state_flow(
