@@ -8,6 +8,7 @@ answer shows the validation message and the wait stays pending. Screenshots go t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +127,24 @@ def test_an_invalid_answer_shows_the_problem_and_the_wait_stays_pending(
     expect(page.locator("#waiting-list")).to_contain_text("Nothing is waiting", timeout=30_000)
     expect(page.locator("#pending-count")).to_be_hidden()
     assert Client().pending_waits("typed-1") == []
+
+
+def test_a_denial_reaches_the_run_and_large_outputs_load_on_demand(
+    page: Any, live_server: LiveServer
+) -> None:
+    finish(run_flow(live_server.store, "refund_order", "deny-1", "C-3", "90"), 3)
+    page.goto("/executions/deny-1")
+    card = page.locator("article.wait")
+    card.locator("textarea[data-field=message]").fill("Over the limit for this customer.")
+    card.get_by_role("button", name="Deny").click()
+    expect(page.locator("#execution-header .badge").first).to_have_text("completed", timeout=30_000)
+    expect(page.locator("pre.output")).to_contain_text(
+        "refund of C-3 denied: Over the limit for this customer."
+    )
+
+    # the stored order is larger than a preview: its whole value is fetched when asked for
+    first_call = page.locator("tr.call").first
+    expect(first_call.locator("td.preview code").last).to_contain_text("…")
+    first_call.get_by_role("button", name=re.compile("full output")).click()
+    expect(first_call.locator("pre.full-output")).to_contain_text('"line 59"')
+    shoot(page, "5-denied-full-output")
