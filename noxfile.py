@@ -9,6 +9,7 @@ Sessions:
     demo               the README demo: an unchanged PydanticAI example run durably
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
     bench              the core benchmark (prints figures; not a test)
+    bench_openai_agents what the OpenAI Agents adapter adds to a run, and what a resume saves
     docs               build the mkdocs site
 """
 
@@ -107,6 +108,13 @@ def bench(session: nox.Session) -> None:
     """The core benchmark: checkpoint record/serve medians, resume of 1,000 calls, import time."""
     _install(session)
     session.run("python", "tests/benchmarks/bench_core.py", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def bench_openai_agents(session: nox.Session) -> None:
+    """Median run time plain vs durable vs served from the store, against the scripted server."""
+    _install(session, "openai-agents")
+    session.run("python", "tests/benchmarks/bench_openai_agents.py", *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
