@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import dataclasses
@@ -255,6 +256,13 @@ class _StreamBoundary:
             self.error = raised
 
 
+def _outcome(task: asyncio.Task[Any]) -> BaseException | None:
+    """How a streamed run's task ended: `None` when it completed (a cancelled run is not completed)."""
+    if task.cancelled():
+        return asyncio.CancelledError("the streamed run was cancelled")
+    return task.exception()
+
+
 class _DurableStreamingResult(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
     """A `RunResultStreaming` whose `stream_events()` ends by closing the run's execution."""
 
@@ -267,6 +275,8 @@ class _DurableStreamingResult(wrapt.ObjectProxy):  # pyright: ignore[reportMissi
         try:
             async for event in self.__wrapped__.stream_events():
                 yield event
+        except (GeneratorExit, asyncio.CancelledError):
+            raise  # the consumer stopped listening: the run's own end closes the execution
         except BaseException as error:
             boundary.close(error)
             if boundary.error is not None and boundary.error is not error:
@@ -346,11 +356,7 @@ class DurableAgentRunner:
         boundary = _StreamBoundary(context, stack)
         task = result.run_loop_task
         if task is not None:
-            task.add_done_callback(
-                lambda done: boundary.close(
-                    None if done.cancelled() or done.exception() is None else done.exception()
-                )
-            )
+            task.add_done_callback(lambda done: boundary.close(_outcome(done)))
         return cast(RunResultStreaming, _DurableStreamingResult(result, boundary))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -408,3 +409,25 @@ def test_bad_arguments_get_clear_errors() -> None:
         durable(Agent(name="x"), approve="refund")
     with pytest.raises(ConfigurationError, match="approval_mode"):
         durable(Agent(name="x"), approval_mode="later")  # type: ignore[arg-type]
+
+
+def test_a_streamed_run_whose_consumer_stops_listening_still_ends_its_execution(
+    sqlite_file_store: str, model_server, tools
+) -> None:
+    agent = durable(Agent(name="calculator", instructions="Add.", tools=[tools.add]))
+
+    async def listen_to_one_event() -> Any:
+        streamed = Runner.run_streamed(agent, "Add 2+3 and 4+5", run_config=model_server.run_config())
+        async for _event in streamed.stream_events():
+            break
+        if streamed.run_loop_task is not None and not streamed.run_loop_task.done():
+            await asyncio.wait([streamed.run_loop_task])
+        return streamed
+
+    streamed = run_async(listen_to_one_event())
+    (summary,) = Client().list_executions()
+    # The SDK finishes the run in the background; the execution ends with it, not as a failure.
+    assert streamed.run_loop_task is not None
+    assert not streamed.run_loop_task.cancelled()
+    assert summary.status == "completed"
+    assert streamed.final_output == "Sums: 9"
