@@ -278,13 +278,23 @@ class Client:
 
         Poll it to follow executions live from any process: it moves when an execution starts,
         changes status or finishes, when a checkpoint call is recorded or served from the store on
-        resume, and when a wait is reached, answered or has an answer refused. It does not move when
-        only a runner's lease is renewed. Works the same on SQLite and PostgreSQL.
+        resume, when a wait is reached, answered or has an answer refused, and when the runner of a
+        `running` execution is found gone (its process ended on this host, or its lease expired).
+        It does not move when only a runner's lease is renewed. Works the same on SQLite and
+        PostgreSQL.
 
         Args:
             execution_id: Watch only this execution; default: every execution in the store.
         """
-        return self.store.change_marker(execution_id)
+        running = (
+            self.store.list_executions(statuses=["running"], limit=10_000)
+            if execution_id is None
+            else [record for record in [self.store.find_execution(execution_id)] if record is not None]
+        )
+        runners_gone = sum(
+            1 for record in running if record.status == "running" and not _runtime.lease_is_live(record)
+        )
+        return f"{self.store.change_marker(execution_id)}/{runners_gone}"
 
     def call_output(self, execution_id: str, sequence: int) -> Any:
         """The full stored output of one checkpoint call, as plain JSON data (no user type is imported).

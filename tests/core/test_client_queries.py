@@ -129,3 +129,35 @@ def test_resume_in_background_refuses_what_it_cannot_resume(store_url: str) -> N
     if store_url.startswith("sqlite://") and "///" not in store_url:
         with pytest.raises(ConfigurationError, match="memory"):
             client.resume_in_background("r-1")
+
+
+def test_change_marker_moves_when_a_runner_is_found_gone(sqlite_file_store: str) -> None:
+    """A runner killed on this host shows as gone at the next poll, without any write."""
+    import socket
+    import subprocess
+    import sys
+
+    from kitaru_core._runtime import get_store
+
+    store = get_store()
+    store.create_execution("k-1", flow_name="killed", entry_point=None, inputs_fingerprint=None, inputs=None)
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert store.try_acquire_lease(
+            "k-1",
+            expected_owner=None,
+            owner="runner",
+            host=socket.gethostname(),
+            pid=runner.pid,
+            lease_duration_s=60,
+        )
+        client = Client()
+        alive = client.change_marker()
+        one_alive = client.change_marker("k-1")
+        assert client.get_execution("k-1").runner_alive
+    finally:
+        runner.kill()
+        runner.wait()
+    assert not client.get_execution("k-1").runner_alive
+    assert client.change_marker() != alive
+    assert client.change_marker("k-1") != one_alive
