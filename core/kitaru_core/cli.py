@@ -93,13 +93,21 @@ def list_executions(
         list[str] | None, typer.Option("--status", "-s", help="Keep this status (repeatable).")
     ] = None,
     flow: Annotated[str | None, typer.Option("--flow", "-f", help="Keep this flow or agent name.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Created at or after this time (ISO 8601; local time if no zone).")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Created before this time (ISO 8601; local time if no zone).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Rows per page.")] = 50,
     offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """List executions, newest first."""
     rows = _checked(
-        lambda: _client().list_executions(status=status or None, flow=flow, limit=limit, offset=offset)
+        lambda: _client().list_executions(
+            status=status or None, flow=flow, since=since, until=until, limit=limit, offset=offset
+        )
     )
     if as_json:
         print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))

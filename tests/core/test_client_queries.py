@@ -161,3 +161,31 @@ def test_change_marker_moves_when_a_runner_is_found_gone(sqlite_file_store: str)
     assert not client.get_execution("k-1").runner_alive
     assert client.change_marker() != alive
     assert client.change_marker("k-1") != one_alive
+
+
+def test_cli_lists_a_time_window(sqlite_file_store: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kitaru_core.cli import app
+
+    with execution("early", name="window"):
+        pass
+    time.sleep(0.05)
+    middle = datetime.now().astimezone()
+    time.sleep(0.05)
+    with execution("late", name="window"):
+        pass
+
+    def listed(*options: str) -> list[str]:
+        result = CliRunner().invoke(
+            app, ["--store-url", sqlite_file_store, "executions", "list", "--json", *options]
+        )
+        assert result.exit_code == 0, result.output
+        return [row["id"] for row in json.loads(result.stdout)]
+
+    stamp = middle.replace(tzinfo=None).isoformat(sep="T", timespec="milliseconds")  # local time, as typed
+    assert listed("--since", stamp) == ["late"]
+    assert listed("--until", stamp) == ["early"]
+    assert listed() == ["late", "early"]
