@@ -155,6 +155,15 @@ def test_unknown_ids_are_404(api: TestClient, method: str, path: str) -> None:
     assert response.json()["message"]
 
 
+def test_control_characters_are_refused_before_the_store(api: TestClient) -> None:
+    # PostgreSQL refuses NUL in text: such ids must be a 422, never reach the store as a 500
+    for path in ("/api/executions/a%00b", "/api/waits?execution_id=a%00b", "/api/executions?flow=%00"):
+        response = api.get(path)
+        assert response.status_code == 422, path
+        assert response.json()["error"] == "RequestValidationError"
+    assert api.get("/executions/a%00b").status_code == 422
+
+
 def test_unknown_execution_page_is_404(api: TestClient) -> None:
     page = api.get("/executions/nope")
     assert page.status_code == 404

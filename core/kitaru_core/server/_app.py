@@ -55,13 +55,12 @@ SECURITY_HEADERS = {
 }
 
 Status = Literal["running", "waiting", "completed", "failed", "cancelled"]
-# Ids are what the store accepts: no control characters, at most the column's length.
+# Ids and names are what the store accepts: no control characters, at most the column's length.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 ExecutionId = Annotated[
-    str, PathParameter(description="The execution id.", max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, PathParameter(description="The execution id.", max_length=200, pattern=PRINTABLE)
 ]
-WaitName = Annotated[
-    str, PathParameter(description="The wait's name.", max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
-]
+WaitName = Annotated[str, PathParameter(description="The wait's name.", max_length=500, pattern=PRINTABLE)]
 
 
 class ErrorBody(BaseModel):
@@ -336,7 +335,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def list_executions(  # pyright: ignore[reportUnusedFunction]
         status: Annotated[list[Status] | None, Query(description="Keep these statuses (repeatable).")] = None,
         flow: Annotated[
-            str | None, Query(description="Keep this flow or agent name.", max_length=500)
+            str | None, Query(description="Keep this flow or agent name.", max_length=500, pattern=PRINTABLE)
         ] = None,
         since: Annotated[
             datetime | None, Query(description="Created at or after (ISO 8601; UTC if no zone).")
@@ -382,7 +381,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get("/api/waits", dependencies=reads, tags=["waits"])
     def pending_waits(  # pyright: ignore[reportUnusedFunction]
         execution_id: Annotated[
-            str | None, Query(description="Only this execution's waits.", max_length=200)
+            str | None, Query(description="Only this execution's waits.", max_length=200, pattern=PRINTABLE)
         ] = None,
     ) -> list[WaitView]:
         """Waits without an answer, oldest first, each with its question and JSON schema."""
@@ -462,7 +461,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     async def events(  # pyright: ignore[reportUnusedFunction]
         execution_id: Annotated[
-            str | None, Query(description="Watch only this execution.", max_length=200)
+            str | None, Query(description="Watch only this execution.", max_length=200, pattern=PRINTABLE)
         ] = None,
     ) -> StreamingResponse:
         """Server-sent events: a `change` event whenever the store (or one execution) changes.

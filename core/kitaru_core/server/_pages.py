@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from kitaru_core import CallView, Client, ExecutionDetail, WaitView
 from kitaru_core.errors import ExecutionNotFoundError
-from kitaru_core.server._app import COOKIE_NAME, Auth
+from kitaru_core.server._app import COOKIE_NAME, PRINTABLE, Auth, ExecutionId
 from kitaru_core.server._forms import answer_form
 
 TEMPLATES_DIRECTORY = Path(__file__).with_name("templates")
@@ -120,7 +120,7 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
     def executions_page(  # pyright: ignore[reportUnusedFunction]
         request: Request,
         status: Annotated[str | None, Query()] = None,
-        flow: Annotated[str | None, Query(max_length=500)] = None,
+        flow: Annotated[str | None, Query(max_length=500, pattern=PRINTABLE)] = None,
         since: Annotated[str | None, Query(max_length=40)] = None,
         until: Annotated[str | None, Query(max_length=40)] = None,
         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
@@ -160,7 +160,7 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         )
 
     @app.get("/executions/{execution_id}", response_class=HTMLResponse, include_in_schema=False)
-    def execution_page(request: Request, execution_id: str) -> Response:  # pyright: ignore[reportUnusedFunction]
+    def execution_page(request: Request, execution_id: ExecutionId) -> Response:  # pyright: ignore[reportUnusedFunction]
         try:
             detail = client.get_execution(execution_id)
         except ExecutionNotFoundError as error:
