@@ -1,15 +1,23 @@
-"""Property-based fuzz of the published OpenAPI schema (schemathesis): no request makes a server error."""
+"""Property-based fuzz of the published OpenAPI schema (schemathesis): no request makes a server error.
+
+The same fuzz runs against a store on SQLite and on PostgreSQL, each holding waiting executions with
+a large stored output. Every request carries the token, so it reaches past authentication.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
+import sqlalchemy  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
@@ -20,36 +28,51 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 import kitaru_core  # noqa: E402
 from kitaru_core.errors import ExecutionWaitingError  # noqa: E402
 from kitaru_core.server import ServerSettings, create_app  # noqa: E402
+from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, postgres_available  # noqa: E402
 from tests.server import flows  # noqa: E402
 from tests.server.conftest import TOKEN  # noqa: E402
 
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+FUZZ_SETTINGS = settings(
+    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
+POSTGRES_DATABASE = f"kitaru_fuzz_{uuid.uuid4().hex[:10]}"
 
-def _app() -> object:
-    """The app on a store holding a waiting execution, a completed one and a large output."""
+
+def _app(url: str) -> Any:
+    """The app on a store at `url` holding two waiting executions (one output in the artifact store)."""
     folder = Path(tempfile.mkdtemp(prefix="kitaru-fuzz-"))
-    url = f"sqlite:///{folder / 'kitaru.db'}"
-    kitaru_core.configure(
-        store_url=url, artifacts_url=str(folder / "artifacts"), inline_limit_bytes=512, reset=True
-    )
+    artifacts = str(folder / "artifacts")
+    kitaru_core.configure(store_url=url, artifacts_url=artifacts, inline_limit_bytes=512, reset=True)
     try:
         for execution_id in ("fuzz-1", "fuzz-2"):
             with contextlib.suppress(ExecutionWaitingError):
                 flows.refund_order.run("Z-1", 5, execution_id=execution_id)
     finally:
         kitaru_core.configure(reset=True)
-    # a token for every request, so the fuzz reaches past authentication into the handlers
-    return create_app(
-        ServerSettings(
-            token=TOKEN,
-            open_reads=True,
-            store_url=url,
-            artifacts_url=str(folder / "artifacts"),
-            resume_log_dir=folder / "logs",
-        )
+    settings_ = ServerSettings(
+        token=TOKEN, open_reads=True, store_url=url, artifacts_url=artifacts, resume_log_dir=folder / "logs"
     )
+    return create_app(settings_)
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", _app()).exclude(path="/api/events")
+def _schema(url: str) -> Any:
+    # the event stream never ends by itself: it has its own tests (test_live.py)
+    return schemathesis.openapi.from_asgi("/openapi.json", _app(url)).exclude(path="/api/events")
+
+
+def _postgres_url() -> str | None:
+    if not postgres_available():
+        return None
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{POSTGRES_DATABASE}"')
+    admin.dispose()
+    return POSTGRES_URL.rsplit("/", 1)[0] + f"/{POSTGRES_DATABASE}"
+
+
+sqlite_schema = _schema(f"sqlite:///{Path(tempfile.mkdtemp(prefix='kitaru-fuzz-')) / 'kitaru.db'}")
+postgres_url = _postgres_url()
 
 
 @pytest.fixture(autouse=True)
@@ -60,10 +83,42 @@ def _no_background_resume(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Client, "resume_in_background", lambda self, execution_id, log_path=None: 4242)  # pyright: ignore[reportUnknownLambdaType]
 
 
-@schema.parametrize()
-@settings(
-    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
-)
-def test_no_request_makes_a_server_error(case: schemathesis.Case) -> None:
+@pytest.fixture(autouse=True, scope="module")
+def _drop_postgres_database() -> Iterator[None]:
+    yield
+    if postgres_url is not None:
+        admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{POSTGRES_DATABASE}" WITH (FORCE)')
+        admin.dispose()
+
+
+def _call(case: Any) -> None:
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {TOKEN}"}
-    case.call_and_validate(checks=[not_a_server_error, status_code_conformance, response_schema_conformance])
+    case.call_and_validate(checks=CHECKS)
+
+
+@sqlite_schema.parametrize()
+@FUZZ_SETTINGS
+def test_no_request_makes_a_server_error_on_sqlite(case: Any) -> None:
+    _call(case)
+
+
+if postgres_url is not None:
+    postgres_schema = _schema(postgres_url)
+
+    @pytest.mark.postgres
+    @postgres_schema.parametrize()
+    @FUZZ_SETTINGS
+    def test_no_request_makes_a_server_error_on_postgres(case: Any) -> None:
+        _call(case)
+
+else:
+
+    @pytest.mark.postgres
+    def test_no_request_makes_a_server_error_on_postgres() -> None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(
+                f"PostgreSQL is required (KITARU_REQUIRE_POSTGRES=1) but {POSTGRES_URL} does not answer."
+            )
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} does not answer")
