@@ -6,10 +6,10 @@ a large stored output. Every request carries the token, so it reaches past authe
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +62,22 @@ def _schema(url: str) -> Any:
 
 
 def _postgres_url() -> str | None:
+    """A fresh database for this module (dropped when the test process exits, run or deselected)."""
     if not postgres_available():
         return None
     admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{POSTGRES_DATABASE}"')
     admin.dispose()
+    atexit.register(_drop_postgres_database)
     return POSTGRES_URL.rsplit("/", 1)[0] + f"/{POSTGRES_DATABASE}"
+
+
+def _drop_postgres_database() -> None:
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{POSTGRES_DATABASE}" WITH (FORCE)')
+    admin.dispose()
 
 
 sqlite_schema = _schema(f"sqlite:///{Path(tempfile.mkdtemp(prefix='kitaru-fuzz-')) / 'kitaru.db'}")
@@ -81,16 +90,6 @@ def _no_background_resume(monkeypatch: pytest.MonkeyPatch) -> None:
     from kitaru_core import Client
 
     monkeypatch.setattr(Client, "resume_in_background", lambda self, execution_id, log_path=None: 4242)  # pyright: ignore[reportUnknownLambdaType]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _drop_postgres_database() -> Iterator[None]:
-    yield
-    if postgres_url is not None:
-        admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{POSTGRES_DATABASE}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _call(case: Any) -> None:
