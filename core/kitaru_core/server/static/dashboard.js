@@ -61,16 +61,15 @@
     });
   }
 
-  function show(target, text, kind) {
+  // A headline, then one line per problem (validation errors) if there are any.
+  function show(target, text, kind, problems) {
     if (!target) return;
-    target.textContent = "";
+    target.textContent = text;
     target.className = "result " + (kind || "");
-    if (Array.isArray(text)) {
+    if (problems && problems.length) {
       const list = document.createElement("ul");
-      for (const line of text) { const item = document.createElement("li"); item.textContent = line; list.appendChild(item); }
+      for (const line of problems) { const item = document.createElement("li"); item.textContent = line; list.appendChild(item); }
       target.appendChild(list);
-    } else {
-      target.textContent = text;
     }
   }
 
@@ -82,6 +81,9 @@
     }
     if (body && Array.isArray(body.detail)) {  // FastAPI's own request validation
       return { text: "The request was refused.", problems: body.detail.map((d) => (d.loc || []).join(".") + ": " + d.msg) };
+    }
+    if (body && body.error === "InvalidAnswerError") {  // the message repeats the problems: list them once
+      return { text: "Answer refused; the wait stays pending:", problems: body.problems };
     }
     return { text: (body && body.message) || ("HTTP " + response.status), problems: (body && body.problems) || [] };
   }
@@ -131,7 +133,7 @@
     event.preventDefault();
     const result = form.querySelector(".result");
     const read = answerValue(form, event.submitter);
-    if (read.error) { show(result, [read.error], "problems"); return; }
+    if (read.error) { show(result, "Not sent:", "problems", [read.error]); return; }
     const resume = form.querySelector("input[name=resume]");
     for (const button of form.querySelectorAll("button")) button.disabled = true;
     try {
@@ -151,7 +153,7 @@
         refresh();
       } else {
         const why = await explain(response);
-        show(result, why.problems.length ? [why.text, ...why.problems] : why.text, "problems");
+        show(result, why.text, "problems", why.problems);
       }
     } catch (error) {
       show(result, "The server did not answer: " + error.message, "problems");
@@ -174,7 +176,7 @@
           refresh();
         } else {
           const why = await explain(response);
-          show(result, why.problems.length ? [why.text, ...why.problems] : why.text, "problems");
+          show(result, why.text, "problems", why.problems);
         }
       } finally {
         poster.disabled = false;
