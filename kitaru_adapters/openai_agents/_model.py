@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from agents.agent_output import AgentOutputSchemaBase
@@ -185,6 +186,14 @@ def completed_event(response: ModelResponse) -> ResponseCompletedEvent:
     )
 
 
+@dataclass(frozen=True)
+class _Request:
+    """The arguments of one `get_response`/`stream_response` call, to pass on and to fingerprint."""
+
+    positional: tuple[Any, ...]  # instructions, input, settings, tools, output schema, handoffs, tracing
+    keywords: dict[str, Any]  # previous_response_id, conversation_id, prompt
+
+
 class DurableModel(Model):
     """Delegates to a `Model`; inside an execution each call is a checkpoint call.
 
@@ -214,7 +223,18 @@ class DurableModel(Model):
         """The wrapped model's retry advice."""
         return self.wrapped.get_retry_advice(request)
 
-    def _checkpoint_options(self, identity: dict[str, Any]) -> dict[str, Any]:
+    def _checkpoint_options(self, request: _Request) -> dict[str, Any]:
+        instructions, input, settings, tools, output_schema, handoffs, _tracing = request.positional
+        identity = model_request_identity(
+            self.wrapped,
+            instructions,
+            input,
+            settings,
+            tools,
+            output_schema,
+            handoffs,
+            request.keywords["prompt"],
+        )
         name = model_name_of(self.wrapped)
         digest = fingerprint(identity)  # None when the input cannot be fingerprinted: keyed by occurrence
         return {
@@ -241,27 +261,21 @@ class DurableModel(Model):
         prompt: Any = None,
     ) -> ModelResponse:
         """Serve the response from the store, or request it and commit it before returning."""
+        request = _Request(
+            (system_instructions, input, model_settings, tools, output_schema, handoffs, tracing),
+            {
+                "previous_response_id": previous_response_id,
+                "conversation_id": conversation_id,
+                "prompt": prompt,
+            },
+        )
 
-        async def request() -> ModelResponse:
-            return await self.wrapped.get_response(
-                system_instructions,
-                input,
-                model_settings,
-                tools,
-                output_schema,
-                handoffs,
-                tracing,
-                previous_response_id=previous_response_id,
-                conversation_id=conversation_id,
-                prompt=prompt,
-            )
+        async def ask() -> ModelResponse:
+            return await self.wrapped.get_response(*request.positional, **request.keywords)
 
         if current_execution() is None:
-            return await request()
-        identity = model_request_identity(
-            self.wrapped, system_instructions, input, model_settings, tools, output_schema, handoffs, prompt
-        )
-        return await run_checkpoint_async("model", request, **self._checkpoint_options(identity))
+            return await ask()
+        return await run_checkpoint_async("model", ask, **self._checkpoint_options(request))
 
     async def stream_response(  # pyright: ignore[reportIncompatibleMethodOverride] - an async generator
         self,
@@ -278,28 +292,22 @@ class DurableModel(Model):
         prompt: Any = None,
     ) -> AsyncIterator[TResponseStreamEvent]:
         """Stream live events, committing the final response before yielding `response.completed`."""
+        request = _Request(
+            (system_instructions, input, model_settings, tools, output_schema, handoffs, tracing),
+            {
+                "previous_response_id": previous_response_id,
+                "conversation_id": conversation_id,
+                "prompt": prompt,
+            },
+        )
 
         def upstream() -> AsyncIterator[TResponseStreamEvent]:
-            return self.wrapped.stream_response(
-                system_instructions,
-                input,
-                model_settings,
-                tools,
-                output_schema,
-                handoffs,
-                tracing,
-                previous_response_id=previous_response_id,
-                conversation_id=conversation_id,
-                prompt=prompt,
-            )
+            return self.wrapped.stream_response(*request.positional, **request.keywords)
 
         if current_execution() is None:
             async for event in upstream():
                 yield event
             return
-        identity = model_request_identity(
-            self.wrapped, system_instructions, input, model_settings, tools, output_schema, handoffs, prompt
-        )
         live_events: asyncio.Queue[TResponseStreamEvent] = asyncio.Queue()
         completed: list[ResponseCompletedEvent] = []
 
@@ -320,7 +328,7 @@ class DurableModel(Model):
             )
 
         call = asyncio.ensure_future(
-            run_checkpoint_async("model", consume, **self._checkpoint_options(identity))
+            run_checkpoint_async("model", consume, **self._checkpoint_options(request))
         )
         try:
             while not call.done() or not live_events.empty():

@@ -27,6 +27,7 @@ from agents.tool import (
     Tool,
 )
 
+from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.openai_agents._model import DurableModel, DurableModelProvider, jsonable
 from kitaru_adapters.openai_agents._tools import (
     ApprovalMode,
@@ -83,12 +84,7 @@ def _durable_class(base: type[Any]) -> type[Any]:
                 _refuse_local_tool(tool)
             return [durable_tool(tool, options) if isinstance(tool, FunctionTool) else tool for tool in tools]
 
-    DurableAgent.__name__ = base.__name__
-    DurableAgent.__qualname__ = base.__qualname__
-    DurableAgent.__module__ = base.__module__
-    DurableAgent.__doc__ = base.__doc__
-    _durable_classes[base] = DurableAgent
-    return DurableAgent
+    return register_durable_subclass(base, DurableAgent, _durable_classes)
 
 
 class _Graph:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic_ai import Agent
 
+from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
 from kitaru_core import ApprovalPolicy, durable_run
 from kitaru_core.errors import AdapterError
@@ -46,12 +47,7 @@ def _durable_class(base: type[Any]) -> type[Any]:
                 ) as run:
                     yield run
 
-    DurableAgent.__name__ = base.__name__
-    DurableAgent.__qualname__ = base.__qualname__
-    DurableAgent.__module__ = base.__module__
-    DurableAgent.__doc__ = base.__doc__
-    _durable_classes[base] = DurableAgent
-    return DurableAgent
+    return register_durable_subclass(base, DurableAgent, _durable_classes)
 
 
 def is_durable(agent: Agent[Any, Any]) -> bool:
