@@ -59,7 +59,7 @@ def tests_pydantic_ai(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests_server(session: nox.Session) -> None:
     """The dashboard and HTTP API; the browser tests drive /usr/bin/chromium (Debian's), never a download."""
-    _install(session, "server,postgres")
+    _install(session, "server,postgres,openai-agents")  # a real durable agent is approved in the browser
     session.install("--group", "server-test")
     session.run("pytest", "tests/server", *session.posargs, env=TEST_ENV)
 

@@ -8,6 +8,7 @@ import time
 from pydantic import BaseModel, Field
 
 from kitaru_core import CallUsage, checkpoint, flow, request_approval, run_checkpoint, wait
+from kitaru_core.testing import Rule, Script, ScriptedToolCall
 
 STEP_DELAY_S = float(os.environ.get("KITARU_TEST_STEP_DELAY_S", "0"))
 
@@ -101,3 +102,46 @@ def refund_agent(order: str) -> str:
     messages.append(outcome)
     final = run_checkpoint("model_request", _scripted_model, messages, kind="model", usage=_usage)
     return str(final["text"])
+
+
+REFUND_DESK_SCRIPT = Script(
+    rules=[
+        Rule(
+            when_tools_offered="issue_refund",
+            when_turn=0,
+            tool_calls=(ScriptedToolCall("issue_refund", {"order": "A-2002", "amount": 30}),),
+        ),
+        Rule(when_turn=1, text="Done: {last_tool_result}"),
+    ],
+    model_names=("gpt-4o-mini",),
+)
+
+
+@flow
+def refund_desk(order: str) -> str:
+    """A real OpenAI Agents SDK agent, made durable, whose refund tool needs approval.
+
+    Its model is the scripted server at `KITARU_TEST_MODEL_URL` (started by the test).
+    """
+    from agents import Agent, RunConfig, Runner, function_tool
+    from agents.models.openai_provider import OpenAIProvider
+    from openai import AsyncOpenAI
+
+    from kitaru_adapters.openai_agents import durable
+
+    @function_tool
+    def issue_refund(order: str, amount: int) -> str:
+        """Refund an order."""
+        return _refund_api(order, amount)
+
+    agent = durable(
+        Agent(name="refund desk", instructions="Refund orders.", tools=[issue_refund]),
+        approve=["issue_refund"],
+    )
+    client = AsyncOpenAI(base_url=os.environ["KITARU_TEST_MODEL_URL"], api_key="scripted", max_retries=0)
+    config = RunConfig(
+        model_provider=OpenAIProvider(openai_client=client, use_responses=False),
+        model="gpt-4o-mini",
+        tracing_disabled=True,
+    )
+    return str(Runner.run_sync(agent, f"Refund order {order}", run_config=config).final_output)

@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 
 from kitaru_core import Client
-from tests.server.conftest import ARTIFACTS, REPO, TOKEN, LiveServer, finish, run_flow
+from tests.server.conftest import (
+    ARTIFACTS,
+    REPO,
+    TOKEN,
+    LiveServer,
+    finish,
+    run_flow,
+    start_server,
+    stop_server,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -148,3 +157,60 @@ def test_a_denial_reaches_the_run_and_large_outputs_load_on_demand(
     first_call.get_by_role("button", name=re.compile("full output")).click()
     expect(first_call.locator("pre.full-output")).to_contain_text('"line 59"')
     shoot(page, "5-denied-full-output")
+
+
+@pytest.fixture
+def agent_server(
+    sqlite_store: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveServer]:
+    """A server whose background resumes (and the test's runs) reach a scripted model server."""
+    pytest.importorskip("agents")
+    from kitaru_core.testing import ScriptedModelServer
+    from tests.server.flows import REFUND_DESK_SCRIPT
+
+    with ScriptedModelServer(REFUND_DESK_SCRIPT, request_log_path=tmp_path / "requests.jsonl") as model:
+        monkeypatch.setenv("KITARU_TEST_MODEL_URL", model.base_url)
+        monkeypatch.setenv("OPENAI_AGENTS_DISABLE_TRACING", "1")
+        server = start_server(sqlite_store, tmp_path)
+        yield server
+        stop_server(server)
+
+
+def test_a_real_openai_agents_run_is_approved_in_the_page_and_completes(
+    browser: Any, agent_server: LiveServer, tmp_path: Path
+) -> None:
+    from kitaru_core.testing import read_request_log
+
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=agent_server.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"/login?token={TOKEN}")
+    rows = page.locator("tr[data-execution='desk-1']")
+    expect(rows).to_have_count(0)
+
+    # another process runs the durable agent: its first model call is recorded, then it waits
+    finish(run_flow(agent_server.store, "refund_desk", "desk-1", "A-2002"), 3)
+    expect(rows.locator(".badge")).to_have_text("waiting", timeout=20_000)
+    rows.locator("a").click()
+    page.wait_for_url("**/executions/desk-1")
+    wait_card = page.locator("article.wait")
+    expect(wait_card.locator("h3")).to_contain_text("Allow the tool call issue_refund")
+    expect(wait_card.locator(".tool-call")).to_contain_text('"amount": 30')
+    expect(page.locator("tr.call .kind")).to_have_text("model")
+    expect(page.locator("tr.call")).to_contain_text("gpt-4o-mini")
+    shoot(page, "agent-1-approval")
+
+    wait_card.get_by_role("button", name="Approve").click()
+    expect(page.locator("#execution-header .badge").first).to_have_text("completed", timeout=60_000)
+    expect(page.locator("tr.call")).to_have_count(3)
+    kinds = [text.lower() for text in page.locator("tr.call .kind").all_inner_texts()]  # shown in capitals
+    assert kinds == ["model", "tool", "model"]
+    assert page.locator("tr.call .source").all_inner_texts() == ["store", "live", "live"]
+    expect(page.locator("pre.output")).to_contain_text("Done: refunded $30 on A-2002")
+    shoot(page, "agent-2-completed")
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+    # The resumed run did not ask the model again for the turn that was waiting.
+    assert len(read_request_log(tmp_path / "requests.jsonl")) == 2
+    assert Client().get_execution("desk-1").status == "completed"
