@@ -112,7 +112,7 @@ class ToolOutcomeCodec:
         """Serialize a `ToolOutcome`."""
         outcome: ToolOutcome = value
         output_format, payload = JsonCodec().encode(outcome.output)
-        document = {"format": output_format, "output": payload.decode("utf-8"), "context": outcome.context}
+        document = {"format": output_format, "output": json.loads(payload), "context": outcome.context}
         return TOOL_OUTCOME_FORMAT, json.dumps(document).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
@@ -122,7 +122,7 @@ class ToolOutcomeCodec:
                 f"Expected a stored OpenAI Agents tool outcome, found format {format!r}."
             )
         document = json.loads(payload)
-        output = JsonCodec().decode(document["format"], document["output"].encode("utf-8"))
+        output = JsonCodec().decode(document["format"], json.dumps(document["output"]).encode("utf-8"))
         return ToolOutcome(output=output, context=document.get("context"))
 
 
