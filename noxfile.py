@@ -5,6 +5,7 @@ Sessions:
     tests_pydantic_ai  the PydanticAI adapter on pydantic-ai-slim's newest release
     tests_openai_agents the OpenAI Agents SDK adapter on openai-agents' newest release
     tests_server       the dashboard and HTTP API: API tests, schemathesis fuzz, Playwright on Debian's Chromium
+    tests_crewai       the CrewAI adapter on crewai's newest release (own environment), pyright strict on it
     lint               ruff and pyright (strict)
     demo               the README demo: an unchanged PydanticAI example run durably
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
@@ -20,7 +21,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests_core", "tests_pydantic_ai", "tests_openai_agents", "tests_server", "lint"]
+nox.options.sessions = ["tests_core", "tests_pydantic_ai", "tests_openai_agents", "tests_server", "tests_crewai", "lint"]
 nox.options.reuse_venv = "yes"
 
 PYTHON = "3.11"
@@ -74,12 +75,42 @@ def tests_openai_agents(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def tests_crewai(session: nox.Session) -> None:
+    """The CrewAI adapter on the newest crewai, with crewai-cli's templates; then pyright strict on it.
+
+    crewai pins openai<3, which openai-agents cannot share, so it has its own environment, and the
+    `lint` session's pyright leaves kitaru_adapters/crewai to this one. hatchling lets the tests
+    install a generated project without network access (`--no-build-isolation`).
+    """
+    _install(session, "crewai")
+    session.install("--upgrade", "crewai", "crewai-cli")
+    session.install("--group", "lint", "hatchling")
+    session.run("python", "-c", "import crewai; print('crewai', crewai.__version__)")
+    session.run("pytest", "tests/crewai", *session.posargs, env=TEST_ENV)
+    session.run("pyright", "kitaru_adapters/crewai")
+
+
+# Adapters whose framework cannot share the lint environment; their own test session type-checks them.
+OWN_ENVIRONMENT_ADAPTERS = {"crewai"}
+
+
+def _pyright_paths() -> list[str]:
+    adapters = sorted(
+        str(path)
+        for path in Path("kitaru_adapters").iterdir()
+        if path.name not in OWN_ENVIRONMENT_ADAPTERS and (path.is_dir() or path.suffix == ".py")
+        and path.name != "__pycache__"
+    )
+    return ["core/kitaru_core", *adapters]
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Ruff and pyright (strict) on the packages."""
+    """Ruff and pyright (strict) on the packages (CrewAI's adapter: in tests_crewai)."""
     _install(session, "pydantic-ai,openai-agents,server")
     session.install("--group", "lint")
     session.run("ruff", "check", ".")
-    session.run("pyright")
+    session.run("pyright", *_pyright_paths())
 
 
 @nox.session(python=PYTHON)

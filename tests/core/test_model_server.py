@@ -202,6 +202,34 @@ def test_multi_turn_rule_selection_uses_tool_results(
     assert [record["turn"] for record in server.request_records] == [0, 1, 1, 1, 0]
 
 
+def test_conversation_contains_tells_apart_conversations_with_the_same_last_user_message() -> None:
+    # ReAct frameworks end every follow-up with the same user prompt; the task is in an earlier message.
+    follow_up = "Analyze the tool result."
+    script = Script(
+        [
+            Rule(when_conversation_contains="Task: refund", when_turn=1, text="refund done"),
+            Rule(when_conversation_contains="Task: lookup", when_turn=1, text="lookup done"),
+        ]
+    )
+    assert Script.from_dict(script.to_dict()) == script
+    with ScriptedModelServer(script) as running:
+        client = openai.OpenAI(base_url=running.base_url, api_key="test", max_retries=0)
+        for task, expected in [("lookup", "lookup done"), ("refund", "refund done")]:
+            messages: list[ChatCompletionMessageParam] = [
+                {"role": "system", "content": f"Task: {task}"},
+                {"role": "assistant", "content": "Action: search"},
+                user(follow_up),
+            ]
+            reply = client.chat.completions.create(model="scripted", messages=messages)
+            assert reply.choices[0].message.content == expected
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(
+                model="scripted",
+                messages=[{"role": "assistant", "content": "x"}, user(follow_up)],
+            )
+        client.close()
+
+
 def test_content_parts_and_explicit_usage() -> None:
     script = Script(
         [

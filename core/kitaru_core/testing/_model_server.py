@@ -210,6 +210,9 @@ class Rule:
         when_turn: The number of assistant messages that must already be in the conversation
             (0 for the first model call after a user message in a fresh conversation).
         when_tools_offered: The name of a tool that the request must offer in `tools`.
+        when_conversation_contains: A substring that the text of some message of the request
+            (any role: system, user, assistant or tool) must contain. It tells apart conversations
+            whose last user message is the same, such as a framework's ReAct follow-up prompts.
         text: The reply text.
         tool_calls: The tool calls of the reply.
         usage: Token counts to report. When `None`, counts are derived from text lengths.
@@ -222,6 +225,7 @@ class Rule:
     when_last_tool_result_contains: str | None = None
     when_turn: int | None = None
     when_tools_offered: str | None = None
+    when_conversation_contains: str | None = None
     text: str | None = None
     tool_calls: Sequence[ScriptedToolCall] = ()
     usage: ScriptedUsage | None = None
@@ -246,6 +250,8 @@ class Rule:
                 data[key] = value
         if self.when_tools_offered is not None:
             data["when_tools_offered"] = self.when_tools_offered
+        if self.when_conversation_contains is not None:
+            data["when_conversation_contains"] = self.when_conversation_contains
         if self.text is not None:
             data["text"] = self.text
         if self.tool_calls:
@@ -275,6 +281,7 @@ class Rule:
                 "when_last_tool_result_contains",
                 "when_turn",
                 "when_tools_offered",
+                "when_conversation_contains",
                 "text",
                 "tool_calls",
                 "usage",
@@ -285,6 +292,7 @@ class Rule:
             "when_last_user_contains",
             "when_last_tool_result_contains",
             "when_tools_offered",
+            "when_conversation_contains",
             "text",
         ):
             value = data.get(key)
@@ -312,6 +320,7 @@ class Rule:
             when_last_tool_result_contains=data.get("when_last_tool_result_contains"),
             when_turn=cast(int | None, when_turn),
             when_tools_offered=data.get("when_tools_offered"),
+            when_conversation_contains=data.get("when_conversation_contains"),
             text=data.get("text"),
             tool_calls=tool_calls,
             usage=usage,
@@ -623,6 +632,11 @@ def _rule_matches(rule: Rule, conversation: _Conversation) -> bool:
     ):
         return False
     if rule.when_turn is not None and rule.when_turn != conversation.assistant_message_count:
+        return False
+    if rule.when_conversation_contains is not None and not any(
+        rule.when_conversation_contains in _content_text(message.get("content"))
+        for message in conversation.messages
+    ):
         return False
     return rule.when_tools_offered is None or rule.when_tools_offered in conversation.offered_tool_names
 

@@ -1,0 +1,401 @@
+"""`durable(crew)`, `durable(flow)` and the decorator for `@CrewBase` projects."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import weakref
+from collections.abc import Callable, Generator, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar, cast, overload
+
+from crewai import Crew
+from crewai.core.providers.human_input import reset_provider, set_provider
+from crewai.flow.flow import Flow
+from crewai.llms.base_llm import BaseLLM
+from crewai.utilities.llm_utils import create_llm
+
+from kitaru_adapters.crewai._llm import DurableLLM, jsonable
+from kitaru_adapters.crewai._tools import (
+    DurableHumanInputProvider,
+    DurableOptions,
+    _task_labels,  # pyright: ignore[reportPrivateUsage]
+    durable_tool,
+)
+from kitaru_core import ApprovalPolicy, durable_run
+from kitaru_core.errors import AdapterError
+
+T = TypeVar("T")
+
+LLM_SLOTS = ("manager_llm", "planning_llm", "chat_llm", "function_calling_llm")
+_durable_classes: dict[type[Any], type[Any]] = {}
+_options: dict[int, DurableOptions] = {}
+
+
+def _remember(target: Any, options: DurableOptions) -> None:
+    key = id(target)
+    if key not in _options:
+        weakref.finalize(target, _options.pop, key, None)
+    _options[key] = options
+
+
+def options_of(target: Any) -> DurableOptions | None:
+    """The options `durable()` gave this crew or flow object, or `None` if it is not durable."""
+    return _options.get(id(target))
+
+
+def is_durable(target: Any) -> bool:
+    """Whether `durable()` was applied to this crew or flow object."""
+    return options_of(target) is not None
+
+
+# -- LLM slots and tools -----------------------------------------------------------------------------
+
+
+def _durable_llm(value: Any) -> Any:
+    """An LLM slot's value made durable: a `BaseLLM` is wrapped, a model name resolved first."""
+    if value is None or isinstance(value, DurableLLM):
+        return value
+    if isinstance(value, str):
+        value = create_llm(value)
+    if isinstance(value, BaseLLM):
+        return DurableLLM(value)
+    return value
+
+
+def _set_field(model: Any, name: str, value: Any) -> None:
+    """Set a pydantic field without validation or deprecation warnings (`function_calling_llm`)."""
+    model.__dict__[name] = value
+
+
+def _prepare_agent(agent: Any, options: DurableOptions, seen: set[int]) -> None:
+    if agent is None or id(agent) in seen:
+        return
+    seen.add(id(agent))
+    fields = vars(agent)
+    llm = _durable_llm(fields.get("llm"))
+    if llm is not fields.get("llm"):
+        _set_field(agent, "llm", llm)
+    calling_llm = fields.get("function_calling_llm")
+    if calling_llm is not None:
+        _set_field(agent, "function_calling_llm", _durable_llm(calling_llm))
+    if fields.get("tools"):
+        _set_field(agent, "tools", [durable_tool(tool, options) for tool in fields["tools"]])
+    executor = fields.get("agent_executor")
+    if executor is not None and isinstance(llm, DurableLLM):
+        executor.llm = llm
+        if calling_llm is not None:
+            executor.function_calling_llm = agent.__dict__["function_calling_llm"]
+
+
+def prepare_crew(crew: Crew, options: DurableOptions) -> Crew:
+    """Wrap every LLM slot and tool of `crew` in place (idempotent); see `durable`."""
+    seen: set[int] = set()
+    for agent in crew.agents:
+        _prepare_agent(agent, options, seen)
+    _prepare_agent(crew.manager_agent, options, seen)
+    for task in crew.tasks:
+        _prepare_agent(task.agent, options, seen)
+        if task.tools:
+            _set_field(task, "tools", [durable_tool(tool, options) for tool in task.tools])
+    fields = vars(crew)
+    for slot in LLM_SLOTS:
+        value = fields.get(slot)
+        if value is not None:
+            _set_field(crew, slot, _durable_llm(value))
+    return crew
+
+
+def task_labels(crew: Crew) -> dict[str, str]:
+    """Stable labels of the crew's tasks by their (random) ids: the task's name, else `task-<n>`."""
+    return {str(task.id): task.name or f"task-{index}" for index, task in enumerate(crew.tasks, start=1)}
+
+
+def run_identity(crew: Crew, inputs: Any) -> dict[str, Any]:
+    """What identifies a kickoff for resume: the kickoff inputs, the agents' roles and the tasks' names."""
+    return {
+        "inputs": jsonable(inputs),
+        "agents": [getattr(agent, "role", None) for agent in crew.agents],
+        "tasks": [task.name for task in crew.tasks],
+    }
+
+
+@contextlib.contextmanager
+def _crew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Generator[None]:
+    """Open (or join) the kickoff's execution with the crew prepared, task labels and human input set."""
+    prepare_crew(crew, options)
+    name = f"crewai:{options.name or crew.name or 'crew'}"
+    with durable_run(name, inputs=run_identity(crew, inputs)):
+        labels = _task_labels.get() or {}
+        labels_token = _task_labels.set({**labels, **task_labels(crew)})
+        provider_token = (
+            set_provider(DurableHumanInputProvider(options.approval_timeout_s))
+            if options.human_input
+            else None
+        )
+        try:
+            yield
+        finally:
+            if provider_token is not None:
+                reset_provider(provider_token)
+            _task_labels.reset(labels_token)
+
+
+def _durable_crew_class(base: type[Crew]) -> type[Crew]:
+    """A subclass of a Crew class whose kickoffs are executions (methods only: no new fields)."""
+    cached = _durable_classes.get(base)
+    if cached is not None:
+        return cached
+
+    class DurableCrew(base):  # type: ignore[valid-type, misc]
+        def kickoff(self, inputs: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+            options = options_of(self)
+            if options is None or self.stream:  # streaming: CrewAI re-enters kickoff in a thread
+                return super().kickoff(inputs, *args, **kwargs)
+            with _crew_boundary(self, options, inputs):
+                return super().kickoff(inputs, *args, **kwargs)
+
+        async def akickoff(self, inputs: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+            options = options_of(self)
+            if options is None or self.stream:
+                return await super().akickoff(inputs, *args, **kwargs)
+            with _crew_boundary(self, options, inputs):
+                return await super().akickoff(inputs, *args, **kwargs)
+
+        def copy(self) -> Any:
+            copied = super().copy()
+            options = options_of(self)
+            return durable(copied, options=options) if options is not None else copied
+
+    DurableCrew.__name__ = base.__name__
+    DurableCrew.__qualname__ = base.__qualname__
+    DurableCrew.__module__ = base.__module__
+    DurableCrew.__doc__ = base.__doc__
+    _durable_classes[base] = DurableCrew
+    _durable_classes[DurableCrew] = DurableCrew
+    return DurableCrew
+
+
+# -- flows ---------------------------------------------------------------------------------------------
+
+
+def flow_identity(flow: Any, inputs: Any) -> dict[str, Any]:
+    """What identifies a flow kickoff for resume: the flow class and the kickoff inputs."""
+    return {"flow": type(flow).__qualname__, "inputs": jsonable(inputs)}
+
+
+def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | None) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def kickoff_async(
+        self: Any, inputs: dict[str, Any] | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        options = fixed or options_of(self)
+        if options is None:
+            return await original(self, inputs, *args, **kwargs)
+        name = f"crewai_flow:{options.name or type(self).__name__}"
+        with durable_run(name, inputs=flow_identity(self, inputs)):
+            provider_token = (
+                set_provider(DurableHumanInputProvider(options.approval_timeout_s))
+                if options.human_input
+                else None
+            )
+            try:
+                return await original(self, inputs, *args, **kwargs)
+            finally:
+                if provider_token is not None:
+                    reset_provider(provider_token)
+
+    kickoff_async.__kitaru_durable__ = True  # type: ignore[attr-defined]
+    return kickoff_async
+
+
+def _durable_flow_class(base: type[Any]) -> type[Any]:
+    cached = _durable_classes.get(base)
+    if cached is not None:
+        return cached
+    durable_class = type(base.__name__, (base,), {"__module__": base.__module__, "__doc__": base.__doc__})
+    durable_class.kickoff_async = _wrap_flow_kickoff(base.kickoff_async, None)
+    durable_class.__qualname__ = base.__qualname__
+    _durable_classes[base] = durable_class
+    _durable_classes[durable_class] = durable_class
+    return durable_class
+
+
+# -- CrewBase projects ---------------------------------------------------------------------------------
+
+
+def _durable_crew_method(method: Any, options: DurableOptions) -> Any:
+    """A `@crew` method whose crew comes back durable; keeps the method's markers (`is_crew`)."""
+
+    @functools.wraps(method)
+    def build(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = (
+            method.__get__(self, type(self))
+            if hasattr(method, "__get__")
+            else functools.partial(method, self)
+        )
+        return durable(bound(*args, **kwargs), options=options)
+
+    build.__kitaru_durable__ = True  # type: ignore[attr-defined]
+    return build
+
+
+def is_crew_method(member: Any) -> bool:
+    """Whether a class attribute is a method decorated with CrewAI's `@crew`.
+
+    `@crew` (crewai 1.15) returns a plain memoizing function; it is recognised by the setup wrapper
+    of `crewai/project/annotations.py` in its `__wrapped__` chain, or by a `-> Crew` annotation.
+    """
+    if getattr(member, "is_crew", False):
+        return True
+    current = member
+    for _ in range(10):
+        code = getattr(current, "__code__", None)
+        if (
+            code is not None
+            and code.co_qualname == "crew.<locals>.wrapper"
+            and code.co_filename.replace("\\", "/").endswith("crewai/project/annotations.py")
+        ):
+            return True
+        current = getattr(current, "__wrapped__", None)
+        if current is None:
+            break
+    return callable(member) and getattr(member, "__annotations__", {}).get("return") in (Crew, "Crew")
+
+
+def _durable_crewbase_class(cls: type[Any], options: DurableOptions) -> type[Any]:
+    found = False
+    for name, member in list(vars(cls).items()):
+        if is_crew_method(member) and not getattr(member, "__kitaru_durable__", False):
+            setattr(cls, name, _durable_crew_method(member, options))
+            found = True
+    if not found and not any(getattr(member, "__kitaru_durable__", False) for member in vars(cls).values()):
+        raise AdapterError(
+            f"durable() found no @crew method on {cls.__qualname__}: decorate a @CrewBase class, a Flow "
+            "class, or the @crew method itself."
+        )
+    return cls
+
+
+# -- the entry point -----------------------------------------------------------------------------------
+
+
+def make_options(
+    approve: Sequence[str] | Callable[[str, Any], bool] | None,
+    approval_timeout: timedelta | float | None,
+    human_input: bool,
+    name: str | None,
+) -> DurableOptions:
+    """Build `DurableOptions` from `durable()`'s keyword arguments."""
+    timeout_s = (
+        approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
+    )
+    return DurableOptions(
+        policy=ApprovalPolicy(approve), approval_timeout_s=timeout_s, human_input=human_input, name=name
+    )
+
+
+@overload
+def durable(
+    target: T,
+    /,
+    *,
+    approve: Sequence[str] | Callable[[str, Any], bool] | None = None,
+    approval_timeout: timedelta | float | None = None,
+    human_input: bool = True,
+    name: str | None = None,
+    options: DurableOptions | None = None,
+) -> T: ...
+
+
+@overload
+def durable(
+    target: None = None,
+    /,
+    *,
+    approve: Sequence[str] | Callable[[str, Any], bool] | None = None,
+    approval_timeout: timedelta | float | None = None,
+    human_input: bool = True,
+    name: str | None = None,
+    options: DurableOptions | None = None,
+) -> Callable[[T], T]: ...
+
+
+def durable(
+    target: Any = None,
+    /,
+    *,
+    approve: Sequence[str] | Callable[[str, Any], bool] | None = None,
+    approval_timeout: timedelta | float | None = None,
+    human_input: bool = True,
+    name: str | None = None,
+    options: DurableOptions | None = None,
+) -> Any:
+    """Make a CrewAI crew, flow or `@CrewBase` project durable.
+
+    `durable(crew)` changes the crew in place and returns it: every LLM slot (each agent's `llm`
+    and `function_calling_llm`, the crew's `manager_llm`, `planning_llm` and `chat_llm`) is
+    wrapped in a `DurableLLM`, whose `call`/`acall` are checkpoint calls keyed by a fingerprint
+    of the request; every tool (agents' and tasks') is replaced by a `DurableTool`, whose runs
+    are checkpoint calls keyed by task, tool name and canonical arguments, in native tool
+    calling and in ReAct text mode alike. `kickoff`, `kickoff_async`, `akickoff` and
+    `kickoff_for_each` then run durably: outside a `@flow` each kickoff is its own execution
+    (re-running it with the same inputs after a crash resumes it, serving every completed LLM
+    and tool call from the store); inside one it is part of that execution.
+
+    Also accepted, for a generated project's one-line change: a `@CrewBase` class or its `@crew`
+    method (the crew the method builds comes back durable), used as `@durable` or
+    `@durable(approve=[...])`; and a `Flow` subclass or instance (each kickoff is an execution,
+    so the crews kicked off in its steps are parts of it and a crash anywhere resumes without
+    repeating completed LLM or tool calls).
+
+    Approval: tools selected by `approve` wait for a decision (`{"approved": bool, "message":
+    str | None}`, CLI: `kitaru-adapters executions answer`); the run stops `waiting` until it is
+    answered; a denial gives the agent CrewAI's "Tool execution blocked" text. `Task(human_input=
+    True)` asks through a durable wait `human_input:<task>` instead of reading stdin.
+
+    Args:
+        target: A `Crew`, a `Flow` subclass or instance, a `@CrewBase` class or a `@crew` method;
+            `None` to get a decorator with these options.
+        approve: Tool names that need approval, or `callable(tool_name, arguments) -> bool`.
+        approval_timeout: How long approval and human-input waits poll the store before the
+            execution suspends (`timedelta` or seconds). Default: suspend at once unless at a
+            terminal.
+        human_input: Ask `human_input=True` tasks through durable waits (default `True`).
+        name: Name used in execution names (default: the crew's `name` or the flow's class name;
+            keep it stable).
+        options: Ready-made options (overrides the other keyword arguments).
+
+    Returns:
+        The same crew or flow object, the decorated class or method, or a decorator.
+
+    Raises:
+        AdapterError: `target` is none of the accepted kinds, or a class without a `@crew` method.
+        ConfigurationError: `approve` is a string instead of a list.
+    """
+    chosen = options or make_options(approve, approval_timeout, human_input, name)
+    if target is None:
+        return lambda decorated: durable(decorated, options=chosen)  # pyright: ignore[reportUnknownLambdaType]
+    if isinstance(target, Crew):
+        prepare_crew(target, chosen)
+        if type(target) not in _durable_classes.values():
+            target.__class__ = _durable_crew_class(type(target))
+        _remember(target, chosen)
+        return target
+    if isinstance(target, Flow):
+        if type(target) not in _durable_classes.values():
+            target.__class__ = _durable_flow_class(type(target))
+        _remember(target, chosen)
+        return target
+    if isinstance(target, type):
+        if issubclass(target, Flow):
+            if not getattr(target.kickoff_async, "__kitaru_durable__", False):
+                target.kickoff_async = _wrap_flow_kickoff(target.kickoff_async, chosen)
+            return cast(Any, target)
+        return _durable_crewbase_class(target, chosen)
+    if callable(target) and is_crew_method(target):
+        return _durable_crew_method(target, chosen)
+    raise AdapterError(
+        f"durable() from kitaru_adapters.crewai takes a Crew, a Flow, a @CrewBase class or a @crew method, "
+        f"got {type(target).__qualname__}."
+    )
