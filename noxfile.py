@@ -11,6 +11,7 @@ Sessions:
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
     bench              the core benchmark (prints figures; not a test)
     bench_openai_agents what the OpenAI Agents adapter adds to a run, and what a resume saves
+    bench_crewai       what the CrewAI adapter adds to a kickoff, and what a resume saves
     docs               build the mkdocs site
 """
 
@@ -146,6 +147,13 @@ def bench_openai_agents(session: nox.Session) -> None:
     """Median run time plain vs durable vs served from the store, against the scripted server."""
     _install(session, "openai-agents")
     session.run("python", "tests/benchmarks/bench_openai_agents.py", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def bench_crewai(session: nox.Session) -> None:
+    """Median kickoff time plain vs durable vs served from the store, against the scripted server."""
+    _install(session, "crewai")
+    session.run("python", "tests/benchmarks/bench_crewai.py", *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)

@@ -161,7 +161,11 @@ class DurableTool(BaseTool):
     wrapped: BaseTool = Field(exclude=True, description="The tool that does the work.")
     options: DurableOptions = Field(default_factory=DurableOptions, exclude=True)
 
-    def __init__(self, wrapped: BaseTool | None = None, /, **data: Any) -> None:
+    def __init__(
+        self, wrapped: BaseTool | None = None, /, *, options: DurableOptions | None = None, **data: Any
+    ) -> None:
+        if options is not None:
+            data["options"] = options
         if wrapped is not None:
             if isinstance(wrapped, DurableTool):
                 wrapped = wrapped.wrapped
