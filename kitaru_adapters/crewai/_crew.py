@@ -15,6 +15,7 @@ from crewai.flow.flow import Flow
 from crewai.llms.base_llm import BaseLLM
 from crewai.utilities.llm_utils import create_llm
 
+from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.crewai._llm import DurableLLM, jsonable
 from kitaru_adapters.crewai._tools import (
     DurableHumanInputProvider,
@@ -167,13 +168,8 @@ def _durable_crew_class(base: type[Crew]) -> type[Crew]:
             options = options_of(self)
             return durable(copied, options=options) if options is not None else copied
 
-    DurableCrew.__name__ = base.__name__
-    DurableCrew.__qualname__ = base.__qualname__
-    DurableCrew.__module__ = base.__module__
-    DurableCrew.__doc__ = base.__doc__
-    _durable_classes[base] = DurableCrew
     _durable_classes[DurableCrew] = DurableCrew
-    return DurableCrew
+    return register_durable_subclass(base, DurableCrew, _durable_classes)
 
 
 # -- flows ---------------------------------------------------------------------------------------------
@@ -213,12 +209,10 @@ def _durable_flow_class(base: type[Any]) -> type[Any]:
     cached = _durable_classes.get(base)
     if cached is not None:
         return cached
-    durable_class = type(base.__name__, (base,), {"__module__": base.__module__, "__doc__": base.__doc__})
+    durable_class = type(base.__name__, (base,), {"__module__": base.__module__})
     durable_class.kickoff_async = _wrap_flow_kickoff(base.kickoff_async, None)
-    durable_class.__qualname__ = base.__qualname__
-    _durable_classes[base] = durable_class
     _durable_classes[durable_class] = durable_class
-    return durable_class
+    return register_durable_subclass(base, durable_class, _durable_classes)
 
 
 # -- CrewBase projects ---------------------------------------------------------------------------------

@@ -503,3 +503,53 @@ def test_a_durable_flow_is_one_execution_and_resumes_its_crews(
     assert all(call.key.startswith("crewai:order_desk:0/") for call in detail.calls)
     assert FLOW_STEPS == ["plan", "run_desk", "plan", "run_desk"]
     _close_llm_clients(FLOW_CREWS)
+
+
+ASYNC_RUNS: list[int] = []
+
+
+@tool("async_lookup")
+async def async_lookup(order_id: int) -> str:
+    """Look up an order, asynchronously."""
+    ASYNC_RUNS.append(order_id)
+    await asyncio.sleep(0.01)
+    return f"order {order_id}: 25 USD"
+
+
+ASYNC_SCRIPT = Script(
+    rules=[
+        Rule(
+            when_turn=0,
+            tool_calls=(
+                ScriptedToolCall("async_lookup", {"order_id": 7}),
+                ScriptedToolCall("async_lookup", {"order_id": 8}),
+            ),
+        ),
+        Rule(text="Both cost 25 USD."),
+    ],
+    model_names=("gpt-4o-mini",),
+)
+
+
+@pytest.mark.parametrize("entry", ["kickoff", "akickoff"])
+@pytest.mark.parametrize("script", [ASYNC_SCRIPT])
+def test_async_tools_are_checkpoint_calls_too(
+    sqlite_file_store: str, model_server: ModelServer, entry: str
+) -> None:
+    ASYNC_RUNS.clear()
+    for _ in range(2):  # the second kickoff of the same execution is served from the store
+        llm = LLM(
+            model="openai/gpt-4o-mini", base_url=model_server.base_url, api_key="scripted", max_retries=0
+        )
+        clerk = Agent(
+            role="Clerk", goal="Look up", backstory="b", llm=llm, tools=[async_lookup], verbose=False
+        )
+        task = Task(name="lookup", description="Look up 7 and 8.", expected_output="x", agent=clerk)
+        crew = durable(Crew(agents=[clerk], tasks=[task], verbose=False))
+        with execution("async-tools"):
+            result = crew.kickoff() if entry == "kickoff" else asyncio.run(crew.akickoff())
+        assert result.raw == "Both cost 25 USD."
+    assert sorted(ASYNC_RUNS) == [7, 8]
+    outputs = sorted(call.output_preview or "" for call in only_execution().calls if call.kind == "tool")
+    assert outputs == ['"order 7: 25 USD"', '"order 8: 25 USD"']
+    assert len(model_server.requests()) == 2
