@@ -553,3 +553,21 @@ def test_async_tools_are_checkpoint_calls_too(
     outputs = sorted(call.output_preview or "" for call in only_execution().calls if call.kind == "tool")
     assert outputs == ['"order 7: 25 USD"', '"order 8: 25 USD"']
     assert len(model_server.requests()) == 2
+
+
+def test_a_streamed_kickoff_is_durable(
+    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path
+) -> None:
+    chunk_counts: list[int] = []
+    for _ in range(2):  # the second kickoff of the same execution is served from the store
+        crew = durable(DESK["build_crew"](model_server.base_url, "native"))
+        crew.stream = True
+        with execution("streamed"):
+            streamed = crew.kickoff(inputs={"mode": "native"})
+            chunk_counts.append(len(list(streamed)))
+        assert streamed.result.raw == OUTPUT
+    # Live LLM calls stream their chunks; served ones have none to stream.
+    assert chunk_counts[0] > chunk_counts[1]
+    assert len(model_server.requests()) == 4
+    assert sorted(lines(tool_runs)) == ["lookup_order 7", "lookup_order 8", "refund 7"]
+    assert [call.kind for call in only_execution().calls] == NATIVE_KINDS
