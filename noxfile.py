@@ -6,6 +6,7 @@ Sessions:
     tests_openai_agents the OpenAI Agents SDK adapter on openai-agents' newest release
     tests_server       the dashboard and HTTP API: API tests, schemathesis fuzz, Playwright on Debian's Chromium
     tests_crewai       the CrewAI adapter on crewai's newest release (own environment), pyright strict on it
+    tests_langgraph    the LangGraph adapter on the newest langgraph/langchain, its checkpointer's conformance
     lint               ruff and pyright (strict)
     demo               the README demo: an unchanged PydanticAI example run durably
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
@@ -22,7 +23,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests_core", "tests_pydantic_ai", "tests_openai_agents", "tests_server", "tests_crewai", "lint"]
+nox.options.sessions = ["tests_core", "tests_pydantic_ai", "tests_openai_agents", "tests_server", "tests_crewai", "tests_langgraph", "lint"]
 nox.options.reuse_venv = "yes"
 
 PYTHON = "3.11"
@@ -91,6 +92,30 @@ def tests_crewai(session: nox.Session) -> None:
     session.run("pyright", "kitaru_adapters/crewai")
 
 
+LANGGRAPH_TEST_PACKAGES = [
+    "langgraph",
+    "langchain-core",
+    "langchain",
+    "langchain-openai",
+    "langgraph-checkpoint-conformance",
+    "langgraph-checkpoint-sqlite",
+]
+
+
+@nox.session(python=PYTHON)
+def tests_langgraph(session: nox.Session) -> None:
+    """The LangGraph adapter on the newest langgraph, langchain and langchain-openai (ChatOpenAI over HTTP)."""
+    _install(session, "langgraph,postgres")
+    session.install("--upgrade", *LANGGRAPH_TEST_PACKAGES)
+    session.run(
+        "python",
+        "-c",
+        "from importlib.metadata import version as v; "
+        "print(*(f'{p} {v(p)}' for p in ['langgraph', 'langchain-core', 'langchain', 'langchain-openai']))",
+    )
+    session.run("pytest", "tests/langgraph", *session.posargs, env=TEST_ENV)
+
+
 # Adapters whose framework cannot share the lint environment; their own test session type-checks them.
 OWN_ENVIRONMENT_ADAPTERS = {"crewai"}
 
@@ -108,7 +133,7 @@ def _pyright_paths() -> list[str]:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Ruff and pyright (strict) on the packages (CrewAI's adapter: in tests_crewai)."""
-    _install(session, "pydantic-ai,openai-agents,server")
+    _install(session, "pydantic-ai,openai-agents,server,langgraph")
     session.install("--group", "lint")
     session.run("ruff", "check", ".")
     session.run("pyright", *_pyright_paths())
