@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import weakref
 from collections.abc import Callable, Generator, Sequence
@@ -175,6 +176,44 @@ def _durable_crew_class(base: type[Crew]) -> type[Crew]:
 # -- flows ---------------------------------------------------------------------------------------------
 
 
+# Options of the durable CrewAI Flow running in this context: crews kicked off in its steps are made
+# durable with them, so one decorator on the Flow class covers the crews its steps build.
+_flow_options: contextvars.ContextVar[DurableOptions | None] = contextvars.ContextVar(
+    "kitaru_crewai_flow_options", default=None
+)
+_crew_hook: list[bool] = []
+
+
+def _install_crew_hook() -> None:
+    """Let `Crew.kickoff`/`akickoff` make a crew durable when it is kicked off inside a durable Flow.
+
+    Installed once, the first time a Flow is made durable; outside a durable Flow (and for crews
+    already made durable) the original methods run unchanged.
+    """
+    if _crew_hook:
+        return
+    _crew_hook.append(True)
+    original_kickoff = Crew.kickoff
+    original_akickoff = Crew.akickoff
+
+    @functools.wraps(original_kickoff)
+    def kickoff(self: Crew, *args: Any, **kwargs: Any) -> Any:
+        options = _flow_options.get()
+        if options is not None and options_of(self) is None:
+            return durable(self, options=options).kickoff(*args, **kwargs)
+        return original_kickoff(self, *args, **kwargs)
+
+    @functools.wraps(original_akickoff)
+    async def akickoff(self: Crew, *args: Any, **kwargs: Any) -> Any:
+        options = _flow_options.get()
+        if options is not None and options_of(self) is None:
+            return await durable(self, options=options).akickoff(*args, **kwargs)
+        return await original_akickoff(self, *args, **kwargs)
+
+    Crew.kickoff = kickoff  # type: ignore[method-assign]
+    Crew.akickoff = akickoff  # type: ignore[method-assign]
+
+
 def flow_identity(flow: Any, inputs: Any) -> dict[str, Any]:
     """What identifies a flow kickoff for resume: the flow class and the kickoff inputs."""
     return {"flow": type(flow).__qualname__, "inputs": jsonable(inputs)}
@@ -190,6 +229,7 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
             return await original(self, inputs, *args, **kwargs)
         name = f"crewai_flow:{options.name or type(self).__name__}"
         with durable_run(name, inputs=flow_identity(self, inputs)):
+            flow_token = _flow_options.set(options)
             provider_token = (
                 set_provider(DurableHumanInputProvider(options.approval_timeout_s))
                 if options.human_input
@@ -200,6 +240,7 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
             finally:
                 if provider_token is not None:
                     reset_provider(provider_token)
+                _flow_options.reset(flow_token)
 
     kickoff_async.__kitaru_durable__ = True  # type: ignore[attr-defined]
     return kickoff_async
@@ -339,9 +380,10 @@ def durable(
 
     Also accepted, for a generated project's one-line change: a `@CrewBase` class or its `@crew`
     method (the crew the method builds comes back durable), used as `@durable` or
-    `@durable(approve=[...])`; and a `Flow` subclass or instance (each kickoff is an execution,
-    so the crews kicked off in its steps are parts of it and a crash anywhere resumes without
-    repeating completed LLM or tool calls).
+    `@durable(approve=[...])`; and a `Flow` subclass or instance (each kickoff is an execution;
+    every crew kicked off in its steps is made durable with the same options, as part of it, so a
+    crash anywhere resumes without repeating completed LLM or tool calls; flow steps themselves
+    run again).
 
     Approval: tools selected by `approve` wait for a decision (`{"approved": bool, "message":
     str | None}`, CLI: `kitaru-adapters executions answer`); the run stops `waiting` until it is
@@ -377,12 +419,14 @@ def durable(
         _remember(target, chosen)
         return target
     if isinstance(target, Flow):
+        _install_crew_hook()
         if type(target) not in _durable_classes.values():
             target.__class__ = _durable_flow_class(type(target))
         _remember(target, chosen)
         return target
     if isinstance(target, type):
         if issubclass(target, Flow):
+            _install_crew_hook()
             if not getattr(target.kickoff_async, "__kitaru_durable__", False):
                 target.kickoff_async = _wrap_flow_kickoff(target.kickoff_async, chosen)
             return cast(Any, target)

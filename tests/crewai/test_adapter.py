@@ -458,7 +458,7 @@ def _close_llm_clients(crews: list[Crew]) -> None:
     crews.clear()
 
 
-def _order_flow_class(base_url: str) -> type[Any]:
+def _order_flow_class(base_url: str, durable_crew: bool) -> type[Any]:
     from crewai.flow.flow import Flow, listen, start
 
     class OrderFlow(Flow[dict[str, Any]]):  # type: ignore[misc]
@@ -470,22 +470,25 @@ def _order_flow_class(base_url: str) -> type[Any]:
         @listen(plan)
         def run_desk(self) -> str:
             FLOW_STEPS.append("run_desk")
-            crew = durable(DESK["build_crew"](base_url, "native"))
+            crew = DESK["build_crew"](base_url, "native")
+            if durable_crew:
+                crew = durable(crew)
             FLOW_CREWS.append(crew)
             return crew.kickoff(inputs={"mode": "native"}).raw
 
     return OrderFlow
 
 
+@pytest.mark.parametrize("durable_crew", [True, False], ids=["crew-durable-too", "flow-only"])
 @pytest.mark.parametrize("how", ["class", "instance"])
 @pytest.mark.parametrize("script", [FAILING_SCRIPT])
 def test_a_durable_flow_is_one_execution_and_resumes_its_crews(
-    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path, how: str
+    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path, how: str, durable_crew: bool
 ) -> None:
     FLOW_STEPS.clear()
 
     def make(base_url: str) -> Any:
-        flow_class = _order_flow_class(base_url)
+        flow_class = _order_flow_class(base_url, durable_crew)
         return durable(flow_class)() if how == "class" else durable(flow_class())
 
     with pytest.raises(Exception, match="No rule of the script"):
@@ -502,7 +505,18 @@ def test_a_durable_flow_is_one_execution_and_resumes_its_crews(
     assert detail.status == "completed"
     assert all(call.key.startswith("crewai:order_desk:0/") for call in detail.calls)
     assert FLOW_STEPS == ["plan", "run_desk", "plan", "run_desk"]
+    assert all(is_durable(crew) for crew in FLOW_CREWS)  # made durable by the flow when not before
     _close_llm_clients(FLOW_CREWS)
+
+
+def test_outside_a_durable_flow_crews_are_left_alone(
+    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path
+) -> None:
+    durable(_order_flow_class(model_server.base_url, False))  # installs the kickoff hook
+    crew = DESK["build_crew"](model_server.base_url, "native")
+    assert kickoff(crew).raw == OUTPUT
+    assert not is_durable(crew)
+    assert Client().list_executions() == []
 
 
 ASYNC_RUNS: list[int] = []

@@ -105,11 +105,13 @@ def create_project(kind: str, name: str, tmp_path: Path) -> Path:
 
 
 def add_decorator(source: Path, class_line: str) -> None:
-    """The one change: `@durable` on the `@CrewBase` class (plus its import)."""
+    """The one change: `@durable` on the `@CrewBase` class or the `Flow` class (plus its import)."""
     text = source.read_text()
-    assert text.count(f"@CrewBase\n{class_line}") == 1, text
-    changed = text.replace(f"@CrewBase\n{class_line}", f"@durable\n@CrewBase\n{class_line}")
-    source.write_text(DECORATOR_IMPORT + changed)
+    target = f"@CrewBase\n{class_line}" if f"@CrewBase\n{class_line}" in text else class_line
+    assert text.count(target) == 1, text
+    changed = text.replace(target, f"@durable\n{target}")
+    shebang, newline, rest = changed.partition("\n") if changed.startswith("#!") else ("", "", changed)
+    source.write_text(shebang + newline + DECORATOR_IMPORT + rest)
 
 
 def crewai_run(project: Path, tmp_path: Path, base_url: str) -> subprocess.CompletedProcess[str]:
@@ -133,9 +135,9 @@ def executions(tmp_path: Path) -> list[object]:
 
 
 @pytest.mark.parametrize(
-    ("kind", "name", "crew_file", "class_line", "rules", "tasks", "output_file"),
+    ("kind", "name", "crew_file", "class_line", "rules", "tasks", "output_file", "execution_name"),
     [
-        ("crew", "demo_crew", "crew.py", "class DemoCrew():", CREW_RULES, 2, "report.md"),
+        ("crew", "demo_crew", "crew.py", "class DemoCrew():", CREW_RULES, 2, "report.md", "crewai:DemoCrew"),
         (
             "flow",
             "demo_flow",
@@ -144,8 +146,20 @@ def executions(tmp_path: Path) -> list[object]:
             FLOW_RULES,
             3,
             "output/post.md",
+            "crewai:ContentCrew",
+        ),
+        (
+            "flow",
+            "whole_flow",
+            "main.py",
+            "class ContentFlow(Flow[ContentState]):",
+            FLOW_RULES,
+            3,
+            "output/post.md",
+            "crewai_flow:ContentFlow",
         ),
     ],
+    ids=["crew-CrewBase-class", "flow-CrewBase-class", "flow-Flow-class"],
 )
 def test_a_generated_project_runs_durably_with_one_decorator(
     tmp_path: Path,
@@ -156,6 +170,7 @@ def test_a_generated_project_runs_durably_with_one_decorator(
     rules: list[Rule],
     tasks: int,
     output_file: str,
+    execution_name: str,
 ) -> None:
     project = create_project(kind, name, tmp_path)
     add_decorator(project / "src" / name / crew_file, class_line)
@@ -167,6 +182,7 @@ def test_a_generated_project_runs_durably_with_one_decorator(
         crashed = crewai_run(project, tmp_path, server.base_url)
     assert crashed.returncode != 0 or "error" in (crashed.stdout + crashed.stderr).lower()
     (failed,) = executions(tmp_path)
+    assert failed.flow_name == execution_name  # type: ignore[attr-defined]
     assert failed.status == "failed"  # type: ignore[attr-defined]
     completed_before = [call for call in failed.calls if call.status == "completed"]  # type: ignore[attr-defined]
     assert len(completed_before) == tasks - 1
