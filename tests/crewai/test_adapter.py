@@ -585,3 +585,69 @@ def test_a_streamed_kickoff_is_durable(
     assert len(model_server.requests()) == 4
     assert sorted(lines(tool_runs)) == ["lookup_order 7", "lookup_order 8", "refund 7"]
     assert [call.kind for call in only_execution().calls] == NATIVE_KINDS
+
+
+class _Day:
+    """Stands in for `datetime` in CrewAI's prompt module: `now()` is a chosen day."""
+
+    today = "2026-12-01"
+
+    @classmethod
+    def now(cls) -> Any:
+        import datetime as real
+
+        return real.datetime.fromisoformat(cls.today)
+
+
+@pytest.mark.parametrize("script", [FAILING_SCRIPT])
+def test_inject_date_a_resume_on_another_day_asks_the_llm_again_but_serves_the_tools(
+    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crewai.utilities.prompts
+
+    monkeypatch.setattr(crewai.utilities.prompts, "datetime", _Day)
+
+    def dated_crew(base_url: str) -> Crew:
+        crew = DESK["build_crew"](base_url, "native")
+        for agent in crew.agents:
+            agent.inject_date = True
+        return durable(crew)
+
+    _Day.today = "2026-12-01"
+    with pytest.raises(Exception, match="No rule of the script"):
+        kickoff(dated_crew(model_server.base_url))
+    runs_before = lines(tool_runs)
+
+    _Day.today = "2026-12-02"
+    with ScriptedModelServer(
+        DESK["SCRIPT"], request_log_path=model_server.request_log.parent / "2.jsonl"
+    ) as full:
+        assert kickoff(dated_crew(full.base_url)).raw == OUTPUT
+        # Every prompt carries the new date: all 4 LLM calls are new requests...
+        assert len(full.request_records) == 4
+    # ...while the tool calls (same task, tool and arguments) are served: no tool ran again.
+    assert lines(tool_runs) == runs_before
+    calls = only_execution().calls
+    assert sum(1 for call in calls if call.kind == "model" and call.source == "live") == 4
+    assert not [call for call in calls if call.kind == "tool" and call.source == "live"]
+    assert {call.key.split(":")[1] for call in calls if call.kind == "tool" and call.source == "store"} == {
+        "lookup_order",
+        "refund",
+    }
+
+
+def test_an_approval_inside_a_durable_flow_suspends_the_flow(
+    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path
+) -> None:
+    FLOW_STEPS.clear()
+    flow_class = durable(_order_flow_class(model_server.base_url, False), approve=["refund"])
+    with pytest.raises(ExecutionWaitingError) as waiting:
+        flow_class().kickoff()
+    (pending,) = waiting.value.waits
+    assert pending.name.startswith("approve:refund:refund:")
+    assert "refund 7" not in lines(tool_runs)
+    Client().answer(waiting.value.execution_id, pending.name, {"approved": True})
+    assert flow_class().kickoff() == OUTPUT
+    assert lines(tool_runs).count("refund 7") == 1
+    assert only_execution().status == "completed"
+    _close_llm_clients(FLOW_CREWS)
