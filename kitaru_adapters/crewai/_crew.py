@@ -117,7 +117,10 @@ def run_identity(crew: Crew, inputs: Any) -> dict[str, Any]:
     """What identifies a kickoff for resume: the kickoff inputs, the agents' roles and the tasks' names."""
     return {
         "inputs": jsonable(inputs),
-        "agents": [getattr(agent, "role", None) for agent in crew.agents],
+        # The roles as written: CrewAI interpolates the inputs into `role` in place at kickoff.
+        "agents": [
+            getattr(agent, "_original_role", None) or getattr(agent, "role", None) for agent in crew.agents
+        ],
         "tasks": [task.name for task in crew.tasks],
     }
 

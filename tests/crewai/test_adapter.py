@@ -658,3 +658,20 @@ def test_an_approval_inside_a_durable_flow_suspends_the_flow(
     assert lines(tool_runs).count("refund 7") == 1
     assert only_execution().status == "completed"
     _close_llm_clients(FLOW_CREWS)
+
+
+def test_the_same_crew_object_kicked_off_again_resumes_its_execution(
+    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path
+) -> None:
+    crew = DESK["build_crew"](model_server.base_url, "native")
+    crew.agents[0].role = "Order clerk ({mode} mode)"  # CrewAI interpolates the inputs in place
+    crew = durable(crew, approve=["refund"])
+    with pytest.raises(ExecutionWaitingError) as waiting:
+        kickoff(crew)
+    assert crew.agents[0].role == "Order clerk (native mode)"
+    (pending,) = waiting.value.waits
+    Client().answer(waiting.value.execution_id, pending.name, {"approved": True})
+    assert kickoff(crew).raw == OUTPUT
+    detail = only_execution()
+    assert detail.run_count == 2
+    assert lines(tool_runs).count("lookup_order 7") == 1
