@@ -13,6 +13,7 @@ Sessions:
     bench              the core benchmark (prints figures; not a test)
     bench_openai_agents what the OpenAI Agents adapter adds to a run, and what a resume saves
     bench_crewai       what the CrewAI adapter adds to a kickoff, and what a resume saves
+    demo_crewai        a durable CrewAI order desk, killed with SIGKILL and resumed
     docs               build the mkdocs site
 """
 
@@ -179,6 +180,19 @@ def bench_crewai(session: nox.Session) -> None:
     """Median kickoff time plain vs durable vs served from the store, against the scripted server."""
     _install(session, "crewai")
     session.run("python", "tests/benchmarks/bench_crewai.py", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def demo_crewai(session: nox.Session) -> None:
+    """Run the CrewAI order desk, SIGKILL it after its 3rd checkpoint call, run it again: it resumes."""
+    _install(session, "crewai")
+    store = Path(session.create_tmp()) / "demo-crewai.db"
+    store.unlink(missing_ok=True)
+    env = {**TEST_ENV, "KITARU_STORE_URL": f"sqlite:///{store}", "KITARU_INTERACTIVE": "false"}
+    script = "examples/crewai_order_desk.py"
+    session.run("python", script, "--crash-after", "3", env=env, success_codes=[-9, 137])
+    session.log("Killed after 3 checkpoint calls; running it again resumes the kickoff:")
+    session.run("python", script, "--timeline", env=env)
 
 
 @nox.session(python=PYTHON)
