@@ -14,6 +14,8 @@ Sessions:
     bench_openai_agents what the OpenAI Agents adapter adds to a run, and what a resume saves
     bench_crewai       what the CrewAI adapter adds to a kickoff, and what a resume saves
     demo_crewai        a durable CrewAI order desk, killed with SIGKILL and resumed
+    demo_langgraph     a durable LangGraph refund desk, killed with SIGKILL and resumed
+    bench_langgraph    what the LangGraph adapter adds to a graph run, and what a resume saves
     docs               build the mkdocs site
 """
 
@@ -183,6 +185,28 @@ def bench_crewai(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def demo_langgraph(session: nox.Session) -> None:
+    """Run the LangGraph refund desk, SIGKILL it after its 2nd checkpoint call, run it again: it resumes."""
+    _install(session, "langgraph")
+    session.install("langchain-openai")
+    store = Path(session.create_tmp()) / "demo-langgraph.db"
+    store.unlink(missing_ok=True)
+    env = {**TEST_ENV, "KITARU_STORE_URL": f"sqlite:///{store}", "KITARU_INTERACTIVE": "false"}
+    script = "examples/langgraph_refund_desk.py"
+    session.run("python", script, "--crash-after", "2", env=env, success_codes=[-9, 137])
+    session.log("Killed after 2 checkpoint calls; running it again resumes the thread:")
+    session.run("python", script, "--timeline", env=env)
+
+
+@nox.session(python=PYTHON)
+def bench_langgraph(session: nox.Session) -> None:
+    """Median graph run time plain vs durable vs served from the store, against the scripted server."""
+    _install(session, "langgraph")
+    session.install("langchain-openai")
+    session.run("python", "tests/benchmarks/bench_langgraph.py", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
 def demo_crewai(session: nox.Session) -> None:
     """Run the CrewAI order desk, SIGKILL it after its 3rd checkpoint call, run it again: it resumes."""
     _install(session, "crewai")
@@ -198,6 +222,6 @@ def demo_crewai(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the documentation site into site/."""
-    _install(session, "pydantic-ai,openai-agents,server")
+    _install(session, "pydantic-ai,openai-agents,server,langgraph")
     session.install("--group", "docs")
     session.run("mkdocs", "build", "--strict")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
-from langchain_core.tools import tool
+from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
@@ -375,3 +375,54 @@ def test_kitaru_saver_defaults_to_the_durable_store(tmp_path: Path, sqlite_file_
         )
     finally:
         saver.close()
+
+
+def test_subgraph_calls_are_keyed_by_namespace_without_task_ids(
+    model_server: ModelServer, sqlite_file_store: str
+) -> None:
+    inner = three_call_graph(model_server)
+    outer = StateGraph(Notes).add_node("plan", inner).add_edge(START, "plan").compile(name="outer")
+    graph = durable(outer)
+    config = {"configurable": {"thread_id": "nested"}}
+    assert graph.invoke({"notes": []}, config)["notes"] == [
+        "plan: go by train",
+        "facts: 3 hours",
+        "risks: strikes",
+    ]
+    keys = [call.key for call in Client().get_execution("nested").calls]
+    assert all(key.startswith("model:plan|research@1/") for key in keys), keys
+    graph.invoke({"notes": []}, config)
+    assert len(model_server.requests()) == 3
+
+
+def test_a_tool_returning_a_command_is_stored_and_served(
+    model_server: ModelServer, sqlite_file_store: str
+) -> None:
+    runs: list[str] = []
+
+    @tool
+    def get_weather(city: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """The weather in a city, written to the graph state."""
+        runs.append(city)
+        message = ToolMessage(f"sunny in {city}", tool_call_id=tool_call_id)
+        return Command(update={"messages": [message], "city": city})
+
+    class CityState(MessagesState):
+        city: str
+
+    model = model_server.chat_model().bind_tools([get_weather])
+
+    def agent(state: CityState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(CityState).add_node("agent", agent).add_node("tools", ToolNode([get_weather]))
+    builder.add_edge(START, "agent").add_conditional_edges("agent", tools_condition).add_edge(
+        "tools", "agent"
+    )
+    graph = durable(builder.compile())
+    config = {"configurable": {"thread_id": "command"}}
+    first = graph.invoke({"messages": [HumanMessage("Weather in Paris?")], "city": ""}, config)
+    second = graph.invoke({"messages": [HumanMessage("Weather in Paris?")], "city": ""}, config)
+    assert first["city"] == second["city"] == "Paris"
+    assert second["messages"][-1].content == "It is sunny in Paris."
+    assert runs == ["Paris"]
