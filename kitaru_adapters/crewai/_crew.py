@@ -167,6 +167,13 @@ def _durable_crew_class(base: type[Crew]) -> type[Crew]:
             with _crew_boundary(self, options, inputs):
                 return await super().akickoff(inputs, *args, **kwargs)
 
+        def _prepare_tools(self, agent: Any, task: Any, tools: list[Any]) -> list[Any]:
+            # The tools a task really gets, with those CrewAI adds per task (delegation to coworkers,
+            # MCP, platform and memory tools) made durable too.
+            prepared = super()._prepare_tools(agent, task, tools)
+            options = options_of(self)
+            return [durable_tool(tool, options) for tool in prepared] if options is not None else prepared
+
         def copy(self) -> Any:
             copied = super().copy()
             options = options_of(self)
@@ -374,8 +381,8 @@ def durable(
     `durable(crew)` changes the crew in place and returns it: every LLM slot (each agent's `llm`
     and `function_calling_llm`, the crew's `manager_llm`, `planning_llm` and `chat_llm`) is
     wrapped in a `DurableLLM`, whose `call`/`acall` are checkpoint calls keyed by a fingerprint
-    of the request; every tool (agents' and tasks') is replaced by a `DurableTool`, whose runs
-    are checkpoint calls keyed by task, tool name and canonical arguments, in native tool
+    of the request; every tool (agents' and tasks', and those CrewAI adds per task: delegation,
+    MCP, platform and memory tools) is replaced by a `DurableTool`, whose runs are checkpoint calls keyed by task, tool name and canonical arguments, in native tool
     calling and in ReAct text mode alike. `kickoff`, `kickoff_async`, `akickoff` and
     `kickoff_for_each` then run durably: outside a `@flow` each kickoff is its own execution
     (re-running it with the same inputs after a crash resumes it, serving every completed LLM

@@ -675,3 +675,48 @@ def test_the_same_crew_object_kicked_off_again_resumes_its_execution(
     detail = only_execution()
     assert detail.run_count == 2
     assert lines(tool_runs).count("lookup_order 7") == 1
+
+
+DELEGATE = Rule(
+    when_tools_offered="delegate_work_to_coworker",
+    when_turn=0,
+    tool_calls=(
+        ScriptedToolCall(
+            "delegate_work_to_coworker",
+            {"task": "Name the capital of France.", "context": "A geography quiz.", "coworker": "Researcher"},
+        ),
+    ),
+)
+COWORKER = Rule(when_conversation_contains="geography quiz", text="Paris")
+LEAD_FINAL = Rule(when_tools_offered="delegate_work_to_coworker", text="The capital is {last_tool_result}.")
+
+
+def _delegating_crew(base_url: str) -> Crew:
+    def llm() -> LLM:
+        return LLM(model="openai/gpt-4o-mini", base_url=base_url, api_key="scripted", max_retries=0)
+
+    lead = Agent(role="Lead", goal="Answer", backstory="b", llm=llm(), allow_delegation=True, verbose=False)
+    researcher = Agent(role="Researcher", goal="Research", backstory="b", llm=llm(), verbose=False)
+    task = Task(name="quiz", description="Answer the quiz question.", expected_output="x", agent=lead)
+    return durable(Crew(name="quiz", agents=[lead, researcher], tasks=[task], verbose=False))
+
+
+@pytest.mark.parametrize(
+    "script", [Script(rules=[DELEGATE, COWORKER], model_names=("gpt-4o-mini",))], ids=["no-final-answer"]
+)
+def test_delegation_to_a_coworker_is_a_tool_call_served_on_resume(
+    sqlite_file_store: str, model_server: ModelServer
+) -> None:
+    with pytest.raises(Exception, match="No rule of the script"):
+        _delegating_crew(model_server.base_url).kickoff()
+    calls = only_execution().calls
+    delegation = [call for call in calls if call.name == "tool:Delegate work to coworker"]
+    assert delegation
+    assert delegation[0].status == "completed"
+    # The coworker's LLM call ran inside the delegation's checkpoint call, under its key.
+    assert any(call.kind == "model" and call.key.startswith(delegation[0].key + "/") for call in calls)
+
+    full = Script(rules=[DELEGATE, COWORKER, LEAD_FINAL], model_names=("gpt-4o-mini",))
+    with ScriptedModelServer(full, request_log_path=model_server.request_log.parent / "2.jsonl") as server:
+        assert _delegating_crew(server.base_url).kickoff().raw == "The capital is Paris."
+        assert len(server.request_records) == 1  # neither the delegation nor the coworker ran again
