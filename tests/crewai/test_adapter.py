@@ -720,3 +720,45 @@ def test_delegation_to_a_coworker_is_a_tool_call_served_on_resume(
     with ScriptedModelServer(full, request_log_path=model_server.request_log.parent / "2.jsonl") as server:
         assert _delegating_crew(server.base_url).kickoff().raw == "The capital is Paris."
         assert len(server.request_records) == 1  # neither the delegation nor the coworker ran again
+
+
+@pytest.mark.parametrize(
+    "script", [Script(rules=[DELEGATE, COWORKER], model_names=("gpt-4o-mini",))], ids=["no-final-answer"]
+)
+def test_a_hierarchical_crew_records_its_managers_calls_and_resumes(
+    sqlite_file_store: str, model_server: ModelServer
+) -> None:
+    def crew(base_url: str) -> Crew:
+        def llm() -> LLM:
+            return LLM(model="openai/gpt-4o-mini", base_url=base_url, api_key="scripted", max_retries=0)
+
+        researcher = Agent(role="Researcher", goal="Research", backstory="b", llm=llm(), verbose=False)
+        task = Task(name="quiz", description="Answer the quiz question.", expected_output="x")
+        return durable(
+            Crew(
+                name="managed",
+                agents=[researcher],
+                tasks=[task],
+                process=Process.hierarchical,
+                manager_llm=llm(),
+                verbose=False,
+            )
+        )
+
+    with pytest.raises(Exception, match="No rule of the script"):
+        crew(model_server.base_url).kickoff()
+    completed = [call for call in only_execution().calls if call.status == "completed"]
+    # The manager's first call (asking for the delegation), the delegation, and the coworker's call
+    # inside it; CrewAI retried the failing task, whose repeats are `#2`, `#3`.
+    managers = [
+        call for call in completed if call.kind == "model" and "/" not in call.key.split("crewai:")[-1]
+    ]
+    delegations = [call for call in completed if call.name == "tool:Delegate work to coworker"]
+    assert managers
+    assert delegations
+    assert any(call.key.startswith(delegations[0].key + "/") for call in completed if call.kind == "model")
+
+    full = Script(rules=[DELEGATE, COWORKER, LEAD_FINAL], model_names=("gpt-4o-mini",))
+    with ScriptedModelServer(full, request_log_path=model_server.request_log.parent / "2.jsonl") as server:
+        assert crew(server.base_url).kickoff().raw == "The capital is Paris."
+        assert len(server.request_records) == 1
