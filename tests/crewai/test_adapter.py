@@ -750,9 +750,7 @@ def test_a_hierarchical_crew_records_its_managers_calls_and_resumes(
     completed = [call for call in only_execution().calls if call.status == "completed"]
     # The manager's first call (asking for the delegation), the delegation, and the coworker's call
     # inside it; CrewAI retried the failing task, whose repeats are `#2`, `#3`.
-    managers = [
-        call for call in completed if call.kind == "model" and "/" not in call.key.split("crewai:")[-1]
-    ]
+    managers = [call for call in completed if call.kind == "model" and "/" not in call.key]
     delegations = [call for call in completed if call.name == "tool:Delegate work to coworker"]
     assert managers
     assert delegations
