@@ -760,3 +760,68 @@ def test_a_hierarchical_crew_records_its_managers_calls_and_resumes(
     with ScriptedModelServer(full, request_log_path=model_server.request_log.parent / "2.jsonl") as server:
         assert crew(server.base_url).kickoff().raw == "The capital is Paris."
         assert len(server.request_records) == 1
+
+
+def _crewbase_class(base_url: str, where: str) -> type[Any]:
+    from crewai.project import CrewBase, agent, crew, task
+
+    def llm() -> LLM:
+        return LLM(model="openai/gpt-4o-mini", base_url=base_url, api_key="scripted", max_retries=0)
+
+    def crew_method(self: Any) -> Crew:
+        return Crew(agents=self.agents, tasks=self.tasks, verbose=False)
+
+    crew_method.__name__ = "crew"
+    built = crew(crew_method)
+    if where == "method":
+        built = durable(built, approve=["refund"])
+
+    class Desk:
+        agents_config: dict[str, Any] = {}  # CrewBase reads these class attributes
+        tasks_config: dict[str, Any] = {}
+
+        @agent
+        def clerk(self) -> Agent:
+            return Agent(
+                role="Order clerk",
+                goal="Find amounts",
+                backstory="b",
+                llm=llm(),
+                tools=[DESK["lookup_order"]],
+            )
+
+        @agent
+        def refunder(self) -> Agent:
+            return Agent(role="Refund agent", goal="Refund", backstory="b", llm=llm(), tools=[DESK["refund"]])
+
+        @task
+        def lookup(self) -> Task:
+            return Task(description=DESK["LOOKUP_TASK"], expected_output="The amounts.", agent=self.clerk())
+
+        @task
+        def refund(self) -> Task:
+            return Task(
+                description=DESK["REFUND_TASK"], expected_output="A confirmation.", agent=self.refunder()
+            )
+
+        crew = built
+
+    cls = CrewBase(Desk)
+    return durable(approve=["refund"])(cls) if where == "class" else cls
+
+
+@pytest.mark.parametrize("where", ["class", "method"])
+def test_durable_on_a_crewbase_class_or_its_crew_method(
+    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path, where: str
+) -> None:
+    with pytest.raises(ExecutionWaitingError) as waiting:
+        _crewbase_class(model_server.base_url, where)().crew().kickoff()
+    (pending,) = waiting.value.waits
+    assert pending.name.startswith("approve:refund:refund:")
+    Client().answer(waiting.value.execution_id, pending.name, {"approved": True})
+    crew = _crewbase_class(model_server.base_url, where)().crew()
+    assert is_durable(crew)
+    assert crew.kickoff().raw == OUTPUT
+    assert only_execution().flow_name == "crewai:Desk"
+    assert lines(tool_runs).count("lookup_order 7") == 1
+    assert lines(tool_runs).count("refund 7") == 1
