@@ -36,7 +36,11 @@ WRAPPED_MARKER = "__kitaru_langgraph_wrapped__"
 
 
 def jsonable(value: Any) -> Any:
-    """A JSON form of LangChain values (messages, pydantic models, containers) for fingerprints."""
+    """A JSON form of LangChain values (messages, pydantic models, containers) for fingerprints.
+
+    Other objects are represented by their `repr`, or by their type alone when the `repr` names a
+    memory address; such values do not tell calls apart.
+    """
     if isinstance(value, BaseMessage):
         return message_identity(value)
     if isinstance(value, BaseModel):
@@ -50,7 +54,9 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, type):
         schema = getattr(value, "model_json_schema", None)
         return schema() if callable(schema) else value.__qualname__
-    return repr(value)
+    text = repr(value)
+    # A default repr names a memory address, which differs in every process: keep the type only.
+    return f"<{type(value).__qualname__}>" if " at 0x" in text else text
 
 
 def message_identity(message: BaseMessage) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain.tools import ToolRuntime
 from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.func import entrypoint, task
@@ -426,3 +427,47 @@ def test_a_tool_returning_a_command_is_stored_and_served(
     assert first["city"] == second["city"] == "Paris"
     assert second["messages"][-1].content == "It is sunny in Paris."
     assert runs == ["Paris"]
+
+
+def test_every_store_backend_with_the_kitaru_saver(model_server: ModelServer, store_url: str) -> None:
+    saver = KitaruSaver(store_url)
+    try:
+        graph = durable(three_call_graph(model_server, saver))
+        config = {"configurable": {"thread_id": "backends"}}
+        assert graph.invoke({"notes": []}, config)["notes"][0] == "plan: go by train"
+        assert graph.get_state(config).values["notes"][2] == "risks: strikes"
+    finally:
+        saver.close()
+    detail = Client().get_execution("backends")
+    assert [call.kind for call in detail.calls] == ["model", "model", "model"]
+    assert all(call.cost_usd for call in detail.calls)
+
+
+def test_injected_state_and_runtime_do_not_change_a_tool_calls_fingerprint(
+    model_server: ModelServer, sqlite_file_store: str
+) -> None:
+    runs: list[str] = []
+
+    @tool
+    def get_weather(city: str, runtime: ToolRuntime) -> str:
+        """The weather in a city."""
+        runs.append(f"{city} after {len(runtime.state['messages'])} messages")
+        return f"sunny in {city}"
+
+    agent = durable(create_agent(model_server.chat_model(), [get_weather]))
+    config = {"configurable": {"thread_id": "runtime"}}
+    for _ in range(2):
+        result = agent.invoke({"messages": [HumanMessage("Weather in Paris?")]}, config)
+        assert result["messages"][-1].content == "It is sunny in Paris."
+    assert runs == ["Paris after 2 messages"]
+    assert [call.status for call in Client().get_execution("runtime").calls] == ["completed"] * 3
+
+
+def test_fingerprints_ignore_memory_addresses() -> None:
+    from kitaru_adapters.langgraph._model import jsonable
+
+    class Handler:
+        pass
+
+    assert jsonable({"handler": Handler(), "n": 1}) == {"handler": f"<{Handler.__qualname__}>", "n": 1}
+    assert jsonable([HumanMessage("hi", id="m-1")]) == [{"type": "human", "content": "hi"}]

@@ -215,3 +215,63 @@ def test_parse_decision_accepts_the_usual_answers(answer: Any, approved: bool) -
 def test_parse_decision_refuses_anything_else() -> None:
     with pytest.raises(ValueError, match="Invalid approval answer"):
         parse_decision({"ok": 1})
+
+
+def test_langchain_human_in_the_loop_middleware_keeps_working(
+    model_server: ModelServer, saver: KitaruSaver
+) -> None:
+    from langchain.agents.middleware import HumanInTheLoopMiddleware
+
+    runs: list[str] = []
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        runs.append(city)
+        return f"sunny in {city}"
+
+    agent = durable(
+        create_agent(
+            model_server.chat_model(),
+            [get_weather],
+            checkpointer=saver,
+            middleware=[HumanInTheLoopMiddleware(interrupt_on={"get_weather": True})],
+        )
+    )
+    config = {"configurable": {"thread_id": "hitl"}}
+    stopped = agent.invoke({"messages": [HumanMessage("Weather in Paris?")]}, config)
+    assert stopped["__interrupt__"]
+    assert runs == []
+    done = agent.invoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
+    assert done["messages"][-1].content == "It is sunny in Paris."
+    assert runs == ["Paris"]
+    assert len(model_server.requests()) == 2
+    kinds = [call.kind for call in Client().get_execution("hitl").calls]
+    assert kinds == ["model", "tool", "model"]
+
+
+def test_async_tools_in_parallel_ask_together_as_durable_waits(
+    model_server: ModelServer, sqlite_file_store: str
+) -> None:
+    import asyncio
+
+    runs: list[str] = []
+
+    @tool
+    async def get_weather(city: str) -> str:
+        """The weather in a city."""
+        runs.append(city)
+        return f"sunny in {city}"
+
+    agent = durable(create_agent(model_server.chat_model(), [get_weather]), approve=["get_weather"])
+    config = {"configurable": {"thread_id": "async-waits"}}
+    prompt = {"messages": [HumanMessage("Weather in two cities?")]}
+    with pytest.raises(ExecutionWaitingError) as waiting:
+        asyncio.run(agent.ainvoke(prompt, config))
+    assert len(waiting.value.wait_names) == 2
+    for name in waiting.value.wait_names:
+        Client().answer("async-waits", name, {"approved": True})
+    done = asyncio.run(agent.ainvoke(prompt, config))
+    assert sorted(runs) == ["Lyon", "Paris"]
+    assert sum(isinstance(message, ToolMessage) for message in done["messages"]) == 2
+    assert len(model_server.requests()) == 2
