@@ -209,7 +209,7 @@ def test_human_in_the_loop_interrupt_mode_keeps_the_examples_runstate_flow(
     temperature = [call for call in detail.calls if call.name == "tool:get_temperature"]
     assert len(temperature) == 1
     assert temperature[0].run_number == 1
-    assert json.loads(client.call_output(EXECUTION, temperature[0].sequence)["output"]) == (
+    assert client.call_output(EXECUTION, temperature[0].sequence)["output"] == (
         "The temperature in Oakland is 20° Celsius"
     )
 
