@@ -202,8 +202,8 @@ def durable(
 
     Keys: a model call's key is its logical position (graph namespace without task ids, superstep,
     task path), a fingerprint of the request (model, messages without ids, bound tools and
-    options) and an occurrence index; a tool call's key is its `tool_call_id`. Task ids and
-    checkpoint ids are never used (they change after a lost checkpoint write).
+    options) and an occurrence index; a tool call's key is its namespace, step and `tool_call_id`.
+    Task ids and checkpoint ids are never used (they change after a lost checkpoint write).
 
     Approval: tool calls selected by `approve` need a decision before they run. When the graph
     has a checkpointer the gate calls LangGraph's `interrupt()` with a request

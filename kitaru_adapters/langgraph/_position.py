@@ -123,10 +123,14 @@ class Position:
     task: str
     node: str | None
 
+    @property
+    def where(self) -> str:
+        """`<namespace>@<step>`: the namespace (`root` for the top graph) and the superstep."""
+        return f"{self.namespace or 'root'}@{self.step if self.step is not None else '-'}"
+
     def discriminator(self, request_digest: str | None) -> str:
         """`<namespace>@<step>/<path>/<digest prefix>.<occurrence>` for a request with this digest."""
-        where = f"{self.namespace or 'root'}@{self.step if self.step is not None else '-'}/{self.path or '-'}"
-        base = f"{where}/{request_digest[:16] if request_digest else 'nofp'}"
+        base = f"{self.where}/{self.path or '-'}/{request_digest[:16] if request_digest else 'nofp'}"
         return f"{base}.{self.run.occurrence(self.task, base)}"
 
 

@@ -284,7 +284,11 @@ def _checkpoint_options(
     if position.node:
         details["node"] = position.node
     return {
-        "discriminator": call_id or position.discriminator(fingerprint(identity)),
+        # The tool call id names the request; the position keeps a provider that reuses ids
+        # (`call_0` in every turn) from being served another turn's result.
+        "discriminator": f"{position.where}/{call_id}"
+        if call_id
+        else position.discriminator(fingerprint(identity)),
         "kind": "tool",
         "inputs": identity,
         "codec": ToolOutputCodec(),

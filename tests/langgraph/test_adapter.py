@@ -189,7 +189,7 @@ def test_create_agent_model_and_tool_calls_are_checkpoint_calls(
     tool_call = detail.calls[1]
     tool_message = result["messages"][2]
     assert isinstance(tool_message, ToolMessage)
-    assert tool_call.key == f"tool:get_weather:{tool_message.tool_call_id}"
+    assert tool_call.key == f"tool:get_weather:tools@2/{tool_message.tool_call_id}"
     # run again without a checkpointer: nothing is paid twice, the tool does not run again
     again = agent.invoke({"messages": [HumanMessage("How is the weather in Paris?")]}, config)
     assert [message.content for message in again["messages"]] == [m.content for m in result["messages"]]
@@ -230,9 +230,11 @@ def test_hand_built_tool_node_and_bind_tools(model_server: ModelServer, sqlite_f
     calls = only_execution().calls
     assert [call.key.split("@")[0] for call in calls] == [
         "model:agent",
-        "tool:get_weather:call_" + calls[1].key.split("call_")[1],
+        "tool:get_weather:tools",
         "model:agent",
     ]
+    tool_message = result["messages"][2]
+    assert calls[1].key == f"tool:get_weather:tools@2/{tool_message.tool_call_id}"
     assert runs == ["Paris"]
 
 
@@ -461,6 +463,38 @@ def test_injected_state_and_runtime_do_not_change_a_tool_calls_fingerprint(
         assert result["messages"][-1].content == "It is sunny in Paris."
     assert runs == ["Paris after 2 messages"]
     assert [call.status for call in Client().get_execution("runtime").calls] == ["completed"] * 3
+
+
+def test_a_provider_reusing_tool_call_ids_is_not_served_another_turns_result(
+    sqlite_file_store: str, tmp_path: Path
+) -> None:
+    from kitaru_core.testing import ScriptedModelServer
+
+    reused = Script(
+        [
+            Rule(when_last_tool_result_contains="sunny", text="It is {last_tool_result}."),
+            Rule(
+                when_tools_offered="get_weather",
+                tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"}, id="call_0")],
+            ),
+        ],
+        model_names=["gpt-4o-mini"],
+    )
+    get_weather, runs = tool_runs_recorder()
+    with ScriptedModelServer(reused) as server:
+        model = ModelServer(server, tmp_path / "unused.jsonl").chat_model()
+        saver = KitaruSaver()
+        try:
+            agent = durable(create_agent(model, [get_weather], checkpointer=saver))
+            config = {"configurable": {"thread_id": "reused-ids"}}
+            agent.invoke({"messages": [HumanMessage("Weather in Paris?")]}, config)
+            agent.invoke({"messages": [HumanMessage("And now?")]}, config)
+        finally:
+            saver.close()
+    assert runs == ["Paris", "Paris"]  # the second turn's `call_0` ran: it is another call
+    keys = [call.key for call in Client().get_execution("reused-ids").calls if call.kind == "tool"]
+    assert len(set(keys)) == 2
+    assert all(key.endswith("/call_0") for key in keys)
 
 
 def test_fingerprints_ignore_memory_addresses() -> None:
