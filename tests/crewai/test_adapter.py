@@ -825,3 +825,22 @@ def test_durable_on_a_crewbase_class_or_its_crew_method(
     assert only_execution().flow_name == "crewai:Desk"
     assert lines(tool_runs).count("lookup_order 7") == 1
     assert lines(tool_runs).count("refund 7") == 1
+
+
+@pytest.mark.parametrize("entry", ["kickoff_for_each", "kickoff_for_each_async", "akickoff_for_each"])
+def test_each_input_of_kickoff_for_each_is_its_own_execution(
+    sqlite_file_store: str, model_server: ModelServer, tool_runs: Path, entry: str
+) -> None:
+    crew = durable(DESK["build_crew"](model_server.base_url, "native"))
+    inputs = [{"mode": "native", "batch": 1}, {"mode": "native", "batch": 2}]
+    if entry == "kickoff_for_each":
+        results = crew.kickoff_for_each(inputs)
+    else:
+        results = asyncio.run(getattr(crew, entry)(inputs))
+    assert [result.raw for result in results] == [OUTPUT, OUTPUT]
+    summaries = Client().list_executions()
+    assert len(summaries) == 2
+    for summary in summaries:
+        detail = Client().get_execution(summary.id)
+        assert detail.status == "completed"
+        assert [call.kind for call in detail.calls] == NATIVE_KINDS
