@@ -210,7 +210,8 @@ def durable(
     `{"kind": "tool_approval", "tool", "arguments", "tool_call_id", "question"}`; resume with
     `Command(resume={"approved": True})` (or `{interrupt_id: answer, ...}` for parallel calls); an
     invalid answer asks again, naming the problem. Without a checkpointer each is a durable wait
-    named `approve:<tool>:<tool_call_id>`, answered with `{"approved": bool, "message": ...}`
+    named `approve:<tool>:<tool_call_id>-<8 hex of position and arguments>`, answered with
+    `{"approved": bool, "message": ...}`
     (CLI: `kitaru-adapters executions answer`), and the run raises `ExecutionWaitingError` until
     it is answered and the run is called again. A denial gives the model an error `ToolMessage`.
 

@@ -266,7 +266,8 @@ def _gate(
         return None
     if run.has_checkpointer:
         return _interrupt_decision(tool.name, arguments, call_id)
-    return _wait_decision(ApprovalRequest(tool.name, arguments, call_id), run.options.approval_timeout_s)
+    request = ApprovalRequest(tool.name, arguments, approval_id(position, tool.name, arguments, call_id))
+    return _wait_decision(request, run.options.approval_timeout_s)
 
 
 # -- the wraps -----------------------------------------------------------------------------------------
@@ -294,6 +295,17 @@ def _checkpoint_options(
         "codec": ToolOutputCodec(),
         "details": details,
     }
+
+
+def approval_id(position: Position, tool: str, arguments: Mapping[str, Any], call_id: str) -> str:
+    """The call id in an approval wait's name: `<tool call id>-<8 hex of position and arguments>`.
+
+    A wait's answer is reused whenever the same name comes up again, so the name must not repeat
+    for another call: a provider that reuses tool call ids (`call_0` in every turn) must not get a
+    refund of 1,000 approved by the answer given for a refund of 25.
+    """
+    digest = fingerprint({"where": position.where, "tool": tool, "arguments": dict(arguments)}) or "nofp"
+    return f"{call_id}-{digest[:8]}"
 
 
 def _call_id(position: Position, tool: BaseTool, arguments: dict[str, Any], tool_call_id: str | None) -> str:
@@ -342,7 +354,7 @@ async def _arun(
         else:
             decision = await asyncio.to_thread(
                 _wait_decision,
-                ApprovalRequest(self.name, arguments, call_id),
+                ApprovalRequest(self.name, arguments, approval_id(position, self.name, arguments, call_id)),
                 position.run.options.approval_timeout_s,
             )
         if not decision.approved:

@@ -20,7 +20,7 @@ REQUESTS_BEFORE_REFUND = 5  # three research calls, two agent turns (lookup, the
 def _stop_at_the_wait(process: DeskProcess, server: ModelServer) -> str:
     stopped = process.run("--checkpointer", "none", "--approve")
     assert stopped.returncode == EXIT_WAITING, stopped.stderr
-    match = re.search(r"executions answer refund-7 (approve:refund:call_\w+)", stopped.stderr)
+    match = re.search(r"executions answer refund-7 (approve:refund:call_\w+-[0-9a-f]{8})", stopped.stderr)
     assert match, stopped.stderr
     assert len(server.requests()) == REQUESTS_BEFORE_REFUND
     assert process.tool_runs() == ["lookup_order 7"]

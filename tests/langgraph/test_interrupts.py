@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -275,3 +276,37 @@ def test_async_tools_in_parallel_ask_together_as_durable_waits(
     assert sorted(runs) == ["Lyon", "Paris"]
     assert sum(isinstance(message, ToolMessage) for message in done["messages"]) == 2
     assert len(model_server.requests()) == 2
+
+
+def test_a_reused_tool_call_id_does_not_inherit_another_calls_approval(
+    sqlite_file_store: str, tmp_path: Path
+) -> None:
+    from kitaru_core.testing import ScriptedModelServer
+
+    reused = Script(
+        [
+            Rule(when_last_tool_result_contains="sunny", text="It is {last_tool_result}."),
+            Rule(
+                when_last_user_contains="Lyon",
+                tool_calls=[ScriptedToolCall("get_weather", {"city": "Lyon"}, id="call_0")],
+            ),
+            Rule(tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"}, id="call_0")]),
+        ],
+        model_names=["gpt-4o-mini"],
+    )
+    runs: list[str] = []
+    with ScriptedModelServer(reused) as server:
+        agent = _weather_agent(ModelServer(server, tmp_path / "unused.jsonl"), None, runs)
+        config = {"configurable": {"thread_id": "reused"}}
+        with pytest.raises(ExecutionWaitingError) as paris:
+            agent.invoke({"messages": [HumanMessage("Weather in Paris?")]}, config)
+        (paris_wait,) = paris.value.wait_names
+        Client().answer("reused", paris_wait, {"approved": True})
+        agent.invoke({"messages": [HumanMessage("Weather in Paris?")]}, config)
+        assert runs == ["Paris"]
+        with pytest.raises(ExecutionWaitingError) as lyon:  # same id `call_0`, other arguments: asks again
+            agent.invoke({"messages": [HumanMessage("Weather in Lyon?")]}, config)
+    (lyon_wait,) = lyon.value.wait_names
+    assert lyon_wait != paris_wait
+    assert lyon_wait.startswith("approve:get_weather:call_0-")
+    assert runs == ["Paris"]
