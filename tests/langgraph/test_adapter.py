@@ -505,3 +505,37 @@ def test_fingerprints_ignore_memory_addresses() -> None:
 
     assert jsonable({"handler": Handler(), "n": 1}) == {"handler": f"<{Handler.__qualname__}>", "n": 1}
     assert jsonable([HumanMessage("hi", id="m-1")]) == [{"type": "human", "content": "hi"}]
+
+
+@pytest.mark.parametrize("entry", ["stream", "astream"])
+def test_a_stream_stopped_early_leaves_a_resumable_execution(
+    model_server: ModelServer, sqlite_file_store: str, entry: str
+) -> None:
+    model = model_server.chat_model()
+
+    def one(state: Notes) -> dict[str, list[str]]:
+        return {"notes": [str(model.invoke("Plan the trip").content)]}
+
+    def two(state: Notes) -> dict[str, list[str]]:
+        return {"notes": [str(model.invoke("List the facts").content)]}
+
+    builder = StateGraph(Notes).add_node("one", one).add_node("two", two)
+    graph = durable(builder.add_edge(START, "one").add_edge("one", "two").compile())
+    config = {"configurable": {"thread_id": f"early-{entry}"}}
+    if entry == "stream":
+        for _ in graph.stream({"notes": []}, config):
+            break  # the consumer stops after the first step
+    else:
+
+        async def first() -> None:
+            stream = graph.astream({"notes": []}, config)
+            async for _ in stream:
+                break
+            await stream.aclose()
+
+        asyncio.run(first())
+    assert Client().get_execution(f"early-{entry}").status == "failed"
+    assert graph.invoke({"notes": []}, config)["notes"] == ["plan: go by train", "facts: 3 hours"]
+    detail = Client().get_execution(f"early-{entry}")
+    assert detail.status == "completed"
+    assert len(model_server.requests()) == 2  # the first step's call was served
