@@ -2,7 +2,7 @@
 
     python examples/langgraph_refund_desk.py [--base-url URL] [--checkpointer none|sqlite|kitaru]
         [--mode invoke|ainvoke|stream|astream] [--approve] [--resume JSON] [--no-durable]
-        [--crash-after K] [--crash-after-model-calls K] [--counter-file F] [--timeline]
+        [--crash-after K] [--crash-after-model-calls K] [--rerun-as-is] [--counter-file F] [--timeline]
 
 Without `--base-url` it starts the project's scripted OpenAI-compatible server on 127.0.0.1, so it
 runs offline. `durable(graph)` is the one added line.
@@ -12,8 +12,9 @@ The graph: a `research` node makes three model calls in a row (plan, facts, risk
 answer. Tool bodies append a line to the counter file, so a test can count how often each ran.
 
 Running it again after a crash resumes: with a checkpointer the thread's unfinished run is
-continued with `invoke(None, config)` (LangGraph's own way); without one the same call is made
-again. `--approve` gates the `refund` tool: with a checkpointer the run stops at LangGraph's
+continued with `invoke(None, config)` (LangGraph's own way; with `--rerun-as-is` the same
+`invoke(input, config)` is made again, and the adapter continues the unfinished run itself);
+without one the same call is made again. `--approve` gates the `refund` tool: with a checkpointer the run stops at LangGraph's
 `interrupt()` (continue with `--resume '{"approved": true}'`), without one at a durable wait
 (answer it with the CLI, then run again). Exit code 3 means "waiting for an answer".
 """
@@ -206,6 +207,11 @@ def main() -> int:
     parser.add_argument("--counter-file", type=Path)
     parser.add_argument("--graph-db", type=Path, default=Path(".kitaru/langgraph-refund-desk.db"))
     parser.add_argument("--thread", default=THREAD_ID)
+    parser.add_argument(
+        "--rerun-as-is",
+        action="store_true",
+        help="always call with the input (the adapter resumes a crashed call)",
+    )
     parser.add_argument("--timeline", action="store_true", help="print the execution's timeline at the end")
     options = parser.parse_args()
     if options.base_url:
@@ -229,7 +235,7 @@ def run_desk(options: argparse.Namespace, base_url: str) -> int:
         payload: Any = {"messages": [HumanMessage(PROMPT)], "notes": []}
         if options.resume:
             payload = Command(resume=json.loads(options.resume))
-        elif checkpointer is not None and graph.get_state(config).tasks:
+        elif checkpointer is not None and not options.rerun_as_is and graph.get_state(config).tasks:
             # The thread has an unfinished run: continue it (LangGraph's resume). `tasks`, not `next`:
             # a task whose writes were saved before the crash is no longer listed in `next`.
             payload = None

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
+from langgraph.types import Command
 
 from kitaru_adapters.langgraph._model import install_model_wraps, jsonable
 from kitaru_adapters.langgraph._position import (
@@ -21,8 +22,8 @@ from kitaru_adapters.langgraph._position import (
     leave_run,
 )
 from kitaru_adapters.langgraph._tools import install_tool_wraps
-from kitaru_core import current_execution, durable_run, execution, scope
-from kitaru_core.errors import AdapterError
+from kitaru_core import Client, current_execution, durable_run, execution, fingerprint, scope
+from kitaru_core.errors import AdapterError, ExecutionNotFoundError
 
 GraphT = TypeVar("GraphT", bound=Pregel[Any, Any, Any, Any])
 
@@ -99,6 +100,49 @@ def default_name(graph: Pregel[Any, Any, Any, Any]) -> str:
     return nodes[0] if len(nodes) == 1 else graph.name
 
 
+UNFINISHED = ("running", "failed", "waiting")
+INPUT_CHANNEL = "__start__"
+
+
+def resume_input(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -> Any:
+    """`None` instead of `input` when a call is the re-run of a thread's crashed call.
+
+    With a checkpointer, LangGraph resumes an unfinished run with `invoke(None, config)`; the same
+    `invoke(input, config)` again would start a new run on top of the saved state. So when the
+    thread's execution did not finish (crashed, failed, or stopped at a durable wait), the
+    checkpointer holds pending tasks that are not interrupts, and the thread's latest input equals
+    this one, the call continues the unfinished run instead.
+    """
+    thread_id = thread_id_of(config)
+    checkpointer = graph.checkpointer
+    if (
+        input is None
+        or isinstance(input, Command)
+        or thread_id is None
+        or not isinstance(checkpointer, BaseCheckpointSaver)
+        or active_run() is not None
+        or current_execution() is not None
+        or not is_durable(graph)
+    ):
+        return input
+    try:
+        status = Client().get_execution(thread_id).status
+    except ExecutionNotFoundError:
+        return input
+    if status not in UNFINISHED:
+        return input
+    state = graph.get_state(config)
+    if not state.tasks or any(task.interrupts for task in state.tasks):
+        return input
+    latest = next(iter(checkpointer.list(config, filter={"source": "input"}, limit=1)), None)
+    if latest is None:
+        return input
+    stored = latest.checkpoint["channel_values"].get(INPUT_CHANNEL)
+    if fingerprint(jsonable(stored)) != fingerprint(jsonable(input)):
+        return input
+    return None
+
+
 def _durable_class(base: type[Any]) -> type[Any]:
     """A subclass of a compiled graph's class whose entry points open the durable boundary."""
     cached = _durable_classes.get(base)
@@ -107,10 +151,12 @@ def _durable_class(base: type[Any]) -> type[Any]:
 
     class DurableGraph(base):  # type: ignore[valid-type, misc]
         def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+            input = resume_input(self, input, config)
             with graph_boundary(self, input, config):
                 return base.invoke(self, input, config, **kwargs)
 
         async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+            input = resume_input(self, input, config)
             with graph_boundary(self, input, config):
                 return await base.ainvoke(self, input, config, **kwargs)
 
@@ -118,6 +164,7 @@ def _durable_class(base: type[Any]) -> type[Any]:
             if active_run() is not None or not is_durable(self):
                 yield from base.stream(self, input, config, **kwargs)
                 return
+            input = resume_input(self, input, config)
             # The execution's context variables live in a context of their own, entered for each
             # step of the stream, so a consumer that stops early does not leave them set.
             context = contextvars.copy_context()
@@ -139,6 +186,7 @@ def _durable_class(base: type[Any]) -> type[Any]:
                 async for item in base.astream(self, input, config, **kwargs):
                     yield item
                 return
+            input = resume_input(self, input, config)
             # One task, in a copy of the caller's context, runs the whole stream inside the boundary.
             items: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
 
@@ -196,9 +244,11 @@ def durable(
 
     Identity: a run with a `thread_id` belongs to the execution whose id is the thread id, so every
     call on the thread (new input, `invoke(None, config)` after a crash, `Command(resume=...)`
-    after an interrupt) is served the calls already made at the same logical position. A run
-    without a `thread_id` is an execution identified by its input: re-running it after a crash
-    resumes it. Inside a `@flow` the calls belong to the flow's execution.
+    after an interrupt) is served the calls already made at the same logical position. With a
+    checkpointer, making the same call again after the thread's run crashed or failed continues
+    that run (as `invoke(None, config)` would). A run without a `thread_id` is an execution
+    identified by its input: re-running it after a crash resumes it. Inside a `@flow` the calls
+    belong to the flow's execution.
 
     Keys: a model call's key is its logical position (graph namespace without task ids, superstep,
     task path), a fingerprint of the request (model, messages without ids, bound tools and

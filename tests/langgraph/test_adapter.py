@@ -539,3 +539,37 @@ def test_a_stream_stopped_early_leaves_a_resumable_execution(
     detail = Client().get_execution(f"early-{entry}")
     assert detail.status == "completed"
     assert len(model_server.requests()) == 2  # the first step's call was served
+
+
+def test_the_same_call_again_after_a_failure_continues_the_threads_run(
+    model_server: ModelServer, sqlite_file_store: str
+) -> None:
+    model = model_server.chat_model()
+    entered: list[str] = []
+
+    def one(state: Notes) -> dict[str, list[str]]:
+        entered.append("one")
+        return {"notes": [str(model.invoke("Plan the trip").content)]}
+
+    def two(state: Notes) -> dict[str, list[str]]:
+        entered.append("two")
+        if entered.count("two") == 1:
+            raise RuntimeError("the facts service is down")
+        return {"notes": [str(model.invoke("List the facts").content)]}
+
+    saver = KitaruSaver()
+    try:
+        builder = StateGraph(Notes).add_node("one", one).add_node("two", two)
+        graph = durable(builder.add_edge(START, "one").add_edge("one", "two").compile(checkpointer=saver))
+        config = {"configurable": {"thread_id": "retry"}}
+        with pytest.raises(RuntimeError, match="facts service"):
+            graph.invoke({"notes": []}, config)
+        assert Client().get_execution("retry").status == "failed"
+        # the same call again continues the failed run (LangGraph's invoke(None)), not a new one
+        assert graph.invoke({"notes": []}, config)["notes"] == ["plan: go by train", "facts: 3 hours"]
+        assert entered == ["one", "two", "two"]
+        # a completed thread: the same input again is a new run on top of the state
+        assert graph.invoke({"notes": []}, config)["notes"] == ["plan: go by train", "facts: 3 hours"] * 2
+        assert entered == ["one", "two", "two", "one", "two"]
+    finally:
+        saver.close()

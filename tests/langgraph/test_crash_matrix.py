@@ -51,6 +51,10 @@ MATRIX = [
     *[("kitaru", "astream", k) for k in (2, 5, 7)],
     *[("sqlite", "stream", k) for k in (3, 6)],
     ("none", "ainvoke", 4),
+    # the same call made again, as is: the adapter turns it into LangGraph's `invoke(None, config)`
+    *[("kitaru", "invoke --rerun-as-is", k) for k in (2, 5, 7)],
+    ("kitaru", "astream --rerun-as-is", 3),
+    ("sqlite", "stream --rerun-as-is", 6),
 ]
 
 
@@ -59,7 +63,7 @@ def test_killed_after_k_calls_resumes_without_repeating_them(
     desk: tuple[DeskProcess, ModelServer], checkpointer: str, mode: str, crash_after: int
 ) -> None:
     process, server = desk
-    options = ("--checkpointer", checkpointer, "--mode", mode)
+    options = ("--checkpointer", checkpointer, "--mode", *mode.split())
     killed = process.run(*options, "--crash-after", str(crash_after))
     assert killed.returncode in KILLED, killed.stderr
     resumed = process.run(*options)
