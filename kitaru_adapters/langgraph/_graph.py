@@ -125,12 +125,7 @@ def resume_input(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -> 
         or not is_durable(graph)
     ):
         return input
-    try:
-        status = Client().get_execution(thread_id).status
-    except ExecutionNotFoundError:
-        return input
-    if status not in UNFINISHED:
-        return input
+    # Cheapest first: after a run that finished, the thread has no pending task.
     state = graph.get_state(config)
     if not state.tasks or any(task.interrupts for task in state.tasks):
         return input
@@ -140,7 +135,11 @@ def resume_input(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -> 
     stored = latest.checkpoint["channel_values"].get(INPUT_CHANNEL)
     if fingerprint(jsonable(stored)) != fingerprint(jsonable(input)):
         return input
-    return None
+    try:
+        status = Client().get_execution(thread_id).status
+    except ExecutionNotFoundError:
+        return input
+    return None if status in UNFINISHED else input
 
 
 def _durable_class(base: type[Any]) -> type[Any]:
