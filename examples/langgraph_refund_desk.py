@@ -160,6 +160,7 @@ def make_checkpointer(kind: str, path: Path, stack: ExitStack) -> Any:
     if kind == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(path, check_same_thread=False)
         stack.callback(connection.close)
         return SqliteSaver(connection)
@@ -225,7 +226,6 @@ def run_desk(options: argparse.Namespace, base_url: str) -> int:
         crash_after(options.crash_after)
     if options.crash_after_model_calls:
         crash_after_model_calls(options.crash_after_model_calls)
-    options.graph_db.parent.mkdir(parents=True, exist_ok=True)
     config = {"configurable": {"thread_id": options.thread}}
     with ExitStack() as stack:
         checkpointer = make_checkpointer(options.checkpointer, options.graph_db, stack)

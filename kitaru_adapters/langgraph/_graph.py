@@ -187,30 +187,35 @@ def _durable_class(base: type[Any]) -> type[Any]:
                 return
             input = resume_input(self, input, config)
             # One task, in a copy of the caller's context, runs the whole stream inside the boundary.
-            items: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+            # It pulls the next item only when the consumer asks for it, so the graph does not run
+            # ahead of a consumer (one that stops early stops the graph where plain LangGraph would).
+            wanted: asyncio.Queue[None] = asyncio.Queue()
+            items: asyncio.Queue[Any] = asyncio.Queue()
 
             async def pump() -> None:
                 try:
                     with graph_boundary(self, input, config):
-                        async for item in base.astream(self, input, config, **kwargs):
-                            await items.put(item)
+                        async with contextlib.aclosing(base.astream(self, input, config, **kwargs)) as stream:
+                            iterator = aiter(stream)
+                            while True:
+                                await wanted.get()
+                                try:
+                                    item = await anext(iterator)
+                                except StopAsyncIteration:
+                                    break
+                                items.put_nowait((item,))
                 finally:
-                    with contextlib.suppress(asyncio.QueueFull):
-                        items.put_nowait(_END)
+                    items.put_nowait(_END)
 
             task = asyncio.create_task(pump(), context=contextvars.copy_context())
             try:
                 while True:
-                    getter = asyncio.ensure_future(items.get())
-                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        break
-                    item = getter.result()
+                    wanted.put_nowait(None)
+                    item = await items.get()
                     if item is _END:
                         break
-                    yield item
-                await task
+                    yield item[0]
+                await task  # the run's outcome: its error, or the execution's verdict (waiting...)
             finally:
                 if not task.done():
                     task.cancel()
