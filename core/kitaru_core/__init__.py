@@ -56,6 +56,7 @@ __all__ = [
     "flow",
     "idempotency_key",
     "request_approval",
+    "request_approval_together",
     "request_approvals",
     "run_checkpoint",
     "run_checkpoint_async",
@@ -78,6 +79,7 @@ _LAZY = {
     "ApprovalRequest": "_approvals",
     "approval_wait_name": "_approvals",
     "request_approval": "_approvals",
+    "request_approval_together": "_approvals",
     "request_approvals": "_approvals",
 }
 
@@ -99,6 +101,7 @@ if TYPE_CHECKING:
         ApprovalRequest,
         approval_wait_name,
         request_approval,
+        request_approval_together,
         request_approvals,
     )
     from kitaru_core._client import CallView, Client, ExecutionDetail, ExecutionSummary, Totals, WaitView

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kitaru_core._runtime import WaitSpec, wait_all
+from kitaru_core._runtime import WaitSpec, current_execution, wait_all
 from kitaru_core.errors import ConfigurationError
 
 ARGUMENT_PREVIEW_CHARACTERS = 300
@@ -139,3 +140,75 @@ def request_approval(
 ) -> ApprovalDecision:
     """Ask for approval of one tool call as a durable wait; see `request_approvals`."""
     return request_approvals([ApprovalRequest(tool_name, arguments, call_id)], timeout=timeout)[call_id]
+
+
+@dataclass
+class _ApprovalBatch:
+    """The approvals asked for by the tool calls of one execution that arrived together."""
+
+    requests: list[ApprovalRequest]
+    done: threading.Event = field(default_factory=threading.Event)
+    decisions: dict[str, ApprovalDecision] | None = None
+    error: BaseException | None = None
+    open: bool = True
+
+
+_open_batches: dict[str, _ApprovalBatch] = {}
+_batches_lock = threading.Lock()
+
+
+def request_approval_together(
+    request: ApprovalRequest, *, window_s: float, timeout: timedelta | float | None = None
+) -> ApprovalDecision:
+    """Ask for one tool call's approval together with the calls of its execution that ask meanwhile.
+
+    Frameworks run the tool calls of one model turn in parallel (a thread pool, or asyncio tasks
+    that call this through `asyncio.to_thread`). The first gated call opens a batch and waits
+    `window_s` seconds for its siblings; then one `request_approvals` gives every call of the batch
+    its pending wait before anything blocks, so all of them can be answered before the execution
+    is resumed. It blocks the calling thread.
+
+    Args:
+        request: The tool call to decide.
+        window_s: Seconds the first call of a batch waits for the others to join.
+        timeout: How long the waits poll for answers before the execution suspends (see `wait`).
+
+    Returns:
+        This call's decision.
+
+    Raises:
+        ConfigurationError: Called outside an execution.
+        BaseException: What `request_approvals` raised (the suspension, when answers are missing),
+            raised in every call of the batch.
+    """
+    execution = current_execution()
+    if execution is None:
+        raise ConfigurationError("request_approval_together() works only inside an execution.")
+    key = execution.execution_id
+    with _batches_lock:
+        batch = _open_batches.get(key)
+        joined = batch is not None and batch.open
+        if batch is not None and joined:
+            batch.requests.append(request)
+        else:
+            batch = _ApprovalBatch([request])
+            _open_batches[key] = batch
+    if joined:
+        batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        assert batch.decisions is not None
+        return batch.decisions[request.call_id]
+    try:
+        batch.done.wait(window_s)
+        with _batches_lock:
+            batch.open = False
+            if _open_batches.get(key) is batch:
+                del _open_batches[key]
+        batch.decisions = request_approvals(batch.requests, timeout=timeout)
+    except BaseException as error:  # a suspension (or a failure) stops every call of the batch
+        batch.error = error
+        raise
+    finally:
+        batch.done.set()
+    return batch.decisions[request.call_id]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +14,11 @@ from crewai.tools import BaseTool
 from pydantic import ConfigDict, Field
 
 from kitaru_core import (
-    ApprovalDecision,
     ApprovalPolicy,
     ApprovalRequest,
     current_execution,
     fingerprint,
-    request_approvals,
+    request_approval_together,
     run_checkpoint,
     run_checkpoint_async,
     wait,
@@ -80,63 +78,6 @@ def tool_call_discriminator(tool_name: str, arguments: dict[str, Any]) -> str:
     return f"{task_label()}:{digest[:ARGUMENTS_DIGEST_CHARACTERS]}"
 
 
-# -- approvals: parallel gated calls (a thread pool) ask together ---------------------------------------
-
-
-@dataclass
-class _ApprovalBatch:
-    requests: list[ApprovalRequest]
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
-    decisions: dict[str, ApprovalDecision] | None = None
-    error: BaseException | None = None
-    open: bool = True
-
-
-_batches: dict[str, _ApprovalBatch] = {}
-_batches_lock = threading.Lock()
-
-
-def decide(request: ApprovalRequest, timeout_s: float | None) -> ApprovalDecision:
-    """Ask for one approval; gated calls running at the same time join one `request_approvals`.
-
-    CrewAI runs a turn's native tool calls on a thread pool. The first gated call opens a batch
-    and waits `APPROVAL_BATCH_WINDOW_S` for its siblings, so every parallel approval has its
-    pending wait before the run stops and all can be answered before it resumes. Wait names
-    (`approve:<tool>:<task>:<arguments digest>`) do not depend on which thread came first.
-    """
-    execution = current_execution()
-    assert execution is not None
-    key = execution.execution_id
-    with _batches_lock:
-        batch = _batches.get(key)
-        if batch is not None and batch.open:
-            batch.requests.append(request)
-            joined = True
-        else:
-            batch = _ApprovalBatch([request])
-            _batches[key] = batch
-            joined = False
-    if joined:
-        batch.done.wait()
-        if batch.error is not None:
-            raise batch.error.with_traceback(None)
-        assert batch.decisions is not None
-        return batch.decisions[request.call_id]
-    try:
-        batch.done.wait(APPROVAL_BATCH_WINDOW_S)
-        with _batches_lock:
-            batch.open = False
-            if _batches.get(key) is batch:
-                del _batches[key]
-        batch.decisions = request_approvals(batch.requests, timeout=timeout_s)
-    except BaseException as error:  # a suspension (or a failure) stops every call of the batch
-        batch.error = error
-        raise
-    finally:
-        batch.done.set()
-    return batch.decisions[request.call_id]
-
-
 # -- the tool proxy ------------------------------------------------------------------------------------
 
 
@@ -191,8 +132,11 @@ class DurableTool(BaseTool):
         """Ask for approval when the policy says so; the agent's text on denial, else `None`."""
         if not self.options.policy.requires_approval(self.name, arguments):
             return None
-        decision = decide(
-            ApprovalRequest(self.name, arguments, discriminator), self.options.approval_timeout_s
+        # CrewAI runs a turn's native tool calls on a thread pool: parallel gated calls ask together.
+        decision = request_approval_together(
+            ApprovalRequest(self.name, arguments, discriminator),
+            window_s=APPROVAL_BATCH_WINDOW_S,
+            timeout=self.options.approval_timeout_s,
         )
         if decision.approved:
             return None

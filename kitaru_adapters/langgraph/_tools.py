@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import BaseMessage, ToolMessage, message_to_dict, messages_from_dict
@@ -22,9 +19,8 @@ from kitaru_core import (
     ApprovalDecision,
     ApprovalRequest,
     JsonCodec,
-    current_execution,
     fingerprint,
-    request_approvals,
+    request_approval_together,
     run_checkpoint,
     run_checkpoint_async,
 )
@@ -194,57 +190,6 @@ def _interrupt_decision(tool: str, arguments: Mapping[str, Any], call_id: str) -
             problem = str(error)
 
 
-@dataclass
-class _Batch:
-    requests: list[ApprovalRequest]
-    done: threading.Event = field(default_factory=threading.Event)
-    decisions: dict[str, ApprovalDecision] | None = None
-    error: BaseException | None = None
-    open: bool = True
-
-
-_batches: dict[str, _Batch] = {}
-_batches_lock = threading.Lock()
-
-
-def _wait_decision(request: ApprovalRequest, timeout_s: float | None) -> ApprovalDecision:
-    """Ask as a durable wait; gated calls that arrive together (parallel tool tasks) ask together.
-
-    So every parallel gated call has its pending wait before the run stops, and all of them can be
-    answered before it is resumed.
-    """
-    execution = current_execution()
-    assert execution is not None
-    key = execution.execution_id
-    with _batches_lock:
-        batch = _batches.get(key)
-        joined = batch is not None and batch.open
-        if batch is not None and joined:
-            batch.requests.append(request)
-        else:
-            batch = _Batch([request])
-            _batches[key] = batch
-    if joined:
-        batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-        assert batch.decisions is not None
-        return batch.decisions[request.call_id]
-    time.sleep(BATCH_WINDOW_S)
-    with _batches_lock:
-        batch.open = False
-        if _batches.get(key) is batch:
-            del _batches[key]
-    try:
-        batch.decisions = request_approvals(batch.requests, timeout=timeout_s)
-    except BaseException as error:  # a suspension (or a failure) stops every call of the batch
-        batch.error = error
-        raise
-    finally:
-        batch.done.set()
-    return batch.decisions[request.call_id]
-
-
 def _denied(
     tool: BaseTool, arguments: Mapping[str, Any], call_id: str | None, decision: ApprovalDecision
 ) -> Any:
@@ -267,7 +212,7 @@ def _gate(
     if run.has_checkpointer:
         return _interrupt_decision(tool.name, arguments, call_id)
     request = ApprovalRequest(tool.name, arguments, approval_id(position, tool.name, arguments, call_id))
-    return _wait_decision(request, run.options.approval_timeout_s)
+    return request_approval_together(request, window_s=BATCH_WINDOW_S, timeout=run.options.approval_timeout_s)
 
 
 # -- the wraps -----------------------------------------------------------------------------------------
@@ -353,9 +298,10 @@ async def _arun(
             decision = _interrupt_decision(self.name, arguments, call_id)
         else:
             decision = await asyncio.to_thread(
-                _wait_decision,
+                request_approval_together,
                 ApprovalRequest(self.name, arguments, approval_id(position, self.name, arguments, call_id)),
-                position.run.options.approval_timeout_s,
+                window_s=BATCH_WINDOW_S,
+                timeout=position.run.options.approval_timeout_s,
             )
         if not decision.approved:
             return _denied(self, arguments, tool_call_id, decision)

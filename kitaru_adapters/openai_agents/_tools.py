@@ -17,12 +17,11 @@ from agents.tool_context import ToolContext
 from pydantic import BaseModel, TypeAdapter
 
 from kitaru_core import (
-    ApprovalDecision,
     ApprovalPolicy,
     ApprovalRequest,
     JsonCodec,
     current_execution,
-    request_approvals,
+    request_approval_together,
     run_checkpoint_async,
 )
 from kitaru_core.errors import SerializationError
@@ -144,52 +143,8 @@ async def _declared_approval(
     return bool(rule)
 
 
-@dataclass
-class _ApprovalBatch:
-    """The approvals asked for by the tool calls of one turn, decided together."""
-
-    requests: list[ApprovalRequest]
-    decided: asyncio.Future[dict[str, ApprovalDecision]]
-    open: bool = True
-
-
-# One open batch per execution and event loop: the SDK runs a turn's tool calls as concurrent tasks.
-_batches: dict[tuple[str, int], _ApprovalBatch] = {}
-BATCH_LOOP_ITERATIONS = 3
-
-
-async def _approval(request: ApprovalRequest, timeout_s: float | None) -> ApprovalDecision:
-    """Ask for one approval; gated calls of the same turn join one `request_approvals`.
-
-    So every parallel gated call has its pending wait before the run stops, and all of them can be
-    answered before it is resumed. The first call of a turn opens the batch and lets the event loop
-    run a few iterations, long enough for its sibling tasks to reach this point.
-    """
-    execution = current_execution()
-    assert execution is not None
-    loop = asyncio.get_running_loop()
-    key = (execution.execution_id, id(loop))
-    batch = _batches.get(key)
-    if batch is not None and batch.open:
-        batch.requests.append(request)
-        return (await asyncio.shield(batch.decided))[request.call_id]
-    batch = _ApprovalBatch([request], loop.create_future())
-    _batches[key] = batch
-    try:
-        for _ in range(BATCH_LOOP_ITERATIONS):
-            await asyncio.sleep(0)
-        batch.open = False
-        decisions = await asyncio.to_thread(request_approvals, batch.requests, timeout=timeout_s)
-    except BaseException as error:  # a suspension (or a failure) stops every call of the batch
-        batch.decided.set_exception(error)
-        batch.decided.exception()  # retrieved here: siblings may be gone already
-        raise
-    finally:
-        batch.open = False
-        if _batches.get(key) is batch:
-            del _batches[key]
-    batch.decided.set_result(decisions)
-    return decisions[request.call_id]
+APPROVAL_BATCH_WINDOW_S = 0.05
+"""How long the first gated call of a turn waits for its parallel siblings (asyncio tasks) to join."""
 
 
 def is_wrapped(tool: FunctionTool) -> bool:
@@ -224,8 +179,12 @@ def durable_tool(
             await _declared_approval(tool, context, arguments)
             or options.policy.requires_approval(tool.name, arguments)
         ):
-            decision = await _approval(
-                ApprovalRequest(tool.name, arguments, context.tool_call_id), options.approval_timeout_s
+            # The SDK runs a turn's tool calls as concurrent tasks: parallel gated calls ask together.
+            decision = await asyncio.to_thread(
+                request_approval_together,
+                ApprovalRequest(tool.name, arguments, context.tool_call_id),
+                window_s=APPROVAL_BATCH_WINDOW_S,
+                timeout=options.approval_timeout_s,
             )
             if not decision.approved:
                 return decision.message or DEFAULT_APPROVAL_REJECTION_MESSAGE

@@ -42,6 +42,7 @@ EXPECTED_ALL = [
     "flow",
     "idempotency_key",
     "request_approval",
+    "request_approval_together",
     "request_approvals",
     "run_checkpoint",
     "run_checkpoint_async",

@@ -59,3 +59,57 @@ def test_parallel_approvals_all_wait_before_suspending(sqlite_file_store: str) -
         client.answer(waiting.value.execution_id, f"approve:refund:call-{n}", {"approved": n != 1})
     decisions = approve_three()
     assert [decisions[f"call-{n}"].approved for n in range(3)] == [True, False, True]
+
+
+def test_approvals_asked_together_from_threads_are_all_pending_before_suspending(
+    sqlite_file_store: str,
+) -> None:
+    import contextvars
+
+    from kitaru_core import execution, request_approval_together
+
+    def ask_in_parallel() -> list[object]:
+        outcomes: list[object] = [None, None, None]
+
+        def ask(n: int) -> None:
+            try:
+                outcomes[n] = request_approval_together(
+                    ApprovalRequest("refund", {"order": n}, f"call-{n}"), window_s=0.2
+                )
+            except BaseException as error:  # the suspension reaches every call of the batch
+                outcomes[n] = error
+
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(ask, n)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    def first_try() -> None:
+        with execution("together"):
+            suspensions = ask_in_parallel()
+            # One request for the three: the same suspension reaches every call (asked alone, each
+            # call would stop on its own).
+            assert isinstance(suspensions[0], BaseException)
+            assert suspensions[1] is suspensions[0]
+            assert suspensions[2] is suspensions[0]
+            raise suspensions[0]
+
+    with pytest.raises(ExecutionWaitingError) as waiting:
+        first_try()
+    assert sorted(waiting.value.wait_names) == [f"approve:refund:call-{n}" for n in range(3)]
+    client = Client()
+    for n in range(3):
+        client.answer("together", f"approve:refund:call-{n}", {"approved": n != 1})
+    with execution("together"):
+        decisions = ask_in_parallel()
+    assert [decision.approved for decision in decisions] == [True, False, True]  # type: ignore[union-attr]
+
+
+def test_asking_together_outside_an_execution_is_a_clear_error() -> None:
+    from kitaru_core import request_approval_together
+    from kitaru_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="inside an execution"):
+        request_approval_together(ApprovalRequest("refund", {}, "call-1"), window_s=0.0)
