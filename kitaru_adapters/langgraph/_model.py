@@ -9,6 +9,7 @@ The wraps act only inside a run of a graph made durable; everywhere else they ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import queue
@@ -26,6 +27,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel
 
+from kitaru_adapters._streaming import relay_while_running
 from kitaru_adapters.langgraph._position import Position, current_position
 from kitaru_core import CallUsage, fingerprint, run_checkpoint, run_checkpoint_async
 from kitaru_core.errors import AdapterError, SerializationError
@@ -372,18 +374,10 @@ async def _astream(
             "model", consume, **_options(self, position, identity, MessageCodec(), _message_usage(name))
         )
     )
-    try:
-        while not call.done() or not live.empty():
-            next_chunk = asyncio.ensure_future(live.get())
-            await asyncio.wait({next_chunk, call}, return_when=asyncio.FIRST_COMPLETED)
-            if next_chunk.done():
-                yield next_chunk.result()
-            else:
-                next_chunk.cancel()
-        result = call.result()
-    finally:
-        if not call.done():
-            call.cancel()
+    async with contextlib.aclosing(relay_while_running(call, live)) as chunks:
+        async for chunk in chunks:
+            yield chunk
+    result = call.result()
     yield held[-1] if held else _chunk_of(result)
 
 

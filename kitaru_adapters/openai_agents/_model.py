@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from agents.usage import Usage, deserialize_usage, serialize_usage
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsage
 from pydantic import BaseModel, TypeAdapter
 
+from kitaru_adapters._streaming import relay_while_running
 from kitaru_core import CallUsage, current_execution, fingerprint, run_checkpoint_async
 from kitaru_core.errors import AdapterError, SerializationError
 
@@ -330,18 +332,10 @@ class DurableModel(Model):
         call = asyncio.ensure_future(
             run_checkpoint_async("model", consume, **self._checkpoint_options(request))
         )
-        try:
-            while not call.done() or not live_events.empty():
-                next_event = asyncio.ensure_future(live_events.get())
-                await asyncio.wait({next_event, call}, return_when=asyncio.FIRST_COMPLETED)
-                if next_event.done():
-                    yield next_event.result()
-                else:
-                    next_event.cancel()
-            stored = call.result()
-        finally:
-            if not call.done():
-                call.cancel()
+        async with contextlib.aclosing(relay_while_running(call, live_events)) as events:
+            async for event in events:
+                yield event
+        stored = call.result()
         # Live: the provider's own completed event (committed by now); served: one built from the store.
         yield completed[-1] if completed else completed_event(stored)
 
