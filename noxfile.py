@@ -10,6 +10,7 @@ Sessions:
     lint               ruff and pyright (strict)
     demo               the README demo: an unchanged PydanticAI example run durably
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
+    fuzz_crashes       the crash fuzz at scale (150 generated programs killed with SIGKILL; `-- N` for N)
     bench              the core benchmark (prints figures; not a test)
     bench_openai_agents what the OpenAI Agents adapter adds to a run, and what a resume saves
     bench_crewai       what the CrewAI adapter adds to a kickoff, and what a resume saves
@@ -161,6 +162,19 @@ def demo_openai_agents(session: nox.Session) -> None:
     session.run("python", script, "--crash-after", "4", env=env, success_codes=[-9, 137])
     session.log("Killed after 4 checkpoint calls; running it again resumes the execution:")
     session.run("python", script, "--timeline", env=env)
+
+
+@nox.session(python=PYTHON)
+def fuzz_crashes(session: nox.Session) -> None:
+    """The crash fuzz at scale: 150 generated programs SIGKILLed at random points (5 in tests_core)."""
+    _install(session)
+    examples = session.posargs[0] if session.posargs else "150"
+    session.run(
+        "pytest",
+        "tests/core/test_crash_fuzz.py",
+        "-s",
+        env={**TEST_ENV, "KITARU_CRASH_FUZZ_EXAMPLES": examples, "KITARU_CRASH_FUZZ_REPORT": "1"},
+    )
 
 
 @nox.session(python=PYTHON)
