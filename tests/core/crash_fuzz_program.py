@@ -61,7 +61,8 @@ def run_step(step: dict[str, Any], previous: Any) -> Any:
     if step["kind"] == "gather":
         with ThreadPoolExecutor(max_workers=len(step["steps"])) as pool:
             futures = [
-                pool.submit(contextvars.copy_context().run, run_step, inner, previous) for inner in step["steps"]
+                pool.submit(contextvars.copy_context().run, run_step, inner, previous)
+                for inner in step["steps"]
             ]
             results = [future.result() for future in futures]
         return {"name": "gather", "total": sum(item["total"] for item in results) % 1_000_003, "parts": []}

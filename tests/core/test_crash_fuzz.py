@@ -51,7 +51,9 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
             st.integers(0, 10),
             st.lists(children, min_size=1, max_size=3),
         ),
-        st.builds(lambda steps: {"kind": "gather", "steps": steps}, st.lists(children, min_size=2, max_size=3)),
+        st.builds(
+            lambda steps: {"kind": "gather", "steps": steps}, st.lists(children, min_size=2, max_size=3)
+        ),
     )
 
 
@@ -81,7 +83,11 @@ def programs(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def _run(
-    program_path: Path, log: Path, execution_id: str, environment: dict[str, str], kill: tuple[int, int] | None
+    program_path: Path,
+    log: Path,
+    execution_id: str,
+    environment: dict[str, str],
+    kill: tuple[int, int] | None,
 ) -> tuple[str | None, int]:
     """Run the program; with `kill=(k, ms)`, SIGKILL it `ms` after its k-th body start."""
     offset = log.stat().st_size if log.exists() else 0
@@ -148,14 +154,19 @@ def test_killed_programs_resume_without_running_a_completed_call_again(program: 
     def environment(store: str) -> tuple[dict[str, str], str, str]:
         store_url = f"sqlite:///{folder / store / 'kitaru.db'}"
         artifacts_url = str(folder / store / "artifacts")
-        return {**base, "KITARU_STORE_URL": store_url, "KITARU_ARTIFACTS_URL": artifacts_url}, store_url, artifacts_url
+        return (
+            {**base, "KITARU_STORE_URL": store_url, "KITARU_ARTIFACTS_URL": artifacts_url},
+            store_url,
+            artifacts_url,
+        )
 
     # an uninterrupted run gives the expected output and every call key
     reference_environment, _, _ = environment("reference")
     reference_log = folder / "reference.log"
     expected, _ = _run(program_path, reference_log, "fuzz", reference_environment, None)
     all_keys = {key for event, key in _events(reference_log, 0) if event == "start"}
-    assert expected is not None and all_keys
+    assert expected is not None
+    assert all_keys
 
     crashed_environment, store_url, artifacts_url = environment("crashed")
     log = folder / "crashed.log"
@@ -186,7 +197,9 @@ def test_killed_programs_resume_without_running_a_completed_call_again(program: 
     assert _all_statuses(store_url, artifacts_url, "fuzz") == Counter({"completed": len(all_keys)})
     if os.environ.get("KITARU_CRASH_FUZZ_REPORT"):
         twice = sum(1 for count in starts.values() if count > 1)
-        print(f"calls={len(all_keys)} kills={kills} committed_at_kill={len(committed_at_kill)} ran_again={twice}")
+        print(
+            f"calls={len(all_keys)} kills={kills} committed_at_kill={len(committed_at_kill)} ran_again={twice}"
+        )
 
 
 def test_the_fuzz_program_runner_names_parallel_calls_uniquely() -> None:
