@@ -344,7 +344,10 @@ class ExecutionContext:
                 if remaining_s <= 0:
                     raise StoreError(f"no renewal confirmed for {duration_s:g} s (the lease duration)")
                 still_owner, cancel = self.store.renew_lease(
-                    self.execution_id, self.owner, duration_s, retry_budget_s=remaining_s
+                    self.execution_id,
+                    self.owner,
+                    duration_s,
+                    retry_budget_s=min(remaining_s, self.store.retry_budget_s),
                 )
             except Exception as error:
                 if lease_clock_s() - self.lease_confirmed_at_s >= duration_s:
