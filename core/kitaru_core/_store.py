@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -51,7 +52,6 @@ from kitaru_core.errors import (
     WaitAlreadyAnsweredError,
     WaitNotFoundError,
 )
-
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -1121,10 +1121,8 @@ class Store:
             status="pending",
             created_at_epoch_s=time.time(),
         )
-        try:  # a wait of that name exists already (or an earlier attempt wrote it): keep that one
+        with contextlib.suppress(IntegrityError):  # exists already (maybe written by an earlier attempt)
             self._write(f"record wait {name!r}", lambda connection, _retry: connection.execute(statement))
-        except IntegrityError:
-            pass
         record = self.find_wait(execution_id, name)
         if record is None:  # pragma: no cover - the row was just written
             raise StoreError(f"Wait {name!r} of execution {execution_id!r} vanished after it was written.")

@@ -102,7 +102,9 @@ def wait_until(condition: Any, timeout_s: float = 30.0) -> None:
 
 
 @contextmanager
-def runner(tmp_path: Path, store_url: str, execution_id: str, bodies: Path, steps: int = STEPS) -> Iterator[subprocess.Popen[str]]:
+def runner(
+    tmp_path: Path, store_url: str, execution_id: str, bodies: Path, steps: int = STEPS
+) -> Iterator[subprocess.Popen[str]]:
     script = tmp_path / "runner.py"
     script.write_text(RUNNER, encoding="utf-8")
     env = {
@@ -171,7 +173,9 @@ def test_a_runner_paused_past_its_lease_starts_no_stale_body(sqlite_file_store: 
         assert sorted(call.key for call in calls if call.status == "completed") == sorted(
             f"step:{number}" for number in range(STEPS)
         )
-    print(f"\nfencing: {sum(stale)} stale bodies in {TRIALS} trials; {lost} paused runners stopped with LeaseLostError")
+    print(
+        f"\nfencing: {sum(stale)} stale bodies in {TRIALS} trials; {lost} paused runners stopped with LeaseLostError"
+    )
     assert sum(stale) == 0, stale
     assert lost == TRIALS  # every continued runner found its lease gone and stopped
 
@@ -222,7 +226,8 @@ def test_a_live_process_whose_lease_expired_is_taken_over(sqlite_file_store: str
         assert successor_flow(bodies).run(execution_id="hung") == sum(range(STEPS))
         child.send_signal(signal.SIGCONT)
         _, stderr = child.communicate(timeout=30)
-    assert child.returncode != 0 and "LeaseLostError" in stderr, stderr
+    assert child.returncode != 0
+    assert "LeaseLostError" in stderr, stderr
     assert Client().get_execution("hung").status == "completed"
 
 
@@ -261,7 +266,11 @@ def test_a_reused_pid_on_this_host_does_not_keep_a_lease(sqlite_file_store: str)
 
 def test_a_dead_holder_on_this_host_is_taken_over_before_its_lease_expires(sqlite_file_store: str) -> None:
     leased = leased_elsewhere(
-        "dead", host=socket.gethostname(), host_id=HOST_ID, pid=dead_pid(), expires_at_epoch_s=time.time() + 60
+        "dead",
+        host=socket.gethostname(),
+        host_id=HOST_ID,
+        pid=dead_pid(),
+        expires_at_epoch_s=time.time() + 60,
     )
     assert leased.run(execution_id="dead") == "ran here"
 

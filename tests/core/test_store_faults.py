@@ -6,7 +6,9 @@ The PostgreSQL tests start their own cluster (initdb on a free port in a tempora
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import itertools
 import os
 import select
 import shutil
@@ -51,7 +53,9 @@ def test_every_operation_recognises_its_own_commit_when_the_acknowledgement_is_l
     real = store._retrying  # pyright: ignore[reportPrivateUsage]
     dropped: list[str] = []
 
-    def lose_first_acknowledgement(what: str, operation: Callable[[bool], Any], *, budget_s: float | None = None) -> Any:
+    def lose_first_acknowledgement(
+        what: str, operation: Callable[[bool], Any], *, budget_s: float | None = None
+    ) -> Any:
         first = [True]
 
         def attempt(retry: bool) -> Any:
@@ -59,7 +63,9 @@ def test_every_operation_recognises_its_own_commit_when_the_acknowledgement_is_l
             if first[0]:
                 first[0] = False
                 dropped.append(what)
-                raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection unexpectedly"))
+                raise OperationalError(
+                    "COMMIT", {}, ConnectionError("server closed the connection unexpectedly")
+                )
             return result
 
         return real(what, attempt, budget_s=budget_s)
@@ -92,13 +98,22 @@ def test_every_operation_recognises_its_own_commit_when_the_acknowledgement_is_l
 
 
 def test_faults_are_classified() -> None:
-    assert classify_fault(OperationalError("x", {}, ConnectionError("terminating connection due to administrator command"))) == "transient"
-    assert classify_fault(OperationalError("x", {}, sqlite3.OperationalError("database is locked"))) == "locked"
+    assert (
+        classify_fault(
+            OperationalError("x", {}, ConnectionError("terminating connection due to administrator command"))
+        )
+        == "transient"
+    )
+    assert (
+        classify_fault(OperationalError("x", {}, sqlite3.OperationalError("database is locked"))) == "locked"
+    )
     assert classify_fault(OperationalError("x", {}, sqlite3.OperationalError("no such table: t"))) is None
     assert classify_fault(ValueError("not a database error")) is None
 
 
-def test_a_fault_past_the_retry_budget_fails_cleanly(sqlite_file_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fault_past_the_retry_budget_fails_cleanly(
+    sqlite_file_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kitaru_core.configure(store_retry_budget_s=0.3)
     store = get_store()
     assert store.retry_budget_s == 0.3
@@ -160,14 +175,23 @@ def test_a_runner_paused_inside_a_write_blocks_no_reader(sqlite_file_store: str,
     kitaru_core.configure(sqlite_busy_timeout_s=3)
     script = tmp_path / "holder.py"
     script.write_text(HOLDER, encoding="utf-8")
-    env = {**os.environ, "KITARU_STORE_URL": sqlite_file_store, "KITARU_ARTIFACTS_URL": str(tmp_path / "artifacts")}
+    env = {
+        **os.environ,
+        "KITARU_STORE_URL": sqlite_file_store,
+        "KITARU_ARTIFACTS_URL": str(tmp_path / "artifacts"),
+    }
     with subprocess.Popen(
-        [sys.executable, str(script), "held-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, str(script), "held-1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     ) as child:
         try:
             assert child.stdout is not None
             ready, _, _ = select.select([child.stdout], [], [], 60)
-            assert ready and child.stdout.readline().strip() == "IN_WRITE"
+            assert ready
+            assert child.stdout.readline().strip() == "IN_WRITE"
             deadline = time.monotonic() + 10
             while not stopped(child.pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -199,7 +223,8 @@ def test_a_runner_paused_inside_a_write_blocks_no_reader(sqlite_file_store: str,
                 Client().cancel("held-1")
             writer_s = time.monotonic() - started
             message = str(locked.value)
-            assert f"pid {child.pid}" in message and "sqlite_busy_timeout_s" in message
+            assert f"pid {child.pid}" in message
+            assert "sqlite_busy_timeout_s" in message
             report(
                 f"SQLite runner paused inside a write: Client().list_executions() {client_s * 1000:.0f} ms, "
                 f"CLI `executions list` (new process) {cli_s:.2f} s, writer refused after {writer_s:.2f} s"
@@ -257,12 +282,16 @@ class Cluster:
 
     def pg_ctl(self, action: str, *args: str) -> None:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.folder} -c fsync=off"
-        self.run("pg_ctl", action, "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-o", options, *args)
+        self.run(
+            "pg_ctl", action, "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-o", options, *args
+        )
 
     def terminate_connections(self) -> int:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as admin:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as admin:
             rows = admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = 'postgres' AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
@@ -270,10 +299,8 @@ class Cluster:
         return len(rows)
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.pg_ctl("stop", "-m", "immediate")
-        except RuntimeError:
-            pass
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -287,7 +314,9 @@ def cluster() -> Iterator[Cluster]:
     binaries = postgres_binaries()
     if binaries is None:
         if REQUIRE_POSTGRES:
-            pytest.fail("KITARU_REQUIRE_POSTGRES=1 but no PostgreSQL binaries under /usr/lib/postgresql/*/bin")
+            pytest.fail(
+                "KITARU_REQUIRE_POSTGRES=1 but no PostgreSQL binaries under /usr/lib/postgresql/*/bin"
+            )
         pytest.skip("no PostgreSQL binaries under /usr/lib/postgresql/*/bin")
     own = Cluster(binaries)
     try:
@@ -335,12 +364,16 @@ def in_background(action: Callable[[], None]) -> tuple[threading.Thread, list[Ba
 
 def largest_gap_s(bodies: list[tuple[int, float]]) -> float:
     times = [at for _, at in bodies]
-    return max((later - earlier for earlier, later in zip(times, times[1:], strict=False)), default=0.0)
+    return max((later - earlier for earlier, later in itertools.pairwise(times)), default=0.0)
 
 
 @pytest.mark.postgres
-def test_a_postgresql_restart_mid_run_is_retried_and_the_run_completes(cluster: Cluster, tmp_path: Path) -> None:
-    kitaru_core.configure(store_url=cluster.url, artifacts_url=str(tmp_path / "artifacts"), lease_duration_s=5, reset=True)
+def test_a_postgresql_restart_mid_run_is_retried_and_the_run_completes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    kitaru_core.configure(
+        store_url=cluster.url, artifacts_url=str(tmp_path / "artifacts"), lease_duration_s=5, reset=True
+    )
     store = get_store()
     retries_before = store.retries
     bodies: list[tuple[int, float]] = []
@@ -360,7 +393,9 @@ def test_a_postgresql_restart_mid_run_is_retried_and_the_run_completes(cluster: 
     assert errors == []
     assert [number for number, _ in bodies] == list(range(STEPS))  # every call ran exactly once
     calls = store.load_calls(Client().list_executions()[0].id)
-    assert [(call.call_key, call.status) for call in calls] == [(f"step:{n}", "completed") for n in range(STEPS)]
+    assert [(call.call_key, call.status) for call in calls] == [
+        (f"step:{n}", "completed") for n in range(STEPS)
+    ]
     retried = store.retries - retries_before
     assert retried >= 1
     report(
@@ -371,7 +406,9 @@ def test_a_postgresql_restart_mid_run_is_retried_and_the_run_completes(cluster: 
 
 @pytest.mark.postgres
 def test_terminated_connections_mid_run_are_retried(cluster: Cluster, tmp_path: Path) -> None:
-    kitaru_core.configure(store_url=cluster.url, artifacts_url=str(tmp_path / "artifacts"), lease_duration_s=5, reset=True)
+    kitaru_core.configure(
+        store_url=cluster.url, artifacts_url=str(tmp_path / "artifacts"), lease_duration_s=5, reset=True
+    )
     store = get_store()
     retries_before = store.retries
     bodies: list[tuple[int, float]] = []
@@ -426,7 +463,11 @@ def test_a_database_down_past_the_budget_fails_the_run_cleanly_and_it_resumes(
         cluster.pg_ctl("start")
     report(f"database down past a 1 s budget: {type(failed.value).__name__}: {str(failed.value)[:160]}...")
     store = get_store()
-    (record,) = [record for record in store.list_executions() if record.flow_name == "pg_chaos" and record.status != "completed"]
+    (record,) = [
+        record
+        for record in store.list_executions()
+        if record.flow_name == "pg_chaos" and record.status != "completed"
+    ]
     completed = {call.call_key for call in store.load_calls(record.id) if call.status == "completed"}
     first_run = len(bodies)
     assert pg_chaos("down") == sum(range(STEPS))  # the same inputs resume the same execution
@@ -435,4 +476,6 @@ def test_a_database_down_past_the_budget_fails_the_run_cleanly_and_it_resumes(
         expected = 1 if f"step:{number}" in completed else (1, 2)
         assert ran.count(number) in (expected if isinstance(expected, tuple) else (expected,)), (number, ran)
     assert len(completed) >= 9
-    report(f"resumed after the outage: {len(completed)} completed calls served, {len(bodies) - first_run} ran")
+    report(
+        f"resumed after the outage: {len(completed)} completed calls served, {len(bodies) - first_run} ran"
+    )
