@@ -252,10 +252,10 @@ def _is_in_memory(url: str) -> bool:
 def _make_engine(url: str, busy_timeout_s: Callable[[], float]) -> Engine:
     """The engine: PostgreSQL with a pre-pinged pool; SQLite in WAL mode, reads deferred, writes immediate.
 
-    On SQLite a transaction begun on a connection with the execution option `kitaru_write` starts
-    with `BEGIN IMMEDIATE` (takes the write lock at once, so two writers never deadlock on an
-    upgrade); every other transaction starts with a plain (deferred) `BEGIN`, which in WAL mode
-    reads a snapshot without any lock a writer could wait on.
+    On SQLite a transaction begun on a connection with the execution option `kitaru_read` starts
+    with a plain (deferred) `BEGIN`, which in WAL mode reads a snapshot without taking any lock a
+    writer could wait on; every other transaction starts with `BEGIN IMMEDIATE` (takes the write
+    lock at once, so two writers never fail on a read-to-write upgrade).
     """
     if not _is_sqlite(url):
         connect_args = {"connect_timeout": 10} if "psycopg" in url.split("://", 1)[0] else {}
@@ -284,9 +284,9 @@ def _make_engine(url: str, busy_timeout_s: Callable[[], float]) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:  # pyright: ignore[reportUnusedFunction]
         # Straight to the driver: SQLAlchemy's statement machinery costs more than the BEGIN itself.
-        write = connection.get_execution_options().get("kitaru_write", False)
+        read_only = connection.get_execution_options().get("kitaru_read", False)
         driver: Any = connection.connection.driver_connection
-        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -326,7 +326,8 @@ class Store:
         self.retries = 0  # transient faults retried so far (read by tests and benchmarks)
         self.artifacts = ArtifactStore(artifacts_url)
         self.engine = _make_engine(url, lambda: self.sqlite_busy_timeout_s)
-        self._writer = self.engine.execution_options(kitaru_write=True)
+        self._writer = self.engine  # SQLite: BEGIN IMMEDIATE
+        self._reader = self.engine.execution_options(kitaru_read=True)  # SQLite: deferred BEGIN, no lock
         self._write_lock = threading.RLock()
         self._sqlite_insert: tuple[str, list[str]] | None = None
         if self.engine.dialect.name == "sqlite":
@@ -397,7 +398,7 @@ class Store:
         holders = ""
         try:  # a plain read: it takes no lock, so it answers while the writer holds the lock
             t = tables.executions
-            with self.engine.connect() as connection:
+            with self._reader.connect() as connection:
                 rows = connection.execute(
                     select(t.c.id, t.c.lease_host, t.c.lease_pid).where(
                         t.c.status == "running", t.c.lease_owner.is_not(None)
@@ -421,7 +422,7 @@ class Store:
         """Run `query` in a read transaction (SQLite: deferred, no write lock), retrying transient faults."""
 
         def attempt(_retry: bool) -> T:
-            with self.engine.connect() as connection:
+            with self._reader.connect() as connection:
                 return query(connection)
 
         return self._retrying(what, attempt)
@@ -449,7 +450,7 @@ class Store:
 
     def _migrate(self) -> None:
         try:
-            with self.engine.connect() as connection:
+            with self._reader.connect() as connection:
                 revision = self._current_revision(connection)
                 connection.rollback()
             if revision == tables.SCHEMA_REVISION:
@@ -954,7 +955,7 @@ class Store:
 
         def attempt(retry: bool) -> int:
             if retry:
-                with self.engine.connect() as connection:
+                with self._reader.connect() as connection:
                     earlier = connection.execute(mine).scalar()
                 if earlier is not None:
                     return int(earlier)
@@ -984,7 +985,7 @@ class Store:
         """
         assert self._sqlite_insert is not None
         sql, order = self._sqlite_insert
-        with self._write_lock, self.engine.connect() as connection:
+        with self._write_lock, self._writer.connect() as connection:
             driver: Any = connection.connection.driver_connection
             driver.execute("BEGIN IMMEDIATE")
             try:
