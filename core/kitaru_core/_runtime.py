@@ -361,7 +361,7 @@ class ExecutionContext:
                     self.lease_lost = True
                     return
                 logger.warning("kitaru: heartbeat of %s failed, retrying: %s", self.execution_id, error)
-                pause_s = min(interval_s, 0.2)
+                pause_s = min(interval_s, 0.05)
                 continue
             if not still_owner:
                 self.lease_lost = True

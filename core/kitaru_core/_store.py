@@ -946,15 +946,15 @@ class Store:
         if lease is not None:
             leased = {**_CALL_DEFAULTS, **values, "lease_execution_id": lease[0], "lease_owner": lease[1]}
         t = tables.checkpoint_calls
-        mine = select(t.c.id).where(
-            t.c.execution_id == values["execution_id"],
-            t.c.sequence == values["sequence"],
-            t.c.call_key == values["call_key"],
-            t.c.ended_at_epoch_s == values["ended_at_epoch_s"],
-        )
 
         def attempt(retry: bool) -> int:
-            if retry:
+            if retry:  # built only here: statement construction costs more than the hot-path commit
+                mine = select(t.c.id).where(
+                    t.c.execution_id == values["execution_id"],
+                    t.c.sequence == values["sequence"],
+                    t.c.call_key == values["call_key"],
+                    t.c.ended_at_epoch_s == values["ended_at_epoch_s"],
+                )
                 with self._reader.connect() as connection:
                     earlier = connection.execute(mine).scalar()
                 if earlier is not None:

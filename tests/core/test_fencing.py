@@ -29,7 +29,7 @@ from sqlalchemy import text
 import kitaru_core
 from kitaru_core import Client, checkpoint, flow
 from kitaru_core._runtime import HOST_ID, get_store
-from kitaru_core.errors import ExecutionLockedError
+from kitaru_core.errors import ExecutionLockedError, LeaseLostError, StoreError
 
 pytestmark = pytest.mark.slow
 
@@ -300,3 +300,57 @@ def test_another_host_id_with_the_same_host_name_and_pid_does_not_steal_a_live_l
         expires_at_epoch_s=time.time() - 1,
     )
     assert leased.run(execution_id="container") == "ran here"  # expired: taken over
+
+
+def heartbeat_flow(bodies: list[str]) -> Any:
+    @checkpoint(name="long")
+    def long() -> str:
+        bodies.append("long")
+        time.sleep(3 * LEASE_S)  # several heartbeats happen meanwhile
+        return "long"
+
+    @checkpoint(name="after")
+    def after() -> str:
+        bodies.append("after")
+        return "after"
+
+    @flow(name="heartbeat")
+    def heartbeat() -> str:
+        return long() + after()
+
+    return heartbeat
+
+
+def test_a_heartbeat_that_cannot_renew_for_a_lease_duration_stops_the_runner(
+    sqlite_file_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kitaru_core.configure(lease_duration_s=LEASE_S)
+    store = get_store()
+
+    def unreachable(*_args: Any, **_kwargs: Any) -> tuple[bool, bool]:
+        raise StoreError("the database stayed unreachable (simulated)")
+
+    monkeypatch.setattr(store, "renew_lease", unreachable)
+    bodies: list[str] = []
+    with pytest.raises(LeaseLostError):
+        heartbeat_flow(bodies).run(execution_id="unrenewed")
+    assert bodies == ["long"]  # the next body did not start
+
+
+def test_a_heartbeat_tolerates_passing_faults(sqlite_file_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kitaru_core.configure(lease_duration_s=LEASE_S)
+    store = get_store()
+    real = store.renew_lease
+    failures = [0]
+
+    def flaky(*args: Any, **kwargs: Any) -> tuple[bool, bool]:
+        if failures[0] < 2:  # two failed beats in a row: less than a lease duration without renewal
+            failures[0] += 1
+            raise StoreError("connection lost (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "renew_lease", flaky)
+    bodies: list[str] = []
+    assert heartbeat_flow(bodies).run(execution_id="flaky") == "longafter"
+    assert bodies == ["long", "after"]
+    assert failures[0] == 2
