@@ -337,7 +337,9 @@ def test_a_heartbeat_that_cannot_renew_for_a_lease_duration_stops_the_runner(
     assert bodies == ["long"]  # the next body did not start
 
 
-def test_a_heartbeat_tolerates_passing_faults(sqlite_file_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_heartbeat_tolerates_passing_faults(
+    sqlite_file_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kitaru_core.configure(lease_duration_s=LEASE_S)
     store = get_store()
     real = store.renew_lease
