@@ -479,3 +479,16 @@ def test_a_database_down_past_the_budget_fails_the_run_cleanly_and_it_resumes(
     report(
         f"resumed after the outage: {len(completed)} completed calls served, {len(bodies) - first_run} ran"
     )
+
+
+def test_the_store_settings_reach_the_store(sqlite_file_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KITARU_STORE_RETRY_BUDGET_S", "2.5")
+    monkeypatch.setenv("KITARU_SQLITE_BUSY_TIMEOUT_S", "4")
+    store = get_store()
+    assert (store.retry_budget_s, store.sqlite_busy_timeout_s) == (2.5, 4.0)
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 4000
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match="store_retry_budget_s"):
+        kitaru_core.configure(store_retry_budget_s=-1)
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match="sqlite_busy_timeout_s"):
+        kitaru_core.configure(sqlite_busy_timeout_s=0)
