@@ -130,12 +130,24 @@ def runner(
             child.wait(timeout=10)
 
 
+def all_threads_stopped(pid: int) -> bool:
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "T":
+            return False
+    return True
+
+
 def pause_outside_a_write(child: subprocess.Popen[str], store_url: str) -> None:
     """SIGSTOP the runner, but not while it holds SQLite's write lock (that blocks every writer: see
     test_store_faults.py); then continue it briefly and stop it again."""
     database = store_url.split("///", 1)[1]
     while True:
         child.send_signal(signal.SIGSTOP)
+        wait_until(lambda: all_threads_stopped(child.pid), timeout_s=10)  # the signal is asynchronous
         probe = sqlite3.connect(database, timeout=0.2, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
