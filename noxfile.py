@@ -22,10 +22,12 @@ Sessions:
     demo_langgraph     a durable LangGraph refund desk, killed with SIGKILL and resumed
     bench_langgraph    what the LangGraph adapter adds to a graph run, and what a resume saves
     docs               build the mkdocs site
+    chaos_leases       fencing and store faults at larger trial counts (200 pause/takeover trials)
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -250,6 +252,21 @@ def _pyright_paths() -> list[str]:
         and path.name != "__pycache__"
     )
     return ["core/kitaru_core", *adapters]
+
+
+@nox.session(python=PYTHON)
+def chaos_leases(session: nox.Session) -> None:
+    """Fencing and store faults with more trials: runners paused past their lease, PostgreSQL restarts.
+
+    `KITARU_FENCING_TRIALS` (default here 200) sets the pause/takeover trials; the default
+    `tests_core` run does 20.
+    """
+    _install(session, "postgres")
+    trials = os.environ.get("KITARU_FENCING_TRIALS", "200")
+    env = {**TEST_ENV, "KITARU_FENCING_TRIALS": trials}
+    session.run(
+        "pytest", "tests/core/test_fencing.py", "tests/core/test_store_faults.py", "-s", *session.posargs, env=env
+    )
 
 
 @nox.session(python=PYTHON)

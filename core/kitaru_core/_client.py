@@ -198,6 +198,8 @@ class Client:
             store_url or settings.resolved_store_url(),
             artifacts_url or settings.resolved_artifacts_url(),
             settings.inline_limit_bytes,
+            retry_budget_s=settings.store_retry_budget_s,
+            sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
         )
 
     # -- reading --------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ _ENVIRONMENT = {
     "lease_duration_s": "KITARU_LEASE_DURATION_S",
     "wait_poll_interval_s": "KITARU_WAIT_POLL_INTERVAL_S",
     "interactive": "KITARU_INTERACTIVE",
+    "store_retry_budget_s": "KITARU_STORE_RETRY_BUDGET_S",
+    "sqlite_busy_timeout_s": "KITARU_SQLITE_BUSY_TIMEOUT_S",
 }
 
 
@@ -41,6 +43,10 @@ class Settings:
             every third of that.
         wait_poll_interval_s: Seconds between polls of the store while `wait()` waits for an answer.
         interactive: Ask waits at the terminal. `None` means: when stdin and stdout are terminals.
+        store_retry_budget_s: Seconds a store operation keeps retrying a lost connection or a
+            serialization failure (exponential backoff) before it fails with `StoreError`.
+        sqlite_busy_timeout_s: Seconds a SQLite write waits for another process's write lock before
+            it fails with `StoreError` (reads never wait: they take no write lock).
     """
 
     store_url: str | None = None
@@ -50,6 +56,8 @@ class Settings:
     lease_duration_s: float = 30.0
     wait_poll_interval_s: float = 1.0
     interactive: bool | None = None
+    store_retry_budget_s: float = 30.0
+    sqlite_busy_timeout_s: float = 30.0
 
     def resolved_store_url(self) -> str:
         """The store URL, defaulting to the SQLite file under `./.kitaru/`."""
@@ -127,6 +135,8 @@ def configure(
     lease_duration_s: float | None = None,
     wait_poll_interval_s: float | None = None,
     interactive: bool | None = None,
+    store_retry_budget_s: float | None = None,
+    sqlite_busy_timeout_s: float | None = None,
     reset: bool = False,
 ) -> Settings:
     """Set where and how executions are stored, for this process.
@@ -144,6 +154,9 @@ def configure(
         lease_duration_s: Seconds a runner's lease lasts without a heartbeat.
         wait_poll_interval_s: Seconds between store polls while a wait waits for its answer.
         interactive: Ask waits at the terminal (`None`: only when stdin and stdout are terminals).
+        store_retry_budget_s: Seconds a store operation retries a lost database connection or a
+            serialization failure before failing with `StoreError` (0: no retry).
+        sqlite_busy_timeout_s: Seconds a SQLite write waits for another process's write lock.
         reset: Forget every earlier `configure` keyword first.
 
     Returns:
@@ -160,7 +173,15 @@ def configure(
         "lease_duration_s": lease_duration_s,
         "wait_poll_interval_s": wait_poll_interval_s,
         "interactive": interactive,
+        "store_retry_budget_s": store_retry_budget_s,
+        "sqlite_busy_timeout_s": sqlite_busy_timeout_s,
     }
+    if store_retry_budget_s is not None and store_retry_budget_s < 0:
+        raise ConfigurationError(f"store_retry_budget_s must be >= 0 seconds, got {store_retry_budget_s}.")
+    if sqlite_busy_timeout_s is not None and sqlite_busy_timeout_s <= 0:
+        raise ConfigurationError(
+            f"sqlite_busy_timeout_s must be positive seconds, got {sqlite_busy_timeout_s}."
+        )
     if lease_duration_s is not None and lease_duration_s <= 0:
         raise ConfigurationError(f"lease_duration_s must be positive seconds, got {lease_duration_s}.")
     if wait_poll_interval_s is not None and wait_poll_interval_s <= 0:

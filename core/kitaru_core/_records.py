@@ -49,6 +49,8 @@ class ExecutionRecord:
     created_at_epoch_s: float
     updated_at_epoch_s: float
     ended_at_epoch_s: float | None
+    lease_host_id: str | None = None
+    lease_process_start_ticks: int | None = None
 
 
 @dataclass

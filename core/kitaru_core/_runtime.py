@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import json
+import logging
 import os
 import socket
 import sys
@@ -40,8 +41,61 @@ T = TypeVar("T")
 Kind = Literal["model", "tool", "user", "mcp"]
 OnDivergence = Literal["rerun", "error"]
 
-_HOST = socket.gethostname()
+logger = logging.getLogger(__name__)
 _UNSET: Any = object()
+
+
+def _read_first_line(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.readline().strip() or None
+    except OSError:
+        return None
+
+
+def _host_id() -> str:
+    """This host's identity for leases: Linux boot id + pid namespace, else `host:<host name>`.
+
+    The boot id changes at every boot and differs between machines; the pid namespace tells apart
+    containers that share a kernel (and perhaps a host name). Pids are only comparable within one
+    host id.
+    """
+    boot_id = _read_first_line("/proc/sys/kernel/random/boot_id")
+    if boot_id is None:
+        return f"host:{socket.gethostname()}"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # e.g. "pid:[4026531836]"
+    except OSError:
+        namespace = "pid:?"
+    return f"boot:{boot_id}/{namespace}"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat` field 22), or `None`.
+
+    Together with the pid it names one process for the life of a boot: a reused pid has another
+    start time. `None` where `/proc` is unavailable (macOS) or the process is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[19])  # fields[0] is field 3 (state), so field 22 is fields[19]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_HOST = socket.gethostname()
+HOST_ID = _host_id()
+# Lease bookkeeping uses a clock that never jumps and keeps counting while the process is stopped
+# (SIGSTOP) or the machine sleeps: CLOCK_BOOTTIME on Linux, the monotonic clock elsewhere.
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def lease_clock_s() -> float:
+    """Seconds on the clock used for local lease bookkeeping (CLOCK_BOOTTIME, else monotonic)."""
+    if _BOOTTIME is not None:
+        return time.clock_gettime(_BOOTTIME)
+    return time.monotonic()
 
 
 # -- control-flow signals: BaseException so `except Exception` in agent code cannot swallow them ----
@@ -156,7 +210,11 @@ def get_store() -> Store:
 
     settings = _config.current_settings()
     return open_store(
-        settings.resolved_store_url(), settings.resolved_artifacts_url(), settings.inline_limit_bytes
+        settings.resolved_store_url(),
+        settings.resolved_artifacts_url(),
+        settings.inline_limit_bytes,
+        retry_budget_s=settings.store_retry_budget_s,
+        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
     )
 
 
@@ -175,21 +233,54 @@ def _process_alive(pid: int) -> bool:
     return state not in {"Z", "X"}
 
 
+def holder_is_gone(record: ExecutionRecord) -> bool:
+    """Whether the lease holder is known to be gone: same host id, and its process ended or was replaced.
+
+    Only a lease written with a host id equal to this host's can be judged here (pids mean nothing
+    across hosts or pid namespaces). The holder is gone if no process has its pid, if the process
+    with that pid started at another time (pid reused), or if it is this very process and the run
+    that took the lease has ended. This only makes a takeover faster: a lease whose holder is alive
+    still expires after its duration.
+    """
+    pid = record.lease_pid
+    if pid is None or record.lease_host_id is None or record.lease_host_id != HOST_ID:
+        return False
+    expected_start = record.lease_process_start_ticks
+    if pid == os.getpid() and expected_start in (None, process_start_ticks(pid)):
+        return record.lease_owner not in _active_owners
+    if not _process_alive(pid):
+        return True
+    actual_start = process_start_ticks(pid)
+    return expected_start is not None and actual_start is not None and actual_start != expected_start
+
+
 def lease_is_live(record: ExecutionRecord, now: float | None = None) -> bool:
-    """Whether a runner still holds the execution (lease not expired and, on this host, alive)."""
+    """Whether a runner still holds the execution.
+
+    A lease is live while it has not expired (`lease_expires_at_epoch_s` in the future, by this
+    host's clock) and its holder is not known to be gone (`holder_is_gone`). Every lease expires
+    after its duration, whatever process holds it: a hung or paused runner, or a reused pid, cannot
+    block a takeover for longer than one lease duration.
+    """
     if record.lease_owner is None or record.status != "running":
         return False
-    if record.lease_host == _HOST and record.lease_pid is not None:
-        if record.lease_pid == os.getpid():
-            return record.lease_owner in _active_owners
-        return _process_alive(record.lease_pid)
-    return (record.lease_expires_at_epoch_s or 0) > (now or time.time())
+    if holder_is_gone(record):
+        return False
+    return (record.lease_expires_at_epoch_s or 0) > (time.time() if now is None else now)
 
 
 class ExecutionContext:
     """State of one run of an execution in this process."""
 
-    def __init__(self, store: Store, record: ExecutionRecord, owner: str, settings: _config.Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        record: ExecutionRecord,
+        owner: str,
+        settings: _config.Settings,
+        *,
+        lease_confirmed_at_s: float | None = None,
+    ) -> None:
         self.store = store
         self.execution_id = record.id
         self.flow_name = record.flow_name
@@ -210,6 +301,11 @@ class ExecutionContext:
         self._wait_names: dict[str, int] = {}
         self.cancel_requested = record.cancel_requested
         self.lease_lost = False
+        # `lease_clock_s()` read just before the last write that confirmed the lease was sent: the
+        # lease lasts at least until this + lease_duration_s (see `ensure_lease`).
+        self.lease_confirmed_at_s = lease_clock_s() if lease_confirmed_at_s is None else lease_confirmed_at_s
+        self.lease_confirmations = 0  # renewals made by `ensure_lease` (the heartbeat's are not counted)
+        self._confirm_lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"kitaru-heartbeat-{record.id}", daemon=True
@@ -227,18 +323,88 @@ class ExecutionContext:
         if self._heartbeat.is_alive():
             self._heartbeat.join(timeout=5)
 
+    def _note_confirmed(self, sent_at_s: float) -> None:
+        with self._confirm_lock:
+            self.lease_confirmed_at_s = max(self.lease_confirmed_at_s, sent_at_s)
+
     def _beat(self) -> None:
-        interval_s = max(0.05, self.settings.lease_duration_s / 3)
-        while not self._stop.wait(interval_s):
+        """Renew the lease every third of its duration; stop the runner if it cannot for a whole duration.
+
+        A failed renewal (the store unreachable) is retried within what is left of the lease; when
+        a whole lease duration has passed since the last confirmed renewal, another runner may take
+        the execution over, so this runner is stopped (`lease_lost`) before its next checkpoint call.
+        """
+        duration_s = self.settings.lease_duration_s
+        interval_s = max(0.05, duration_s / 3)
+        pause_s = interval_s
+        while not self._stop.wait(pause_s):
+            pause_s = interval_s
+            sent_at_s = lease_clock_s()
+            remaining_s = duration_s - (sent_at_s - self.lease_confirmed_at_s)
             try:
+                if remaining_s <= 0:
+                    raise StoreError(f"no renewal confirmed for {duration_s:g} s (the lease duration)")
                 still_owner, cancel = self.store.renew_lease(
-                    self.execution_id, self.owner, self.settings.lease_duration_s
+                    self.execution_id,
+                    self.owner,
+                    duration_s,
+                    retry_budget_s=min(remaining_s, self.store.retry_budget_s),
                 )
-            except Exception as error:  # a passing database error: try again next beat
-                print(f"kitaru: heartbeat of {self.execution_id} failed: {error}", file=sys.stderr)
+            except Exception as error:
+                if lease_clock_s() - self.lease_confirmed_at_s >= duration_s:
+                    logger.error(
+                        "kitaru: could not renew the lease of execution %s within its %g s duration; "
+                        "this runner stops before its next checkpoint call: %s",
+                        self.execution_id,
+                        duration_s,
+                        error,
+                    )
+                    self.lease_lost = True
+                    return
+                logger.warning("kitaru: heartbeat of %s failed, retrying: %s", self.execution_id, error)
+                pause_s = min(interval_s, 0.05)
                 continue
-            self.lease_lost = self.lease_lost or not still_owner
+            if not still_owner:
+                self.lease_lost = True
+                return
+            self._note_confirmed(sent_at_s)
             self.cancel_requested = self.cancel_requested or cancel
+
+    def ensure_lease(self) -> None:
+        """Fencing: make sure this runner holds the lease before a checkpoint body starts.
+
+        The rule: the lease was last confirmed by a write sent at clock reading `c`
+        (`lease_confirmed_at_s`, CLOCK_BOOTTIME, which keeps counting while the process is stopped),
+        so it lasts at least until `c + D` (D = `lease_duration_s`). While less than `D / 2` has
+        passed since `c`, at least half a lease remains and the body starts without asking the store;
+        the heartbeat (every `D / 3`) keeps this the normal case. Otherwise (the process was paused,
+        the heartbeat stalled or failed) the lease is confirmed first by a compare-and-set renewal;
+        if another runner owns the execution now, `LeaseLost` is raised and the body does not start.
+        A body therefore starts only with at least `D / 2` of lease ahead of it, by the holder.
+
+        Raises:
+            LeaseLost: Another runner holds the execution (not an `Exception`).
+            CancelExecution: The execution was cancelled (not an `Exception`).
+            StoreError: The store stayed unreachable for the retry budget (the run fails; it resumes later).
+        """
+        self.check_alive()
+        duration_s = self.settings.lease_duration_s
+        if lease_clock_s() - self.lease_confirmed_at_s < duration_s / 2:
+            return
+        for _ in range(3):
+            sent_at_s = lease_clock_s()
+            still_owner, cancel = self.store.renew_lease(self.execution_id, self.owner, duration_s)
+            self.lease_confirmations += 1
+            if not still_owner:
+                self.lease_lost = True
+                raise LeaseLost(self.execution_id)
+            self._note_confirmed(sent_at_s)
+            self.cancel_requested = self.cancel_requested or cancel
+            if lease_clock_s() - sent_at_s < duration_s / 2:  # the renewal itself was quick enough
+                break
+        else:
+            self.lease_lost = True  # the store answers too slowly to keep half a lease ahead
+        self.check_alive()
 
     def check_alive(self) -> None:
         """Raise the runtime signal if the execution was cancelled or its lease was lost."""
@@ -283,7 +449,7 @@ class ExecutionContext:
         try:
             self.store.mark_served(served, self.run_number)
         except StoreError as error:
-            print(f"kitaru: could not record served calls of {self.execution_id}: {error}", file=sys.stderr)
+            logger.warning("kitaru: could not record served calls of %s: %s", self.execution_id, error)
 
     def record(
         self,
@@ -599,6 +765,7 @@ def run_checkpoint(
         return stored
     with plan.running():
         while True:
+            plan.context.ensure_lease()  # fencing: no body starts without the lease
             try:
                 output = function(*args, **kwargs)
                 break
@@ -650,6 +817,7 @@ async def run_checkpoint_async(
         return stored
     with plan.running():
         while True:
+            plan.context.ensure_lease()  # fencing: no body starts without the lease
             try:
                 output = await function(*args, **kwargs)
                 break
@@ -776,7 +944,7 @@ class _OpenWait:
                     context.execution_id, self.name, self.adapter.dump_json(value).decode("utf-8")
                 )
             except Exception as error:  # answered meanwhile from elsewhere: use that answer
-                print(f"kitaru: {error}", file=sys.stderr)
+                logger.warning("kitaru: %s", error)
             self.record = store.find_wait(context.execution_id, self.name)
 
 
@@ -881,7 +1049,12 @@ def _new_execution_id() -> str:
 
 
 def acquire(store: Store, execution_id: str, settings: _config.Settings) -> tuple[ExecutionRecord, str]:
-    """Take the execution's lease, or raise if a live runner holds it."""
+    """Take the execution's lease, or raise if a live runner holds it.
+
+    The lease records who holds it: host name (for people), host id (`HOST_ID`), pid and the
+    process's start time, so a holder on this host that is gone (`holder_is_gone`) is taken over at
+    once; any other lease only once it has expired.
+    """
     owner = uuid.uuid4().hex
     for _ in range(5):
         record = store.get_execution(execution_id)
@@ -898,6 +1071,8 @@ def acquire(store: Store, execution_id: str, settings: _config.Settings) -> tupl
             host=_HOST,
             pid=os.getpid(),
             lease_duration_s=settings.lease_duration_s,
+            host_id=HOST_ID,
+            process_start_ticks=process_start_ticks(os.getpid()),
         ):
             return store.get_execution(execution_id), owner
     record = store.get_execution(execution_id)
@@ -963,8 +1138,9 @@ class ExecutionRun:
 
     def __enter__(self) -> ExecutionContext:
         settings = _config.current_settings()
+        sent_at_s = lease_clock_s()  # before the lease is written: the lease lasts at least D from here
         record, owner = acquire(self.store, self.execution_id, settings)
-        context = ExecutionContext(self.store, record, owner, settings)
+        context = ExecutionContext(self.store, record, owner, settings, lease_confirmed_at_s=sent_at_s)
         _active_owners.add(owner)
         context.start_heartbeat()
         self.context = context

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
     Engine,
@@ -28,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from kitaru_core import _tables as tables
@@ -50,6 +53,9 @@ from kitaru_core.errors import (
     WaitAlreadyAnsweredError,
     WaitNotFoundError,
 )
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _execution(row: RowMapping) -> ExecutionRecord:
@@ -75,6 +81,8 @@ def _execution(row: RowMapping) -> ExecutionRecord:
         created_at_epoch_s=row["created_at_epoch_s"],
         updated_at_epoch_s=row["updated_at_epoch_s"],
         ended_at_epoch_s=row["ended_at_epoch_s"],
+        lease_host_id=row["lease_host_id"],
+        lease_process_start_ticks=row["lease_process_start_ticks"],
     )
 
 
@@ -214,14 +222,80 @@ _INSERT_CALL_IF_LEASED = (
 _SQLITE_SUPERSEDE = "UPDATE kitaru_checkpoint_calls SET status = 'superseded' WHERE id = ?"
 
 
+FaultKind = Literal["transient", "locked"]
+
+# Words of driver messages that mean the connection or the server went away (psycopg, psycopg2,
+# asyncpg, SQLAlchemy's own "connection is closed"); checked only for non-SQLite databases.
+_DISCONNECT_WORDS = (
+    "connection is closed",
+    "terminating connection",
+    "server closed the connection",
+    "connection refused",
+    "could not connect",
+    "connection reset",
+    "connection timed out",
+    "connection not open",
+    "consuming input failed",
+    "ssl connection has been closed",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "adminshutdown",
+    "could not serialize access",
+    "deadlock detected",
+)
+
+
+def classify_fault(error: BaseException) -> FaultKind | None:
+    """How a database error should be handled: retried (`transient`), reported as a locked SQLite file, or raised.
+
+    Transient: a connection SQLAlchemy invalidated (disconnect), and on server databases an
+    `OperationalError`/`InterfaceError` (server restarted, connection terminated or refused, psycopg's
+    `AdminShutdown`, `SerializationFailure`, `DeadlockDetected`). On SQLite only "database is locked"
+    or "busy" is special (`locked`); SQLite has no connection to lose.
+    """
+    original = error.orig if isinstance(error, DBAPIError) else error
+    message = str(original).lower()
+    if isinstance(original, sqlite3.OperationalError) or "sqlite" in type(original).__module__:
+        return "locked" if "locked" in message or "busy" in message else None
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return "transient"
+    if isinstance(error, OperationalError | InterfaceError):
+        return "transient"
+    if any(word in message for word in _DISCONNECT_WORDS) or type(original).__name__ in {
+        "AdminShutdown",
+        "SerializationFailure",
+        "DeadlockDetected",
+        "OperationalError",
+    }:
+        return "transient"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text_ = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text_[0] if text_ else ''}"
+
+
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _make_engine(url: str) -> Engine:
+def _is_in_memory(url: str) -> bool:
+    return url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"}
+
+
+def _make_engine(url: str, busy_timeout_s: Callable[[], float]) -> Engine:
+    """The engine: PostgreSQL with a pre-pinged pool; SQLite in WAL mode, reads deferred, writes immediate.
+
+    On SQLite a transaction begun on a connection with the execution option `kitaru_read` starts
+    with a plain (deferred) `BEGIN`, which in WAL mode reads a snapshot without taking any lock a
+    writer could wait on; every other transaction starts with `BEGIN IMMEDIATE` (takes the write
+    lock at once, so two writers never fail on a read-to-write upgrade).
+    """
     if not _is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-    in_memory = url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"}
+        connect_args = {"connect_timeout": 10} if "psycopg" in url.split("://", 1)[0] else {}
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
+    in_memory = _is_in_memory(url)
     if not in_memory:
         database = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
         if database and not database.startswith("file:"):
@@ -229,7 +303,7 @@ def _make_engine(url: str) -> Engine:
             _create_private_file(Path(database))
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_s()},
         poolclass=StaticPool if in_memory else None,
     )
 
@@ -237,16 +311,18 @@ def _make_engine(url: str) -> Engine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:  # pyright: ignore[reportUnusedFunction]
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
         if not in_memory:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:  # pyright: ignore[reportUnusedFunction]
         # Straight to the driver: SQLAlchemy's statement machinery costs more than the BEGIN itself.
-        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # pyright: ignore[reportOptionalMemberAccess]
+        read_only = connection.get_execution_options().get("kitaru_read", False)
+        driver: Any = connection.connection.driver_connection
+        driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -258,23 +334,148 @@ class Store:
         url: SQLAlchemy URL. `sqlite://` is an in-memory database (one per Store).
         artifacts_url: fsspec URL of the artifact store.
         inline_limit_bytes: Larger serialized values go to the artifact store.
+        retry_budget_s: Seconds an operation retries a lost connection or a serialization failure
+            (exponential backoff, 0.05 s doubling up to 2 s) before it raises `StoreError`.
+        sqlite_busy_timeout_s: Seconds a SQLite write waits for another process's write lock.
+
+    Every operation is safe to retry: one whose commit succeeded but whose acknowledgement was lost
+    recognises its own write on the next attempt (a checkpoint call is never recorded twice).
 
     Raises:
-        StoreError: The database cannot be reached.
+        StoreError: The database cannot be reached, or (SQLite) stays locked by another process.
         MigrationError: The schema is newer than this code, or a migration failed.
     """
 
-    def __init__(self, url: str, artifacts_url: str, *, inline_limit_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        url: str,
+        artifacts_url: str,
+        *,
+        inline_limit_bytes: int = 64 * 1024,
+        retry_budget_s: float = 30.0,
+        sqlite_busy_timeout_s: float = 30.0,
+    ) -> None:
         self.url = url
         self.inline_limit_bytes = inline_limit_bytes
+        self.retry_budget_s = retry_budget_s
+        self.sqlite_busy_timeout_s = sqlite_busy_timeout_s
+        self.retries = 0  # transient faults retried so far (read by tests and benchmarks)
         self.artifacts = ArtifactStore(artifacts_url)
-        self.engine = _make_engine(url)
+        self.engine = _make_engine(url, lambda: self.sqlite_busy_timeout_s)
+        self._writer = self.engine  # SQLite: BEGIN IMMEDIATE
+        self._reader = self.engine.execution_options(kitaru_read=True)  # SQLite: deferred BEGIN, no lock
         self._write_lock = threading.RLock()
         self._sqlite_insert: tuple[str, list[str]] | None = None
         if self.engine.dialect.name == "sqlite":
             compiled = _INSERT_CALL_IF_LEASED.compile(dialect=self.engine.dialect)
             self._sqlite_insert = (str(compiled), list(compiled.positiontup or []))
         self._migrate()
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def _retrying(self, what: str, operation: Callable[[bool], T], *, budget_s: float | None = None) -> T:
+        """Run `operation(retry)` and retry it on transient faults with bounded exponential backoff.
+
+        `retry` is `False` on the first attempt and `True` afterwards: an attempt that follows a fault
+        first looks for its own earlier write (its commit may have succeeded before the connection
+        dropped). A locked SQLite database raises the `StoreError` of `_locked_error` at once (the
+        driver already waited `sqlite_busy_timeout_s`).
+
+        Args:
+            what: What the operation does, for messages.
+            operation: One attempt, in its own transaction.
+            budget_s: Seconds to keep retrying (default: `retry_budget_s`).
+
+        Returns:
+            What `operation` returned.
+
+        Raises:
+            StoreError: The fault persisted past the budget, or the SQLite database stayed locked.
+        """
+        budget = self.retry_budget_s if budget_s is None else budget_s
+        deadline = time.monotonic() + budget
+        delay_s = 0.05
+        attempt = 0
+        while True:
+            try:
+                return operation(attempt > 0)
+            except (SQLAlchemyError, sqlite3.Error) as error:
+                kind = classify_fault(error)
+                if kind == "locked":
+                    raise self._locked_error(what, error) from error
+                if kind is None:
+                    raise
+                attempt += 1
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    raise StoreError(
+                        f"Cannot {what}: the database at {self._safe_url()} stayed unreachable for "
+                        f"{budget:.1f} s ({attempt} attempts; last error: {_first_line(error)}). "
+                        "Nothing after the last committed checkpoint call is lost: once the database is "
+                        "back, run the flow again (or `kitaru-adapters executions resume <id>`) and it "
+                        "resumes. Raise the budget with configure(store_retry_budget_s=...)."
+                    ) from error
+                self.retries += 1
+                logger.warning(
+                    "kitaru: %s failed (%s); retrying in %.2f s (attempt %d)",
+                    what,
+                    _first_line(error),
+                    min(delay_s, remaining_s),
+                    attempt + 1,
+                )
+                time.sleep(min(delay_s, remaining_s))
+                delay_s = min(delay_s * 2, 2.0)
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def _locked_error(self, what: str, error: BaseException) -> StoreError:
+        """The `StoreError` for a SQLite database whose write lock another process keeps holding."""
+        holders = ""
+        try:  # a plain read: it takes no lock, so it answers while the writer holds the lock
+            t = tables.executions
+            with self._reader.connect() as connection:
+                rows = connection.execute(
+                    select(t.c.id, t.c.lease_host, t.c.lease_pid).where(
+                        t.c.status == "running", t.c.lease_owner.is_not(None)
+                    )
+                ).all()
+            if rows:
+                holders = " Runners holding leases now: " + ", ".join(
+                    f"execution {row.id!r} (host {row.lease_host}, pid {row.lease_pid})" for row in rows
+                ) + "; one of them may be paused or hung inside a write."
+        except Exception:  # the diagnosis is best effort
+            holders = ""
+        return StoreError(
+            f"Cannot {what}: the SQLite database {self.url} is locked: another process has held its "
+            f"write lock for more than {self.sqlite_busy_timeout_s:g} s.{holders} Wait for that process "
+            "to finish, or stop it (its executions resume later); raise the wait with "
+            "configure(sqlite_busy_timeout_s=...), or use PostgreSQL for many concurrent writers. "
+            f"({_first_line(error)})"
+        )
+
+    def _read(self, what: str, query: Callable[[Connection], T]) -> T:
+        """Run `query` in a read transaction (SQLite: deferred, no write lock), retrying transient faults."""
+
+        def attempt(_retry: bool) -> T:
+            with self._reader.connect() as connection:
+                return query(connection)
+
+        return self._retrying(what, attempt)
+
+    def _write(
+        self, what: str, change: Callable[[Connection, bool], T], *, budget_s: float | None = None
+    ) -> T:
+        """Run `change(connection, retry)` in one write transaction, retrying transient faults.
+
+        `retry` tells `change` that an earlier attempt may have committed (see `_retrying`).
+        """
+
+        def attempt(retry: bool) -> T:
+            with self._write_lock, self._writer.begin() as connection:
+                return change(connection, retry)
+
+        return self._retrying(what, attempt, budget_s=budget_s)
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -285,7 +486,7 @@ class Store:
 
     def _migrate(self) -> None:
         try:
-            with self.engine.connect() as connection:
+            with self._reader.connect() as connection:
                 revision = self._current_revision(connection)
                 connection.rollback()
             if revision == tables.SCHEMA_REVISION:
@@ -300,16 +501,22 @@ class Store:
 
             config = Config()
             config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-            with self.engine.begin() as connection:
+            with self._writer.begin() as connection:
                 if self._current_revision(connection) == tables.SCHEMA_REVISION:
                     return
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except MigrationError:
             raise
-        except SQLAlchemyError as error:
-            raise StoreError(f"Cannot open the store at {self.url}: {error}") from error
         except Exception as error:  # alembic reports failures with its own exception types
+            cause: BaseException | None = error
+            while cause is not None:  # a locked or unreachable database is not a failed migration
+                kind = classify_fault(cause)
+                if kind == "locked":
+                    raise self._locked_error("open the store", cause) from error
+                if kind == "transient" or isinstance(cause, SQLAlchemyError | sqlite3.Error):
+                    raise StoreError(f"Cannot open the store at {self._safe_url()}: {error}") from error
+                cause = cause.__cause__ or cause.__context__
             raise MigrationError(f"Migrating the store at {self.url} failed: {error}") from error
 
     def close(self) -> None:
@@ -366,9 +573,21 @@ class Store:
             "created_at_epoch_s": now,
             "updated_at_epoch_s": now,
         }
+        t = tables.executions
+
+        def change(connection: Connection, retry: bool) -> None:
+            if retry:  # the first attempt may have committed: is the row there ours?
+                mine = connection.execute(
+                    select(t.c.id).where(
+                        t.c.id == execution_id, t.c.flow_name == flow_name, t.c.created_at_epoch_s == now
+                    )
+                ).first()
+                if mine is not None:
+                    return
+            connection.execute(insert(t).values(values))
+
         try:
-            with self._write_lock, self.engine.begin() as connection:
-                connection.execute(insert(tables.executions).values(values))
+            self._write(f"create execution {execution_id!r}", change)
         except IntegrityError as error:
             raise StoreError(f"An execution with id {execution_id!r} exists already.") from error
         record = self.get_execution(execution_id)
@@ -376,12 +595,8 @@ class Store:
 
     def find_execution(self, execution_id: str) -> ExecutionRecord | None:
         """The execution with this id, or `None`."""
-        with self.engine.connect() as connection:
-            row = (
-                connection.execute(select(tables.executions).where(tables.executions.c.id == execution_id))
-                .mappings()
-                .first()
-            )
+        query = select(tables.executions).where(tables.executions.c.id == execution_id)
+        row = self._read("read an execution", lambda connection: connection.execute(query).mappings().first())
         return _execution(row) if row else None
 
     def get_execution(self, execution_id: str) -> ExecutionRecord:
@@ -411,8 +626,7 @@ class Store:
             .order_by(t.c.created_at_epoch_s.desc())
             .limit(1)
         )
-        with self.engine.connect() as connection:
-            row = connection.execute(query).mappings().first()
+        row = self._read("find a resumable execution", lambda connection: connection.execute(query).mappings().first())
         return _execution(row) if row else None
 
     @staticmethod
@@ -455,8 +669,10 @@ class Store:
             .limit(limit)
             .offset(offset)
         )
-        with self.engine.connect() as connection:
-            return [_execution(row) for row in connection.execute(query).mappings()]
+        return self._read(
+            "list executions",
+            lambda connection: [_execution(row) for row in connection.execute(query).mappings()],
+        )
 
     def count_executions(
         self,
@@ -475,8 +691,7 @@ class Store:
                 *self._execution_filters(statuses, flow_name, created_after_epoch_s, created_before_epoch_s)
             )
         )
-        with self.engine.connect() as connection:
-            return int(connection.execute(query).scalar() or 0)
+        return self._read("count executions", lambda connection: int(connection.execute(query).scalar() or 0))
 
     def change_marker(self, execution_id: str | None = None) -> str:
         """A short string that changes whenever an execution, a checkpoint call or a wait changes.
@@ -506,8 +721,10 @@ class Store:
                 queries[1].where(c.c.execution_id == execution_id),
                 queries[2].where(w.c.execution_id == execution_id),
             ]
-        with self.engine.connect() as connection:
-            parts = [tuple(connection.execute(query).one()) for query in queries]
+        parts = self._read(
+            "read the change marker",
+            lambda connection: [tuple(connection.execute(query).one()) for query in queries],
+        )
         return "/".join(",".join("" if value is None else repr(value) for value in part) for part in parts)
 
     def try_acquire_lease(
@@ -519,18 +736,38 @@ class Store:
         host: str,
         pid: int,
         lease_duration_s: float,
+        host_id: str | None = None,
+        process_start_ticks: int | None = None,
     ) -> bool:
         """Compare-and-set the lease: succeeds only if the lease owner is still `expected_owner`.
 
         On success the execution becomes `running`, its run count grows by one and its cancel flag,
         error and end time are cleared.
+
+        Args:
+            execution_id: The execution.
+            expected_owner: The lease owner seen when the lease was judged free (`None`: no owner).
+            owner: The new owner's token (unique per run).
+            host: The new holder's host name (shown to people).
+            pid: The new holder's process id.
+            lease_duration_s: Seconds until the lease expires without a renewal.
+            host_id: The new holder's host id (boot id and pid namespace; see `_runtime.HOST_ID`).
+            process_start_ticks: The new holder's process start time (clock ticks since boot).
+
+        Returns:
+            Whether the lease is now `owner`'s.
         """
         t = tables.executions
-        now = time.time()
         owner_matches = (
             t.c.lease_owner.is_(None) if expected_owner is None else t.c.lease_owner == expected_owner
         )
-        with self._write_lock, self.engine.begin() as connection:
+
+        def change(connection: Connection, retry: bool) -> bool:
+            if retry:  # an earlier attempt may have committed: the lease is ours already
+                current = connection.execute(select(t.c.lease_owner).where(t.c.id == execution_id)).scalar()
+                if current == owner:
+                    return True
+            now = time.time()
             result = connection.execute(
                 update(t)
                 .where(t.c.id == execution_id, owner_matches)
@@ -538,6 +775,8 @@ class Store:
                     lease_owner=owner,
                     lease_host=host,
                     lease_pid=pid,
+                    lease_host_id=host_id,
+                    lease_process_start_ticks=process_start_ticks,
                     lease_expires_at_epoch_s=now + lease_duration_s,
                     status="running",
                     run_count=t.c.run_count + 1,
@@ -548,24 +787,39 @@ class Store:
                     updated_at_epoch_s=now,
                 )
             )
-        return result.rowcount == 1
+            return result.rowcount == 1
 
-    def renew_lease(self, execution_id: str, owner: str, lease_duration_s: float) -> tuple[bool, bool]:
-        """Extend a lease held by `owner`.
+        return self._write(f"take the lease of execution {execution_id!r}", change)
+
+    def renew_lease(
+        self, execution_id: str, owner: str, lease_duration_s: float, *, retry_budget_s: float | None = None
+    ) -> tuple[bool, bool]:
+        """Extend a lease held by `owner` (compare-and-set on the owner: a lost lease stays lost).
+
+        Args:
+            execution_id: The execution.
+            owner: The owner token given to `try_acquire_lease`.
+            lease_duration_s: Seconds from now until the lease expires.
+            retry_budget_s: Seconds to retry transient faults (default: the store's budget).
 
         Returns:
             `(still_owner, cancel_requested)`.
+
+        Raises:
+            StoreError: The database stayed unreachable for the retry budget.
         """
         t = tables.executions
-        now = time.time()
-        with self._write_lock, self.engine.begin() as connection:
+
+        def change(connection: Connection, _retry: bool) -> tuple[bool, bool]:
             result = connection.execute(
                 update(t)
                 .where(t.c.id == execution_id, t.c.lease_owner == owner)
-                .values(lease_expires_at_epoch_s=now + lease_duration_s)
+                .values(lease_expires_at_epoch_s=time.time() + lease_duration_s)
             )
             cancel = connection.execute(select(t.c.cancel_requested).where(t.c.id == execution_id)).scalar()
-        return result.rowcount == 1, bool(cancel)
+            return result.rowcount == 1, bool(cancel)
+
+        return self._write(f"renew the lease of execution {execution_id!r}", change, budget_s=retry_budget_s)
 
     def finish_execution(
         self,
@@ -590,11 +844,21 @@ class Store:
             values.update(output_format=output.format, output=output.payload, output_ref=output.reference)
         if error is not None:
             values.update(error_type=error[0], error_message=error[1], error_traceback=error[2])
-        with self._write_lock, self.engine.begin() as connection:
+
+        def change(connection: Connection, retry: bool) -> bool:
             result = connection.execute(
                 update(t).where(t.c.id == execution_id, t.c.lease_owner == owner).values(values)
             )
-        return result.rowcount == 1
+            if result.rowcount == 1:
+                return True
+            if retry:  # an earlier attempt may have committed: our outcome is there
+                row = connection.execute(
+                    select(t.c.status, t.c.lease_owner, t.c.updated_at_epoch_s).where(t.c.id == execution_id)
+                ).first()
+                return row is not None and tuple(row) == (status, None, now)
+            return False
+
+        return self._write(f"record the outcome of execution {execution_id!r}", change)
 
     def request_cancel(self, execution_id: str) -> ExecutionRecord:
         """Flag an execution as cancelled; a live runner stops at its next checkpoint call.
@@ -605,8 +869,9 @@ class Store:
             ExecutionNotFoundError: No such execution.
         """
         t = tables.executions
-        now = time.time()
-        with self._write_lock, self.engine.begin() as connection:
+
+        def change(connection: Connection, _retry: bool) -> None:
+            now = time.time()
             result = connection.execute(
                 update(t).where(t.c.id == execution_id).values(cancel_requested=True, updated_at_epoch_s=now)
             )
@@ -621,6 +886,8 @@ class Store:
                 )
                 .values(status="cancelled", lease_owner=None, ended_at_epoch_s=now)
             )
+
+        self._write(f"cancel execution {execution_id!r}", change)
         return self.get_execution(execution_id)
 
     def mark_crashed(self, crashed: Iterable[tuple[str, str | None]], *, message: str) -> list[str]:
@@ -636,9 +903,11 @@ class Store:
         """
         t = tables.executions
         now = time.time()
-        marked: list[str] = []
-        with self._write_lock, self.engine.begin() as connection:
-            for execution_id, owner in crashed:
+        candidates = list(crashed)
+
+        def change(connection: Connection, retry: bool) -> list[str]:
+            marked: list[str] = []
+            for execution_id, owner in candidates:
                 owner_matches = t.c.lease_owner.is_(None) if owner is None else t.c.lease_owner == owner
                 result = connection.execute(
                     update(t)
@@ -655,7 +924,15 @@ class Store:
                 )
                 if result.rowcount == 1:
                     marked.append(execution_id)
-        return marked
+                elif retry:  # marked by an earlier attempt whose commit went through
+                    row = connection.execute(
+                        select(t.c.status, t.c.updated_at_epoch_s).where(t.c.id == execution_id)
+                    ).first()
+                    if row is not None and tuple(row) == ("failed", now):
+                        marked.append(execution_id)
+            return marked
+
+        return self._write("mark crashed executions", change)
 
     # -- checkpoint calls -----------------------------------------------------------------------
 
@@ -663,8 +940,7 @@ class Store:
         """The checkpoint call recorded at `sequence` in an execution (superseded ones included), or `None`."""
         t = tables.checkpoint_calls
         query = select(t).where(t.c.execution_id == execution_id, t.c.sequence == sequence).order_by(t.c.id)
-        with self.engine.connect() as connection:
-            row = connection.execute(query).mappings().first()
+        row = self._read("read a checkpoint call", lambda connection: connection.execute(query).mappings().first())
         return call_from_columns(row) if row else None
 
     def load_calls(self, execution_id: str, *, include_superseded: bool = False) -> list[CallRecord]:
@@ -673,8 +949,10 @@ class Store:
         query = select(t).where(t.c.execution_id == execution_id).order_by(t.c.sequence, t.c.id)
         if not include_superseded:
             query = query.where(t.c.status != "superseded")
-        with self.engine.connect() as connection:
-            return [call_from_columns(row) for row in connection.execute(query).mappings()]
+        return self._read(
+            "load checkpoint calls",
+            lambda connection: [call_from_columns(row) for row in connection.execute(query).mappings()],
+        )
 
     def record_call(
         self,
@@ -692,26 +970,48 @@ class Store:
 
         Returns:
             The new row's id, or -1 when the lease check failed (nothing was written).
+
+        Raises:
+            StoreError: The database stayed unreachable for the retry budget.
+
+        A retry after a fault first looks for the row an earlier attempt may have committed (same
+        execution, sequence, key and end time: written by this runner) and returns its id instead of
+        inserting a second record.
         """
         leased = None
         if lease is not None:
             leased = {**_CALL_DEFAULTS, **values, "lease_execution_id": lease[0], "lease_owner": lease[1]}
-            if self._sqlite_insert is not None:
-                return self._record_call_sqlite(leased, supersede_ids)
         t = tables.checkpoint_calls
-        with self._write_lock, self.engine.begin() as connection:
-            if leased is None:
-                row_id = connection.execute(_INSERT_CALL, values).scalar()
-            else:
-                row_id = connection.execute(_INSERT_CALL_IF_LEASED, leased).scalar()
-                if row_id is None:  # another runner holds the lease now: nothing written
-                    connection.rollback()
-                    return -1
-            if supersede_ids:
-                connection.execute(
-                    update(t).where(t.c.id.in_(list(supersede_ids))).values(status="superseded")
+
+        def attempt(retry: bool) -> int:
+            if retry:  # built only here: statement construction costs more than the hot-path commit
+                mine = select(t.c.id).where(
+                    t.c.execution_id == values["execution_id"],
+                    t.c.sequence == values["sequence"],
+                    t.c.call_key == values["call_key"],
+                    t.c.ended_at_epoch_s == values["ended_at_epoch_s"],
                 )
-        return int(row_id) if row_id is not None else -1
+                with self._reader.connect() as connection:
+                    earlier = connection.execute(mine).scalar()
+                if earlier is not None:
+                    return int(earlier)
+            if leased is not None and self._sqlite_insert is not None:
+                return self._record_call_sqlite(leased, supersede_ids)
+            with self._write_lock, self._writer.begin() as connection:
+                if leased is None:
+                    row_id = connection.execute(_INSERT_CALL, values).scalar()
+                else:
+                    row_id = connection.execute(_INSERT_CALL_IF_LEASED, leased).scalar()
+                    if row_id is None:  # another runner holds the lease now: nothing written
+                        connection.rollback()
+                        return -1
+                if supersede_ids:
+                    connection.execute(
+                        update(t).where(t.c.id.in_(list(supersede_ids))).values(status="superseded")
+                    )
+            return int(row_id) if row_id is not None else -1
+
+        return self._retrying(f"record checkpoint call {values['call_key']!r}", attempt)
 
     def _record_call_sqlite(self, parameters: dict[str, Any], supersede_ids: Sequence[int]) -> int:
         """`record_call` on SQLite through the driver: the hot path of every live checkpoint call.
@@ -721,7 +1021,7 @@ class Store:
         """
         assert self._sqlite_insert is not None
         sql, order = self._sqlite_insert
-        with self._write_lock, self.engine.connect() as connection:
+        with self._write_lock, self._writer.connect() as connection:
             driver: Any = connection.connection.driver_connection
             driver.execute("BEGIN IMMEDIATE")
             try:
@@ -733,7 +1033,8 @@ class Store:
                     driver.execute(_SQLITE_SUPERSEDE, (superseded,))
                 driver.execute("COMMIT")
             except BaseException:
-                driver.execute("ROLLBACK")
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
                 raise
         return int(row[0])
 
@@ -742,8 +1043,8 @@ class Store:
         if not served:
             return
         t = tables.checkpoint_calls
-        with self._write_lock, self.engine.begin() as connection:
-            connection.execute(update(t).where(t.c.id.in_(list(served))).values(last_served_run=run_number))
+        statement = update(t).where(t.c.id.in_(list(served))).values(last_served_run=run_number)
+        self._write("note served checkpoint calls", lambda connection, _retry: connection.execute(statement))
 
     def copy_calls(self, source_id: str, target_id: str, calls: Sequence[CallRecord]) -> None:
         """Copy call records into another execution (replay)."""
@@ -777,8 +1078,14 @@ class Store:
             for call in calls
         ]
         if rows:
-            with self._write_lock, self.engine.begin() as connection:
+
+            def change(connection: Connection, retry: bool) -> None:
+                # One transaction: after a fault, either every row is there (done) or none is.
+                if retry and connection.execute(select(t.c.id).where(t.c.execution_id == target_id)).first():
+                    return
                 connection.execute(insert(t), rows)
+
+            self._write(f"copy checkpoint calls into {target_id!r}", change)
 
     def copy_answered_waits(self, source_id: str, target_id: str, *, created_before_epoch_s: float) -> None:
         """Copy answered waits reached before a point in time into another execution (replay)."""
@@ -800,20 +1107,21 @@ class Store:
             if wait.created_at_epoch_s < created_before_epoch_s
         ]
         if rows:
-            with self._write_lock, self.engine.begin() as connection:
+
+            def change(connection: Connection, retry: bool) -> None:
+                if retry and connection.execute(select(t.c.id).where(t.c.execution_id == target_id)).first():
+                    return
                 connection.execute(insert(t), rows)
+
+            self._write(f"copy answered waits into {target_id!r}", change)
 
     # -- waits ----------------------------------------------------------------------------------
 
     def find_wait(self, execution_id: str, name: str) -> WaitRecord | None:
         """The wait of that name, or `None`."""
         t = tables.waits
-        with self.engine.connect() as connection:
-            row = (
-                connection.execute(select(t).where(t.c.execution_id == execution_id, t.c.name == name))
-                .mappings()
-                .first()
-            )
+        query = select(t).where(t.c.execution_id == execution_id, t.c.name == name)
+        row = self._read("read a wait", lambda connection: connection.execute(query).mappings().first())
         return _wait(row) if row else None
 
     def list_waits(self, execution_id: str | None = None, *, status: str | None = None) -> list[WaitRecord]:
@@ -824,8 +1132,9 @@ class Store:
             query = query.where(t.c.execution_id == execution_id)
         if status is not None:
             query = query.where(t.c.status == status)
-        with self.engine.connect() as connection:
-            return [_wait(row) for row in connection.execute(query).mappings()]
+        return self._read(
+            "list waits", lambda connection: [_wait(row) for row in connection.execute(query).mappings()]
+        )
 
     def create_wait(
         self,
@@ -839,22 +1148,18 @@ class Store:
     ) -> WaitRecord:
         """Insert a pending wait, or return the existing one of that name."""
         t = tables.waits
-        try:
-            with self._write_lock, self.engine.begin() as connection:
-                connection.execute(
-                    insert(t).values(
-                        execution_id=execution_id,
-                        name=name,
-                        call_key=call_key,
-                        question=question,
-                        schema=json.dumps(schema),
-                        details=json.dumps(details) if details else None,
-                        status="pending",
-                        created_at_epoch_s=time.time(),
-                    )
-                )
-        except IntegrityError:
-            pass
+        statement = insert(t).values(
+            execution_id=execution_id,
+            name=name,
+            call_key=call_key,
+            question=question,
+            schema=json.dumps(schema),
+            details=json.dumps(details) if details else None,
+            status="pending",
+            created_at_epoch_s=time.time(),
+        )
+        with contextlib.suppress(IntegrityError):  # exists already (maybe written by an earlier attempt)
+            self._write(f"record wait {name!r}", lambda connection, _retry: connection.execute(statement))
         record = self.find_wait(execution_id, name)
         if record is None:  # pragma: no cover - the row was just written
             raise StoreError(f"Wait {name!r} of execution {execution_id!r} vanished after it was written.")
@@ -868,13 +1173,26 @@ class Store:
             WaitAlreadyAnsweredError: It already has an answer.
         """
         t = tables.waits
-        with self._write_lock, self.engine.begin() as connection:
+        answered_at_epoch_s = time.time()
+
+        def change(connection: Connection, retry: bool) -> int:
             result = connection.execute(
                 update(t)
                 .where(t.c.execution_id == execution_id, t.c.name == name, t.c.status == "pending")
-                .values(status="answered", answer=answer_json, answered_at_epoch_s=time.time())
+                .values(status="answered", answer=answer_json, answered_at_epoch_s=answered_at_epoch_s)
             )
-        if result.rowcount == 0:
+            if result.rowcount == 0 and retry:  # this answer was stored by an earlier attempt
+                earlier = connection.execute(
+                    select(t.c.id).where(
+                        t.c.execution_id == execution_id,
+                        t.c.name == name,
+                        t.c.answered_at_epoch_s == answered_at_epoch_s,
+                    )
+                ).first()
+                return 1 if earlier is not None else 0
+            return result.rowcount
+
+        if self._write(f"answer wait {name!r}", change) == 0:
             existing = self.find_wait(execution_id, name)
             if existing is None:
                 known = [wait.name for wait in self.list_waits(execution_id)]
@@ -887,7 +1205,8 @@ class Store:
     def refuse_answer(self, execution_id: str, name: str, problems: Sequence[str]) -> None:
         """Move a stored answer that failed validation into the refused list; the wait is pending again."""
         t = tables.waits
-        with self._write_lock, self.engine.begin() as connection:
+
+        def change(connection: Connection, _retry: bool) -> None:
             row = (
                 connection.execute(
                     select(t.c.answer, t.c.refused_answers).where(
@@ -897,7 +1216,7 @@ class Store:
                 .mappings()
                 .first()
             )
-            if row is None:
+            if row is None or row["answer"] is None:  # gone, or refused already by an earlier attempt
                 return
             refused = json.loads(row["refused_answers"] or "[]")
             refused.append({"answer": json.loads(row["answer"] or "null"), "problems": list(problems)})
@@ -912,17 +1231,42 @@ class Store:
                 )
             )
 
+        self._write(f"refuse the answer of wait {name!r}", change)
+
 
 _stores: dict[tuple[str, str, int], Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(url: str, artifacts_url: str, inline_limit_bytes: int) -> Store:
-    """A process-wide cached `Store` for these settings (in-memory SQLite is one shared database)."""
+def open_store(
+    url: str,
+    artifacts_url: str,
+    inline_limit_bytes: int,
+    *,
+    retry_budget_s: float = 30.0,
+    sqlite_busy_timeout_s: float = 30.0,
+) -> Store:
+    """A process-wide cached `Store` for these settings (in-memory SQLite is one shared database).
+
+    The retry budget and the SQLite busy timeout of a cached store follow the latest call (a new
+    busy timeout applies to connections opened from then on).
+    """
     key = (url, artifacts_url, inline_limit_bytes)
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
-            store = Store(url, artifacts_url, inline_limit_bytes=inline_limit_bytes)
+            store = Store(
+                url,
+                artifacts_url,
+                inline_limit_bytes=inline_limit_bytes,
+                retry_budget_s=retry_budget_s,
+                sqlite_busy_timeout_s=sqlite_busy_timeout_s,
+            )
             _stores[key] = store
+        else:
+            store.retry_budget_s = retry_budget_s
+            if store.sqlite_busy_timeout_s != sqlite_busy_timeout_s:
+                store.sqlite_busy_timeout_s = sqlite_busy_timeout_s
+                if not _is_in_memory(url):
+                    store.engine.dispose()  # pooled connections carry the old busy timeout
         return store

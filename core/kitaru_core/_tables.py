@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -17,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0005"
 
 metadata = MetaData()
 
@@ -43,6 +44,11 @@ executions = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_host", String(255), nullable=True),
     Column("lease_pid", Integer, nullable=True),
+    # The lease holder's identity beyond host name and pid (revision 0005): the host id (Linux boot id
+    # and pid namespace) and the process start time, so pid reuse and containers sharing a host name
+    # are told apart.
+    Column("lease_host_id", String(255), nullable=True),
+    Column("lease_process_start_ticks", BigInteger, nullable=True),
     Column("lease_expires_at_epoch_s", Float, nullable=True),
     Column("created_at_epoch_s", Float, nullable=False),
     Column("updated_at_epoch_s", Float, nullable=False),

@@ -192,8 +192,10 @@ class LeaseLostError(ExecutionError):
     def __init__(self, execution_id: str) -> None:
         super().__init__(
             execution_id,
-            f"Lost the lease on execution {execution_id!r}: another runner took it over after this "
-            "process failed to renew it in time. This runner stops without recording more calls.",
+            f"Lost the lease on execution {execution_id!r}: another runner took it over, or this "
+            "process could not renew it within the lease duration (it was paused, or the store was "
+            "unreachable). This runner stops without starting or recording more calls; the execution "
+            "continues with whichever runner holds the lease (or resumes when run again).",
         )
 
 

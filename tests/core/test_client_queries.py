@@ -137,7 +137,7 @@ def test_change_marker_moves_when_a_runner_is_found_gone(sqlite_file_store: str)
     import subprocess
     import sys
 
-    from kitaru_core._runtime import get_store
+    from kitaru_core._runtime import HOST_ID, get_store, process_start_ticks
 
     store = get_store()
     store.create_execution("k-1", flow_name="killed", entry_point=None, inputs_fingerprint=None, inputs=None)
@@ -150,6 +150,8 @@ def test_change_marker_moves_when_a_runner_is_found_gone(sqlite_file_store: str)
             host=socket.gethostname(),
             pid=runner.pid,
             lease_duration_s=60,
+            host_id=HOST_ID,
+            process_start_ticks=process_start_ticks(runner.pid),
         )
         client = Client()
         alive = client.change_marker()

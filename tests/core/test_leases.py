@@ -131,10 +131,10 @@ def set_lease(execution_id: str, host: str, expires_at_epoch_s: float) -> None:
     with get_store().engine.begin() as connection:
         connection.execute(
             text(
-                "UPDATE kitaru_executions SET lease_host = :host, lease_expires_at_epoch_s = :expires "
-                "WHERE id = :id"
+                "UPDATE kitaru_executions SET lease_host = :host, lease_host_id = :host_id, "
+                "lease_expires_at_epoch_s = :expires WHERE id = :id"
             ),
-            {"host": host, "expires": expires_at_epoch_s, "id": execution_id},
+            {"host": host, "host_id": f"boot:{host}", "expires": expires_at_epoch_s, "id": execution_id},
         )
 
 
@@ -226,7 +226,7 @@ def test_heartbeat_renews_the_lease_while_a_checkpoint_runs(
             record = store.get_execution(context.execution_id)
             samples.append((time.time(), record.lease_expires_at_epoch_s))
             with monkeypatch.context() as patch:  # look at the lease as a runner on another host would
-                patch.setattr(_runtime, "_HOST", "other-host")
+                patch.setattr(_runtime, "HOST_ID", "boot:other-host/pid:[1]")
                 try:
                     _runtime.acquire(store, context.execution_id, _config.current_settings())
                     takeover_attempts.append("took over")
