@@ -48,6 +48,7 @@ def make_api(store: tuple[str, str], tmp_path: Path, *, open_reads: bool = True)
         artifacts_url=store[1],
         resume_log_dir=tmp_path / "logs",
         poll_interval_s=0.05,
+        allowed_hosts=("testserver", "127.0.0.1", "localhost"),
     )
     return TestClient(create_app(settings))
 

@@ -51,7 +51,12 @@ def _app(url: str) -> Any:
     finally:
         kitaru_core.configure(reset=True)
     settings_ = ServerSettings(
-        token=TOKEN, open_reads=True, store_url=url, artifacts_url=artifacts, resume_log_dir=folder / "logs"
+        token=TOKEN,
+        open_reads=True,
+        store_url=url,
+        artifacts_url=artifacts,
+        resume_log_dir=folder / "logs",
+        allowed_hosts=("testserver", "localhost"),
     )
     return create_app(settings_)
 
