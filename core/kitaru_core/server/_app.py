@@ -596,18 +596,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     add_pages(app, client, auth)
 
-    @app.middleware("http")
-    async def _security_headers(request: Request, call_next: Any) -> Any:  # pyright: ignore[reportUnusedFunction]
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
-
     app.mount("/static", StaticFiles(directory=STATIC_DIRECTORY), name="static")
-    # outermost: refuse foreign hosts and oversized bodies before anything else runs
+    # outermost: refuse foreign hosts and oversized bodies before anything else runs; it also adds the
+    # security headers to every response
     app.add_middleware(
         Guard,  # pyright: ignore[reportArgumentType]
         allowed_hosts=settings.allowed_hosts,
         max_request_bytes=settings.max_request_bytes,
+        response_headers=SECURITY_HEADERS,
     )
     return app
 

@@ -13,7 +13,7 @@ the routed path from the raw one: each segment is decoded, except that `%` and `
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -68,12 +68,24 @@ class Guard:
         app: The application.
         allowed_hosts: Host names (without port) the server answers to; `*` allows any.
         max_request_bytes: The largest request body read; larger ones get 413 before they are read.
+        response_headers: Headers added to every HTTP response (security headers).
     """
 
-    def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str], max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: Sequence[str],
+        max_request_bytes: int,
+        response_headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.app = app
         self.allowed_hosts = {host_name(host) for host in allowed_hosts}
         self.max_request_bytes = max_request_bytes
+        self.response_headers = [
+            (key.lower().encode("latin-1"), value.encode("latin-1"))
+            for key, value in (response_headers or {}).items()
+        ]
 
     def _host_allowed(self, scope: Scope) -> tuple[bool, str]:
         host = ""
@@ -95,6 +107,8 @@ class Guard:
         if scope["type"] not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "http" and self.response_headers:
+            send = self._with_headers(send)
         allowed, host = self._host_allowed(scope)
         if not allowed:
             shown = ", ".join(sorted(self.allowed_hosts))
@@ -135,6 +149,18 @@ class Guard:
             return message
 
         await self.app(scope, bounded_receive, send)
+
+    def _with_headers(self, send: Send) -> Send:
+        extra = self.response_headers
+        names = {key for key, _ in extra}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(key, value) for key, value in message.get("headers", []) if key.lower() not in names]
+                message = {**message, "headers": [*headers, *extra]}
+            await send(message)
+
+        return send_with_headers
 
 
 async def _json(send: Send, status: int, error: str, message: str) -> None:
