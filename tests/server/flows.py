@@ -150,7 +150,7 @@ def refund_desk(order: str) -> str:
 # A model that returns hostile tool-call ids. Against a dashboard that did not encode each path
 # segment, the lookup's id turned "Approve lookup" in `exec-a` into an approval of `exec-b`'s
 # wire_money (the browser resolves the dot segments before it posts).
-HOSTILE_WIRE_ID = 'w1"<script>window.hacked=1</script>%2F../x'
+HOSTILE_WIRE_ID = "w1\"<script>window.hacked=1<img src=x onerror=window.hacked=1>%2F'"
 HOSTILE_LOOKUP_ID = "x/../../../exec-b/waits/approve:wire_money:" + HOSTILE_WIRE_ID
 HOSTILE_SCRIPT = Script(
     rules=[

@@ -112,7 +112,7 @@ def test_hostile_tool_call_ids_address_exactly_their_own_wait(api: TestClient) -
 
     # the pages render the hostile names as text and each form posts to its own wait
     page = api.get("/waiting").text
-    assert "<script>window.hacked" not in page
+    assert "<script>window.hacked" not in page and "<img src=x" not in page
     assert f'data-action="{answer_url("exec-b", wire)}"' in page
 
 
