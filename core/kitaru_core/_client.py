@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 
 from kitaru_core import _config, _runtime
 from kitaru_core._api import FILE_ENTRY_PREFIX, Flow
-from kitaru_core._serialization import JsonCodec, import_callable
 from kitaru_core._records import AuditRecord
+from kitaru_core._serialization import JsonCodec, import_callable
 from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store
 from kitaru_core.errors import (
     CallNotFoundError,
@@ -716,7 +716,16 @@ class Client:
             output = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "kitaru_core.cli", "executions", "resume", "--audited", "--", execution_id],
+                [
+                    sys.executable,
+                    "-m",
+                    "kitaru_core.cli",
+                    "executions",
+                    "resume",
+                    "--audited",
+                    "--",
+                    execution_id,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -198,7 +198,9 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
         what = f" {event.wait_name}" if event.wait_name else ""
         extra = "".join(f" {key}={value}" for key, value in event.details.items())
         out.print(
-            escape(f"audit: {_when(event.at)} {event.action}{what} by {event.actor} ({event.actor_kind}){extra}"),
+            escape(
+                f"audit: {_when(event.at)} {event.action}{what} by {event.actor} ({event.actor_kind}){extra}"
+            ),
             highlight=False,
         )
 

@@ -95,7 +95,8 @@ def test_approve_in_the_page_approves_exactly_the_call_shown(
 
     # exactly the call shown was approved, by ana; the other execution's wire transfer still waits
     answered = {wait.name: wait for wait in Client().get_execution("exec-a").waits}
-    assert answered[lookup].status == "answered" and answered[lookup].answer["approved"] is True
+    assert answered[lookup].status == "answered"
+    assert answered[lookup].answer["approved"] is True
     assert answered[lookup].answered_by == "ana (token)"
     assert [wait.name for wait in Client().pending_waits("exec-b")] == [wire]
     audit = page.locator("#execution-audit")
@@ -115,4 +116,5 @@ def test_approve_in_the_page_approves_exactly_the_call_shown(
     ]
     assert page.evaluate("window.hacked") is None
     context.close()
-    assert errors == [] and dialogs == [], (errors, dialogs)
+    assert errors == [], errors
+    assert dialogs == [], dialogs

@@ -44,7 +44,7 @@ FUZZ_SETTINGS = settings(
 POSTGRES_DATABASE = f"kitaru_fuzz_{uuid.uuid4().hex[:10]}"
 # Stored executions with these ids wait at an approval (ids made only of dots are left out: HTTP
 # clients resolve them as dot segments before sending, so they never reach the server as ids).
-HOSTILE_IDS = ["a/b", "a%2Fb", "x/../y", "../../fuzz-1", 'q"<b>\'&', "sp ace/100%"]
+HOSTILE_IDS = ["a/b", "a%2Fb", "x/../y", "../../fuzz-1", "q\"<b>'&", "sp ace/100%"]
 DESKS = ["fuzz-1/waits/x", "desk/../fuzz-2"]
 HOSTILE_WAIT_NAMES = [
     "approve:issue_refund:call-1",
@@ -95,7 +95,9 @@ def _hostile_path_parameters(_context: Any, path_parameters: dict[str, Any] | No
             replaced["wait_name"] = wait_name
         return replaced
 
-    chosen = st.builds(hostile, st.sampled_from(["fuzz-1", *HOSTILE_IDS, *DESKS]), st.sampled_from(HOSTILE_WAIT_NAMES))
+    chosen = st.builds(
+        hostile, st.sampled_from(["fuzz-1", *HOSTILE_IDS, *DESKS]), st.sampled_from(HOSTILE_WAIT_NAMES)
+    )
     return st.one_of(st.just(path_parameters), chosen)
 
 

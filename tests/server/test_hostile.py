@@ -30,7 +30,7 @@ HOSTILE_IDS = [
     "a%2Fb",
     "x/../y",
     "../../etc/passwd",
-    'q"<b>\'&amp;',
+    "q\"<b>'&amp;",
     "sp ace/100%",
     "…ünïcode/✓",
 ]
@@ -85,7 +85,8 @@ def test_hostile_tool_call_ids_address_exactly_their_own_wait(api: TestClient) -
     # another execution's wait, named in this one: refused, nothing answered
     crossed = api.post(answer_url("exec-a", wire), json=approve, headers=bearer())
     assert crossed.status_code == 404
-    assert set(crossed.json()) >= ERROR_SHAPE and crossed.json()["error"] == "WaitNotFoundError"
+    assert set(crossed.json()) >= ERROR_SHAPE
+    assert crossed.json()["error"] == "WaitNotFoundError"
 
     # the path the unencoded form used to post (its dot segments resolved, as a browser does)
     resolved = f"/api/executions/exec-b/waits/{segment(wire)}/answer"
@@ -112,7 +113,8 @@ def test_hostile_tool_call_ids_address_exactly_their_own_wait(api: TestClient) -
 
     # the pages render the hostile names as text and each form posts to its own wait
     page = api.get("/waiting").text
-    assert "<script>window.hacked" not in page and "<img src=x" not in page
+    assert "<script>window.hacked" not in page
+    assert "<img src=x" not in page
     assert f'data-action="{answer_url("exec-b", wire)}"' in page
 
 
@@ -130,7 +132,8 @@ def test_a_foreign_host_is_refused_for_reads_and_writes(api: TestClient) -> None
         assert response.status_code == 400, (path, response.text)
         body = response.json()
         assert body["error"] == "host_not_allowed"
-        assert "'attacker.example'" in body["message"] and "--allow-host" in body["message"]
+        assert "'attacker.example'" in body["message"]
+        assert "--allow-host" in body["message"]
         assert "DNS rebinding" in body["message"]
     assert api.get("/api/executions", headers={"Host": "localhost:8765"}).status_code == 200
     assert Client().get_execution("h-1").status == "waiting"
@@ -200,7 +203,9 @@ def test_named_tokens_and_the_audit_trail(
 
     wire = waiting_approval("audit-1", "wire_money", "c1", {"amount": 9})
     lookup_wait = waiting_approval("audit-2", "lookup", "c2", {"order": "2"})
-    answered = api.post(answer_url("audit-1", wire), json={"value": {"approved": True}}, headers=bearer(secret))
+    answered = api.post(
+        answer_url("audit-1", wire), json={"value": {"approved": True}}, headers=bearer(secret)
+    )
     assert answered.status_code == 200, answered.text
     assert answered.json()["wait"]["answered_by"] == "ana (token)"
     cancelled = api.post("/api/executions/audit-1/cancel", headers=bearer())  # the server's own token
@@ -218,12 +223,16 @@ def test_named_tokens_and_the_audit_trail(
     ]
     assert trail[0]["wait_name"] == wire
     shown = json.loads(kitaru(sqlite_store, "executions", "show", "audit-2", "--json").stdout)
-    assert [(e["action"], e["actor"], e["actor_kind"]) for e in shown["audit"]] == [("answer", user, "os user")]
+    assert [(e["action"], e["actor"], e["actor_kind"]) for e in shown["audit"]] == [
+        ("answer", user, "os user")
+    ]
     assert shown["waits"][0]["answered_by"] == f"{user} (os user)"
     table = kitaru(sqlite_store, "executions", "show", "audit-1").stdout
     assert "answer approve:wire_money:c1 by ana (token)" in table
     page = api.get("/executions/audit-1").text
-    assert "ana" in page and 'data-action="answer"' in page and 'data-action="cancel"' in page
+    assert "ana" in page
+    assert 'data-action="answer"' in page
+    assert 'data-action="cancel"' in page
 
     # a revoked token is refused from its next request on
     assert kitaru(sqlite_store, "tokens", "revoke", "ana").returncode == 0
@@ -241,7 +250,8 @@ def test_the_live_server_refuses_foreign_hosts_raw_dot_segments_and_huge_bodies(
 
     with live_server.client() as http:
         foreign = http.get("/api/executions", headers={"Host": "attacker.example"})
-        assert foreign.status_code == 400 and foreign.json()["error"] == "host_not_allowed"
+        assert foreign.status_code == 400
+        assert foreign.json()["error"] == "host_not_allowed"
         assert http.get("/api/executions", headers={"Host": f"localhost:{port}"}).status_code == 200
 
     def raw(request: bytes, *, body: bool = True, chunked: bool = False) -> tuple[bytes, int]:
@@ -266,7 +276,9 @@ def test_the_live_server_refuses_foreign_hosts_raw_dot_segments_and_huge_bodies(
                 while part := connection.recv(65536):
                     response += part
                     head, _, rest = response.partition(b"\r\n\r\n")
-                    length = [line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+                    length = [
+                        line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+                    ]
                     if length and len(rest) >= int(length[0].split(b":")[1]):
                         break
             except ConnectionResetError:
@@ -282,7 +294,8 @@ def test_the_live_server_refuses_foreign_hosts_raw_dot_segments_and_huge_bodies(
         + b"\r\nConnection: close\r\n\r\n" + body
     )  # fmt: skip
     assert response.split(b"\r\n", 1)[0] in {b"HTTP/1.1 404 Not Found", b"HTTP/1.1 405 Method Not Allowed"}
-    assert statuses("exec-b") == {wire: "pending"} and statuses("exec-a") == {lookup: "pending"}
+    assert statuses("exec-b") == {wire: "pending"}
+    assert statuses("exec-a") == {lookup: "pending"}
 
     # 100 MB announced: refused before the body is read
     answer_path = answer_url("exec-a", lookup).encode()

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kitaru_core
 from kitaru_core import Client, ExecutionDetail, ExecutionSummary, WaitView
+from kitaru_core._tokens import secret_digest
 from kitaru_core.errors import (
     CallNotFoundError,
     ConfigurationError,
@@ -38,7 +39,6 @@ from kitaru_core.errors import (
     WaitAlreadyAnsweredError,
     WaitNotFoundError,
 )
-from kitaru_core._tokens import secret_digest
 from kitaru_core.server._guard import Guard, RequestTooLargeError, unescape_segment
 from kitaru_core.server._settings import ServerSettings
 
@@ -385,7 +385,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
     ) -> None:
         auth.check(request, credentials, write=False)
 
-
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
         headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
@@ -457,8 +456,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/api/executions/{execution_id}", dependencies=reads, tags=["executions"], responses=not_found)
     def get_execution(execution_id: ExecutionId) -> ExecutionDetail:  # pyright: ignore[reportUnusedFunction]
-        """One execution with its timeline of checkpoint calls, its waits, its token and cost totals, and
-        its audit trail (who answered, resumed, cancelled or replayed it, and when)."""
+        """One execution: its timeline, waits, token and cost totals, and audit trail.
+
+        The audit trail says who answered, resumed, cancelled or replayed it, and when.
+        """
         return client.get_execution(valid_id(execution_id, "execution_id"))
 
     @app.get(

@@ -1,5 +1,4 @@
-"""What every request passes before it reaches a route: the Host allow-list, unambiguous path segments,
-and the body size limit.
+"""What every request passes before it reaches a route: Host allow-list, path segments, body size.
 
 Execution ids and wait names may contain any printable character, `/` and `%` included (tool-call ids
 from models end up in approval wait names). The server renders each path segment percent-encoded
@@ -156,7 +155,9 @@ class Guard:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(key, value) for key, value in message.get("headers", []) if key.lower() not in names]
+                headers = [
+                    (key, value) for key, value in message.get("headers", []) if key.lower() not in names
+                ]
                 message = {**message, "headers": [*headers, *extra]}
             await send(message)
 

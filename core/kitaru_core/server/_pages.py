@@ -179,7 +179,9 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         try:
             detail = client.get_execution(valid_id(execution_id, "execution_id"))
         except ApiError as error:
-            return render(request, "not_found.html", {"page": "", "message": error.body.message}, status_code=404)
+            return render(
+                request, "not_found.html", {"page": "", "message": error.body.message}, status_code=404
+            )
         except ExecutionNotFoundError as error:
             return render(request, "not_found.html", {"page": "", "message": str(error)}, status_code=404)
         return render(request, "execution.html", {"page": "executions", "detail": detail})

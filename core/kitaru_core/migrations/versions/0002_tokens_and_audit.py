@@ -39,9 +39,7 @@ def upgrade() -> None:
         sa.Column("details", sa.Text),
         sa.Column("at_epoch_s", sa.Float, nullable=False),
     )
-    op.create_index(
-        "ix_kitaru_audit_events_execution", "kitaru_audit_events", ["execution_id", "at_epoch_s"]
-    )
+    op.create_index("ix_kitaru_audit_events_execution", "kitaru_audit_events", ["execution_id", "at_epoch_s"])
 
 
 def downgrade() -> None:
