@@ -7,9 +7,14 @@ Sessions:
     tests_server       the dashboard and HTTP API: API tests, schemathesis fuzz, Playwright on Debian's Chromium
     tests_crewai       the CrewAI adapter on crewai's newest release (own environment), pyright strict on it
     tests_langgraph    the LangGraph adapter on the newest langgraph/langchain, its checkpointer's conformance
+    oldest_pydantic_ai, oldest_crewai, oldest_langgraph
+                       each adapter's suite on the oldest release its extra supports (openai-agents: the
+                       floor, 0.24, is also the newest release allowed, so tests_openai_agents covers it)
+    canary             every adapter's suite on its framework's newest release, ignoring our caps (not default)
     lint               ruff and pyright (strict)
     demo               the README demo: an unchanged PydanticAI example run durably
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
+    fuzz_crashes       the crash fuzz at scale (150 generated programs killed with SIGKILL; `-- N` for N)
     bench              the core benchmark (prints figures; not a test)
     bench_openai_agents what the OpenAI Agents adapter adds to a run, and what a resume saves
     bench_crewai       what the CrewAI adapter adds to a kickoff, and what a resume saves
@@ -26,7 +31,18 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests_core", "tests_pydantic_ai", "tests_openai_agents", "tests_server", "tests_crewai", "tests_langgraph", "lint"]
+nox.options.sessions = [
+    "tests_core",
+    "tests_pydantic_ai",
+    "tests_openai_agents",
+    "tests_server",
+    "tests_crewai",
+    "tests_langgraph",
+    "oldest_pydantic_ai",
+    "oldest_crewai",
+    "oldest_langgraph",
+    "lint",
+]
 nox.options.reuse_venv = "yes"
 
 PYTHON = "3.11"
@@ -55,11 +71,111 @@ def tests_core(session: nox.Session) -> None:
 def tests_pydantic_ai(session: nox.Session) -> None:
     """The PydanticAI adapter, on the newest pydantic-ai-slim and the author's example agents."""
     _install(session, "pydantic-ai")
-    session.install("--upgrade", "pydantic-ai-slim[openai,mcp]")
+    session.install("--upgrade", "-e", ".[pydantic-ai]", "pydantic-ai-slim[openai,mcp]")  # newest allowed
     # The examples' declared dependencies pull gradio, modal and more the two examples do not need.
     session.install("--no-deps", "pydantic-ai-examples")
     session.run("python", "-c", "import pydantic_ai; print('pydantic-ai', pydantic_ai.__version__)")
     session.run("pytest", "tests/pydantic_ai", *session.posargs, env=TEST_ENV)
+
+
+def _floor(extra: str, package: str) -> str:
+    """The oldest release of `package` that the `extra` supports: its `>=` bound in pyproject.toml."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    with open("pyproject.toml", "rb") as handle:
+        extras = tomllib.load(handle)["project"]["optional-dependencies"]
+    for line in extras[extra]:
+        requirement = Requirement(line)
+        if requirement.name == package:
+            for specifier in requirement.specifier:
+                if specifier.operator == ">=":
+                    return specifier.version
+    raise ValueError(f"{package} has no >= bound in the {extra} extra")
+
+
+def _print_versions(session: nox.Session, *packages: str) -> None:
+    session.run(
+        "python",
+        "-c",
+        "from importlib.metadata import version as v; "
+        f"print(*(f'{{p}} {{v(p)}}' for p in {list(packages)!r}))",
+    )
+
+
+@nox.session(python=PYTHON)
+def oldest_pydantic_ai(session: nox.Session) -> None:
+    """The PydanticAI adapter's suite on the oldest supported pydantic-ai-slim."""
+    floor = _floor("pydantic-ai", "pydantic-ai-slim")
+    _install(session, "pydantic-ai")
+    session.install(f"pydantic-ai-slim[openai,mcp]=={floor}")
+    session.install("--no-deps", f"pydantic-ai-examples=={floor}")
+    _print_versions(session, "pydantic-ai-slim")
+    session.run("pytest", "tests/pydantic_ai", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def oldest_crewai(session: nox.Session) -> None:
+    """The CrewAI adapter's suite on the oldest supported crewai (and the crewai-cli of that release)."""
+    floor = _floor("crewai", "crewai")
+    _install(session, "crewai")
+    session.install(f"crewai=={floor}", f"crewai-cli=={floor}", "hatchling")
+    _print_versions(session, "crewai")
+    session.run("pytest", "tests/crewai", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def oldest_langgraph(session: nox.Session) -> None:
+    """The LangGraph adapter's suite on the oldest supported langgraph and langchain-core."""
+    _install(session, "langgraph,postgres")
+    session.install(
+        *[package for package in LANGGRAPH_TEST_PACKAGES if package not in {"langgraph", "langchain-core"}],
+        f"langgraph=={_floor('langgraph', 'langgraph')}",
+        f"langchain-core=={_floor('langgraph', 'langchain-core')}",
+    )
+    _print_versions(
+        session, "langgraph", "langgraph-prebuilt", "langchain-core", "langchain", "langchain-openai"
+    )
+    session.run("pytest", "tests/langgraph", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON, venv_backend="none")
+def canary(session: nox.Session) -> None:
+    """Each adapter's suite on its framework's newest release, ignoring our caps: what would break.
+
+    Not in the default run. Each framework gets its own environment under .nox/canary-<adapter>
+    (they cannot share one); the session fails naming every adapter whose suite failed.
+    """
+    import os
+    import subprocess
+
+    frameworks = {
+        "pydantic_ai": ("pydantic-ai", ["pydantic-ai-slim[openai,mcp]"], ["pydantic-ai-examples"]),
+        "openai_agents": ("openai-agents", ["openai-agents"], []),
+        "crewai": ("crewai", ["crewai", "crewai-cli", "hatchling"], []),
+        "langgraph": ("langgraph,postgres", LANGGRAPH_TEST_PACKAGES, []),
+    }
+    broken: list[str] = []
+    for adapter, (extras, packages, without_dependencies) in frameworks.items():
+        location = f".nox/canary-{adapter}"
+        python = f"{location}/bin/python"
+        install = ["uv", "pip", "install", "--quiet", "--python", python]
+        session.run("uv", "venv", "--quiet", "--allow-existing", "--python", PYTHON, location, external=True)
+        session.run(*install, "editables", "-e", f".[{extras}]", "--group", "test", external=True)
+        # Without the project in the same resolution, its caps do not hold back the upgrade.
+        session.run(*install, "--upgrade", *packages, external=True)
+        if without_dependencies:
+            session.run(*install, "--upgrade", "--no-deps", *without_dependencies, external=True)
+        session.log(f"canary: tests/{adapter} on the newest release")
+        exit_code = subprocess.call(
+            [python, "-m", "pytest", f"tests/{adapter}", "-q"], env={**os.environ, **TEST_ENV}
+        )
+        if exit_code != 0:
+            broken.append(f"{adapter} (pytest exit {exit_code})")
+    if broken:
+        session.error(f"the newest framework releases break: {', '.join(broken)}")
+    session.log("canary: every adapter's suite passes on its framework's newest release")
 
 
 @nox.session(python=PYTHON)
@@ -74,7 +190,7 @@ def tests_server(session: nox.Session) -> None:
 def tests_openai_agents(session: nox.Session) -> None:
     """The OpenAI Agents SDK adapter, on the newest openai-agents and the SDK's own examples."""
     _install(session, "openai-agents")
-    session.install("--upgrade", "openai-agents")
+    session.install("--upgrade", "-e", ".[openai-agents]")  # the newest release our range allows
     session.run("python", "-c", "import agents; print('openai-agents', agents.__version__)")
     session.run("pytest", "tests/openai_agents", *session.posargs, env=TEST_ENV)
 
@@ -88,7 +204,7 @@ def tests_crewai(session: nox.Session) -> None:
     install a generated project without network access (`--no-build-isolation`).
     """
     _install(session, "crewai")
-    session.install("--upgrade", "crewai", "crewai-cli")
+    session.install("--upgrade", "-e", ".[crewai]", "crewai-cli")  # the newest release our range allows
     session.install("--group", "lint", "hatchling")
     session.run("python", "-c", "import crewai; print('crewai', crewai.__version__)")
     session.run("pytest", "tests/crewai", *session.posargs, env=TEST_ENV)
@@ -109,7 +225,7 @@ LANGGRAPH_TEST_PACKAGES = [
 def tests_langgraph(session: nox.Session) -> None:
     """The LangGraph adapter on the newest langgraph, langchain and langchain-openai (ChatOpenAI over HTTP)."""
     _install(session, "langgraph,postgres")
-    session.install("--upgrade", *LANGGRAPH_TEST_PACKAGES)
+    session.install("--upgrade", "-e", ".[langgraph,postgres]", *LANGGRAPH_TEST_PACKAGES)  # newest allowed
     session.run(
         "python",
         "-c",
@@ -127,7 +243,8 @@ def _pyright_paths() -> list[str]:
     adapters = sorted(
         str(path)
         for path in Path("kitaru_adapters").iterdir()
-        if path.name not in OWN_ENVIRONMENT_ADAPTERS and (path.is_dir() or path.suffix == ".py")
+        if path.name not in OWN_ENVIRONMENT_ADAPTERS
+        and (path.is_dir() or path.suffix == ".py")
         and path.name != "__pycache__"
     )
     return ["core/kitaru_core", *adapters]
@@ -161,6 +278,19 @@ def demo_openai_agents(session: nox.Session) -> None:
     session.run("python", script, "--crash-after", "4", env=env, success_codes=[-9, 137])
     session.log("Killed after 4 checkpoint calls; running it again resumes the execution:")
     session.run("python", script, "--timeline", env=env)
+
+
+@nox.session(python=PYTHON)
+def fuzz_crashes(session: nox.Session) -> None:
+    """The crash fuzz at scale: 150 generated programs SIGKILLed at random points (5 in tests_core)."""
+    _install(session)
+    examples = session.posargs[0] if session.posargs else "150"
+    session.run(
+        "pytest",
+        "tests/core/test_crash_fuzz.py",
+        "-s",
+        env={**TEST_ENV, "KITARU_CRASH_FUZZ_EXAMPLES": examples, "KITARU_CRASH_FUZZ_REPORT": "1"},
+    )
 
 
 @nox.session(python=PYTHON)

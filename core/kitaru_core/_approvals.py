@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kitaru_core._ids import fit_name
 from kitaru_core._runtime import WaitSpec, current_execution, wait_all
 from kitaru_core.errors import ConfigurationError
 
@@ -83,8 +84,14 @@ class ApprovalRequest:
 
 
 def approval_wait_name(tool_name: str, call_id: str) -> str:
-    """The wait name of an approval: `approve:{tool}:{call id}` (stable across runs)."""
-    return f"approve:{tool_name}:{call_id}"
+    """The wait name of an approval: `approve:{tool}:{call id}` (stable across runs).
+
+    The call id usually comes from a model (`tool_call_id`) and is untrusted: a name that would
+    break the id grammar (over 200 characters, control characters) is cleaned, cut and given a
+    digest of the original (`kitaru_core._ids.fit_name`), so it is always a valid wait name and
+    two different calls never share one.
+    """
+    return fit_name(f"approve:{tool_name}:{call_id}")
 
 
 def _question(request: ApprovalRequest) -> str:

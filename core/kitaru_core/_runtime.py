@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kitaru_core import _config
+from kitaru_core._ids import check_execution_id, check_wait_name, fit_name
 from kitaru_core._records import CallRecord, ExecutionRecord, StoredValue, WaitRecord, call_from_columns
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint
 from kitaru_core.errors import (
@@ -348,13 +349,15 @@ class ExecutionContext:
 
     def wait_name(self, requested: str | None) -> str:
         """A unique, run-stable wait name: `requested` (suffixed `-2`, `-3` on repeats) or `wait-N`."""
+        if requested is not None:
+            check_wait_name(requested)
         base = requested or "wait"
         with self._lock:
             count = self._wait_names.get(base, 0) + 1
             self._wait_names[base] = count
         if requested is None:
             return f"wait-{count}"
-        return requested if count == 1 else f"{requested}-{count}"
+        return requested if count == 1 else fit_name(f"{requested}-{count}")
 
     def cached_wait(self, name: str) -> WaitRecord | None:
         """The wait as loaded at the start of this run (or created since)."""
@@ -374,7 +377,11 @@ def idempotency_key() -> str:
     """A stable idempotency key for the checkpoint call running now: `execution id/call key`.
 
     Pass it to external APIs (payments, emails, tickets) so a call that runs again after a crash
-    does not act twice.
+    does not act twice. In the execution id `%` becomes `%25` and `/` becomes `%2F`, so the first
+    `/` always ends it and no two (execution, call) pairs share a key (`urllib.parse.unquote` of
+    the part before the first `/` gives the id back): `ticket-42/charge:0` for an ordinary id,
+    `a%2Fb/c:0` for the id `a/b`. Call keys can be long (nested scopes, tool-call ids); an API
+    that limits its key length can be given a SHA-256 of it.
 
     Raises:
         ConfigurationError: Called outside a checkpoint call of an execution.
@@ -383,7 +390,8 @@ def idempotency_key() -> str:
     key = _call.get()
     if context is None or key is None:
         raise ConfigurationError("idempotency_key() works only inside a checkpoint call of an execution.")
-    return f"{context.execution_id}/{key}"
+    encoded_id = context.execution_id.replace("%", "%25").replace("/", "%2F")
+    return f"{encoded_id}/{key}"
 
 
 @contextmanager
@@ -914,6 +922,8 @@ def open_or_find(
             f"fresh=True starts a new execution with a generated id; it cannot be combined with "
             f"execution_id={execution_id!r}. Pass a new id instead."
         )
+    if execution_id is not None:
+        check_execution_id(execution_id)
     store = get_store()
     inputs_fingerprint = fingerprint(inputs) if inputs is not None else None
     if execution_id is not None:

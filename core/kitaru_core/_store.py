@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -99,6 +100,38 @@ def _wait(row: RowMapping) -> WaitRecord:
     )
 
 
+def _protocols(filesystem: Any) -> tuple[str, ...]:
+    protocol = filesystem.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def make_private_directory(path: Path) -> None:
+    """Create `path` and its missing parents readable by this user only (mode 0700).
+
+    Folders that already exist are left as they are. Values and the database can hold customer
+    data and secrets that tools returned, so nothing kitaru creates is readable by other users.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+
+
+def _create_private_file(path: Path) -> None:
+    """Create an empty file with mode 0600 unless it exists (SQLite gives its WAL the same mode)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
+
+
 class ArtifactStore:
     """Content-addressed blobs (SHA-256) in any fsspec file system.
 
@@ -116,6 +149,8 @@ class ArtifactStore:
             import fsspec
 
             filesystem, root = fsspec.core.url_to_fs(self.url)
+            if "file" in _protocols(filesystem):
+                make_private_directory(Path(root))
             self._filesystem, self._root = filesystem, root.rstrip("/")
         return self._filesystem
 
@@ -191,9 +226,10 @@ def _make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     in_memory = url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"}
     if not in_memory:
-        database = url.split("///", 1)[1] if "///" in url else ""
-        if database:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        database = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+        if database and not database.startswith("file:"):
+            make_private_directory(Path(database).parent)
+            _create_private_file(Path(database))
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},

@@ -9,6 +9,7 @@ into a public error at the edge of an execution.
 Exception
 └── KitaruError
     ├── ConfigurationError          misuse: bad arguments, a call outside an execution, bad config
+    │   └── InvalidIdError          an execution id or wait name breaks the id grammar (also a ValueError)
     ├── MissingDependencyError      also an ImportError: an optional extra is not installed
     ├── StoreError                  the metadata or artifact store failed or holds a corrupt record
     │   └── MigrationError          the database schema is newer than this version understands
@@ -47,6 +48,7 @@ __all__ = [
     "ExecutionNotFoundError",
     "ExecutionWaitingError",
     "InvalidAnswerError",
+    "InvalidIdError",
     "KitaruError",
     "LeaseLostError",
     "MigrationError",
@@ -66,6 +68,14 @@ class KitaruError(Exception):
 
 class ConfigurationError(KitaruError):
     """The API was used in a way it does not support, or configuration is invalid."""
+
+
+class InvalidIdError(ConfigurationError, ValueError):
+    """An execution id or wait name breaks the id grammar (see `kitaru_core._ids`).
+
+    Ids are 1 to 200 characters with no control or invisible characters and no white space at
+    either end; the message says which rule was broken.
+    """
 
 
 class MissingDependencyError(KitaruError, ImportError):

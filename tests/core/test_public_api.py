@@ -64,6 +64,7 @@ EXPECTED_ERRORS_ALL = [
     "ExecutionNotFoundError",
     "ExecutionWaitingError",
     "InvalidAnswerError",
+    "InvalidIdError",
     "KitaruError",
     "LeaseLostError",
     "MigrationError",
