@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-import unicodedata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kitaru_core
 from kitaru_core import Client, ExecutionDetail, ExecutionSummary, WaitView
+from kitaru_core._ids import MAX_ID_CHARACTERS, check_execution_id, check_wait_name
 from kitaru_core._tokens import secret_digest
 from kitaru_core.errors import (
     CallNotFoundError,
@@ -33,6 +33,7 @@ from kitaru_core.errors import (
     ExecutionLockedError,
     ExecutionNotFoundError,
     InvalidAnswerError,
+    InvalidIdError,
     KitaruError,
     SerializationError,
     StoreError,
@@ -60,8 +61,7 @@ SECURITY_HEADERS = {
 Status = Literal["running", "waiting", "completed", "failed", "cancelled"]
 # Ids and names are what the store accepts: no control characters, at most the column's length.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
-MAX_ID_CHARACTERS = 200
-MAX_WAIT_NAME_CHARACTERS = 500
+MAX_WAIT_NAME_CHARACTERS = MAX_ID_CHARACTERS
 # In a path, every character of an id may be percent-encoded as one segment (`/` as `%2F`): the
 # guard leaves `%2F` and `%25` encoded for routing, so a parameter is up to three times longer
 # until `valid_id` decodes it.
@@ -83,38 +83,27 @@ WaitName = Annotated[
 ]
 
 
-def id_problems(value: str, max_characters: int) -> list[str]:
-    """Why `value` is not a valid execution id or wait name (empty when it is one).
+def valid_id(raw: str, what: str) -> str:
+    """A path parameter decoded (the guard left `%2F` and `%25` encoded) and checked against the id
+    grammar of `kitaru_core._ids`.
 
-    Valid: 1 to `max_characters` characters, none a control or format character (Unicode category
-    `C*`), no leading or trailing whitespace. `/`, `%`, `..`, quotes and `<>` are valid.
-    """
-    problems: list[str] = []
-    if not value or len(value) > max_characters:
-        problems.append(f"must have 1 to {max_characters} characters, has {len(value)}")
-    if any(unicodedata.category(character).startswith("C") for character in value):
-        problems.append("must not contain control or format characters")
-    if value != value.strip():
-        problems.append("must not start or end with whitespace")
-    return problems
+    Args:
+        raw: The parameter as routed.
+        what: `execution_id` or `wait_name`.
 
-
-def valid_id(raw: str, what: str, max_characters: int = MAX_ID_CHARACTERS) -> str:
-    """A path parameter decoded (the guard left `%2F` and `%25` encoded) and checked.
+    Returns:
+        The execution id or wait name.
 
     Raises:
-        ApiError: 422 when it is not a valid id or name.
+        ApiError: 422 when it is not a valid execution id or wait name.
     """
     value = unescape_segment(raw)
-    problems = id_problems(value, max_characters)
-    if problems:
+    try:
+        return check_wait_name(value) if what == "wait_name" else check_execution_id(value)
+    except InvalidIdError as error:
         raise ApiError(
-            422,
-            "RequestValidationError",
-            f"The {what} in the path is not valid.",
-            [f"path.{what}: {problem}" for problem in problems],
-        )
-    return value
+            422, "InvalidIdError", f"The {what} in the path is not valid.", [f"path.{what}: {error}"]
+        ) from error
 
 
 class ErrorBody(BaseModel):
@@ -229,6 +218,7 @@ _STATUS_OF_ERRORS: list[tuple[type[KitaruError], int]] = [
     (CallNotFoundError, 404),
     (WaitNotFoundError, 404),
     (InvalidAnswerError, 422),
+    (InvalidIdError, 422),
     (WaitAlreadyAnsweredError, 409),
     (ExecutionLockedError, 409),
     (ExecutionCancelledError, 409),
@@ -521,7 +511,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         `resume_skipped` says why not).
         """
         execution_id = valid_id(execution_id, "execution_id")
-        wait_name = valid_id(wait_name, "wait_name", MAX_WAIT_NAME_CHARACTERS)
+        wait_name = valid_id(wait_name, "wait_name")
         wait = client.answer(
             execution_id, wait_name, body.value, actor=who, expected_digest=body.question_digest
         )
