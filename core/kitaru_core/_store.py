@@ -798,6 +798,7 @@ class Store:
                 "answer": json.dumps(wait.answer),
                 "created_at_epoch_s": wait.created_at_epoch_s,
                 "answered_at_epoch_s": wait.answered_at_epoch_s,
+                "answered_by": wait.answered_by,
             }
             for wait in self.list_waits(source_id, status="answered")
             if wait.created_at_epoch_s < created_before_epoch_s

@@ -73,6 +73,19 @@ def flow_env(store_url: str, artifacts_url: str, **extra: str) -> dict[str, str]
     }
 
 
+def kitaru_cli(store: tuple[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run `kitaru-adapters ARGUMENTS...` in another process on the same store."""
+    return subprocess.run(
+        [sys.executable, "-m", "kitaru_core.cli", *arguments],
+        cwd=REPO,
+        env=flow_env(*store),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def run_flow(
     store: tuple[str, str], flow: str, execution_id: str, *arguments: str, **env: str
 ) -> subprocess.Popen[str]:

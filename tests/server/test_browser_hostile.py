@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import pytest
 
 from kitaru_core import Client, approval_wait_name
 from tests.server import flows
-from tests.server.conftest import REPO, LiveServer, finish, flow_env, run_flow, start_server, stop_server
+from tests.server.conftest import LiveServer, finish, kitaru_cli, run_flow, start_server, stop_server
 from tests.server.test_browser import browser, shoot  # noqa: F401  # the module's browser fixture
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -44,15 +42,7 @@ def hostile_server(
 
 
 def kitaru(store: tuple[str, str], *arguments: str) -> str:
-    completed = subprocess.run(
-        [sys.executable, "-m", "kitaru_core.cli", *arguments],
-        cwd=REPO,
-        env=flow_env(*store),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = kitaru_cli(store, *arguments)
     assert completed.returncode == 0, completed.stderr
     return completed.stdout
 

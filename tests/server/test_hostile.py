@@ -11,8 +11,6 @@ import getpass
 import json
 import select
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,7 +21,7 @@ from fastapi.testclient import TestClient
 from kitaru_core import Client, approval_wait_name, execution, request_approval
 from kitaru_core.errors import ExecutionWaitingError
 from tests.server import flows
-from tests.server.conftest import REPO, TOKEN, LiveServer, bearer, flow_env
+from tests.server.conftest import TOKEN, LiveServer, bearer, kitaru_cli
 
 HOSTILE_IDS = [
     "a/b",
@@ -177,29 +175,17 @@ def test_pages_show_a_preview_of_a_large_answer(api: TestClient) -> None:
     assert full["waits"][0]["answer"]["reason"] == reason
 
 
-def kitaru(store: tuple[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kitaru_core.cli", *arguments],
-        cwd=REPO,
-        env=flow_env(*store),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_named_tokens_and_the_audit_trail(
     sqlite_store: tuple[str, str], tmp_path: Path, api: TestClient
 ) -> None:
-    created = kitaru(sqlite_store, "tokens", "create", "--name", "ana", "--json")
+    created = kitaru_cli(sqlite_store, "tokens", "create", "--name", "ana", "--json")
     assert created.returncode == 0, created.stderr
     secret = json.loads(created.stdout)["token"]
-    assert kitaru(sqlite_store, "tokens", "create", "--name", "ana").returncode == 1  # names are unique
-    listed = kitaru(sqlite_store, "tokens", "list", "--json")
+    assert kitaru_cli(sqlite_store, "tokens", "create", "--name", "ana").returncode == 1  # names are unique
+    listed = kitaru_cli(sqlite_store, "tokens", "list", "--json")
     assert [entry["name"] for entry in json.loads(listed.stdout)] == ["ana"]
     assert secret not in listed.stdout
-    assert "ana" in kitaru(sqlite_store, "tokens", "list").stdout
+    assert "ana" in kitaru_cli(sqlite_store, "tokens", "list").stdout
 
     wire = waiting_approval("audit-1", "wire_money", "c1", {"amount": 9})
     lookup_wait = waiting_approval("audit-2", "lookup", "c2", {"order": "2"})
@@ -212,7 +198,9 @@ def test_named_tokens_and_the_audit_trail(
     assert cancelled.status_code == 200
 
     # the CLI records the operating-system user
-    by_cli = kitaru(sqlite_store, "executions", "answer", "audit-2", lookup_wait, "--deny", "--message", "no")
+    by_cli = kitaru_cli(
+        sqlite_store, "executions", "answer", "audit-2", lookup_wait, "--deny", "--message", "no"
+    )
     assert by_cli.returncode == 0, by_cli.stderr
     user = getpass.getuser()
 
@@ -222,12 +210,12 @@ def test_named_tokens_and_the_audit_trail(
         ("cancel", "default", "token"),
     ]
     assert trail[0]["wait_name"] == wire
-    shown = json.loads(kitaru(sqlite_store, "executions", "show", "audit-2", "--json").stdout)
+    shown = json.loads(kitaru_cli(sqlite_store, "executions", "show", "audit-2", "--json").stdout)
     assert [(e["action"], e["actor"], e["actor_kind"]) for e in shown["audit"]] == [
         ("answer", user, "os user")
     ]
     assert shown["waits"][0]["answered_by"] == f"{user} (os user)"
-    table = kitaru(sqlite_store, "executions", "show", "audit-1").stdout
+    table = kitaru_cli(sqlite_store, "executions", "show", "audit-1").stdout
     assert "answer approve:wire_money:c1 by ana (token)" in table
     page = api.get("/executions/audit-1").text
     assert "ana" in page
@@ -235,10 +223,10 @@ def test_named_tokens_and_the_audit_trail(
     assert 'data-action="cancel"' in page
 
     # a revoked token is refused from its next request on
-    assert kitaru(sqlite_store, "tokens", "revoke", "ana").returncode == 0
+    assert kitaru_cli(sqlite_store, "tokens", "revoke", "ana").returncode == 0
     refused = api.post("/api/executions/audit-2/cancel", headers=bearer(secret))
     assert refused.status_code == 403
-    assert kitaru(sqlite_store, "tokens", "revoke", "ana").returncode == 1
+    assert kitaru_cli(sqlite_store, "tokens", "revoke", "ana").returncode == 1
 
 
 def test_the_live_server_refuses_foreign_hosts_raw_dot_segments_and_huge_bodies(

@@ -109,6 +109,9 @@ class Guard:
         if scope["type"] == "http" and self.response_headers:
             send = self._with_headers(send)
         allowed, host = self._host_allowed(scope)
+        if not allowed and scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if not allowed:
             shown = ", ".join(sorted(self.allowed_hosts))
             await _json(
