@@ -110,7 +110,7 @@ def oldest_pydantic_ai(session: nox.Session) -> None:
     floor = _floor("pydantic-ai", "pydantic-ai-slim")
     _install(session, "pydantic-ai")
     session.install(f"pydantic-ai-slim[openai,mcp]=={floor}")
-    session.install("--no-deps", f"pydantic-ai-examples=={floor}")
+    session.install("--no-deps", "pydantic-ai-examples")  # released less often: 2.62 is the newest
     _print_versions(session, "pydantic-ai-slim")
     session.run("pytest", "tests/pydantic_ai", *session.posargs, env=TEST_ENV)
 
@@ -131,6 +131,8 @@ def oldest_langgraph(session: nox.Session) -> None:
     _install(session, "langgraph,postgres")
     session.install(
         *[package for package in LANGGRAPH_TEST_PACKAGES if package not in {"langgraph", "langchain-core"}],
+        "langchain>=1.0",  # without a floor the resolver reaches back to langchain 0.0.x
+        "langchain-openai>=1.0",
         f"langgraph=={_floor('langgraph', 'langgraph')}",
         f"langchain-core=={_floor('langgraph', 'langchain-core')}",
     )
