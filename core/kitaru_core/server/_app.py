@@ -84,8 +84,9 @@ WaitName = Annotated[
 
 
 def valid_id(raw: str, what: str) -> str:
-    """A path parameter decoded (the guard left `%2F` and `%25` encoded) and checked against the id
-    grammar of `kitaru_core._ids`.
+    """A path parameter, decoded and checked against the id grammar of `kitaru_core._ids`.
+
+    The guard left `%2F` and `%25` encoded so that the parameter stayed one path segment.
 
     Args:
         raw: The parameter as routed.
