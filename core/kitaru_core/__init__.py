@@ -31,6 +31,7 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalPolicy",
     "ApprovalRequest",
+    "AuditEvent",
     "CallUsage",
     "CallView",
     "Checkpoint",
@@ -68,6 +69,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AuditEvent": "_client",
     "CallView": "_client",
     "Client": "_client",
     "ExecutionDetail": "_client",
@@ -104,4 +106,12 @@ if TYPE_CHECKING:
         request_approval_together,
         request_approvals,
     )
-    from kitaru_core._client import CallView, Client, ExecutionDetail, ExecutionSummary, Totals, WaitView
+    from kitaru_core._client import (
+        AuditEvent,
+        CallView,
+        Client,
+        ExecutionDetail,
+        ExecutionSummary,
+        Totals,
+        WaitView,
+    )

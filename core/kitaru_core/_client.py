@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import hmac
 import importlib.util
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from kitaru_core import _config, _runtime
 from kitaru_core._api import FILE_ENTRY_PREFIX, Flow
+from kitaru_core._records import AuditRecord
 from kitaru_core._serialization import JsonCodec, import_callable
 from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store
 from kitaru_core.errors import (
@@ -30,6 +35,26 @@ from kitaru_core.errors import (
 )
 
 PREVIEW_CHARACTERS = 200
+Actor = tuple[str, str]
+"""Who steers an execution: `(name, kind)`; kind `token` (HTTP API) or `os user` (CLI, Python)."""
+
+
+def os_user() -> Actor:
+    """The operating-system user running this process, as the audit trail records it."""
+    try:
+        return getpass.getuser(), "os user"
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"uid {os.getuid()}", "os user"
+
+
+def question_digest(wait: WaitRecord) -> str:
+    """SHA-256 of what a wait asks and where: execution, name, question, schema and metadata.
+
+    The dashboard sends it back with an answer; the server refuses the answer when the wait it
+    addresses is not the one that was shown.
+    """
+    document = [wait.execution_id, wait.name, wait.question, wait.schema, wait.details]
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _time(epoch_s: float | None) -> datetime | None:
@@ -95,6 +120,10 @@ class WaitView(BaseModel):
         metadata: Facts stored with the wait (tool name, arguments for approvals).
         created_at: When the wait was first reached.
         answered_at: When it was answered.
+        answered_by: Who answered it: `NAME (token)` for the HTTP API, `USER (os user)` for the CLI
+            and Python.
+        question_digest: SHA-256 of the execution id, wait name, question, schema and metadata; send
+            it with an answer (HTTP API) to have it refused if the wait is not the one you saw.
     """
 
     model_config = {"populate_by_name": True}
@@ -109,6 +138,28 @@ class WaitView(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     answered_at: datetime | None = None
+    answered_by: str | None = None
+    question_digest: str = ""
+
+
+class AuditEvent(BaseModel):
+    """Who answered, resumed, cancelled or replayed an execution, and when.
+
+    Attributes:
+        action: `answer`, `resume`, `cancel` or `replay`.
+        actor: The token's name (HTTP API) or the operating-system user (CLI, Python `Client`).
+        actor_kind: `token` or `os user`.
+        at: When.
+        wait_name: The wait answered (`answer` only).
+        details: More facts, e.g. the new execution of a `replay`.
+    """
+
+    action: str
+    actor: str
+    actor_kind: str
+    at: datetime
+    wait_name: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class Totals(BaseModel):
@@ -176,12 +227,14 @@ class ExecutionDetail(ExecutionSummary):
         waits: Its waits.
         totals: Token and cost totals.
         output_preview: The first characters of the stored output, once completed.
+        audit: Who answered, resumed, cancelled or replayed it, and when, oldest first.
     """
 
     calls: list[CallView]
     waits: list[WaitView]
     totals: Totals
     output_preview: str | None = None
+    audit: list[AuditEvent] = Field(default_factory=list)
 
 
 class Client:
@@ -389,6 +442,19 @@ class Client:
             metadata=wait.details,
             created_at=_time(wait.created_at_epoch_s) or datetime.now(tz=UTC),
             answered_at=_time(wait.answered_at_epoch_s),
+            answered_by=wait.answered_by,
+            question_digest=question_digest(wait),
+        )
+
+    @staticmethod
+    def _audit_event(record: AuditRecord) -> AuditEvent:
+        return AuditEvent(
+            action=record.action,
+            actor=record.actor,
+            actor_kind=record.actor_kind,
+            at=_time(record.at_epoch_s) or datetime.now(tz=UTC),
+            wait_name=record.wait_name,
+            details=record.details,
         )
 
     def get_execution(self, execution_id: str) -> ExecutionDetail:
@@ -423,6 +489,7 @@ class Client:
             waits=[self._wait_view(wait) for wait in self.store.list_waits(execution_id)],
             totals=totals,
             output_preview=self._preview(record.output),
+            audit=[self._audit_event(event) for event in self.store.list_audit(execution_id)],
         )
 
     def get_output(self, execution_id: str, *, type_hint: Any = None) -> Any:
@@ -448,19 +515,32 @@ class Client:
 
     # -- steering -------------------------------------------------------------------------------
 
-    def answer(self, execution_id: str, wait_name: str, value: Any) -> WaitView:
+    def answer(
+        self,
+        execution_id: str,
+        wait_name: str,
+        value: Any,
+        *,
+        actor: Actor | None = None,
+        expected_digest: str | None = None,
+    ) -> WaitView:
         """Answer a pending wait after validating `value` against the wait's JSON schema.
 
         Args:
             execution_id: The execution.
             wait_name: The wait's name (see `pending_waits` or the CLI's `show`).
             value: A JSON-able value (for approvals: `{"approved": true, "message": "..."}`).
+            actor: Who answers, for the audit trail: `(name, kind)`; default: this process's
+                operating-system user.
+            expected_digest: The wait's `question_digest` as the answerer saw it; the answer is
+                refused when the addressed wait differs.
 
         Returns:
             The answered wait.
 
         Raises:
-            InvalidAnswerError: The value does not satisfy the schema; the wait stays pending.
+            InvalidAnswerError: The value does not satisfy the schema (or the wait is not the one
+                `expected_digest` names); the wait stays pending.
             WaitNotFoundError: No wait of that name.
             WaitAlreadyAnsweredError: It was answered before.
         """
@@ -473,6 +553,17 @@ class Client:
             from kitaru_core.errors import WaitNotFoundError
 
             raise WaitNotFoundError(execution_id, wait_name, known)
+        if expected_digest is not None and not hmac.compare_digest(
+            expected_digest.encode(), question_digest(existing).encode()
+        ):
+            raise InvalidAnswerError(
+                execution_id,
+                wait_name,
+                [
+                    "question_digest: the addressed wait is not the question that was shown "
+                    "(reload the page and answer again)"
+                ],
+            )
         validator_class = validators.validator_for(existing.schema, default=Draft202012Validator)
         validator = validator_class(existing.schema)
         problems = sorted(
@@ -485,7 +576,9 @@ class Client:
             answer_json = json.dumps(value)
         except (TypeError, ValueError) as error:
             raise InvalidAnswerError(execution_id, wait_name, [f"value is not JSON: {error}"]) from error
-        return self._wait_view(self.store.answer_wait(execution_id, wait_name, answer_json))
+        return self._wait_view(
+            self.store.answer_wait(execution_id, wait_name, answer_json, actor=actor or os_user())
+        )
 
     def load_flow(self, execution_id: str) -> Flow[..., Any]:
         """Import the `@flow` that runs an execution.
@@ -523,10 +616,16 @@ class Client:
             raise ConfigurationError(f"{entry_point} is not a @flow.")
         return target  # pyright: ignore[reportUnknownVariableType]
 
-    def resume(self, execution_id: str) -> Any:
+    def resume(self, execution_id: str, *, actor: Actor | None = None, audit: bool = True) -> Any:
         """Run an unfinished execution again in this process, from its importable `@flow`.
 
         Completed calls are served from the store; answered waits return their answers.
+
+        Args:
+            execution_id: The execution to resume.
+            actor: Who resumes it, for the audit trail; default: this process's operating-system user.
+            audit: Record the resume in the audit trail (the process started by
+                `resume_in_background` does not record it a second time).
 
         Returns:
             The flow's output (awaited for async flows).
@@ -539,6 +638,8 @@ class Client:
         """
         record = self.store.get_execution(execution_id)
         flow_object = self.load_flow(execution_id)
+        if audit:
+            self.store.record_audit(execution_id, "resume", actor or os_user())
         inputs = _runtime.decode_stored(self.store, _stored_inputs(record), JsonCodec()) or {}
         if not isinstance(inputs, dict):
             raise SerializationError(f"Stored inputs of {execution_id!r} are not a mapping of parameters.")
@@ -550,7 +651,9 @@ class Client:
             return asyncio.run(result)
         return result
 
-    def resume_in_background(self, execution_id: str, *, log_path: str | Path | None = None) -> int:
+    def resume_in_background(
+        self, execution_id: str, *, log_path: str | Path | None = None, actor: Actor | None = None
+    ) -> int:
         """Resume an execution in a new background process (`kitaru-adapters executions resume ID`).
 
         The process uses this client's store and artifact store, this interpreter, the current
@@ -560,6 +663,7 @@ class Client:
         Args:
             execution_id: The execution to resume.
             log_path: File that receives the process's output; default: discarded.
+            actor: Who resumes it, for the audit trail; default: this process's operating-system user.
 
         Returns:
             The process id.
@@ -607,13 +711,23 @@ class Client:
                 [os.getcwd(), *(entry for entry in sys.path if entry and Path(entry).is_dir())]
             ),
         }
+        self.store.record_audit(execution_id, "resume", actor or os_user(), details={"background": True})
         output: Any = subprocess.DEVNULL
         if log_path is not None:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
             output = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "kitaru_core.cli", "executions", "resume", execution_id],
+                [
+                    sys.executable,
+                    "-m",
+                    "kitaru_core.cli",
+                    "executions",
+                    "resume",
+                    "--audited",
+                    "--",
+                    execution_id,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -635,6 +749,7 @@ class Client:
         overrides: dict[str, Any] | None = None,
         new_execution_id: str | None = None,
         run: bool = True,
+        actor: Actor | None = None,
     ) -> str:
         """Start a new execution that reuses the stored outputs of another up to a chosen call.
 
@@ -645,6 +760,8 @@ class Client:
             overrides: Stored outputs to replace, by call key (JSON values).
             new_execution_id: The new execution's id; default: generated.
             run: Run the new execution now (needs an importable `@flow`).
+            actor: Who replays it, recorded in both executions' audit trails; default: this process's
+                operating-system user.
 
         Returns:
             The new execution's id.
@@ -687,17 +804,26 @@ class Client:
         )
         self.store.copy_calls(execution_id, record.id, calls)
         self.store.copy_answered_waits(execution_id, record.id, created_before_epoch_s=cutoff_epoch_s)
+        who = actor or os_user()
+        self.store.record_audit(execution_id, "replay", who, details={"new_execution_id": record.id})
+        self.store.record_audit(record.id, "replay", who, details={"replay_of": execution_id})
         if run:
-            self.resume(record.id)
+            self.resume(record.id, audit=False)
         return record.id
 
-    def cancel(self, execution_id: str) -> ExecutionSummary:
+    def cancel(self, execution_id: str, *, actor: Actor | None = None) -> ExecutionSummary:
         """Cancel an execution: at once if no runner holds it, else at the runner's next call.
+
+        Args:
+            execution_id: The execution.
+            actor: Who cancels it, for the audit trail; default: this process's operating-system user.
 
         Raises:
             ExecutionNotFoundError: No such execution.
         """
-        return ExecutionSummary(**self._summary_fields(self.store.request_cancel(execution_id)))
+        record = self.store.request_cancel(execution_id)
+        self.store.record_audit(execution_id, "cancel", actor or os_user())
+        return ExecutionSummary(**self._summary_fields(record))
 
     def recover(self) -> list[str]:
         """Mark `running` executions whose runner is gone as `failed` (resumable), and list them."""

@@ -98,6 +98,30 @@ class WaitRecord:
     refused_answers: list[Any]
     created_at_epoch_s: float
     answered_at_epoch_s: float | None
+    answered_by: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of the audit trail: who did what to an execution, and when."""
+
+    execution_id: str
+    action: str
+    wait_name: str | None
+    actor: str
+    actor_kind: str
+    details: dict[str, Any]
+    at_epoch_s: float
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A named API token (its secret is kept only as a SHA-256 digest)."""
+
+    name: str
+    created_at_epoch_s: float
+    created_by: str | None
+    revoked_at_epoch_s: float | None
 
 
 def stored_value(row: Mapping[Any, Any], prefix: str) -> StoredValue | None:

@@ -37,10 +37,12 @@ from sqlalchemy.pool import StaticPool
 from kitaru_core import _tables as tables
 from kitaru_core._records import (
     UNFINISHED_STATUSES,
+    AuditRecord,
     CallRecord,
     ExecutionRecord,
     ExecutionStatus,
     StoredValue,
+    TokenRecord,
     WaitRecord,
     call_from_columns,
     json_or_report,
@@ -102,6 +104,7 @@ def _wait(row: RowMapping) -> WaitRecord:
         refused_answers=json_or_report(row["refused_answers"], f"refused answers of {where}") or [],
         created_at_epoch_s=row["created_at_epoch_s"],
         answered_at_epoch_s=row["answered_at_epoch_s"],
+        answered_by=row["answered_by"],
     )
 
 
@@ -1102,6 +1105,7 @@ class Store:
                 "answer": json.dumps(wait.answer),
                 "created_at_epoch_s": wait.created_at_epoch_s,
                 "answered_at_epoch_s": wait.answered_at_epoch_s,
+                "answered_by": wait.answered_by,
             }
             for wait in self.list_waits(source_id, status="answered")
             if wait.created_at_epoch_s < created_before_epoch_s
@@ -1165,8 +1169,17 @@ class Store:
             raise StoreError(f"Wait {name!r} of execution {execution_id!r} vanished after it was written.")
         return record
 
-    def answer_wait(self, execution_id: str, name: str, answer_json: str) -> WaitRecord:
+    def answer_wait(
+        self, execution_id: str, name: str, answer_json: str, *, actor: tuple[str, str] | None = None
+    ) -> WaitRecord:
         """Store an answer for a pending wait (validation is the caller's job).
+
+        Args:
+            execution_id: The execution.
+            name: The wait's name.
+            answer_json: The answer as JSON text.
+            actor: `(name, kind)` of who answered (`kind`: `token` or `os user`), recorded on the wait
+                and in the audit trail in the same transaction.
 
         Raises:
             WaitNotFoundError: No such wait.
@@ -1179,7 +1192,12 @@ class Store:
             result = connection.execute(
                 update(t)
                 .where(t.c.execution_id == execution_id, t.c.name == name, t.c.status == "pending")
-                .values(status="answered", answer=answer_json, answered_at_epoch_s=answered_at_epoch_s)
+                .values(
+                    status="answered",
+                    answer=answer_json,
+                    answered_at_epoch_s=answered_at_epoch_s,
+                    answered_by=_actor_text(actor) if actor else None,
+                )
             )
             if result.rowcount == 0 and retry:  # this answer was stored by an earlier attempt
                 earlier = connection.execute(
@@ -1190,6 +1208,10 @@ class Store:
                     )
                 ).first()
                 return 1 if earlier is not None else 0
+            if result.rowcount == 1 and actor is not None:
+                self._insert_audit(
+                    connection, execution_id, "answer", actor, wait_name=name, at_epoch_s=answered_at_epoch_s
+                )
             return result.rowcount
 
         if self._write(f"answer wait {name!r}", change) == 0:
@@ -1232,6 +1254,156 @@ class Store:
             )
 
         self._write(f"refuse the answer of wait {name!r}", change)
+
+    # -- audit trail ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_audit(
+        connection: Connection,
+        execution_id: str,
+        action: str,
+        actor: tuple[str, str],
+        *,
+        wait_name: str | None = None,
+        details: dict[str, Any] | None = None,
+        at_epoch_s: float | None = None,
+    ) -> None:
+        connection.execute(
+            insert(tables.audit_events).values(
+                execution_id=execution_id,
+                action=action,
+                wait_name=wait_name,
+                actor=actor[0][:300],
+                actor_kind=actor[1],
+                details=json.dumps(details) if details else None,
+                at_epoch_s=at_epoch_s if at_epoch_s is not None else time.time(),
+            )
+        )
+
+    def record_audit(
+        self,
+        execution_id: str,
+        action: str,
+        actor: tuple[str, str],
+        *,
+        wait_name: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Add `(who, kind)` did `action` (`answer`, `resume`, `cancel`, `replay`) to an execution's trail."""
+        at_epoch_s = time.time()
+
+        def change(connection: Connection, retry: bool) -> None:
+            if retry:  # an earlier attempt may have committed this event
+                t = tables.audit_events
+                earlier = connection.execute(
+                    select(t.c.id).where(
+                        t.c.execution_id == execution_id, t.c.action == action, t.c.at_epoch_s == at_epoch_s
+                    )
+                ).first()
+                if earlier is not None:
+                    return
+            self._insert_audit(
+                connection, execution_id, action, actor, wait_name=wait_name, details=details, at_epoch_s=at_epoch_s
+            )
+
+        self._write(f"record {action} in the audit trail", change)
+
+    def list_audit(self, execution_id: str) -> list[AuditRecord]:
+        """An execution's audit trail, oldest first."""
+        t = tables.audit_events
+        query = select(t).where(t.c.execution_id == execution_id).order_by(t.c.at_epoch_s, t.c.id)
+        def read(connection: Connection) -> list[AuditRecord]:
+            return [
+                AuditRecord(
+                    execution_id=row["execution_id"],
+                    action=row["action"],
+                    wait_name=row["wait_name"],
+                    actor=row["actor"],
+                    actor_kind=row["actor_kind"],
+                    details=json_or_report(row["details"], "details of an audit event") or {},
+                    at_epoch_s=row["at_epoch_s"],
+                )
+                for row in connection.execute(query).mappings()
+            ]
+
+        return self._read("read the audit trail", read)
+
+    # -- API tokens -----------------------------------------------------------------------------
+
+    def create_token(self, name: str, secret_sha256: str, *, created_by: str | None) -> TokenRecord:
+        """Store a named token's digest.
+
+        Raises:
+            StoreError: A token of that name exists (revoked ones too: names stay in the audit trail).
+        """
+        now = time.time()
+
+        def change(connection: Connection, retry: bool) -> None:
+            if retry:  # an earlier attempt may have committed this token
+                t = tables.api_tokens
+                earlier = connection.execute(
+                    select(t.c.id).where(t.c.name == name, t.c.secret_sha256 == secret_sha256)
+                ).first()
+                if earlier is not None:
+                    return
+            connection.execute(
+                insert(tables.api_tokens).values(
+                    name=name, secret_sha256=secret_sha256, created_at_epoch_s=now, created_by=created_by
+                )
+            )
+
+        try:
+            self._write(f"create token {name!r}", change)
+        except IntegrityError as error:
+            raise StoreError(
+                f"A token named {name!r} exists already (revoked names are kept for the audit trail): "
+                "choose another name."
+            ) from error
+        return TokenRecord(name=name, created_at_epoch_s=now, created_by=created_by, revoked_at_epoch_s=None)
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every named token, revoked ones included, by name."""
+        t = tables.api_tokens
+
+        def read(connection: Connection) -> list[TokenRecord]:
+            return [
+                TokenRecord(
+                    name=row["name"],
+                    created_at_epoch_s=row["created_at_epoch_s"],
+                    created_by=row["created_by"],
+                    revoked_at_epoch_s=row["revoked_at_epoch_s"],
+                )
+                for row in connection.execute(select(t).order_by(t.c.name)).mappings()
+            ]
+
+        return self._read("list tokens", read)
+
+    def revoke_token(self, name: str) -> bool:
+        """Revoke a named token; `False` when no unrevoked token has that name."""
+        t = tables.api_tokens
+
+        def change(connection: Connection, _retry: bool) -> int:
+            return connection.execute(
+                update(t)
+                .where(t.c.name == name, t.c.revoked_at_epoch_s.is_(None))
+                .values(revoked_at_epoch_s=time.time())
+            ).rowcount
+
+        return self._write(f"revoke token {name!r}", change) == 1
+
+    def token_name(self, secret_sha256: str) -> str | None:
+        """The name of the unrevoked token whose secret has this SHA-256 digest."""
+        t = tables.api_tokens
+        query = select(t.c.name, t.c.secret_sha256).where(
+            t.c.secret_sha256 == secret_sha256, t.c.revoked_at_epoch_s.is_(None)
+        )
+        row = self._read("look up a token", lambda connection: connection.execute(query).first())
+        return row[0] if row is not None else None
+
+
+def _actor_text(actor: tuple[str, str]) -> str:
+    """`ana (token)`, `bob (os user)`: how a wait records who answered it."""
+    return f"{actor[0]} ({actor[1]})"[:300]
 
 
 _stores: dict[tuple[str, str, int], Store] = {}

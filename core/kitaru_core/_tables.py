@@ -113,5 +113,37 @@ waits = Table(
     Column("refused_answers", Text, nullable=True),
     Column("created_at_epoch_s", Float, nullable=False),
     Column("answered_at_epoch_s", Float, nullable=True),
+    Column("answered_by", String(300), nullable=True),
     UniqueConstraint("execution_id", "name", name="uq_kitaru_waits_execution_name"),
+)
+
+# Named API tokens of the HTTP server: only a SHA-256 digest of each secret is kept.
+api_tokens = Table(
+    "kitaru_api_tokens",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("created_at_epoch_s", Float, nullable=False),
+    Column("created_by", String(300), nullable=True),
+    Column("revoked_at_epoch_s", Float, nullable=True),
+)
+
+# Who answered, resumed, cancelled or replayed an execution, and when.
+audit_events = Table(
+    "kitaru_audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "execution_id",
+        String(200),
+        ForeignKey("kitaru_executions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("action", String(16), nullable=False),
+    Column("wait_name", String(500), nullable=True),
+    Column("actor", String(300), nullable=False),
+    Column("actor_kind", String(16), nullable=False),
+    Column("details", Text, nullable=True),
+    Column("at_epoch_s", Float, nullable=False),
+    Index("ix_kitaru_audit_events_execution", "execution_id", "at_epoch_s"),
 )

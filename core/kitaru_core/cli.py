@@ -28,6 +28,11 @@ executions_app = typer.Typer(
     help="Executions: list, show, answer waits, resume, replay, cancel.", no_args_is_help=True
 )
 app.add_typer(executions_app, name="executions")
+tokens_app = typer.Typer(
+    help="Named tokens of the HTTP API and dashboard: the audit trail records which one answered.",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
 
 console = Console(width=None if Console().is_terminal else 160, soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -148,11 +153,12 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
     out = target or console
     style = STATUS_STYLES.get(detail.status, "white")
     out.print(
-        f"[bold]{detail.id}[/]  {detail.flow_name}  [{style}]{detail.status}[/]  run {detail.run_count}"
-        + (f"  replay of {detail.replay_of}" if detail.replay_of else "")
+        f"[bold]{escape(detail.id)}[/]  {escape(detail.flow_name)}  [{style}]{detail.status}[/]  run "
+        f"{detail.run_count}" + (f"  replay of {escape(detail.replay_of)}" if detail.replay_of else ""),
+        highlight=False,
     )
     if detail.error:
-        out.print(f"[red]{detail.error}[/]")
+        out.print(f"[red]{escape(detail.error)}[/]", highlight=False)
     table = Table(title="Checkpoint calls")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("key", overflow="fold", ratio=1)
@@ -162,7 +168,7 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
         tokens = f"{call.input_tokens}/{call.output_tokens}" if call.input_tokens is not None else ""
         table.add_row(
             str(call.sequence),
-            call.key,
+            escape(call.key),
             call.kind,
             f"[{STATUS_STYLES.get(call.status, 'white')}]{call.status}[/]",
             call.source,
@@ -179,10 +185,31 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
         f"{totals.reused_input_tokens}/{totals.reused_output_tokens} ({_money(totals.reused_cost_usd)})"
     )
     for wait in detail.waits:
-        answer = json.dumps(wait.answer) if wait.status == "answered" else "—"
-        out.print(f"wait [bold]{wait.name}[/] ({wait.status}): {wait.question}  answer: {answer}")
+        answer = _preview(json.dumps(wait.answer)) if wait.status == "answered" else "—"
+        by = f"  by {wait.answered_by}" if wait.answered_by else ""
+        out.print(
+            f"wait [bold]{escape(wait.name)}[/] ({wait.status}): {escape(_preview(wait.question))}  "
+            f"answer: {escape(answer)}{escape(by)}",
+            highlight=False,
+        )
     if detail.output_preview is not None:
-        out.print(f"output: {detail.output_preview}")
+        out.print(f"output: {escape(detail.output_preview)}", highlight=False)
+    for event in detail.audit:
+        what = f" {event.wait_name}" if event.wait_name else ""
+        extra = "".join(f" {key}={value}" for key, value in event.details.items())
+        out.print(
+            escape(
+                f"audit: {_when(event.at)} {event.action}{what} by {event.actor} ({event.actor_kind}){extra}"
+            ),
+            highlight=False,
+        )
+
+
+PREVIEW_CHARACTERS = 200
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARACTERS else text[:PREVIEW_CHARACTERS] + "…"
 
 
 @executions_app.command("waits")
@@ -243,10 +270,14 @@ def answer(
 
 @executions_app.command("resume")
 def resume(
-    execution_id: Annotated[str, typer.Argument(help="The execution id.")], as_json: JsonOption = False
+    execution_id: Annotated[str, typer.Argument(help="The execution id.")],
+    as_json: JsonOption = False,
+    audited: Annotated[
+        bool, typer.Option("--audited", hidden=True, help="The starting process recorded it already.")
+    ] = False,
 ) -> None:
     """Resume an execution whose entry point is an importable @flow, in this process."""
-    result = _checked(lambda: _client().resume(execution_id))
+    result = _checked(lambda: _client().resume(execution_id, audit=not audited))
     if as_json:
         from pydantic_core import to_json
 
@@ -296,6 +327,60 @@ def recover(as_json: JsonOption = False) -> None:
     console.print(f"marked {len(crashed)} crashed execution(s) as failed: {', '.join(crashed) or 'none'}")
 
 
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option("--name", help="The token's name, e.g. a person: ana.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Make a named token and print its secret (only this once; the store keeps a digest)."""
+    from kitaru_core import _tokens
+    from kitaru_core._client import os_user
+
+    secret = _checked(lambda: _tokens.create_token(_client().store, name, created_by=os_user()[0]))
+    if as_json:
+        print(json.dumps({"name": name, "token": secret}))
+        return
+    console.print(f"Token {escape(name)} (shown only this once; send it as 'Authorization: Bearer TOKEN'):")
+    console.print(f"  {secret}", highlight=False, markup=False)
+
+
+@tokens_app.command("list")
+def tokens_list(as_json: JsonOption = False) -> None:
+    """List the named tokens (never their secrets)."""
+    from kitaru_core import _tokens
+
+    records = _checked(lambda: _tokens.list_tokens(_client().store))
+    if as_json:
+        print(json.dumps([record.__dict__ for record in records], indent=2))
+        return
+    table = Table(title="API tokens")
+    for column in ("name", "created", "created by", "revoked"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            escape(record.name),
+            _when(_from_epoch(record.created_at_epoch_s)),
+            escape(record.created_by or ""),
+            _when(_from_epoch(record.revoked_at_epoch_s)),
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke a named token: the server refuses it from its next request on."""
+    from kitaru_core import _tokens
+
+    _checked(lambda: _tokens.revoke_token(_client().store, name))
+    console.print(f"revoked token {escape(name)}")
+
+
+def _from_epoch(epoch_s: float | None) -> datetime | None:
+    from datetime import UTC
+
+    return datetime.fromtimestamp(epoch_s, tz=UTC) if epoch_s is not None else None
+
+
 @app.command("serve")
 def serve(
     host: Annotated[
@@ -322,6 +407,21 @@ def serve(
     log_dir: Annotated[
         Path, typer.Option(help="Folder for the output of executions resumed in the background.")
     ] = Path(".kitaru", "logs"),
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            envvar="KITARU_SERVER_ALLOWED_HOSTS",
+            help="Another host name requests may use (repeatable; the env var takes a comma-separated "
+            "list; '*' allows any). Default: the listening address, 127.0.0.1, localhost, ::1.",
+        ),
+    ] = None,
+    max_request_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="KITARU_SERVER_MAX_REQUEST_BYTES", help="Largest request body (an answer) accepted."
+        ),
+    ] = 1024 * 1024,
 ) -> None:
     """Serve the dashboard and the HTTP API (needs the `server` extra)."""
     try:
@@ -345,9 +445,18 @@ def serve(
         token, created = _checked(lambda: server.load_or_create_token(token_file))
         token_source = str(token_file)
     open_reads = is_loopback(host) and not reads_need_token
+    from kitaru_core.server._settings import DEFAULT_ALLOWED_HOSTS
+
+    extra_hosts = [name.strip() for entry in allow_host or [] for name in entry.split(",") if name.strip()]
+    allowed_hosts = tuple(dict.fromkeys([*DEFAULT_ALLOWED_HOSTS, host, *extra_hosts]))
     settings = _checked(
         lambda: server.ServerSettings(
-            token=token, open_reads=open_reads, poll_interval_s=poll_interval, resume_log_dir=log_dir
+            token=token,
+            open_reads=open_reads,
+            poll_interval_s=poll_interval,
+            resume_log_dir=log_dir,
+            allowed_hosts=allowed_hosts,
+            max_request_bytes=max_request_bytes,
         )
     )
     shown_host = f"[{host}]" if ":" in host else host
@@ -363,6 +472,7 @@ def serve(
         + ("open on loopback" if open_reads else "need the token"),
         highlight=False,
     )
+    console.print(f"Host names answered: {', '.join(allowed_hosts)} (--allow-host adds one)", highlight=False)
     _checked(lambda: server.serve(settings, host=host, port=port))
 
 

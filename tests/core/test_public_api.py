@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "ApprovalDecision",
     "ApprovalPolicy",
     "ApprovalRequest",
+    "AuditEvent",
     "CallUsage",
     "CallView",
     "Checkpoint",

@@ -48,6 +48,7 @@ def make_api(store: tuple[str, str], tmp_path: Path, *, open_reads: bool = True)
         artifacts_url=store[1],
         resume_log_dir=tmp_path / "logs",
         poll_interval_s=0.05,
+        allowed_hosts=("testserver", "127.0.0.1", "localhost"),
     )
     return TestClient(create_app(settings))
 
@@ -70,6 +71,19 @@ def flow_env(store_url: str, artifacts_url: str, **extra: str) -> dict[str, str]
         "PYTHONPATH": str(REPO),
         **extra,
     }
+
+
+def kitaru_cli(store: tuple[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run `kitaru-adapters ARGUMENTS...` in another process on the same store."""
+    return subprocess.run(
+        [sys.executable, "-m", "kitaru_core.cli", *arguments],
+        cwd=REPO,
+        env=flow_env(*store),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def run_flow(

@@ -145,3 +145,59 @@ def refund_desk(order: str) -> str:
         tracing_disabled=True,
     )
     return str(Runner.run_sync(agent, f"Refund order {order}", run_config=config).final_output)
+
+
+# A model that returns hostile tool-call ids. Against a dashboard that did not encode each path
+# segment, the lookup's id turned "Approve lookup" in `exec-a` into an approval of `exec-b`'s
+# wire_money (the browser resolves the dot segments before it posts).
+HOSTILE_WIRE_ID = "w1\"<script>window.hacked=1<img src=x onerror=window.hacked=1>%2F'"
+HOSTILE_LOOKUP_ID = "x/../../../exec-b/waits/approve:wire_money:" + HOSTILE_WIRE_ID
+HOSTILE_SCRIPT = Script(
+    rules=[
+        Rule(
+            when_last_user_contains="Look up",
+            when_turn=0,
+            tool_calls=(ScriptedToolCall("lookup", {"order": "1"}, id=HOSTILE_LOOKUP_ID),),
+        ),
+        Rule(
+            when_last_user_contains="Wire",
+            when_turn=0,
+            tool_calls=(ScriptedToolCall("wire_money", {"amount": 5000}, id=HOSTILE_WIRE_ID),),
+        ),
+        Rule(when_turn=1, text="Done: {last_tool_result}"),
+    ],
+    model_names=("gpt-4o-mini",),
+)
+
+
+@flow
+def hostile_desk(task: str) -> str:
+    """A real OpenAI Agents SDK agent whose two tools need approval; its model (the scripted server at
+    `KITARU_TEST_MODEL_URL`) returns the hostile tool-call ids above."""
+    from agents import Agent, RunConfig, Runner, function_tool
+    from agents.models.openai_provider import OpenAIProvider
+    from openai import AsyncOpenAI
+
+    from kitaru_adapters.openai_agents import durable
+
+    @function_tool
+    def lookup(order: str) -> str:
+        """Look an order up."""
+        return f"order {order}: 1 book"
+
+    @function_tool
+    def wire_money(amount: int) -> str:
+        """Wire money out."""
+        return f"wired ${amount}"
+
+    agent = durable(
+        Agent(name="desk", instructions="Help.", tools=[lookup, wire_money]),
+        approve=["lookup", "wire_money"],
+    )
+    client = AsyncOpenAI(base_url=os.environ["KITARU_TEST_MODEL_URL"], api_key="scripted", max_retries=0)
+    config = RunConfig(
+        model_provider=OpenAIProvider(openai_client=client, use_responses=False),
+        model="gpt-4o-mini",
+        tracing_disabled=True,
+    )
+    return str(Runner.run_sync(agent, task, run_config=config).final_output)

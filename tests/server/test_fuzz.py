@@ -1,7 +1,10 @@
 """Property-based fuzz of the published OpenAPI schema (schemathesis): no request makes a server error.
 
 The same fuzz runs against a store on SQLite and on PostgreSQL, each holding waiting executions with
-a large stored output. Every request carries the token, so it reaches past authentication.
+a large stored output, some with hostile ids (`/`, `%2F`, dot segments, quotes, HTML) and an approval
+whose tool-call id is hostile. Besides what schemathesis generates from the schema, path parameters
+are drawn from those hostile ids and wait names. Every request carries the token, so it reaches past
+authentication.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ schemathesis = pytest.importorskip("schemathesis")
 
 import sqlalchemy  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
@@ -26,6 +30,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 import kitaru_core  # noqa: E402
+from kitaru_core import approval_wait_name, execution, request_approval  # noqa: E402
 from kitaru_core.errors import ExecutionWaitingError  # noqa: E402
 from kitaru_core.server import ServerSettings, create_app  # noqa: E402
 from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, postgres_available  # noqa: E402
@@ -37,6 +42,16 @@ FUZZ_SETTINGS = settings(
     max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
 POSTGRES_DATABASE = f"kitaru_fuzz_{uuid.uuid4().hex[:10]}"
+# Stored executions with these ids wait at an approval (ids made only of dots are left out: HTTP
+# clients resolve them as dot segments before sending, so they never reach the server as ids).
+HOSTILE_IDS = ["a/b", "a%2Fb", "x/../y", "../../fuzz-1", "q\"<b>'&", "sp ace/100%"]
+DESKS = ["fuzz-1/waits/x", "desk/../fuzz-2"]
+HOSTILE_WAIT_NAMES = [
+    "approve:issue_refund:call-1",
+    approval_wait_name("lookup", flows.HOSTILE_LOOKUP_ID),
+    approval_wait_name("wire_money", flows.HOSTILE_WIRE_ID),
+    "../../fuzz-2/waits/approve:issue_refund:call-1",
+]
 
 
 def _app(url: str) -> Any:
@@ -45,20 +60,52 @@ def _app(url: str) -> Any:
     artifacts = str(folder / "artifacts")
     kitaru_core.configure(store_url=url, artifacts_url=artifacts, inline_limit_bytes=512, reset=True)
     try:
-        for execution_id in ("fuzz-1", "fuzz-2"):
+        for execution_id in ("fuzz-1", "fuzz-2", *HOSTILE_IDS):
             with contextlib.suppress(ExecutionWaitingError):
                 flows.refund_order.run("Z-1", 5, execution_id=execution_id)
+        for execution_id, tool, call_id in [
+            (DESKS[0], "lookup", flows.HOSTILE_LOOKUP_ID),
+            (DESKS[1], "wire_money", flows.HOSTILE_WIRE_ID),
+        ]:
+            with contextlib.suppress(ExecutionWaitingError), execution(execution_id, name="desk"):
+                request_approval(tool, {"amount": 5000}, call_id=call_id)
     finally:
         kitaru_core.configure(reset=True)
     settings_ = ServerSettings(
-        token=TOKEN, open_reads=True, store_url=url, artifacts_url=artifacts, resume_log_dir=folder / "logs"
+        token=TOKEN,
+        open_reads=True,
+        store_url=url,
+        artifacts_url=artifacts,
+        resume_log_dir=folder / "logs",
+        allowed_hosts=("testserver", "localhost"),
     )
     return create_app(settings_)
 
 
+def _hostile_path_parameters(_context: Any, path_parameters: dict[str, Any] | None) -> Any:
+    """Generated path parameters, or the same with hostile stored ids and wait names."""
+    if not path_parameters:
+        return st.just(path_parameters)
+
+    def hostile(execution_id: str, wait_name: str) -> dict[str, Any]:
+        replaced = dict(path_parameters)
+        if "execution_id" in replaced:
+            replaced["execution_id"] = execution_id
+        if "wait_name" in replaced:
+            replaced["wait_name"] = wait_name
+        return replaced
+
+    chosen = st.builds(
+        hostile, st.sampled_from(["fuzz-1", *HOSTILE_IDS, *DESKS]), st.sampled_from(HOSTILE_WAIT_NAMES)
+    )
+    return st.one_of(st.just(path_parameters), chosen)
+
+
 def _schema(url: str) -> Any:
     # the event stream never ends by itself: it has its own tests (test_live.py)
-    return schemathesis.openapi.from_asgi("/openapi.json", _app(url)).exclude(path="/api/events")
+    schema = schemathesis.openapi.from_asgi("/openapi.json", _app(url)).exclude(path="/api/events")
+    schema.hook("flatmap_path_parameters")(_hostile_path_parameters)
+    return schema
 
 
 def _postgres_url() -> str | None:
@@ -89,7 +136,7 @@ def _no_background_resume(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fuzzed resumes must not spawn processes: a started resume is replaced by a recorded pid."""
     from kitaru_core import Client
 
-    monkeypatch.setattr(Client, "resume_in_background", lambda self, execution_id, log_path=None: 4242)  # pyright: ignore[reportUnknownLambdaType]
+    monkeypatch.setattr(Client, "resume_in_background", lambda self, execution_id, **_options: 4242)  # pyright: ignore[reportUnknownLambdaType]
 
 
 def _call(case: Any) -> None:

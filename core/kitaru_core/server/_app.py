@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kitaru_core
 from kitaru_core import Client, ExecutionDetail, ExecutionSummary, WaitView
+from kitaru_core._ids import MAX_ID_CHARACTERS, check_execution_id, check_wait_name
+from kitaru_core._tokens import secret_digest
 from kitaru_core.errors import (
     CallNotFoundError,
     ConfigurationError,
@@ -31,12 +33,14 @@ from kitaru_core.errors import (
     ExecutionLockedError,
     ExecutionNotFoundError,
     InvalidAnswerError,
+    InvalidIdError,
     KitaruError,
     SerializationError,
     StoreError,
     WaitAlreadyAnsweredError,
     WaitNotFoundError,
 )
+from kitaru_core.server._guard import Guard, RequestTooLargeError, unescape_segment
 from kitaru_core.server._settings import ServerSettings
 
 COOKIE_NAME = "kitaru_token"
@@ -57,10 +61,50 @@ SECURITY_HEADERS = {
 Status = Literal["running", "waiting", "completed", "failed", "cancelled"]
 # Ids and names are what the store accepts: no control characters, at most the column's length.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+MAX_WAIT_NAME_CHARACTERS = MAX_ID_CHARACTERS
+# In a path, every character of an id may be percent-encoded as one segment (`/` as `%2F`): the
+# guard leaves `%2F` and `%25` encoded for routing, so a parameter is up to three times longer
+# until `valid_id` decodes it.
 ExecutionId = Annotated[
-    str, PathParameter(description="The execution id.", max_length=200, pattern=PRINTABLE)
+    str,
+    PathParameter(
+        description="The execution id, percent-encoded as one path segment (`/` as `%2F`).",
+        max_length=3 * MAX_ID_CHARACTERS,
+        pattern=PRINTABLE,
+    ),
 ]
-WaitName = Annotated[str, PathParameter(description="The wait's name.", max_length=500, pattern=PRINTABLE)]
+WaitName = Annotated[
+    str,
+    PathParameter(
+        description="The wait's name, percent-encoded as one path segment (`/` as `%2F`).",
+        max_length=3 * MAX_WAIT_NAME_CHARACTERS,
+        pattern=PRINTABLE,
+    ),
+]
+
+
+def valid_id(raw: str, what: str) -> str:
+    """A path parameter, decoded and checked against the id grammar of `kitaru_core._ids`.
+
+    The guard left `%2F` and `%25` encoded so that the parameter stayed one path segment.
+
+    Args:
+        raw: The parameter as routed.
+        what: `execution_id` or `wait_name`.
+
+    Returns:
+        The execution id or wait name.
+
+    Raises:
+        ApiError: 422 when it is not a valid execution id or wait name.
+    """
+    value = unescape_segment(raw)
+    try:
+        return check_wait_name(value) if what == "wait_name" else check_execution_id(value)
+    except InvalidIdError as error:
+        raise ApiError(
+            422, "InvalidIdError", f"The {what} in the path is not valid.", [f"path.{what}: {error}"]
+        ) from error
 
 
 class ErrorBody(BaseModel):
@@ -106,10 +150,17 @@ class AnswerRequest(BaseModel):
             `{"approved": true}` or `{"approved": false, "message": "why"}`).
         resume: After answering, resume the execution in a background process when it has no other
             pending wait and its entry point is an importable `@flow`.
+        question_digest: The wait's `question_digest` as shown to whoever answers (the dashboard
+            always sends it); the answer is refused (422) if the addressed wait is another one.
     """
 
     value: Any = Field(description="The answer; validated against the wait's JSON schema.")
     resume: bool = Field(default=False, description="Resume the execution in the background afterwards.")
+    question_digest: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The `question_digest` of the wait that was shown; refused (422) if it differs.",
+    )
 
 
 class ResumeStarted(BaseModel):
@@ -168,6 +219,7 @@ _STATUS_OF_ERRORS: list[tuple[type[KitaruError], int]] = [
     (CallNotFoundError, 404),
     (WaitNotFoundError, 404),
     (InvalidAnswerError, 422),
+    (InvalidIdError, 422),
     (WaitAlreadyAnsweredError, 409),
     (ExecutionLockedError, 409),
     (ExecutionCancelledError, 409),
@@ -197,10 +249,16 @@ _bearer = HTTPBearer(auto_error=False, description="The server's token (`kitaru-
 
 
 class Auth:
-    """Checks the bearer token (or the dashboard's cookie) of a request."""
+    """Checks the bearer token (or the dashboard's cookie) of a request, and names it.
 
-    def __init__(self, settings: ServerSettings) -> None:
+    Args:
+        settings: The server's own token and its name.
+        client: Reads the named tokens (`kitaru-adapters tokens create`) from the store.
+    """
+
+    def __init__(self, settings: ServerSettings, client: Client) -> None:
         self.settings = settings
+        self.client = client
 
     def token_of(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None
@@ -213,21 +271,38 @@ class Auth:
         cookie = request.cookies.get(COOKIE_NAME)
         return (cookie, True) if cookie else (None, False)
 
+    def name_of(self, token: str) -> str | None:
+        """The name of the token (`default` for the server's own), or `None` for a wrong one.
+
+        The server's token is compared in constant time; a named token is looked up by the SHA-256
+        digest of what was sent, and only digests are stored.
+        """
+        if secrets.compare_digest(token.encode(), self.settings.token.encode()):
+            return self.settings.token_name
+        if not token or len(token) > 500:
+            return None
+        digest = secret_digest(token)
+        name = self.client.store.token_name(digest)
+        return name
+
     def valid(self, token: str) -> bool:
-        """Whether `token` is the server's token (compared in constant time)."""
-        return secrets.compare_digest(token.encode(), self.settings.token.encode())
+        """Whether `token` is the server's token or an unrevoked named one."""
+        return self.name_of(token) is not None
 
     def check(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None, *, write: bool
-    ) -> None:
+    ) -> str | None:
         """Refuse a request that needs the token and lacks it (401) or has a wrong one (403).
+
+        Returns:
+            The token's name (for the audit trail), or `None` for an open read without a token.
 
         Raises:
             ApiError: 401 without a token, 403 with a wrong one, or for a write authenticated by the
                 dashboard's cookie without the dashboard's header (cross-site request).
         """
         if not write and self.settings.open_reads:
-            return
+            return None
         token, from_cookie = self.token_of(request, credentials)
         if token is None:
             raise ApiError(
@@ -236,8 +311,11 @@ class Auth:
                 "This needs the server's token: send 'Authorization: Bearer TOKEN'. `kitaru-adapters serve` "
                 "printed it when it first started and saved it in .kitaru/server-token.",
             )
-        if not self.valid(token):
-            raise ApiError(403, "invalid_token", "The token is not this server's token.")
+        name = self.name_of(token)
+        if name is None:
+            raise ApiError(
+                403, "invalid_token", "The token is not this server's token, nor an unrevoked named token."
+            )
         if write and from_cookie and request.headers.get(DASHBOARD_HEADER) != "1":
             raise ApiError(
                 403,
@@ -245,6 +323,19 @@ class Auth:
                 f"A write signed in by the dashboard's cookie must carry the {DASHBOARD_HEADER} header; "
                 "other clients send 'Authorization: Bearer TOKEN'.",
             )
+        return name
+
+
+def write_access(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+) -> tuple[str, str]:
+    """Refuse a write without a valid token; `(token name, "token")` for the audit trail."""
+    auth: Auth = request.app.state.auth
+    name = auth.check(request, credentials, write=True)
+    return (name or "", "token")
+
+
+Who = Annotated[tuple[str, str], Depends(write_access)]
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -257,7 +348,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         A FastAPI application; run it with any ASGI server (`kitaru-adapters serve` uses uvicorn).
     """
     client = Client(settings.store_url, settings.artifacts_url)
-    auth = Auth(settings)
+    auth = Auth(settings, client)
     markers = ChangeMarkers(client, max_age_s=settings.poll_interval_s * 0.8)
     app = FastAPI(
         title="kitaru-adapters",
@@ -285,11 +376,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
     ) -> None:
         auth.check(request, credentials, write=False)
 
-    def write_access(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
-    ) -> None:
-        auth.check(request, credentials, write=True)
-
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
         headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
@@ -297,7 +383,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
-        body = ErrorBody(error="HTTPException", message=str(error.detail))
+        kind = RequestTooLargeError.error if isinstance(error, RequestTooLargeError) else "HTTPException"
+        body = ErrorBody(error=kind, message=str(error.detail))
         return JSONResponse(
             {**body.model_dump(), "detail": error.detail},
             status_code=error.status_code,
@@ -360,8 +447,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/api/executions/{execution_id}", dependencies=reads, tags=["executions"], responses=not_found)
     def get_execution(execution_id: ExecutionId) -> ExecutionDetail:  # pyright: ignore[reportUnusedFunction]
-        """One execution with its timeline of checkpoint calls, its waits and its token and cost totals."""
-        return client.get_execution(execution_id)
+        """One execution: its timeline, waits, token and cost totals, and audit trail.
+
+        The audit trail says who answered, resumed, cancelled or replayed it, and when.
+        """
+        return client.get_execution(valid_id(execution_id, "execution_id"))
 
     @app.get(
         "/api/executions/{execution_id}/calls/{sequence}/output",
@@ -374,6 +464,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         sequence: Annotated[int, PathParameter(ge=0, le=2**31, description="The call's sequence number.")],
     ) -> CallOutput:
         """The full stored output of one checkpoint call (the timeline holds only a preview)."""
+        execution_id = valid_id(execution_id, "execution_id")
         return CallOutput(
             execution_id=execution_id, sequence=sequence, value=client.call_output(execution_id, sequence)
         )
@@ -387,9 +478,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         """Waits without an answer, oldest first, each with its question and JSON schema."""
         return client.pending_waits(execution_id)
 
-    def start_resume(execution_id: str) -> ResumeStarted:
+    def start_resume(execution_id: str, who: tuple[str, str]) -> ResumeStarted:
         log_path = settings.resume_log_dir / f"{_safe(execution_id)}-{int(time.time() * 1000)}.log"
-        pid = client.resume_in_background(execution_id, log_path=log_path)
+        pid = client.resume_in_background(execution_id, log_path=log_path, actor=who)
         return ResumeStarted(execution_id=execution_id, pid=pid, log_path=str(log_path))
 
     @app.post(
@@ -399,19 +490,32 @@ def create_app(settings: ServerSettings) -> FastAPI:
         responses={
             **not_found,
             409: {"model": ErrorBody, "description": "The wait was answered already."},
-            422: {"model": ErrorBody, "description": "The answer does not satisfy the wait's schema."},
+            413: {"model": ErrorBody, "description": "The request body is larger than the server accepts."},
+            422: {
+                "model": ErrorBody,
+                "description": "The answer does not satisfy the wait's schema, or `question_digest` names "
+                "another wait.",
+            },
         },
     )
     def answer_wait(  # pyright: ignore[reportUnusedFunction]
-        execution_id: ExecutionId, wait_name: WaitName, body: AnswerRequest
+        execution_id: ExecutionId, wait_name: WaitName, body: AnswerRequest, who: Who
     ) -> AnswerResult:
         """Answer a pending wait; the answer is validated against its JSON schema exactly as the CLI does.
 
-        A refused answer is reported as 422 with one line per problem, and the wait stays pending.
-        With `resume: true` the execution is resumed in a background process once no wait of it is
-        pending (needs an importable `@flow` entry point; otherwise `resume_skipped` says why not).
+        Encode the execution id and the wait name as one path segment each (`/` as `%2F`). Only a
+        wait of the named execution is answered; with `question_digest` (from the wait's view) the
+        answer is also refused unless the wait is the question that was shown. A refused answer is
+        reported as 422 with one line per problem, and the wait stays pending. The token's name is
+        recorded as who answered. With `resume: true` the execution is resumed in a background
+        process once no wait of it is pending (needs an importable `@flow` entry point; otherwise
+        `resume_skipped` says why not).
         """
-        wait = client.answer(execution_id, wait_name, body.value)
+        execution_id = valid_id(execution_id, "execution_id")
+        wait_name = valid_id(wait_name, "wait_name")
+        wait = client.answer(
+            execution_id, wait_name, body.value, actor=who, expected_digest=body.question_digest
+        )
         result = AnswerResult(wait=wait)
         if body.resume:
             still_pending = [pending.name for pending in client.pending_waits(execution_id)]
@@ -419,7 +523,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 result.resume_skipped = f"Not resumed: waits still pending: {', '.join(still_pending)}."
             else:
                 try:
-                    result.resumed = start_resume(execution_id)
+                    result.resumed = start_resume(execution_id, who)
                 except KitaruError as error:
                     result.resume_skipped = f"Not resumed: {error}"
         return result
@@ -437,20 +541,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
             },
         },
     )
-    def resume(execution_id: ExecutionId) -> ResumeStarted:  # pyright: ignore[reportUnusedFunction]
+    def resume(execution_id: ExecutionId, who: Who) -> ResumeStarted:  # pyright: ignore[reportUnusedFunction]
         """Resume an execution in a background process (its entry point must be an importable `@flow`).
 
         Completed checkpoint calls are served from the store and answered waits return their
         answers. Follow the execution with `GET /api/executions/{execution_id}` or the event stream.
+        The token's name is recorded as who resumed it.
         """
-        return start_resume(execution_id)
+        return start_resume(valid_id(execution_id, "execution_id"), who)
 
     @app.post(
         "/api/executions/{execution_id}/cancel", dependencies=writes, tags=["executions"], responses=not_found
     )
-    def cancel(execution_id: ExecutionId) -> ExecutionSummary:  # pyright: ignore[reportUnusedFunction]
-        """Cancel an execution: at once if no runner holds it, else at the runner's next checkpoint call."""
-        return client.cancel(execution_id)
+    def cancel(execution_id: ExecutionId, who: Who) -> ExecutionSummary:  # pyright: ignore[reportUnusedFunction]
+        """Cancel an execution: at once if no runner holds it, else at the runner's next checkpoint call.
+
+        The token's name is recorded as who cancelled it.
+        """
+        return client.cancel(valid_id(execution_id, "execution_id"), actor=who)
 
     @app.get(
         "/api/events",
@@ -480,13 +588,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     add_pages(app, client, auth)
 
-    @app.middleware("http")
-    async def _security_headers(request: Request, call_next: Any) -> Any:  # pyright: ignore[reportUnusedFunction]
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
-
     app.mount("/static", StaticFiles(directory=STATIC_DIRECTORY), name="static")
+    # outermost: refuse foreign hosts and oversized bodies before anything else runs; it also adds the
+    # security headers to every response
+    app.add_middleware(
+        Guard,  # pyright: ignore[reportArgumentType]
+        allowed_hosts=settings.allowed_hosts,
+        max_request_bytes=settings.max_request_bytes,
+        response_headers=SECURITY_HEADERS,
+    )
     return app
 
 

@@ -14,14 +14,23 @@ from fastapi.templating import Jinja2Templates
 
 from kitaru_core import CallView, Client, ExecutionDetail, WaitView
 from kitaru_core.errors import ExecutionNotFoundError
-from kitaru_core.server._app import COOKIE_NAME, PRINTABLE, Auth, ExecutionId
+from kitaru_core.server._app import COOKIE_NAME, PRINTABLE, ApiError, Auth, ExecutionId, valid_id
 from kitaru_core.server._forms import answer_form
+from kitaru_core.server._guard import segment
 
 TEMPLATES_DIRECTORY = Path(__file__).with_name("templates")
 FRAGMENT_HEADER = "x-kitaru-fragment"
 STATUSES = ("running", "waiting", "completed", "failed", "cancelled")
 PAGE_SIZE = 50
 INPUT_PREVIEW_CHARACTERS = 160
+VALUE_PREVIEW_CHARACTERS = 2000
+"""Longest text a page shows of one value (an answer, tool arguments, a question); the API has all."""
+
+
+def _preview(value: Any, limit: int = VALUE_PREVIEW_CHARACTERS) -> str:
+    """Text of a value (JSON unless it is a string), cut at `limit` characters with `…`."""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters; the API has all)"
 
 
 def _when(value: datetime | None) -> str:
@@ -91,9 +100,15 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
     templates.env.filters["duration"] = _duration
     templates.env.filters["to_json"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)  # pyright: ignore[reportUnknownLambdaType]
     templates.env.filters["from_json_text"] = _from_json_text
+    templates.env.filters["segment"] = segment
+    templates.env.filters["preview"] = _preview
     template_globals: dict[str, Any] = templates.env.globals  # pyright: ignore[reportAssignmentType]
     template_globals.update(
-        answer_form=answer_form, input_preview=_input_preview, truncated=_truncated, resumable=resumable
+        answer_form=answer_form,
+        input_preview=_input_preview,
+        truncated=_truncated,
+        resumable=resumable,
+        here=here,
     )
 
     def signed_in(request: Request) -> bool:
@@ -102,7 +117,7 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
 
     def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
         if not auth.settings.open_reads and not signed_in(request):
-            return RedirectResponse("/login?" + urlencode({"next": request.url.path}), status_code=303)
+            return RedirectResponse("/login?" + urlencode({"next": here(request)}), status_code=303)
         return templates.TemplateResponse(
             request,
             name,
@@ -162,7 +177,11 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
     @app.get("/executions/{execution_id}", response_class=HTMLResponse, include_in_schema=False)
     def execution_page(request: Request, execution_id: ExecutionId) -> Response:  # pyright: ignore[reportUnusedFunction]
         try:
-            detail = client.get_execution(execution_id)
+            detail = client.get_execution(valid_id(execution_id, "execution_id"))
+        except ApiError as error:
+            return render(
+                request, "not_found.html", {"page": "", "message": error.body.message}, status_code=404
+            )
         except ExecutionNotFoundError as error:
             return render(request, "not_found.html", {"page": "", "message": str(error)}, status_code=404)
         return render(request, "execution.html", {"page": "executions", "detail": detail})
@@ -211,6 +230,14 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(COOKIE_NAME)
         return response
+
+
+def here(request: Request) -> str:
+    """The path of this request as the client sent it (still percent-encoded)."""
+    raw_path = request.scope.get("raw_path")
+    if isinstance(raw_path, bytes) and raw_path:
+        return raw_path.split(b"?", 1)[0].decode("latin-1")
+    return request.url.path
 
 
 def _local(url: str) -> str:

@@ -12,6 +12,8 @@ from kitaru_core.errors import ConfigurationError
 
 DEFAULT_TOKEN_FILE = Path(".kitaru", "server-token")
 DEFAULT_PORT = 8765
+DEFAULT_ALLOWED_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class ServerSettings:
         poll_interval_s: Seconds between checks of the store for changes made by other processes,
             for each open event stream.
         resume_log_dir: Folder for the output of executions resumed in the background.
+        allowed_hosts: Host names (without port) that requests may carry in their `Host` header;
+            any other gets 400, reads included (stops DNS rebinding). `*` allows any host.
+            `serve` adds the address it listens on.
+        max_request_bytes: The largest request body (an answer) the server reads; a larger one gets
+            413 before it is read.
+        token_name: The name the audit trail gives the token above (named tokens made with
+            `kitaru-adapters tokens create` keep theirs).
     """
 
     token: str
@@ -36,12 +45,21 @@ class ServerSettings:
     artifacts_url: str | None = None
     poll_interval_s: float = 0.25
     resume_log_dir: Path = Path(".kitaru", "logs")
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    token_name: str = "default"
 
     def __post_init__(self) -> None:
         if len(self.token) < 16:
             raise ConfigurationError("The server token must be at least 16 characters long.")
         if self.poll_interval_s <= 0:
             raise ConfigurationError(f"poll_interval_s must be positive, got {self.poll_interval_s}.")
+        if self.max_request_bytes < 1024:
+            raise ConfigurationError(
+                f"max_request_bytes must be at least 1024, got {self.max_request_bytes}."
+            )
+        if not self.allowed_hosts:
+            raise ConfigurationError("allowed_hosts is empty: no request could reach the server.")
 
 
 def is_loopback(host: str) -> bool:

@@ -141,7 +141,9 @@
         method: "POST",
         credentials: "same-origin",
         headers: { ...HEADERS, "Content-Type": "application/json" },
-        body: JSON.stringify({ value: read.value, resume: Boolean(resume && resume.checked) }),
+        body: JSON.stringify({
+          value: read.value, resume: Boolean(resume && resume.checked), question_digest: form.dataset.digest || null,
+        }),
       });
       if (response.ok) {
         const body = await response.json();
