@@ -19,8 +19,10 @@ Sessions:
     bench_openai_agents what the OpenAI Agents adapter adds to a run, and what a resume saves
     bench_crewai       what the CrewAI adapter adds to a kickoff, and what a resume saves
     demo_crewai        a durable CrewAI order desk, killed with SIGKILL and resumed
+    crash_crewai       30 parallel crews in a durable CrewAI Flow killed at more points (not in the default run)
     demo_langgraph     a durable LangGraph refund desk, killed with SIGKILL and resumed
     bench_langgraph    what the LangGraph adapter adds to a graph run, and what a resume saves
+    values_long        the stored-values property tests (Hypothesis) with 2,000 examples each
     docs               build the mkdocs site
     chaos_leases       fencing and store faults at larger trial counts (200 pause/takeover trials)
 """
@@ -222,6 +224,8 @@ LANGGRAPH_TEST_PACKAGES = [
     "langchain-openai",
     "langgraph-checkpoint-conformance",
     "langgraph-checkpoint-sqlite",
+    "langgraph-checkpoint-postgres",
+    "aiosqlite",
 ]
 
 
@@ -300,6 +304,14 @@ def demo_openai_agents(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def values_long(session: nox.Session) -> None:
+    """Served values equal returned values: tests/core/test_values.py with many generated examples."""
+    _install(session)
+    examples = {"KITARU_HYPOTHESIS_EXAMPLES": "2000"}
+    session.run("pytest", "tests/core/test_values.py", *session.posargs, env={**TEST_ENV, **examples})
+
+
+@nox.session(python=PYTHON)
 def fuzz_crashes(session: nox.Session) -> None:
     """The crash fuzz at scale: 150 generated programs SIGKILLed at random points (5 in tests_core)."""
     _install(session)
@@ -366,6 +378,15 @@ def demo_crewai(session: nox.Session) -> None:
     session.run("python", script, "--crash-after", "3", env=env, success_codes=[-9, 137])
     session.log("Killed after 3 checkpoint calls; running it again resumes the kickoff:")
     session.run("python", script, "--timeline", env=env)
+
+
+@nox.session(python=PYTHON)
+def crash_crewai(session: nox.Session) -> None:
+    """30 crews kicked off in parallel in a durable Flow, SIGKILLed at several points and re-run."""
+    _install(session, "crewai")
+    session.install("--upgrade", "crewai")
+    env = {**TEST_ENV, "KITARU_CREWAI_KILL_POINTS": "1,6,12,20,29"}
+    session.run("pytest", "tests/crewai/test_parallel_crews.py", "-q", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

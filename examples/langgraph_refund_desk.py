@@ -1,6 +1,7 @@
 """A durable LangGraph refund desk (the runnable example; the tests use it too).
 
-    python examples/langgraph_refund_desk.py [--base-url URL] [--checkpointer none|sqlite|kitaru]
+    python examples/langgraph_refund_desk.py [--base-url URL]
+        [--checkpointer none|sqlite|kitaru|async-sqlite|async-postgres] [--postgres-url URL]
         [--mode invoke|ainvoke|stream|astream] [--approve] [--resume JSON] [--no-durable]
         [--crash-after K] [--crash-after-model-calls K] [--rerun-as-is] [--counter-file F] [--timeline]
 
@@ -28,7 +29,7 @@ import os
 import signal
 import sqlite3
 import sys
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -196,7 +197,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--base-url", help="an OpenAI-compatible server; default: start the scripted one")
-    parser.add_argument("--checkpointer", choices=["none", "sqlite", "kitaru"], default="kitaru")
+    parser.add_argument(
+        "--checkpointer",
+        choices=["none", "sqlite", "kitaru", "async-sqlite", "async-postgres"],
+        default="kitaru",
+    )
+    parser.add_argument(
+        "--postgres-url", help="psycopg URL of the database for --checkpointer async-postgres"
+    )
     parser.add_argument("--mode", choices=["invoke", "ainvoke", "stream", "astream"], default="invoke")
     parser.add_argument("--approve", action="store_true", help="gate the refund tool for approval")
     parser.add_argument("--resume", help="answer LangGraph's interrupt(s): JSON, e.g. '{\"approved\": true}'")
@@ -221,21 +229,33 @@ def main() -> int:
         return run_desk(options, server.base_url)
 
 
+def desk_and_input(options: argparse.Namespace, base_url: str, checkpointer: Any) -> tuple[Any, Any]:
+    """The desk graph (durable unless `--no-durable`) and this run's input (the prompt or `--resume`)."""
+    graph = build_graph(base_url, options.counter_file, checkpointer)
+    if not options.no_durable:
+        graph = durable(graph, approve=["refund"] if options.approve else None)  # the one added line
+    if options.resume:
+        return graph, Command(resume=json.loads(options.resume))
+    return graph, {"messages": [HumanMessage(PROMPT)], "notes": []}
+
+
 def run_desk(options: argparse.Namespace, base_url: str) -> int:
     if options.crash_after:
         crash_after(options.crash_after)
     if options.crash_after_model_calls:
         crash_after_model_calls(options.crash_after_model_calls)
+    if options.checkpointer.startswith("async-"):
+        return asyncio.run(run_desk_async(options, base_url))
     config = {"configurable": {"thread_id": options.thread}}
     with ExitStack() as stack:
         checkpointer = make_checkpointer(options.checkpointer, options.graph_db, stack)
-        graph = build_graph(base_url, options.counter_file, checkpointer)
-        if not options.no_durable:
-            graph = durable(graph, approve=["refund"] if options.approve else None)  # the one added line
-        payload: Any = {"messages": [HumanMessage(PROMPT)], "notes": []}
-        if options.resume:
-            payload = Command(resume=json.loads(options.resume))
-        elif checkpointer is not None and not options.rerun_as_is and graph.get_state(config).tasks:
+        graph, payload = desk_and_input(options, base_url, checkpointer)
+        if (
+            checkpointer is not None
+            and not options.resume
+            and not options.rerun_as_is
+            and graph.get_state(config).tasks
+        ):
             # The thread has an unfinished run: continue it (LangGraph's resume). `tasks`, not `next`:
             # a task whose writes were saved before the crash is no longer listed in `next`.
             payload = None
@@ -244,15 +264,58 @@ def run_desk(options: argparse.Namespace, base_url: str) -> int:
         except kitaru_core.errors.ExecutionWaitingError as waiting:
             print(waiting, file=sys.stderr)
             return EXIT_WAITING
-        if "__interrupt__" in state:
-            for pending in state["__interrupt__"]:
-                print(f"interrupt {pending.id} {json.dumps(pending.value)}")
-            return EXIT_WAITING
-        print(f"notes={' | '.join(state['notes'])}")
-        print(f"output={state['messages'][-1].content}")
+    return report(options, state)
+
+
+def report(options: argparse.Namespace, state: dict[str, Any]) -> int:
+    if "__interrupt__" in state:
+        for pending in state["__interrupt__"]:
+            print(f"interrupt {pending.id} {json.dumps(pending.value)}")
+        return EXIT_WAITING
+    print(f"notes={' | '.join(state['notes'])}")
+    print(f"output={state['messages'][-1].content}")
+    print(f"messages={json.dumps([[message.type, message.content] for message in state['messages']])}")
     if options.timeline and not options.no_durable:
         print_timeline(kitaru_core.Client().get_execution(options.thread))
     return 0
+
+
+async def run_desk_async(options: argparse.Namespace, base_url: str) -> int:
+    """The same desk on an async checkpointer (`ainvoke` / `astream` only, as LangGraph requires)."""
+    if options.mode not in {"ainvoke", "astream"}:
+        raise SystemExit("async checkpointers need --mode ainvoke or --mode astream")
+    config = {"configurable": {"thread_id": options.thread}}
+    async with AsyncExitStack() as stack:
+        if options.checkpointer == "async-sqlite":
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            options.graph_db.parent.mkdir(parents=True, exist_ok=True)
+            checkpointer: Any = await stack.enter_async_context(
+                AsyncSqliteSaver.from_conn_string(str(options.graph_db))
+            )
+        else:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+            if not options.postgres_url:
+                raise SystemExit("--checkpointer async-postgres needs --postgres-url postgresql://...")
+            checkpointer = await stack.enter_async_context(
+                AsyncPostgresSaver.from_conn_string(options.postgres_url)
+            )
+            await checkpointer.setup()
+        graph, payload = desk_and_input(options, base_url, checkpointer)
+        if not options.resume and not options.rerun_as_is and (await graph.aget_state(config)).tasks:
+            payload = None  # the thread has an unfinished run: continue it
+        try:
+            if options.mode == "ainvoke":
+                state = await graph.ainvoke(payload, config)
+            else:
+                state = {}
+                async for item in graph.astream(payload, config, stream_mode="values"):
+                    state = item
+        except kitaru_core.errors.ExecutionWaitingError as waiting:
+            print(waiting, file=sys.stderr)
+            return EXIT_WAITING
+    return report(options, state)
 
 
 if __name__ == "__main__":

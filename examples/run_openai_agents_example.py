@@ -10,7 +10,8 @@ ship them); put the folder holding `examples/` on `PYTHONPATH`, since the exampl
 examples' own auto mode (`EXAMPLES_INTERACTIVE_MODE=auto`, set unless already set), so it does not
 read stdin. Two things are injected from outside, through the SDK's public settings:
 - the model: `agents.set_default_openai_client(AsyncOpenAI(base_url=--base-url, ...))`,
-  `agents.set_default_openai_api("chat_completions")` and `OPENAI_DEFAULT_MODEL=--model-name`
+  `agents.set_default_openai_api(--openai-api)` (`chat_completions` by default; `responses`, the
+  SDK's own default, also works with the scripted server) and `OPENAI_DEFAULT_MODEL=--model-name`
   (the examples name no model, so their agents use the SDK's default model);
 - the one wrapping line: each `Agent` the module constructs is passed to
   `kitaru_adapters.openai_agents.durable(agent, approval_mode=--approval-mode)` right after
@@ -39,8 +40,10 @@ from typing import Any, Literal
 from _runner_support import after_construction, argument_parser, run_main, run_module_durably
 
 
-def inject_model(base_url: str, model_name: str) -> None:
-    """Make the SDK's default model a chat-completions model named `model_name` at `base_url`.
+def inject_model(
+    base_url: str, model_name: str, openai_api: Literal["chat_completions", "responses"] = "chat_completions"
+) -> None:
+    """Make the SDK's default model a model named `model_name` at `base_url`, on `openai_api`.
 
     Only the SDK's public settings are used; they last for this (one-shot) process.
     """
@@ -49,7 +52,7 @@ def inject_model(base_url: str, model_name: str) -> None:
 
     client = AsyncOpenAI(base_url=base_url, api_key="scripted", max_retries=0)
     agents.set_default_openai_client(client, use_for_tracing=False)
-    agents.set_default_openai_api("chat_completions")
+    agents.set_default_openai_api(openai_api)
     os.environ["OPENAI_DEFAULT_MODEL"] = model_name
 
 
@@ -74,10 +77,11 @@ def run_example(
     execution_id: str,
     model_name: str = "gpt-4o-mini",
     approval_mode: Literal["wait", "interrupt"] = "wait",
+    openai_api: Literal["chat_completions", "responses"] = "chat_completions",
 ) -> str:
     """Run `module` as `__main__` durably, in the examples' auto mode; return the execution id."""
     os.environ.setdefault("EXAMPLES_INTERACTIVE_MODE", "auto")
-    inject_model(base_url, model_name)
+    inject_model(base_url, model_name, openai_api)
     with agents_made_durable(approval_mode):
         return run_module_durably(module, execution_id)
 
@@ -91,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="wait",
         help="wait: approvals are durable waits; interrupt: the SDK's own RunState flow",
     )
+    parser.add_argument(
+        "--openai-api",
+        choices=["chat_completions", "responses"],
+        default="chat_completions",
+        help="the API of the SDK's default model (the SDK's own default is responses)",
+    )
     options = parser.parse_args(argv)
     return run_main(
         options,
@@ -100,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             execution_id=options.execution_id,
             model_name=options.model_name,
             approval_mode=options.approval_mode,
+            openai_api=options.openai_api,
         ),
     )
 

@@ -11,10 +11,11 @@ This module imports no agent framework.
 from typing import TYPE_CHECKING
 
 from kitaru_core import errors
-from kitaru_core._api import Checkpoint, Flow, checkpoint, durable_run, execution, flow
+from kitaru_core._api import Checkpoint, Flow, checkpoint, durable_run, execution, flow, named_run
 from kitaru_core._config import Settings, configure
 from kitaru_core._runtime import (
     CallUsage,
+    OnInterrupted,
     RetryPolicy,
     WaitSpec,
     current_execution,
@@ -41,8 +42,10 @@ __all__ = [
     "ExecutionSummary",
     "Flow",
     "JsonCodec",
+    "OnInterrupted",
     "RetryPolicy",
     "Settings",
+    "SideEffectPolicy",
     "Totals",
     "WaitSpec",
     "WaitView",
@@ -56,6 +59,7 @@ __all__ = [
     "fingerprint",
     "flow",
     "idempotency_key",
+    "named_run",
     "request_approval",
     "request_approval_together",
     "request_approvals",
@@ -83,6 +87,7 @@ _LAZY = {
     "request_approval": "_approvals",
     "request_approval_together": "_approvals",
     "request_approvals": "_approvals",
+    "SideEffectPolicy": "_interrupted",
 }
 
 
@@ -115,3 +120,4 @@ if TYPE_CHECKING:
         Totals,
         WaitView,
     )
+    from kitaru_core._interrupted import SideEffectPolicy

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import hashlib
 import inspect
 import sys
 import typing
@@ -12,21 +14,25 @@ from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from kitaru_core import _config
+from kitaru_core._ids import check_execution_id, fit_name
 from kitaru_core._records import StoredValue
 from kitaru_core._runtime import (
     ExecutionContext,
     ExecutionRun,
     Kind,
     OnDivergence,
+    OnInterrupted,
     RetryPolicy,
+    check_on_interrupted,
     current_execution,
     decode_stored,
+    get_store,
     open_or_find,
     run_checkpoint,
     run_checkpoint_async,
     scope,
 )
-from kitaru_core._serialization import Codec, JsonCodec
+from kitaru_core._serialization import Codec, JsonCodec, fingerprint, unstorable_type
 from kitaru_core.errors import ConfigurationError
 
 P = ParamSpec("P")
@@ -36,16 +42,60 @@ FILE_ENTRY_PREFIX = "file:"
 
 
 def _return_hint(function: Callable[..., Any]) -> Any:
+    return _resolve_return_hint(function)[1]
+
+
+def _resolve_return_hint(function: Callable[..., Any]) -> tuple[bool, Any]:
+    """`(resolved, hint)`: `resolved` is False when the annotations have unresolvable forward references."""
     try:
         hint = typing.get_type_hints(function).get("return")
     except Exception:  # unresolvable forward references: fall back to inferred types
-        return None
+        return False, None
+    return True, _useful_hint(hint)
+
+
+def _useful_hint(hint: Any) -> Any:
     if hint is None or hint is type(None):
         return None
     origin = typing.get_origin(hint)
     if origin is Coroutine or (isinstance(origin, type) and issubclass(origin, Coroutine)):
         return None
     return hint
+
+
+def _refuse_unstorable(
+    function: Callable[..., Any], hint: Any, *, decorator: str, codec: Codec | None, allow_pickle: bool | None
+) -> None:
+    """Raise `ConfigurationError` when the default codec cannot store what `function` is annotated to return."""
+    if hint is None or codec is not None or allow_pickle:
+        return
+    unstorable = unstorable_type(hint)
+    if unstorable is None:
+        return
+    if allow_pickle is None and _config.current_settings().allow_pickle:
+        return
+    name = getattr(unstorable, "__qualname__", None) or repr(unstorable)
+    module = getattr(unstorable, "__module__", "builtins")
+    shown = name if module == "builtins" else f"{module}.{name}"
+    options = (
+        "pass codec=YourCodec() (encode(value) -> (format, bytes), decode(format, bytes)), or opt in to "
+        "pickle with @checkpoint(allow_pickle=True)"
+        if decorator == "checkpoint"
+        else "opt in to pickle with configure(allow_pickle=True) or KITARU_ALLOW_PICKLE=true"
+    )
+    raise ConfigurationError(
+        f"@{decorator} {function.__module__}.{function.__qualname__} is annotated to return "
+        f"{_typing_repr(hint)}, and the default codec cannot store {shown}: its output could not be "
+        "recorded after the body ran. Return a storable type (JSON values, bytes, Decimal, datetimes, UUID, "
+        f"tuples, sets, Enums, pydantic models, dataclasses; see 'What can be stored'), {options}."
+    )
+
+
+def _typing_repr(hint: Any) -> str:
+    """A short text for an annotation: `int`, `dict[str, float]`, `myapp.Quote`."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__qualname__ if hint.__module__ == "builtins" else f"{hint.__module__}.{hint.__qualname__}"
+    return repr(hint).replace("typing.", "")
 
 
 def entry_point_of(function: Callable[..., Any]) -> str | None:
@@ -79,7 +129,10 @@ class Checkpoint(Generic[P, R]):
         allow_pickle: bool | None,
         codec: Codec | None,
         discriminator: Callable[..., str] | None,
+        on_interrupted: OnInterrupted | None = None,
     ) -> None:
+        if on_interrupted is not None:
+            check_on_interrupted(on_interrupted, f"@checkpoint on {function.__qualname__}")
         self.function = function
         self.name = name or function.__name__
         self.kind: Kind = kind
@@ -88,12 +141,24 @@ class Checkpoint(Generic[P, R]):
         self.allow_pickle = allow_pickle
         self.codec = codec
         self.discriminator = discriminator
+        self.on_interrupted: OnInterrupted | None = on_interrupted
         self.is_async = inspect.iscoroutinefunction(function)
         functools.update_wrapper(self, function)
+        resolved, hint = _resolve_return_hint(function)
+        if resolved:  # else: forward references resolved (and checked) at the first call
+            self._check(hint)
+            self.__dict__["_type_hint"] = hint
+
+    def _check(self, hint: Any) -> None:
+        _refuse_unstorable(
+            self.function, hint, decorator="checkpoint", codec=self.codec, allow_pickle=self.allow_pickle
+        )
 
     @functools.cached_property
     def _type_hint(self) -> Any:
-        return _return_hint(self.function)
+        hint = _return_hint(self.function)
+        self._check(hint)
+        return hint
 
     @functools.cached_property
     def _signature(self) -> inspect.Signature | None:
@@ -124,6 +189,7 @@ class Checkpoint(Generic[P, R]):
             "allow_pickle": self.allow_pickle,
             "on_divergence": self.on_divergence,
             "retry": self.retry,
+            "on_interrupted": self.on_interrupted,
         }
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -161,6 +227,7 @@ def checkpoint(
     allow_pickle: bool | None = None,
     codec: Codec | None = None,
     discriminator: Callable[..., str] | None = None,
+    on_interrupted: OnInterrupted | None = None,
 ) -> Callable[[Callable[P, R]], Checkpoint[P, R]]: ...
 
 
@@ -175,6 +242,7 @@ def checkpoint(
     allow_pickle: bool | None = None,
     codec: Codec | None = None,
     discriminator: Callable[..., str] | None = None,
+    on_interrupted: OnInterrupted | None = None,
 ) -> Any:
     """Mark a function (sync or async) whose calls are durable checkpoint calls.
 
@@ -191,13 +259,26 @@ def checkpoint(
         retry: Retry policy for exceptions the function raises.
         on_divergence: `"rerun"`: run again when the arguments differ from the stored call (the old
             record is kept as superseded); `"error"`: raise `DivergenceError`.
-        allow_pickle: Store outputs JSON cannot represent with pickle (off by default).
-        codec: A custom `Codec` for the output.
+        allow_pickle: Store outputs the default codec cannot store with pickle (off by default;
+            `None`: the global setting).
+        codec: A custom `Codec` for the output. The default, `JsonCodec`, serves exactly the
+            value the function returned (same value, same type; see "What can be stored").
         discriminator: Computes a stable discriminator from the call's arguments, for calls made
             concurrently (threads, asyncio tasks) whose order may change between runs.
+        on_interrupted: What a later run does when the runner stopped inside this function's body
+            (a crash while it ran): `"retry"` runs it again; `"ask"` stops the execution at a wait
+            where a person chooses to run it again or gives its result; `"fail"` fails the
+            execution with `InterruptedCallError` until somebody answers that wait. Default:
+            `configure(on_interrupted=...)`, itself `"retry"`.
 
     Returns:
         A `Checkpoint` wrapping the function, or a decorator that makes one.
+
+    Raises:
+        ConfigurationError: The return annotation names a type the default codec cannot store
+            (e.g. a plain class, a `Callable`, an `Iterator`) and neither `codec` nor
+            `allow_pickle` is given. An annotation with a forward reference that cannot be
+            resolved yet is checked at the first call instead, before the body runs.
 
     Example:
         ```python
@@ -217,6 +298,7 @@ def checkpoint(
             allow_pickle=allow_pickle,
             codec=codec,
             discriminator=discriminator,
+            on_interrupted=on_interrupted,
         )
 
     if function is not None:
@@ -299,17 +381,115 @@ def execution(
         yield context
 
 
+_named_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("kitaru_named_run", default=None)
+
+TURN_SEPARATOR = "~"
+"""Joins a run identity's execution id and a turn number: `ticket-42`, `ticket-42~2`, `ticket-42~3`..."""
+
+
 @contextmanager
-def durable_run(name: str, *, inputs: Any = None, execution_id: str | None = None) -> Generator[str]:
+def named_run(execution_id: str) -> Generator[None]:
+    """Name the identity of the top-level adapter runs started inside this block.
+
+    A run that names its identity follows the re-run rule (see `durable_run`): run again with
+    the same input after it completed, it is served from the store (no model request, no tool
+    run); after a crash, failure or wait it resumes; with another input it is a new turn, a new
+    execution `{execution_id}~2`, `~3`... linked to the identity.
+
+    Args:
+        execution_id: The identity, used as the first turn's execution id (e.g. `"ticket-42"`).
+
+    Yields:
+        Nothing; runs of durable agents inside the block use the identity.
+
+    Raises:
+        InvalidIdError: `execution_id` breaks the id rule (empty, over 200 characters, control
+            characters; see `kitaru_core._ids`).
+    """
+    check_execution_id(execution_id)
+    token = _named_run.set(execution_id)
+    try:
+        yield
+    finally:
+        _named_run.reset(token)
+
+
+def _turn_id(base: str, turn: int) -> str:
+    return base if turn == 1 else fit_name(f"{base}{TURN_SEPARATOR}{turn}")
+
+
+def _latest_turn(base: str) -> int:
+    """The highest turn number with an execution under `base` (0: none), in O(log turns) lookups."""
+    store = get_store()
+
+    def exists(turn: int) -> bool:
+        return store.find_execution(_turn_id(base, turn)) is not None
+
+    if not exists(1):
+        return 0
+    low, high = 1, 2
+    while exists(high):  # turns are numbered without gaps: gallop, then bisect
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if exists(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def identity_execution_id(base: str, inputs: Any) -> str:
+    """The execution a run under the identity `base` with these inputs belongs to (the re-run rule).
+
+    The latest turn under the identity is returned when it had the same inputs (it is then
+    served if completed, resumed otherwise); else a new turn's id.
+
+    Args:
+        base: The identity's first execution id.
+        inputs: The run's JSON-able inputs.
+
+    Returns:
+        The execution id to open.
+    """
+    latest = _latest_turn(base)
+    if latest == 0:
+        return base
+    fingerprint_input, _stored = _inputs_for_storage(inputs) if inputs is not None else (None, None)
+    wanted = fingerprint(fingerprint_input) if fingerprint_input is not None else None
+    record = get_store().get_execution(_turn_id(base, latest))
+    if wanted is not None and record.inputs_fingerprint == wanted:
+        return record.id
+    return _turn_id(base, latest + 1)
+
+
+@contextmanager
+def durable_run(
+    name: str, *, inputs: Any = None, execution_id: str | None = None, identity: str | None = None
+) -> Generator[str]:
     """Mark one top-level run of an agent, crew or graph (used by adapters).
 
-    Outside any execution it opens one (resuming an unfinished execution of the same `name` and
-    `inputs`); inside an execution it opens a stable scope so the run's calls get their own keys.
+    Outside any execution it opens one; inside an execution it opens a stable scope so the run's
+    calls get their own keys. Which execution it opens follows the re-run rule:
+
+    - A run that names its identity (`execution_id`, `identity`, or an enclosing `named_run`)
+      is served when the latest run under that identity had the same inputs and completed (its
+      execution is entered again and every call is served from the store); it resumes when that
+      run crashed, failed or is waiting; with other inputs it is a new turn: a new execution
+      `{id}~2`, `~3`... linked to the identity.
+    - An anonymous run resumes the unfinished (crashed, failed, waiting) execution of the same
+      `name` and `inputs`, and is a new execution otherwise.
+
+    `current_execution().served_completed` tells the adapter when the run is a served re-run of
+    a completed execution (so it can avoid side effects outside checkpoint calls, such as
+    appending to a conversation session again).
 
     Args:
         name: The agent's name, e.g. `pydantic_ai:support_agent`.
         inputs: JSON-able inputs of the run (prompt, history...) identifying it for resume.
-        execution_id: Explicit execution id when opening a new execution.
+        execution_id: The run's explicit identity: its first turn's execution id.
+        identity: An identity the framework names (a session id, a thread id); the first turn's
+            execution id is derived from `name` and it (a hash, so any string is safe).
 
     Yields:
         The id of the execution the run belongs to.
@@ -319,7 +499,12 @@ def durable_run(name: str, *, inputs: Any = None, execution_id: str | None = Non
         with scope(name):
             yield active.execution_id
         return
-    with execution(execution_id, name=name, inputs=inputs) as context:
+    base = check_execution_id(execution_id) if execution_id is not None else _named_run.get()
+    if base is None and identity is not None:
+        digest = hashlib.sha256(f"{name}\x00{identity}".encode()).hexdigest()[:24]
+        base = f"run-{digest}"
+    resolved = identity_execution_id(base, inputs) if base is not None else None
+    with execution(resolved, name=name, inputs=inputs) as context:
         yield context.execution_id
 
 
@@ -335,6 +520,10 @@ class Flow(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(function)
         self.signature = inspect.signature(function)
         functools.update_wrapper(self, function)
+        resolved, hint = _resolve_return_hint(function)
+        if resolved:  # else: forward references resolved (and checked) at the first call
+            _refuse_unstorable(function, hint, decorator="flow", codec=None, allow_pickle=None)
+            self.__dict__["_type_hint"] = hint
 
     @functools.cached_property
     def entry_point(self) -> str | None:
@@ -343,7 +532,9 @@ class Flow(Generic[P, R]):
 
     @functools.cached_property
     def _type_hint(self) -> Any:
-        return _return_hint(self.function)
+        hint = _return_hint(self.function)
+        _refuse_unstorable(self.function, hint, decorator="flow", codec=None, allow_pickle=None)
+        return hint
 
     def bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The flow's arguments by parameter name, with defaults applied."""
@@ -460,6 +651,11 @@ def flow(function: Callable[..., Any] | None = None, /, *, name: str | None = No
 
     Returns:
         A `Flow` wrapping the function, or a decorator that makes one.
+
+    Raises:
+        ConfigurationError: The return annotation names a type the default codec cannot store and
+            pickle is not allowed (`configure(allow_pickle=True)`); checked at the first call when
+            a forward reference cannot be resolved yet.
     """
 
     def decorate(target: Callable[..., Any]) -> Flow[..., Any]:

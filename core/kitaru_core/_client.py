@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from kitaru_core import _config, _runtime
 from kitaru_core._api import FILE_ENTRY_PREFIX, Flow
 from kitaru_core._records import AuditRecord
-from kitaru_core._serialization import JsonCodec, import_callable
+from kitaru_core._serialization import TYPED_FORMAT, JsonCodec, import_callable
 from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store
 from kitaru_core.errors import (
     CallNotFoundError,
@@ -61,6 +61,13 @@ def _time(epoch_s: float | None) -> datetime | None:
     return datetime.fromtimestamp(epoch_s, tz=UTC) if epoch_s is not None else None
 
 
+def _call_status(call: CallRecord, latest_run: int, in_flight: bool) -> str:
+    """A `started` record (`on_interrupted="ask"/"fail"`) is `running` while its runner lives, else `interrupted`."""
+    if call.status != "started":
+        return call.status
+    return "running" if in_flight and call.run_number == latest_run else "interrupted"
+
+
 class CallView(BaseModel):
     """One checkpoint call in an execution's timeline.
 
@@ -69,7 +76,9 @@ class CallView(BaseModel):
         key: Stable call key (scope/name:discriminator).
         name: Checkpoint name (`model_request`, `tool:lookup`, a function name...).
         kind: `model`, `tool`, `mcp` or `user`.
-        status: `completed`, `failed` or `superseded`.
+        status: `completed`, `failed`, `superseded`; for calls with `on_interrupted="ask"` or
+            `"fail"` also `running` (its body runs now) or `interrupted` (its runner stopped inside
+            the body; a wait named `interrupted:...` resolves it).
         source: In the latest run: `live` (ran then), `store` (served from the store) or
             `not reached` (recorded earlier, not reached by the latest run).
         run_number: The run of the execution that recorded it.
@@ -363,7 +372,8 @@ class Client:
 
         Returns:
             The output as JSON data (dicts, lists, strings, numbers, booleans, `None`); `None` for a
-            call that stored no output (a failed call).
+            call that stored no output (a failed call). What JSON cannot carry (bytes, NaN, datetimes,
+            models...) appears in the default codec's tagged form, `{"$kitaru": kind, ...}`.
 
         Raises:
             ExecutionNotFoundError: No such execution.
@@ -401,7 +411,7 @@ class Client:
         text = raw[: PREVIEW_CHARACTERS * 4].decode("utf-8", errors="replace")
         return text if len(text) <= PREVIEW_CHARACTERS else text[:PREVIEW_CHARACTERS] + "…"
 
-    def _call_view(self, call: CallRecord, latest_run: int) -> CallView:
+    def _call_view(self, call: CallRecord, latest_run: int, in_flight: bool = False) -> CallView:
         if call.run_number == latest_run:
             source: Literal["live", "store", "not reached"] = "live"
         elif call.last_served_run == latest_run:
@@ -413,7 +423,7 @@ class Client:
             key=call.call_key,
             name=call.name,
             kind=call.kind,
-            status=call.status,
+            status=_call_status(call, latest_run, in_flight),
             source=source,
             run_number=call.run_number,
             duration_s=max(0.0, call.ended_at_epoch_s - call.started_at_epoch_s),
@@ -465,7 +475,8 @@ class Client:
         """
         record = self.store.get_execution(execution_id)
         calls = self.store.load_calls(execution_id, include_superseded=True)
-        views = [self._call_view(call, record.run_count) for call in calls]
+        in_flight = record.status == "running" and _runtime.lease_is_live(record)
+        views = [self._call_view(call, record.run_count, in_flight) for call in calls]
         totals = Totals()
         for view in views:
             if view.status == "superseded":
@@ -493,9 +504,20 @@ class Client:
         )
 
     def get_output(self, execution_id: str, *, type_hint: Any = None) -> Any:
-        """The stored output of a completed execution.
+        """The stored output of a completed execution, exactly as the flow returned it.
+
+        Args:
+            execution_id: The execution.
+            type_hint: Finds classes defined inside functions that the output names, and validates
+                outputs stored by 0.1 (format `json`) into this type. It never converts a value
+                stored since.
+
+        Returns:
+            The output.
 
         Raises:
+            SerializationError: The output names a class whose module is not imported (import it,
+                or allow it with `configure(decode_modules=[...])`).
             ExecutionNotFoundError: No such execution.
             ExecutionFailedError: It failed.
             ExecutionError: It has not completed.
@@ -643,7 +665,10 @@ class Client:
         inputs = _runtime.decode_stored(self.store, _stored_inputs(record), JsonCodec()) or {}
         if not isinstance(inputs, dict):
             raise SerializationError(f"Stored inputs of {execution_id!r} are not a mapping of parameters.")
-        arguments = flow_object.decode_inputs(inputs)  # pyright: ignore[reportUnknownArgumentType]
+        if record.inputs_format == TYPED_FORMAT:
+            arguments: dict[str, Any] = inputs  # pyright: ignore[reportUnknownVariableType]  # stored exactly
+        else:  # written by 0.1 as plain JSON: validated into the parameters' annotations
+            arguments = flow_object.decode_inputs(inputs)  # pyright: ignore[reportUnknownArgumentType]
         result = flow_object.run(execution_id=execution_id, **arguments)
         if flow_object.is_async:
             import asyncio

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ _ENVIRONMENT = {
     "lease_duration_s": "KITARU_LEASE_DURATION_S",
     "wait_poll_interval_s": "KITARU_WAIT_POLL_INTERVAL_S",
     "interactive": "KITARU_INTERACTIVE",
+    "on_interrupted": "KITARU_ON_INTERRUPTED",
     "store_retry_budget_s": "KITARU_STORE_RETRY_BUDGET_S",
     "sqlite_busy_timeout_s": "KITARU_SQLITE_BUSY_TIMEOUT_S",
+    "decode_modules": "KITARU_DECODE_MODULES",
 }
 
 
@@ -37,16 +40,24 @@ class Settings:
             `./.kitaru/artifacts`.
         inline_limit_bytes: Serialized values up to this size are stored in the database; larger
             ones go to the artifact store.
-        allow_pickle: Store values that JSON cannot represent with pickle. Off by default: a shared
+        allow_pickle: Store values the default codec cannot store with pickle. Off by default: a shared
             artifact store must not become a code-execution path.
         lease_duration_s: Seconds a runner's lease lasts without renewal. The heartbeat renews it
             every third of that.
         wait_poll_interval_s: Seconds between polls of the store while `wait()` waits for an answer.
         interactive: Ask waits at the terminal. `None` means: when stdin and stdout are terminals.
+        on_interrupted: What a later run does with a checkpoint call whose runner stopped inside its
+            body, for calls that do not choose: `"retry"` (run it again), `"ask"` (a durable wait)
+            or `"fail"` (an error until somebody answers). See `run_checkpoint`.
         store_retry_budget_s: Seconds a store operation keeps retrying a lost connection or a
             serialization failure (exponential backoff) before it fails with `StoreError`.
         sqlite_busy_timeout_s: Seconds a SQLite write waits for another process's write lock before
             it fails with `StoreError` (reads never wait: they take no write lock).
+        decode_modules: Modules (and their submodules) that loading a stored value may import to
+            find the class it names (a pydantic model, dataclass, Enum or named tuple). Loading
+            otherwise uses only modules already imported: a stored value never decides what code
+            is loaded. Environment: `KITARU_DECODE_MODULES=myapp.models,billing` (comma-separated);
+            config file: `decode_modules = ["myapp.models"]`.
     """
 
     store_url: str | None = None
@@ -56,8 +67,10 @@ class Settings:
     lease_duration_s: float = 30.0
     wait_poll_interval_s: float = 1.0
     interactive: bool | None = None
+    on_interrupted: str = "retry"
     store_retry_budget_s: float = 30.0
     sqlite_busy_timeout_s: float = 30.0
+    decode_modules: tuple[str, ...] = ()
 
     def resolved_store_url(self) -> str:
         """The store URL, defaulting to the SQLite file under `./.kitaru/`."""
@@ -76,8 +89,23 @@ _lock = threading.Lock()
 _overrides: dict[str, Any] = {}
 
 
+def _module_names(raw: Any) -> tuple[str, ...]:
+    names: list[Any] = raw.split(",") if isinstance(raw, str) else list(raw)
+    if not all(isinstance(name, str) for name in names):
+        raise ConfigurationError(f"decode_modules must be module names (strings), got {raw!r}.")
+    cleaned = tuple(str(name).strip() for name in names if str(name).strip())
+    for name in cleaned:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigurationError(
+                f"decode_modules entry {name!r} is not a module name like 'myapp.models'."
+            )
+    return cleaned
+
+
 def _coerce(name: str, raw: Any) -> Any:
     kind = {field.name: field.type for field in fields(Settings)}[name]
+    if name == "decode_modules":
+        return _module_names(raw)
     if not isinstance(raw, str):
         return raw
     try:
@@ -135,8 +163,10 @@ def configure(
     lease_duration_s: float | None = None,
     wait_poll_interval_s: float | None = None,
     interactive: bool | None = None,
+    on_interrupted: str | None = None,
     store_retry_budget_s: float | None = None,
     sqlite_busy_timeout_s: float | None = None,
+    decode_modules: Iterable[str] | None = None,
     reset: bool = False,
 ) -> Settings:
     """Set where and how executions are stored, for this process.
@@ -150,13 +180,18 @@ def configure(
             `postgresql+psycopg://user@host/db`. `sqlite://` is an in-memory store for tests.
         artifacts_url: fsspec URL for large values: a folder path, `memory://name`, `s3://bucket/prefix`.
         inline_limit_bytes: Largest serialized value (bytes) stored inline in the database.
-        allow_pickle: Allow pickle for values JSON cannot represent, for every checkpoint.
+        allow_pickle: Allow pickle for values the default codec cannot store, for every checkpoint.
         lease_duration_s: Seconds a runner's lease lasts without a heartbeat.
         wait_poll_interval_s: Seconds between store polls while a wait waits for its answer.
         interactive: Ask waits at the terminal (`None`: only when stdin and stdout are terminals).
+        on_interrupted: Default for checkpoint calls that do not choose: `"retry"` (the default:
+            a call cut off inside its body runs again), `"ask"` or `"fail"` (see `run_checkpoint`).
         store_retry_budget_s: Seconds a store operation retries a lost database connection or a
             serialization failure before failing with `StoreError` (0: no retry).
         sqlite_busy_timeout_s: Seconds a SQLite write waits for another process's write lock.
+        decode_modules: Module names (a name covers its submodules) that loading a stored value may
+            import to find the class it names; by default only modules already imported are used.
+            Replaces the earlier list.
         reset: Forget every earlier `configure` keyword first.
 
     Returns:
@@ -173,8 +208,10 @@ def configure(
         "lease_duration_s": lease_duration_s,
         "wait_poll_interval_s": wait_poll_interval_s,
         "interactive": interactive,
+        "on_interrupted": on_interrupted,
         "store_retry_budget_s": store_retry_budget_s,
         "sqlite_busy_timeout_s": sqlite_busy_timeout_s,
+        "decode_modules": None if decode_modules is None else _module_names(decode_modules),
     }
     if store_retry_budget_s is not None and store_retry_budget_s < 0:
         raise ConfigurationError(f"store_retry_budget_s must be >= 0 seconds, got {store_retry_budget_s}.")
@@ -188,6 +225,8 @@ def configure(
         raise ConfigurationError(
             f"wait_poll_interval_s must be positive seconds, got {wait_poll_interval_s}."
         )
+    if on_interrupted is not None and on_interrupted not in ("retry", "ask", "fail"):
+        raise ConfigurationError(f'on_interrupted must be "retry", "ask" or "fail", got {on_interrupted!r}.')
     if inline_limit_bytes is not None and inline_limit_bytes < 0:
         raise ConfigurationError(f"inline_limit_bytes must be >= 0, got {inline_limit_bytes}.")
     with _lock:

@@ -29,8 +29,10 @@ from kitaru_core.errors import (
     ExecutionCancelledError,
     ExecutionLockedError,
     ExecutionWaitingError,
+    InterruptedCallError,
     LeaseLostError,
     PendingWait,
+    SerializationError,
     StoreError,
 )
 
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Kind = Literal["model", "tool", "user", "mcp"]
 OnDivergence = Literal["rerun", "error"]
+OnInterrupted = Literal["retry", "ask", "fail"]
+"""What a later run does with a checkpoint call whose runner stopped inside its body: `"retry"` runs it
+again (the default), `"ask"` stops at a durable wait for a person, `"fail"` fails the execution until
+somebody answers that wait (see `run_checkpoint`)."""
 
 logger = logging.getLogger(__name__)
 _UNSET: Any = object()
@@ -288,6 +294,8 @@ class ExecutionContext:
         self.owner = owner
         self.settings = settings
         self.run_number = record.run_count
+        self.served_completed = False
+        """Whether this run entered an execution that had completed: every call should be served."""
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, str], int] = {}
         self._calls: dict[str, CallRecord] = {}
@@ -466,8 +474,13 @@ class ExecutionContext:
         usage: CallUsage | None,
         details: dict[str, Any] | None,
         supersede: CallRecord | None,
+        replace: CallRecord | None = None,
     ) -> CallRecord:
-        """Commit one checkpoint call; raises `LeaseLost` if another runner owns the execution now."""
+        """Commit one checkpoint call; raises `LeaseLost` if another runner owns the execution now.
+
+        `replace` is this run's `started` record of the call (`on_interrupted="ask"/"fail"`): it is
+        updated in place to the outcome instead of a new record being inserted.
+        """
         with self._lock:
             self._sequence += 1
             sequence = self._sequence
@@ -496,13 +509,19 @@ class ExecutionContext:
             "cost_usd": usage.cost_usd if usage else None,
             "details": json.dumps(details, default=str) if details else None,
         }
-        previous = self._calls.get(key)
-        supersede_ids = [supersede.id] if supersede is not None else []
-        if previous is not None and previous.status == "failed":
-            supersede_ids.append(previous.id)
-        row_id = self.store.record_call(
-            values, supersede_ids=supersede_ids, lease=(self.execution_id, self.owner)
-        )
+        lease = (self.execution_id, self.owner)
+        if replace is not None:
+            row_id = replace.id if self.store.finish_started_call(replace.id, values, lease=lease) else -1
+        else:
+            previous = self._calls.get(key)
+            supersede_ids = [supersede.id] if supersede is not None else []
+            if (
+                previous is not None
+                and previous.status in ("failed", "started")
+                and previous.id not in supersede_ids
+            ):  # a failed call, or an attempt interrupted in an earlier run
+                supersede_ids.append(previous.id)
+            row_id = self.store.record_call(values, supersede_ids=supersede_ids, lease=lease)
         if row_id < 0:
             self.lease_lost = True
             raise LeaseLost(self.execution_id)
@@ -510,6 +529,13 @@ class ExecutionContext:
         with self._lock:
             self._calls[key] = record
         return record
+
+    def discard_started(self, record: CallRecord) -> None:
+        """Forget this run's `started` record of a call whose body stopped at a wait (it runs again on resume)."""
+        if self.store.discard_started_call(record.id, lease=(self.execution_id, self.owner)):
+            with self._lock:
+                if self._calls.get(record.call_key) is record:
+                    del self._calls[record.call_key]
 
     # waits ------------------------------------------------------------------------------------------
 
@@ -606,18 +632,33 @@ class _Plan:
     supersede: CallRecord | None
     details: dict[str, Any] | None
     retry: RetryPolicy
+    on_interrupted: OnInterrupted = "retry"
+    first_attempt: int = 1
     attempts: int = 0
     started_at_epoch_s: float = 0.0
+    started: CallRecord | None = None
 
     @contextmanager
     def running(self) -> Generator[None]:
-        """Time the attempts and make the call the scope and idempotency key of its body."""
+        """Time the attempts and make the call the scope and idempotency key of its body.
+
+        With `on_interrupted="ask"` or `"fail"` a `started` record is committed first, so a later
+        run can tell that this attempt was cut off inside the body.
+        """
         self.started_at_epoch_s = time.time()
-        self.attempts = 1
+        self.attempts = self.first_attempt
+        if self.on_interrupted != "retry":
+            self.started = self._record("started", None, None, None)
         call_token = _call.set(self.key)
         scope_token = _scope.set(self.key)
         try:
             yield
+        except BaseException as error:
+            # A body that stopped at a wait stopped in order: it runs again on resume, as it would
+            # without a `started` record. Anything else (a kill, Ctrl-C) leaves the record `started`.
+            if self.started is not None and isinstance(find_signal(error), SuspendExecution):
+                self.context.discard_started(self.started)
+            raise
         finally:
             _scope.reset(scope_token)
             _call.reset(call_token)
@@ -639,8 +680,9 @@ class _Plan:
 
     def _record(
         self, status: str, value: StoredValue | None, error: BaseException | None, usage: CallUsage | None
-    ) -> None:
-        self.context.record(
+    ) -> CallRecord:
+        started, self.started = self.started, None
+        return self.context.record(
             key=self.key,
             name=self.name,
             kind=self.kind,
@@ -652,8 +694,19 @@ class _Plan:
             started_at_epoch_s=self.started_at_epoch_s,
             usage=usage,
             details=self.details,
-            supersede=self.supersede,
+            supersede=None if started is not None else self.supersede,
+            replace=started,
         )
+
+
+def check_on_interrupted(value: str, where: str) -> None:
+    """Refuse an unknown `on_interrupted` value with a message naming the valid ones.
+
+    Raises:
+        ConfigurationError: `value` is not `"retry"`, `"ask"` or `"fail"`.
+    """
+    if value not in ("retry", "ask", "fail"):
+        raise ConfigurationError(f'{where}: on_interrupted must be "retry", "ask" or "fail", got {value!r}.')
 
 
 def _codec_for(
@@ -678,27 +731,150 @@ def _plan(
     on_divergence: OnDivergence,
     details: dict[str, Any] | None,
     retry: RetryPolicy | None,
+    on_interrupted: OnInterrupted | None = None,
+    given_result: Callable[[Any], Any] | None = None,
 ) -> tuple[_Plan | None, Any]:
-    """Decide whether a call is served from the store. Returns `(plan, _UNSET)` or `(None, stored value)`."""
+    """Decide whether a call is served from the store. Returns `(plan, _UNSET)` or `(None, stored value)`.
+
+    A record left `started` by an earlier run (its runner stopped inside the body) is run again
+    (`retry`), or resolved by a person's answer to its wait (`ask`, `fail`): run again, or the given
+    result committed and returned as the call's output.
+    """
     context = _current.get()
     assert context is not None
     context.check_alive()
+    mode: OnInterrupted = on_interrupted or context.settings.on_interrupted  # pyright: ignore[reportAssignmentType]
+    if mode not in ("retry", "ask", "fail"):
+        check_on_interrupted(mode, f"checkpoint {name!r}")
     key = context.next_key(name, discriminator)
     fingerprint_ = fingerprint(inputs)
     chosen_codec = _codec_for(codec, type_hint, allow_pickle, context.settings)
     stored = context.stored_call(key)
     supersede: CallRecord | None = None
-    if stored is not None and stored.status == "completed":
-        if fingerprint_ is None or stored.fingerprint is None or fingerprint_ == stored.fingerprint:
-            assert stored.output is not None
-            value = chosen_codec.decode(stored.output.format, context.store.load_value(stored.output))
-            context.note_served(stored)
-            return None, value
-        if on_divergence == "error":
-            raise DivergenceError(context.execution_id, key, stored.fingerprint, fingerprint_)
-        supersede = stored
-    plan = _Plan(context, key, name, kind, fingerprint_, chosen_codec, supersede, details, retry or NO_RETRY)
+    first_attempt = 1
+    if stored is not None and stored.status in ("completed", "started"):
+        same_inputs = fingerprint_ is None or stored.fingerprint is None or fingerprint_ == stored.fingerprint
+        if not same_inputs and on_divergence == "error":  # both fingerprints are known here
+            raise DivergenceError(context.execution_id, key, stored.fingerprint or "", fingerprint_ or "")
+        if stored.status == "completed":
+            if same_inputs:
+                assert stored.output is not None
+                value = chosen_codec.decode(stored.output.format, context.store.load_value(stored.output))
+                context.note_served(stored)
+                return None, value
+            supersede = stored
+        elif same_inputs:  # interrupted inside its body in an earlier run
+            first_attempt = stored.attempts + 1
+            if mode != "retry":
+                given = _resolve_interrupted(
+                    context,
+                    stored,
+                    name=name,
+                    kind=kind,
+                    inputs=inputs,
+                    mode=mode,
+                    codec=chosen_codec,
+                    type_hint=type_hint,
+                    given_result=given_result,
+                    fingerprint_=fingerprint_,
+                    details=details,
+                )
+                if given is not _UNSET:
+                    return None, given
+    plan = _Plan(
+        context,
+        key,
+        name,
+        kind,
+        fingerprint_,
+        chosen_codec,
+        supersede,
+        details,
+        retry or NO_RETRY,
+        on_interrupted=mode,
+        first_attempt=first_attempt,
+    )
     return plan, _UNSET
+
+
+def _resolve_interrupted(
+    context: ExecutionContext,
+    stored: CallRecord,
+    *,
+    name: str,
+    kind: str,
+    inputs: Any,
+    mode: OnInterrupted,
+    codec: Codec,
+    type_hint: Any,
+    given_result: Callable[[Any], Any] | None,
+    fingerprint_: str | None,
+    details: dict[str, Any] | None,
+) -> Any:
+    """Settle an interrupted call through its wait: `_UNSET` to run it again, or the given result.
+
+    Raises:
+        SuspendExecution: `ask`, and nobody has answered yet.
+        InterruptedCallError: `fail`, and nobody has answered yet.
+    """
+    from pydantic import TypeAdapter
+
+    from kitaru_core import _interrupted
+
+    asked = _interrupted.question(stored, name, inputs, mode)
+    answer_type = _interrupted.answer_type(None if given_result is not None else type_hint)
+    adapter = TypeAdapter(answer_type)
+    spec = WaitSpec(asked.wait_name, asked.text, answer_type, asked.metadata)
+    item = _OpenWait(asked.wait_name, spec, adapter, adapter.json_schema())
+    store = context.store
+    cached = context.cached_wait(item.name)
+    item.record = (
+        cached
+        if cached is not None and cached.status == "answered"
+        else store.find_wait(context.execution_id, item.name)
+    )
+    interactive = mode == "ask" and _interactive(context.settings)
+    scope_token = _scope.set(stored.call_key)  # the wait belongs to the call in the timeline
+    try:
+        while True:
+            item.settle(context, interactive)
+            if not item.done:
+                break
+            action, result = _interrupted.resolution(item.value)
+            if action == "retry":
+                return _UNSET
+            try:
+                output = given_result(result) if given_result is not None else result
+                format_, payload = codec.encode(output)
+            except (SerializationError, ValueError, TypeError) as error:
+                store.refuse_answer(
+                    context.execution_id, item.name, [f"result: cannot be the call's output: {error}"]
+                )
+                item.record, item.done = store.find_wait(context.execution_id, item.name), False
+                continue
+            now = time.time()
+            context.record(
+                key=stored.call_key,
+                name=name,
+                kind=kind,
+                status="completed",
+                fingerprint_=fingerprint_,
+                value=store.prepare_value(format_, payload),
+                error=None,
+                attempts=stored.attempts,
+                started_at_epoch_s=now,
+                usage=None,
+                details={**(details or {}), "given_by": "person", "wait": item.name},
+                supersede=None,
+            )
+            return codec.decode(format_, payload)
+    finally:
+        _scope.reset(scope_token)
+    if mode == "ask":
+        raise SuspendExecution(context.execution_id)
+    raise InterruptedCallError(
+        context.execution_id, stored.call_key, asked.description, stored.started_at_epoch_s, item.name
+    )
 
 
 def run_checkpoint(
@@ -715,6 +891,8 @@ def run_checkpoint(
     retry: RetryPolicy | None = None,
     usage: Callable[[T], CallUsage | None] | None = None,
     details: dict[str, Any] | None = None,
+    on_interrupted: OnInterrupted | None = None,
+    given_result: Callable[[Any], T] | None = None,
     **kwargs: Any,
 ) -> T:
     """Run `function(*args, **kwargs)` as one checkpoint call of the current execution.
@@ -730,21 +908,37 @@ def run_checkpoint(
         discriminator: A stable discriminator (e.g. a tool call id); default: occurrence count.
         kind: `model`, `tool`, `mcp` or `user`, shown in the timeline.
         inputs: What to fingerprint; default: `(args, kwargs)`.
-        codec: How to store the output; default: JSON through pydantic.
-        type_hint: Type to load the stored JSON into (default codec only).
+        codec: How to store the output; default: `JsonCodec`, lossless JSON (the served output is
+            equal to the returned one and of the same type).
+        type_hint: The function's return type (default codec only): finds classes defined inside
+            functions, and validates outputs stored by 0.1. It never converts a value.
         allow_pickle: Allow pickle for this call's output (default: the global setting).
         on_divergence: `"rerun"` (default) or `"error"` when the stored inputs differ.
         retry: Retry policy for exceptions raised by `function`.
         usage: Extracts token usage and cost from the output (model calls).
         details: Small JSON-able facts shown in the timeline (tool name, arguments preview...).
+        on_interrupted: What a later run does when this call's runner stopped inside its body (a
+            crash or kill while it ran): `"retry"` runs it again (at-least-once; records nothing
+            extra); `"ask"` commits a `started` record before the body and turns an interrupted call
+            into a durable wait a person answers with `{"action": "retry"}` or
+            `{"action": "result", "result": ...}`; `"fail"` records the same wait and raises
+            `InterruptedCallError` until it is answered. Default: `configure(on_interrupted=...)`,
+            itself `"retry"` by default.
+        given_result: Turns a result a person gave for an interrupted call (JSON, validated against
+            `type_hint` when there is one) into the call's output; default: the value itself.
         **kwargs: Keyword arguments for `function`.
 
     Returns:
-        The function's output, live or from the store.
+        The function's output, live or from the store (or the result a person gave).
 
     Raises:
         DivergenceError: The stored inputs differ and `on_divergence="error"`.
-        SerializationError: The output cannot be stored.
+        InterruptedCallError: The call was interrupted in an earlier run, `on_interrupted="fail"`,
+            and nobody has answered its wait yet.
+        SerializationError: The output cannot be stored (raised after the function ran and before
+            anything is committed: the call is not completed and runs again on resume), or a stored
+            output cannot be loaded (a class whose module is neither imported nor allowed by
+            `configure(decode_modules=...)`, a corrupt or tampered record).
         Exception: Whatever `function` raised on its last attempt (it is recorded first).
     """
     if _current.get() is None:
@@ -760,6 +954,8 @@ def run_checkpoint(
         on_divergence=on_divergence,
         details=details,
         retry=retry,
+        on_interrupted=on_interrupted,
+        given_result=given_result,
     )
     if plan is None:
         return stored
@@ -790,6 +986,8 @@ async def run_checkpoint_async(
     retry: RetryPolicy | None = None,
     usage: Callable[[T], CallUsage | None] | None = None,
     details: dict[str, Any] | None = None,
+    on_interrupted: OnInterrupted | None = None,
+    given_result: Callable[[Any], T] | None = None,
     **kwargs: Any,
 ) -> T:
     """Await `function(*args, **kwargs)` as one checkpoint call; see `run_checkpoint`.
@@ -812,6 +1010,8 @@ async def run_checkpoint_async(
         on_divergence=on_divergence,
         details=details,
         retry=retry,
+        on_interrupted=on_interrupted,
+        given_result=given_result,
     )
     if plan is None:
         return stored
@@ -1138,9 +1338,11 @@ class ExecutionRun:
 
     def __enter__(self) -> ExecutionContext:
         settings = _config.current_settings()
+        completed_before = self.store.get_execution(self.execution_id).status == "completed"
         sent_at_s = lease_clock_s()  # before the lease is written: the lease lasts at least D from here
         record, owner = acquire(self.store, self.execution_id, settings)
         context = ExecutionContext(self.store, record, owner, settings, lease_confirmed_at_s=sent_at_s)
+        context.served_completed = completed_before
         _active_owners.add(owner)
         context.start_heartbeat()
         self.context = context

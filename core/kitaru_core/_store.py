@@ -20,14 +20,13 @@ from sqlalchemy import (
     bindparam,
     case,
     create_engine,
+    delete,
     event,
     exists,
     func,
     insert,
-    inspect,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
@@ -224,6 +223,21 @@ _INSERT_CALL_IF_LEASED = (
 
 _SQLITE_SUPERSEDE = "UPDATE kitaru_checkpoint_calls SET status = 'superseded' WHERE id = ?"
 
+# A `started` record (on_interrupted="ask"/"fail") becomes its outcome in place, only while the
+# runner still holds the lease; built once, like the insert above.
+_FINISHED_COLUMNS = [column for column in _CALL_COLUMNS if column.name not in {"execution_id", "call_key"}]
+_FINISH_STARTED_CALL = (
+    update(tables.checkpoint_calls)
+    .where(
+        tables.checkpoint_calls.c.id == bindparam("row_id"),
+        tables.checkpoint_calls.c.status == bindparam("started_status"),
+        exists()
+        .where(tables.executions.c.id == bindparam("lease_execution_id"))
+        .where(tables.executions.c.lease_owner == bindparam("lease_owner")),
+    )
+    .values({column.name: bindparam(f"new_{column.name}", type_=column.type) for column in _FINISHED_COLUMNS})
+)
+
 
 FaultKind = Literal["transient", "locked"]
 
@@ -369,9 +383,12 @@ class Store:
         self._reader = self.engine.execution_options(kitaru_read=True)  # SQLite: deferred BEGIN, no lock
         self._write_lock = threading.RLock()
         self._sqlite_insert: tuple[str, list[str]] | None = None
+        self._sqlite_finish: tuple[str, list[str]] | None = None
         if self.engine.dialect.name == "sqlite":
             compiled = _INSERT_CALL_IF_LEASED.compile(dialect=self.engine.dialect)
             self._sqlite_insert = (str(compiled), list(compiled.positiontup or []))
+            compiled = _FINISH_STARTED_CALL.compile(dialect=self.engine.dialect)
+            self._sqlite_finish = (str(compiled), list(compiled.positiontup or []))
         self._migrate()
 
     # -- faults ---------------------------------------------------------------------------------
@@ -482,10 +499,11 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------------
 
-    def _current_revision(self, connection: Connection) -> str | None:
-        if not inspect(connection).has_table("kitaru_alembic_version"):
-            return None
-        return connection.execute(text("SELECT version_num FROM kitaru_alembic_version")).scalar()
+    @staticmethod
+    def _current_revision(connection: Connection) -> str | None:
+        from kitaru_core.migrations import current_revision
+
+        return current_revision(connection)
 
     def _migrate(self) -> None:
         try:
@@ -1040,6 +1058,78 @@ class Store:
                     driver.execute("ROLLBACK")
                 raise
         return int(row[0])
+
+    def finish_started_call(self, row_id: int, values: dict[str, Any], *, lease: tuple[str, str]) -> bool:
+        """Turn a `started` checkpoint call record into its outcome (completed or failed), in place.
+
+        Used by calls with `on_interrupted="ask"` or `"fail"`, whose `started` record is committed
+        before their body runs: the same row then holds the outcome. A retry after a fault first
+        checks whether an earlier attempt already wrote this outcome (same status and end time).
+
+        Args:
+            row_id: Id of the `started` row.
+            values: Column values of the outcome (status, output, error, timing...).
+            lease: `(execution_id, owner)`: write only while `owner` still holds the lease.
+
+        Returns:
+            Whether the row holds the outcome (`False`: the lease was lost or the row is no longer
+            `started`; nothing was written).
+
+        Raises:
+            StoreError: The database stayed unreachable for the retry budget.
+        """
+        complete = {**_CALL_DEFAULTS, **values}
+        parameters = {f"new_{column.name}": complete[column.name] for column in _FINISHED_COLUMNS}
+        parameters.update(
+            row_id=row_id, started_status="started", lease_execution_id=lease[0], lease_owner=lease[1]
+        )
+        t = tables.checkpoint_calls
+
+        def attempt(retry: bool) -> bool:
+            if retry:  # the earlier attempt's commit may have gone through before the fault
+                mine = select(t.c.status, t.c.ended_at_epoch_s).where(t.c.id == row_id)
+                with self._reader.connect() as connection:
+                    row = connection.execute(mine).first()
+                if row is not None and (row.status, row.ended_at_epoch_s) == (
+                    complete["status"],
+                    complete["ended_at_epoch_s"],
+                ):
+                    return True
+            if self._sqlite_finish is not None:  # straight to the driver, as `_record_call_sqlite`
+                sql, order = self._sqlite_finish
+                with self._write_lock, self._writer.connect() as connection:
+                    driver: Any = connection.connection.driver_connection
+                    driver.execute("BEGIN IMMEDIATE")
+                    try:
+                        updated = driver.execute(sql, [parameters[name] for name in order]).rowcount
+                        driver.execute("COMMIT")
+                    except BaseException:
+                        if driver.in_transaction:
+                            driver.execute("ROLLBACK")
+                        raise
+                return updated == 1
+            with self._write_lock, self._writer.begin() as connection:
+                return connection.execute(_FINISH_STARTED_CALL, parameters).rowcount == 1
+
+        return self._retrying(f"record the outcome of checkpoint call {values['call_key']!r}", attempt)
+
+    def discard_started_call(self, row_id: int, *, lease: tuple[str, str]) -> bool:
+        """Delete a `started` record whose body stopped in an orderly way (at a wait): it runs again on resume.
+
+        Returns:
+            Whether this call deleted the row (`False`: the lease was lost, the row is no longer
+            `started`, or an earlier attempt interrupted by a fault already deleted it).
+
+        Raises:
+            StoreError: The database stayed unreachable for the retry budget.
+        """
+        t = tables.checkpoint_calls
+        leased = exists().where(tables.executions.c.id == lease[0], tables.executions.c.lease_owner == lease[1])
+        statement = delete(t).where(t.c.id == row_id, t.c.status == "started", leased)
+        return self._write(
+            "discard a started checkpoint call",
+            lambda connection, _retry: connection.execute(statement).rowcount == 1,
+        )
 
     def mark_served(self, served: Sequence[int], run_number: int) -> None:
         """Note which run last served these calls from the store (for the timeline)."""

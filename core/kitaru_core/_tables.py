@@ -147,3 +147,32 @@ audit_events = Table(
     Column("at_epoch_s", Float, nullable=False),
     Index("ix_kitaru_audit_events_execution", "execution_id", "at_epoch_s"),
 )
+
+# LangGraph's own checkpoints, kept by `kitaru_adapters.langgraph.KitaruSaver` (migration 0004).
+
+langgraph_checkpoints = Table(
+    "langgraph_checkpoints",
+    metadata,
+    Column("thread_id", String(255), primary_key=True),
+    Column("checkpoint_ns", String(1024), primary_key=True),
+    Column("checkpoint_id", String(64), primary_key=True),
+    Column("parent_checkpoint_id", String(64), nullable=True),
+    Column("checkpoint_type", String(32), nullable=False),
+    Column("checkpoint", LargeBinary, nullable=False),
+    Column("metadata_type", String(32), nullable=False),
+    Column("metadata", LargeBinary, nullable=False),
+)
+
+langgraph_checkpoint_writes = Table(
+    "langgraph_checkpoint_writes",
+    metadata,
+    Column("thread_id", String(255), primary_key=True),
+    Column("checkpoint_ns", String(1024), primary_key=True),
+    Column("checkpoint_id", String(64), primary_key=True),
+    Column("task_id", String(64), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("task_path", String(1024), nullable=False, default=""),
+    Column("channel", String(255), nullable=False),
+    Column("value_type", String(32), nullable=False),
+    Column("value", LargeBinary, nullable=False),
+)

@@ -89,6 +89,7 @@ STATUS_STYLES = {
     "failed": "red",
     "cancelled": "magenta",
     "superseded": "dim",
+    "interrupted": "bold red",
 }
 
 

@@ -15,6 +15,7 @@ Exception
     │   └── MigrationError          the database schema is newer than this version understands
     ├── SerializationError          a value could not be stored or loaded safely
     ├── DivergenceError             a stored call's inputs differ and `on_divergence="error"`
+    ├── InterruptedCallError        a call with `on_interrupted="fail"` was cut off inside its body
     ├── ExecutionError
     │   ├── ExecutionNotFoundError  no execution with that id
     │   ├── CallNotFoundError       no checkpoint call with that sequence number in the execution
@@ -33,8 +34,10 @@ Exception
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 __all__ = [
     "AdapterError",
@@ -47,6 +50,7 @@ __all__ = [
     "ExecutionLockedError",
     "ExecutionNotFoundError",
     "ExecutionWaitingError",
+    "InterruptedCallError",
     "InvalidAnswerError",
     "InvalidIdError",
     "KitaruError",
@@ -125,6 +129,48 @@ class DivergenceError(KitaruError):
             f"Checkpoint call {call_key!r} of execution {execution_id!r} was recorded with other inputs "
             f"(stored fingerprint {stored_fingerprint[:12]}, now {new_fingerprint[:12]}). Start a fresh "
             "execution, or declare the checkpoint with on_divergence='rerun' to run it again."
+        )
+
+
+class InterruptedCallError(KitaruError):
+    """A checkpoint call with `on_interrupted="fail"` started in an earlier run that never finished it.
+
+    Its runner stopped inside the body (a crash, a kill, a lost machine), so the call may have acted.
+    The execution ends `failed`; a person decides by answering the call's wait (run it again, or give
+    its result), then resumes the execution.
+
+    Attributes:
+        execution_id: The execution.
+        call_key: The checkpoint call's key.
+        description: The call as a person reads it, e.g. `refund(order=42)`.
+        started_at_epoch_s: When the interrupted attempt started (Unix seconds).
+        wait_name: The wait whose answer resolves the call.
+    """
+
+    def __init__(
+        self,
+        execution_id: str,
+        call_key: str,
+        description: str,
+        started_at_epoch_s: float,
+        wait_name: str,
+    ) -> None:
+        self.execution_id = execution_id
+        self.call_key = call_key
+        self.description = description
+        self.started_at_epoch_s = started_at_epoch_s
+        self.wait_name = wait_name
+        started = datetime.fromtimestamp(started_at_epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        answer = (
+            f"kitaru-adapters executions answer {shlex.quote(execution_id)} {shlex.quote(wait_name)} --value"
+        )
+        super().__init__(
+            f"Checkpoint call {description} (key {call_key!r}) of execution {execution_id!r} started at "
+            f"{started} and its runner stopped inside it, so it may have acted; it is marked "
+            'on_interrupted="fail", so it is not run again on its own. Check what it did, then either run '
+            f"""it again: {answer} '{{"action": "retry"}}'  or give its result: {answer} """
+            """'{"action": "result", "result": ...}'  and resume: """
+            f"kitaru-adapters executions resume {shlex.quote(execution_id)} (or re-run the program)."
         )
 
 
@@ -280,6 +326,8 @@ def _example_answer(wait: PendingWait) -> str:
     schema = wait.schema
     if schema.get("title") == "ApprovalDecision":
         return '{"approved": true}'
+    if schema.get("title") == "InterruptedCallAnswer":
+        return '{"action": "retry"}'
     kind = schema.get("type")
     examples = {
         "boolean": "true",

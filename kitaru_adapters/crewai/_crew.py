@@ -18,17 +18,20 @@ from crewai.utilities.llm_utils import create_llm
 
 from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.crewai._llm import DurableLLM, jsonable
+from kitaru_adapters.crewai._requests import install_request_recording
+from kitaru_adapters.crewai._steps import reset_turn, set_turn, wrap_execute_method
 from kitaru_adapters.crewai._tools import (
     DurableHumanInputProvider,
     DurableOptions,
     _task_labels,  # pyright: ignore[reportPrivateUsage]
     durable_tool,
 )
-from kitaru_core import ApprovalPolicy, durable_run
-from kitaru_core.errors import AdapterError
+from kitaru_core import ApprovalPolicy, current_execution, durable_run, fingerprint, scope
+from kitaru_core.errors import AdapterError, ConfigurationError
 
 T = TypeVar("T")
 
+SCOPE_DIGEST_CHARACTERS = 12
 LLM_SLOTS = ("manager_llm", "planning_llm", "chat_llm", "function_calling_llm")
 _durable_classes: dict[type[Any], type[Any]] = {}
 _options: dict[int, DurableOptions] = {}
@@ -130,7 +133,16 @@ def _crew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Generato
     """Open (or join) the kickoff's execution with the crew prepared, task labels and human input set."""
     prepare_crew(crew, options)
     name = f"crewai:{options.name or crew.name or 'crew'}"
-    with durable_run(name, inputs=run_identity(crew, inputs)):
+    identity = run_identity(crew, inputs)
+    if current_execution() is not None:
+        # Inside an execution the kickoff is a scope keyed by its identity, not by the order in
+        # which kickoffs arrive: crews kicked off in parallel (`kickoff_async` in a flow step) get
+        # the same keys on every run, whichever thread enters first.
+        digest = fingerprint(identity)
+        boundary = scope(name, digest[:SCOPE_DIGEST_CHARACTERS] if digest else None)
+    else:
+        boundary = durable_run(name, inputs=identity)
+    with boundary:
         labels = _task_labels.get() or {}
         labels_token = _task_labels.set({**labels, **task_labels(crew)})
         provider_token = (
@@ -229,6 +241,34 @@ def flow_identity(flow: Any, inputs: Any) -> dict[str, Any]:
     return {"flow": type(flow).__qualname__, "inputs": jsonable(inputs)}
 
 
+def is_persisted(flow: Any) -> bool:
+    """Whether CrewAI persists the flow's state (`@persist` on the class or a method, or `persistence=`)."""
+    if getattr(flow, "persistence", None) is not None:
+        return True
+    cls = type(flow)
+    if hasattr(cls, "__flow_persistence_config__"):
+        return True
+    return any(hasattr(member, "__flow_persistence_config__") for member in vars(cls).values())
+
+
+def persisted_flow_id(flow: Any, inputs: Any) -> str | None:
+    """The persisted flow id of a kickoff: `inputs["id"]` (a restore), else the new state's id."""
+    if not is_persisted(flow):
+        return None
+    if isinstance(inputs, dict) and inputs.get("id") is not None:  # pyright: ignore[reportUnknownMemberType]
+        return str(inputs["id"])  # pyright: ignore[reportUnknownArgumentType]
+    state = flow.state
+    state_id = state.get("id") if isinstance(state, dict) else getattr(state, "id", None)  # pyright: ignore[reportUnknownMemberType]
+    return str(state_id) if state_id is not None else None  # pyright: ignore[reportUnknownArgumentType]
+
+
+def _always_run(flow: Any) -> frozenset[str] | None:
+    """The steps that run every time, or `None` when no durable flow kickoff is running here."""
+    del flow
+    options = _flow_options.get()
+    return options.always_run if options is not None else None
+
+
 def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | None) -> Callable[..., Any]:
     @functools.wraps(original)
     async def kickoff_async(
@@ -238,8 +278,13 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
         if options is None:
             return await original(self, inputs, *args, **kwargs)
         name = f"crewai_flow:{options.name or type(self).__name__}"
-        with durable_run(name, inputs=flow_identity(self, inputs)):
+        # A persisted flow's id (CrewAI's `@persist`) names its execution: restoring it with
+        # `kickoff(inputs={"id": ...})` resumes (or serves) the execution of that id.
+        flow_id = persisted_flow_id(self, inputs)
+        execution_id = f"{name}:{flow_id}" if flow_id is not None else None
+        with durable_run(name, inputs=flow_identity(self, inputs), execution_id=execution_id):
             flow_token = _flow_options.set(options)
+            turn_token = set_turn(inputs)
             provider_token = (
                 set_provider(DurableHumanInputProvider(options.approval_timeout_s))
                 if options.human_input
@@ -250,6 +295,7 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
             finally:
                 if provider_token is not None:
                     reset_provider(provider_token)
+                reset_turn(turn_token)
                 _flow_options.reset(flow_token)
 
     kickoff_async.__kitaru_durable__ = True  # type: ignore[attr-defined]
@@ -262,6 +308,7 @@ def _durable_flow_class(base: type[Any]) -> type[Any]:
         return cached
     durable_class = type(base.__name__, (base,), {"__module__": base.__module__})
     durable_class.kickoff_async = _wrap_flow_kickoff(base.kickoff_async, None)
+    durable_class._execute_method = wrap_execute_method(base._execute_method, _always_run)
     _durable_classes[durable_class] = durable_class
     return register_durable_subclass(base, durable_class, _durable_classes)
 
@@ -330,13 +377,18 @@ def make_options(
     approval_timeout: timedelta | float | None,
     human_input: bool,
     name: str | None,
+    always_run: Sequence[str] = (),
 ) -> DurableOptions:
     """Build `DurableOptions` from `durable()`'s keyword arguments."""
     timeout_s = (
         approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
     )
     return DurableOptions(
-        policy=ApprovalPolicy(approve), approval_timeout_s=timeout_s, human_input=human_input, name=name
+        policy=ApprovalPolicy(approve),
+        approval_timeout_s=timeout_s,
+        human_input=human_input,
+        name=name,
+        always_run=frozenset(always_run),
     )
 
 
@@ -349,6 +401,7 @@ def durable(
     approval_timeout: timedelta | float | None = None,
     human_input: bool = True,
     name: str | None = None,
+    always_run: Sequence[str] = (),
     options: DurableOptions | None = None,
 ) -> T: ...
 
@@ -362,6 +415,7 @@ def durable(
     approval_timeout: timedelta | float | None = None,
     human_input: bool = True,
     name: str | None = None,
+    always_run: Sequence[str] = (),
     options: DurableOptions | None = None,
 ) -> Callable[[T], T]: ...
 
@@ -374,6 +428,7 @@ def durable(
     approval_timeout: timedelta | float | None = None,
     human_input: bool = True,
     name: str | None = None,
+    always_run: Sequence[str] = (),
     options: DurableOptions | None = None,
 ) -> Any:
     """Make a CrewAI crew, flow or `@CrewBase` project durable.
@@ -410,6 +465,8 @@ def durable(
         human_input: Ask `human_input=True` tasks through durable waits (default `True`).
         name: Name used in execution names (default: the crew's `name` or the flow's class name;
             keep it stable).
+        always_run: Flow steps (method names) that run on every kickoff instead of being served
+            from the store.
         options: Ready-made options (overrides the other keyword arguments).
 
     Returns:
@@ -419,7 +476,12 @@ def durable(
         AdapterError: `target` is none of the accepted kinds, or a class without a `@crew` method.
         ConfigurationError: `approve` is a string instead of a list.
     """
-    chosen = options or make_options(approve, approval_timeout, human_input, name)
+    if isinstance(always_run, str):
+        raise ConfigurationError(
+            f"durable(always_run=...) takes a list of flow step names, got the string {always_run!r}."
+        )
+    chosen = options or make_options(approve, approval_timeout, human_input, name, always_run)
+    install_request_recording()
     if target is None:
         return lambda decorated: durable(decorated, options=chosen)  # pyright: ignore[reportUnknownLambdaType]
     if isinstance(target, Crew):
@@ -439,6 +501,8 @@ def durable(
             _install_crew_hook()
             if not getattr(target.kickoff_async, "__kitaru_durable__", False):
                 target.kickoff_async = _wrap_flow_kickoff(target.kickoff_async, chosen)
+            if not getattr(target._execute_method, "__kitaru_durable__", False):
+                target._execute_method = wrap_execute_method(target._execute_method, _always_run)
             return cast(Any, target)
         return _durable_crewbase_class(target, chosen)
     if callable(target) and is_crew_method(target):

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import json
 from collections.abc import Generator
 from typing import Any
 
+# Imported here, once, in the importing thread: a first import of genai_prices (which imports
+# httpx2) from many threads at once, as 30 crews kicked off in parallel used to do on their first
+# recorded LLM call, can hand a thread a partially initialized module (`ImportError: cannot import
+# name 'URL' from partially initialized module 'httpx2'`).
+import genai_prices
 from crewai.llms.base_llm import BaseLLM, call_stop_override, call_stream_override
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +22,28 @@ from kitaru_core.errors import SerializationError
 
 LLM_RESPONSE_FORMAT = "json:crewai.LLMResponse"
 DISCRIMINATOR_CHARACTERS = 16
+
+# True while a recorded LLM call sends its request: an LLM (or instructor client) that this request
+# reaches in turn is part of the recorded call, not a call of its own.
+_recording: contextvars.ContextVar[bool] = contextvars.ContextVar("kitaru_crewai_recording", default=False)
+
+
+@contextlib.contextmanager
+def sending_recorded_request() -> Generator[None]:
+    """Mark the block as the live request of a recorded LLM call (nested LLM calls are part of it)."""
+    token = _recording.set(True)
+    try:
+        yield
+    finally:
+        _recording.reset(token)
+
+
+def records_now() -> bool:
+    """Whether an LLM request made here should be a checkpoint call of its own.
+
+    That is inside an execution and not inside a recorded call's own request.
+    """
+    return current_execution() is not None and not _recording.get()
 
 
 def jsonable(value: Any) -> Any:
@@ -153,18 +181,58 @@ def _cost_usd(
     if not model_name:
         return None
     try:
-        from genai_prices import Usage as PriceUsage
-        from genai_prices import calc_price
-
-        price = calc_price(
-            PriceUsage(
+        price = genai_prices.calc_price(
+            genai_prices.Usage(
                 input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached_tokens
             ),
             model_ref=model_name,
         )
         return float(price.total_price)
-    except (ImportError, LookupError, ValueError, TypeError):
+    except (LookupError, ValueError, TypeError):
         return None
+
+
+def llm_checkpoint_options(
+    identity: dict[str, Any],
+    response_model: Any,
+    measured: list[CallUsage],
+    model_name: str | None,
+    provider: str | None,
+) -> dict[str, Any]:
+    """The `run_checkpoint` options of one recorded LLM request.
+
+    Args:
+        identity: What the request's fingerprint covers (`llm_request_identity`).
+        response_model: The structured-output model class, or `None`.
+        measured: Filled by the live request with its token usage (empty when served).
+        model_name: The model, for the timeline and prices.
+        provider: The provider, for the timeline.
+
+    Returns:
+        Keyword arguments for `run_checkpoint` / `run_checkpoint_async`: key `llm:<digest>`,
+        kind `model`, the response codec, usage and details.
+    """
+    digest = fingerprint(identity)  # None when the request cannot be fingerprinted: keyed by occurrence
+    return {
+        "discriminator": digest[:DISCRIMINATOR_CHARACTERS] if digest else None,
+        "kind": "model",
+        "inputs": identity,
+        "codec": LLMResponseCodec(response_model if isinstance(response_model, type) else None),
+        "usage": lambda _output: measured[0] if measured else CallUsage(model_name=model_name),  # pyright: ignore[reportUnknownLambdaType]
+        "details": {"model": model_name, "provider": provider},
+    }
+
+
+def measured_usage(
+    model_name: str | None, input_tokens: int, output_tokens: int, cached_tokens: int = 0
+) -> CallUsage:
+    """Token usage and cost (genai-prices, where the model is known) of one live request."""
+    return CallUsage(
+        model_name=model_name,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=_cost_usd(model_name, input_tokens, output_tokens, cached_tokens),
+    )
 
 
 def _mark_not_rate_limited(function: Any) -> Any:
@@ -201,16 +269,15 @@ class DurableLLM(BaseLLM):
         if wrapped is not None:
             if isinstance(wrapped, DurableLLM):
                 wrapped = wrapped.wrapped
-            data = {
-                "model": wrapped.model,
-                "provider": wrapped.provider,
-                "stop": list(wrapped.stop),
-                "temperature": wrapped.temperature,
-                "stream": wrapped.stream,
-                "base_url": wrapped.base_url,
-                **data,
-                "wrapped": wrapped,
+            # The wrapped LLM's settings, so code that reads them off the LLM it was given (the
+            # instructor client of structured-output conversion takes `base_url`, `api_key` and
+            # `is_litellm`) builds the same request as with the wrapped LLM.
+            mirrored = {
+                name: getattr(wrapped, name)
+                for name in BaseLLM.model_fields
+                if name not in ("llm_type", "wrapped") and name in type(wrapped).model_fields
             }
+            data = {**mirrored, "stop": list(wrapped.stop), **data, "wrapped": wrapped}
         super().__init__(**data)
 
     def __getattr__(self, name: str) -> Any:
@@ -269,28 +336,15 @@ class DurableLLM(BaseLLM):
     def _options(
         self, identity: dict[str, Any], response_model: Any, measured: list[CallUsage]
     ) -> dict[str, Any]:
-        digest = fingerprint(identity)  # None when the request cannot be fingerprinted: keyed by occurrence
-        model_name = self.wrapped.model
-        return {
-            "discriminator": digest[:DISCRIMINATOR_CHARACTERS] if digest else None,
-            "kind": "model",
-            "inputs": identity,
-            "codec": LLMResponseCodec(response_model if isinstance(response_model, type) else None),
-            "usage": lambda _output: measured[0] if measured else CallUsage(model_name=model_name),  # pyright: ignore[reportUnknownLambdaType]
-            "details": {"model": model_name, "provider": self.wrapped.provider},
-        }
+        return llm_checkpoint_options(
+            identity, response_model, measured, self.wrapped.model, self.wrapped.provider
+        )
 
     def _measure(self, before: Any, measured: list[CallUsage]) -> None:
         delta = self.wrapped.get_token_usage_summary().delta_since(before)
-        model_name = self.wrapped.model
         measured.append(
-            CallUsage(
-                model_name=model_name,
-                input_tokens=delta.prompt_tokens,
-                output_tokens=delta.completion_tokens,
-                cost_usd=_cost_usd(
-                    model_name, delta.prompt_tokens, delta.completion_tokens, delta.cached_prompt_tokens
-                ),
+            measured_usage(
+                self.wrapped.model, delta.prompt_tokens, delta.completion_tokens, delta.cached_prompt_tokens
             )
         )
 
@@ -307,7 +361,7 @@ class DurableLLM(BaseLLM):
     ) -> Any:
         """Serve the response from the store, or call the wrapped LLM and commit it first."""
         with self._call_settings() as stop:
-            if current_execution() is None:
+            if not records_now():
                 return self.wrapped.call(
                     messages, tools, callbacks, available_functions, from_task, from_agent, response_model
                 )
@@ -316,9 +370,10 @@ class DurableLLM(BaseLLM):
 
             def request() -> Any:
                 before = self.wrapped.get_token_usage_summary()
-                response = self.wrapped.call(
-                    messages, tools, callbacks, available_functions, from_task, from_agent, response_model
-                )
+                with sending_recorded_request():
+                    response = self.wrapped.call(
+                        messages, tools, callbacks, available_functions, from_task, from_agent, response_model
+                    )
                 self._measure(before, measured)
                 return codec.normalize(response)
 
@@ -338,7 +393,7 @@ class DurableLLM(BaseLLM):
     ) -> Any:
         """Like `call`, awaiting the wrapped LLM's `acall`."""
         with self._call_settings() as stop:
-            if current_execution() is None:
+            if not records_now():
                 return await self.wrapped.acall(
                     messages, tools, callbacks, available_functions, from_task, from_agent, response_model
                 )
@@ -347,9 +402,10 @@ class DurableLLM(BaseLLM):
 
             async def request() -> Any:
                 before = self.wrapped.get_token_usage_summary()
-                response = await self.wrapped.acall(
-                    messages, tools, callbacks, available_functions, from_task, from_agent, response_model
-                )
+                with sending_recorded_request():
+                    response = await self.wrapped.acall(
+                        messages, tools, callbacks, available_functions, from_task, from_agent, response_model
+                    )
                 self._measure(before, measured)
                 return codec.normalize(response)
 

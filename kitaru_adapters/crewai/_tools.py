@@ -42,12 +42,14 @@ class DurableOptions:
         human_input: Whether `Task(human_input=True)` asks through a durable wait (default) or
             CrewAI's own terminal prompt.
         name: Execution name override (default: the crew's `name`).
+        always_run: Flow steps (method names) that run on every kickoff instead of being served.
     """
 
     policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
     approval_timeout_s: float | None = None
     human_input: bool = True
     name: str | None = None
+    always_run: frozenset[str] = frozenset()
 
 
 # -- which task a call belongs to ----------------------------------------------------------------------

@@ -22,7 +22,15 @@ from kitaru_adapters.langgraph._position import (
     leave_run,
 )
 from kitaru_adapters.langgraph._tools import install_tool_wraps
-from kitaru_core import Client, current_execution, durable_run, execution, fingerprint, scope
+from kitaru_core import (
+    Client,
+    current_execution,
+    durable_run,
+    execution,
+    fingerprint,
+    run_checkpoint,
+    scope,
+)
 from kitaru_core.errors import AdapterError, ExecutionNotFoundError
 
 GraphT = TypeVar("GraphT", bound=Pregel[Any, Any, Any, Any])
@@ -66,9 +74,11 @@ def graph_boundary(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -
     """Open (or join) the execution of one top-level call of a durable graph.
 
     With a `thread_id` the execution's id is the thread id, so every call on the thread (new input,
-    `invoke(None)` after a crash, `Command(resume=...)` after an interrupt) runs the same execution.
-    Without one, the call is an execution identified by its input (re-running the same call after a
-    crash resumes it). Inside a `@flow` the call's checkpoint calls belong to the flow's execution.
+    `invoke(None)` after a crash, `Command(resume=...)` after an interrupt) runs the same execution;
+    without a checkpointer each turn of the thread is marked and keyed apart (`_next_turn`).
+    Without a `thread_id`, the call is an execution identified by its input (re-running the same
+    call after a crash resumes it). Inside a `@flow` the call's checkpoint calls belong to the
+    flow's execution.
     """
     options = options_of(graph)
     if options is None or active_run() is not None:
@@ -83,13 +93,61 @@ def graph_boundary(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -
             with scope(name, discriminator=thread_id):
                 yield
         elif thread_id is not None:
+            turn = None if run.has_checkpointer else _next_turn(thread_id, input)
             with execution(thread_id, name=name, inputs={"thread_id": thread_id}):
-                yield
+                if turn is None:
+                    yield
+                else:
+                    with _in_turn(*turn):
+                        yield
         else:
             with durable_run(name, inputs={"input": jsonable(input)}):
                 yield
     finally:
         leave_run(token)
+
+
+TURN = "langgraph:turn"
+
+
+def _turn_of(call: Any) -> tuple[int, str] | None:
+    """The turn number and input fingerprint a turn marker's key names (`langgraph:turn:<n>.<fp>`)."""
+    if call.name != TURN or call.status != "completed":
+        return None
+    number, _, digest = call.key.rpartition(":")[2].partition(".")
+    return (int(number), digest) if number.isdigit() else None
+
+
+def _next_turn(thread_id: str, input: Any) -> tuple[int, str]:
+    """Which turn of a thread (graph without a checkpointer) a call runs, and its input's fingerprint.
+
+    The same input as the thread's latest turn is that turn again: served when it completed,
+    resumed when it did not. Another input is a new turn, whose calls get keys of their own.
+    `None` and `Command` inputs continue the latest turn.
+    """
+    digest = (fingerprint(jsonable(input)) or "0" * 16)[:16]
+    try:
+        detail = Client().get_execution(thread_id)
+    except ExecutionNotFoundError:
+        return 1, digest
+    turns = [turn for call in detail.calls if (turn := _turn_of(call)) is not None]
+    if not turns:
+        return 1, digest  # a new thread, or one recorded before turns were marked: its first turn
+    number, latest = max(turns)
+    if input is None or isinstance(input, Command) or latest == digest:
+        return number, latest
+    return number + 1, digest
+
+
+@contextlib.contextmanager
+def _in_turn(number: int, digest: str) -> Generator[None]:
+    """Mark turn `number` of the thread (a checkpoint call) and keep its calls' keys apart from other turns'."""
+    run_checkpoint(TURN, lambda: number, discriminator=f"{number}.{digest}", kind="user", inputs=None)
+    if number == 1:
+        yield  # the first turn's keys are those of threads recorded before turns were marked
+        return
+    with scope("turn", discriminator=str(number)):
+        yield
 
 
 def default_name(graph: Pregel[Any, Any, Any, Any]) -> str:
@@ -104,42 +162,103 @@ UNFINISHED = ("running", "failed", "waiting")
 INPUT_CHANNEL = "__start__"
 
 
-def resume_input(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -> Any:
-    """`None` instead of `input` when a call is the re-run of a thread's crashed call.
+RUN = object()
+"""`plan_call`'s answer when the graph has to run (nothing to serve)."""
 
-    With a checkpointer, LangGraph resumes an unfinished run with `invoke(None, config)`; the same
-    `invoke(input, config)` again would start a new run on top of the saved state. So when the
-    thread's execution did not finish (crashed, failed, or stopped at a durable wait), the
-    checkpointer holds pending tasks that are not interrupts, and the thread's latest input equals
-    this one, the call continues the unfinished run instead.
-    """
-    thread_id = thread_id_of(config)
-    checkpointer = graph.checkpointer
-    if (
+
+def _may_continue(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -> bool:
+    """Whether a call could repeat a thread's latest input (checked without touching any store)."""
+    return not (
         input is None
         or isinstance(input, Command)
-        or thread_id is None
-        or not isinstance(checkpointer, BaseCheckpointSaver)
+        or thread_id_of(config) is None
+        or not isinstance(graph.checkpointer, BaseCheckpointSaver)
         or active_run() is not None
         or current_execution() is not None
         or not is_durable(graph)
-    ):
-        return input
-    # Cheapest first: after a run that finished, the thread has no pending task.
-    state = graph.get_state(config)
-    if not state.tasks or any(task.interrupts for task in state.tasks):
-        return input
-    latest = next(iter(checkpointer.list(config, filter={"source": "input"}, limit=1)), None)
+    )
+
+
+def served_output(graph: Pregel[Any, Any, Any, Any], state: Any) -> Any:
+    """What `invoke` returned for a finished run: the thread's state, read through the output channels."""
+    values = state.values
+    channels = graph.output_channels
+    if isinstance(channels, str) or not isinstance(values, dict):
+        return values
+    return {key: values[key] for key in channels if key in values}  # pyright: ignore[reportUnknownVariableType]
+
+
+def _plan(
+    graph: Pregel[Any, Any, Any, Any], state: Any, latest: Any, input: Any, config: Any
+) -> tuple[Any, Any]:
+    """The input to run with and the output to serve instead (or `RUN`), from the thread's state."""
     if latest is None:
-        return input
+        return input, RUN
     stored = latest.checkpoint["channel_values"].get(INPUT_CHANNEL)
     if fingerprint(jsonable(stored)) != fingerprint(jsonable(input)):
-        return input
+        return input, RUN  # a new input on the thread: a new turn, live
     try:
-        status = Client().get_execution(thread_id).status
+        status = Client().get_execution(str(thread_id_of(config))).status
     except ExecutionNotFoundError:
-        return input
-    return None if status in UNFINISHED else input
+        return input, RUN
+    if state.tasks:
+        if any(task.interrupts for task in state.tasks):
+            return input, RUN  # waiting at LangGraph's interrupt(): as LangGraph does
+        return (None, RUN) if status in UNFINISHED else (input, RUN)  # crashed: continue that run
+    if status == "completed":
+        return input, served_output(graph, state)  # the same input again, finished: served
+    return input, RUN
+
+
+def plan_call(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -> tuple[Any, Any]:
+    """How a call on a thread with a checkpointer runs under the re-run rule.
+
+    The thread's latest input (LangGraph's latest `source="input"` checkpoint) and the thread's
+    execution decide: the same input as the latest run, which crashed, failed or stopped at a
+    durable wait (pending tasks that are not interrupts), continues that run (`None` as input, as
+    LangGraph's own `invoke(None, config)`); the same input as the latest run, which completed
+    (no pending task), is served: the graph does not run, and the output is read from the
+    checkpointer. Any other input runs as LangGraph runs it (a new turn, live). `aplan_call` is the
+    same for the async entry points.
+
+    Returns:
+        `(input, RUN)` to run the graph with `input`, or `(input, output)` to return `output`.
+    """
+    if not _may_continue(graph, input, config):
+        return input, RUN
+    checkpointer: Any = graph.checkpointer
+    state = graph.get_state(config)
+    latest = next(iter(checkpointer.list(config, filter={"source": "input"}, limit=1)), None)
+    return _plan(graph, state, latest, input, config)
+
+
+async def aplan_call(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -> tuple[Any, Any]:
+    """`plan_call` for `ainvoke` / `astream`: no synchronous checkpointer call.
+
+    Async checkpointers (`AsyncSqliteSaver`, `AsyncPostgresSaver`) refuse synchronous calls made
+    from the event loop's thread, so the state and the latest input are read with `aget_state` and
+    `alist`.
+    """
+    if not _may_continue(graph, input, config):
+        return input, RUN
+    checkpointer: Any = graph.checkpointer
+    state = await graph.aget_state(config)
+    latest = None
+    async for item in checkpointer.alist(config, filter={"source": "input"}, limit=1):
+        latest = item
+        break
+    return _plan(graph, state, latest, input, config)
+
+
+def served_stream(graph: Pregel[Any, Any, Any, Any], output: Any, kwargs: dict[str, Any]) -> list[Any]:
+    """What a stream of a served call yields: the final state in `values` mode, nothing else."""
+    mode: Any = kwargs.get("stream_mode") or graph.stream_mode
+    prefix: tuple[Any, ...] = ((),) if kwargs.get("subgraphs") else ()
+    if mode == "values":
+        return [(*prefix, output) if prefix else output]
+    if isinstance(mode, list | tuple) and "values" in mode:
+        return [(*prefix, "values", output)]
+    return []
 
 
 def _durable_class(base: type[Any]) -> type[Any]:
@@ -150,12 +269,16 @@ def _durable_class(base: type[Any]) -> type[Any]:
 
     class DurableGraph(base):  # type: ignore[valid-type, misc]
         def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
-            input = resume_input(self, input, config)
+            input, served = plan_call(self, input, config)
+            if served is not RUN:
+                return served
             with graph_boundary(self, input, config):
                 return base.invoke(self, input, config, **kwargs)
 
         async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
-            input = resume_input(self, input, config)
+            input, served = await aplan_call(self, input, config)
+            if served is not RUN:
+                return served
             with graph_boundary(self, input, config):
                 return await base.ainvoke(self, input, config, **kwargs)
 
@@ -163,7 +286,10 @@ def _durable_class(base: type[Any]) -> type[Any]:
             if active_run() is not None or not is_durable(self):
                 yield from base.stream(self, input, config, **kwargs)
                 return
-            input = resume_input(self, input, config)
+            input, served = plan_call(self, input, config)
+            if served is not RUN:
+                yield from served_stream(self, served, kwargs)
+                return
             # The execution's context variables live in a context of their own, entered for each
             # step of the stream, so a consumer that stops early does not leave them set.
             context = contextvars.copy_context()
@@ -185,7 +311,11 @@ def _durable_class(base: type[Any]) -> type[Any]:
                 async for item in base.astream(self, input, config, **kwargs):
                     yield item
                 return
-            input = resume_input(self, input, config)
+            input, served = await aplan_call(self, input, config)
+            if served is not RUN:
+                for item in served_stream(self, served, kwargs):
+                    yield item
+                return
             # One task, in a copy of the caller's context, runs the whole stream inside the boundary.
             # It pulls the next item only when the consumer asks for it, so the graph does not run
             # ahead of a consumer (one that stops early stops the graph where plain LangGraph would).
@@ -248,11 +378,13 @@ def durable(
 
     Identity: a run with a `thread_id` belongs to the execution whose id is the thread id, so every
     call on the thread (new input, `invoke(None, config)` after a crash, `Command(resume=...)`
-    after an interrupt) is served the calls already made at the same logical position. With a
-    checkpointer, making the same call again after the thread's run crashed or failed continues
-    that run (as `invoke(None, config)` would). A run without a `thread_id` is an execution
-    identified by its input: re-running it after a crash resumes it. Inside a `@flow` the calls
-    belong to the flow's execution.
+    after an interrupt) is served the calls already made at the same logical position. The
+    re-run rule: the same input as the thread's latest run is served when that run completed
+    (with a checkpointer the graph does not run and the output is read from the checkpointer;
+    without one every call is served) and resumed when it crashed, failed or is waiting (with a
+    checkpointer, as `invoke(None, config)` would); a different input is a new turn and runs
+    live. A run without a `thread_id` is a new execution each time, except that the same input
+    after a crash resumes it. Inside a `@flow` the calls belong to the flow's execution.
 
     Keys: a model call's key is its logical position (graph namespace without task ids, superstep,
     task path), a fingerprint of the request (model, messages without ids, bound tools and

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import json
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -24,7 +26,7 @@ from langchain_core.messages import (
     message_to_dict,
     messages_from_dict,
 )
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import BaseModel
 
 from kitaru_adapters._streaming import relay_while_running
@@ -34,6 +36,7 @@ from kitaru_core.errors import AdapterError, SerializationError
 
 CHAT_RESULT_FORMAT = "json:langchain.ChatResult"
 MESSAGE_FORMAT = "json:langchain.AIMessage"
+CHUNKS_FORMAT = "json:langchain.AIMessageChunks"
 WRAPPED_MARKER = "__kitaru_langgraph_wrapped__"
 
 
@@ -107,26 +110,47 @@ def request_identity(
 # -- codecs ------------------------------------------------------------------------------------------
 
 
+@dataclass
+class RecordedChat:
+    """A model call's outcome as stored: the `ChatResult` and, when the call streamed, its chunks.
+
+    Attributes:
+        result: What `_generate_with_cache` returned.
+        chunks: The chunks the model streamed to the run's callbacks (`on_llm_new_token`), in
+            order, or `None` when the call did not stream (and for records made before chunks
+            were kept).
+    """
+
+    result: ChatResult
+    chunks: list[BaseMessage] | None = None
+
+
 class ChatResultCodec:
-    """Stores a `ChatResult` as LangChain's own message JSON (`message_to_dict`) plus generation info."""
+    """Stores a `ChatResult` as LangChain's own message JSON (`message_to_dict`) plus generation info.
+
+    A call that streamed also stores its chunks (`"chunks"`: one message JSON per chunk), so a served
+    call streams the same chunks again. Records without `"chunks"` still load.
+    """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
-        """Serialize a `ChatResult`."""
-        result: ChatResult = value
-        document = {
+        """Serialize a `RecordedChat`."""
+        recorded: RecordedChat = value
+        document: dict[str, Any] = {
             "generations": [
                 {"message": message_to_dict(generation.message), "info": generation.generation_info}
-                for generation in result.generations
+                for generation in recorded.result.generations
             ],
-            "llm_output": result.llm_output,
+            "llm_output": recorded.result.llm_output,
         }
+        if recorded.chunks is not None:
+            document["chunks"] = [message_to_dict(chunk) for chunk in recorded.chunks]
         try:
             return CHAT_RESULT_FORMAT, json.dumps(document, default=str).encode("utf-8")
         except (TypeError, ValueError) as error:
             raise SerializationError(f"A chat result could not be stored as JSON: {error}") from error
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a `ChatResult`."""
+        """Load a `RecordedChat`."""
         if format != CHAT_RESULT_FORMAT:
             raise SerializationError(f"Expected a stored LangChain chat result, found format {format!r}.")
         document = json.loads(payload)
@@ -136,21 +160,33 @@ class ChatResultCodec:
             )
             for generation in document["generations"]
         ]
-        return ChatResult(generations=generations, llm_output=document.get("llm_output"))
+        chunks = document.get("chunks")
+        return RecordedChat(
+            ChatResult(generations=generations, llm_output=document.get("llm_output")),
+            None if chunks is None else messages_from_dict(chunks),
+        )
 
 
 class MessageCodec:
-    """Stores the message a direct `stream()` produced (all chunks added up) as LangChain JSON."""
+    """Stores the chunks a direct `stream()` yielded, in order, as LangChain message JSON.
+
+    Records made before chunks were kept (`json:langchain.AIMessage`, the chunks added up) load as
+    a stream of that one message.
+    """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
-        """Serialize a message."""
-        return MESSAGE_FORMAT, json.dumps(message_to_dict(value), default=str).encode("utf-8")
+        """Serialize a list of chunks."""
+        chunks: list[BaseMessage] = value
+        document = [message_to_dict(chunk) for chunk in chunks]
+        return CHUNKS_FORMAT, json.dumps(document, default=str).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a message."""
-        if format != MESSAGE_FORMAT:
-            raise SerializationError(f"Expected a stored LangChain message, found format {format!r}.")
-        return messages_from_dict([json.loads(payload)])[0]
+        """Load the list of chunks."""
+        if format == CHUNKS_FORMAT:
+            return messages_from_dict(json.loads(payload))
+        if format == MESSAGE_FORMAT:
+            return [_chunk_of(messages_from_dict([json.loads(payload)])[0])]
+        raise SerializationError(f"Expected a stored LangChain message stream, found format {format!r}.")
 
 
 # -- usage -------------------------------------------------------------------------------------------
@@ -188,18 +224,18 @@ def message_usage(message: BaseMessage, fallback_model: str | None) -> CallUsage
     )
 
 
-def _result_usage(fallback_model: str | None) -> Callable[[ChatResult], CallUsage | None]:
-    def usage_of(result: ChatResult) -> CallUsage | None:
-        if not result.generations:
+def _result_usage(fallback_model: str | None) -> Callable[[RecordedChat], CallUsage | None]:
+    def usage_of(recorded: RecordedChat) -> CallUsage | None:
+        if not recorded.result.generations:
             return None
-        return message_usage(result.generations[0].message, fallback_model)
+        return message_usage(recorded.result.generations[0].message, fallback_model)
 
     return usage_of
 
 
-def _message_usage(fallback_model: str | None) -> Callable[[BaseMessage], CallUsage | None]:
-    def usage_of(message: BaseMessage) -> CallUsage | None:
-        return message_usage(message, fallback_model)
+def _chunks_usage(fallback_model: str | None) -> Callable[[list[BaseMessage]], CallUsage | None]:
+    def usage_of(chunks: list[BaseMessage]) -> CallUsage | None:
+        return message_usage(_added(chunks), fallback_model)
 
     return usage_of
 
@@ -229,6 +265,43 @@ def _options(
 _original: dict[str, Any] = {}
 
 
+def _streams(model: BaseChatModel, run_manager: Any, async_api: bool, kwargs: dict[str, Any]) -> bool:
+    """Whether LangChain streams this call to the run's callbacks (`on_llm_new_token`), as it decides."""
+    if run_manager is None:
+        return False
+    try:
+        return bool(model._should_stream(async_api=async_api, run_manager=run_manager, **kwargs))  # pyright: ignore[reportPrivateUsage]
+    except Exception:  # a provider's override that cannot answer: treat it as not streaming
+        return False
+
+
+def _recording_tokens(run_manager: Any, chunks: list[BaseMessage]) -> None:
+    """Make `run_manager` note each chunk it hands to the callbacks (one call's own run manager)."""
+    if run_manager is None:
+        return
+    forward = run_manager.on_llm_new_token
+    if inspect.iscoroutinefunction(forward):
+
+        async def on_llm_new_token_async(token: str, *args: Any, chunk: Any = None, **kwargs: Any) -> None:
+            if isinstance(chunk, ChatGenerationChunk):
+                chunks.append(chunk.message)
+            await forward(token, *args, chunk=chunk, **kwargs)
+
+        run_manager.on_llm_new_token = on_llm_new_token_async
+    else:
+
+        def on_llm_new_token(token: str, *args: Any, chunk: Any = None, **kwargs: Any) -> None:
+            if isinstance(chunk, ChatGenerationChunk):
+                chunks.append(chunk.message)
+            forward(token, *args, chunk=chunk, **kwargs)
+
+        run_manager.on_llm_new_token = on_llm_new_token
+
+
+def _replayed(chunk: BaseMessage) -> ChatGenerationChunk:
+    return ChatGenerationChunk(message=_chunk_of(chunk))
+
+
 def _generate_with_cache(
     self: BaseChatModel,
     messages: list[BaseMessage],
@@ -242,13 +315,25 @@ def _generate_with_cache(
         return original(self, messages, stop, run_manager, **kwargs)
     identity = request_identity(self, messages, stop, kwargs)
     name = model_name_of(self)
+    streams = _streams(self, run_manager, False, kwargs)
+    live: list[bool] = []
 
-    def request() -> ChatResult:
-        return original(self, messages, stop, run_manager, **kwargs)
+    def request() -> RecordedChat:
+        live.append(True)
+        chunks: list[BaseMessage] = []
+        if streams:
+            _recording_tokens(run_manager, chunks)
+        result = original(self, messages, stop, run_manager, **kwargs)
+        return RecordedChat(result, chunks if streams else None)
 
-    return run_checkpoint(
+    recorded = run_checkpoint(
         "model", request, **_options(self, position, identity, ChatResultCodec(), _result_usage(name))
     )
+    if not live and streams and recorded.chunks:
+        # Served: stream the stored chunks to the callbacks as the live call did (`messages` mode).
+        for chunk in recorded.chunks:
+            run_manager.on_llm_new_token(str(chunk.content), chunk=_replayed(chunk))
+    return recorded.result
 
 
 async def _agenerate_with_cache(
@@ -264,13 +349,24 @@ async def _agenerate_with_cache(
         return await original(self, messages, stop, run_manager, **kwargs)
     identity = request_identity(self, messages, stop, kwargs)
     name = model_name_of(self)
+    streams = _streams(self, run_manager, True, kwargs)
+    live: list[bool] = []
 
-    async def request() -> ChatResult:
-        return await original(self, messages, stop, run_manager, **kwargs)
+    async def request() -> RecordedChat:
+        live.append(True)
+        chunks: list[BaseMessage] = []
+        if streams:
+            _recording_tokens(run_manager, chunks)
+        result = await original(self, messages, stop, run_manager, **kwargs)
+        return RecordedChat(result, chunks if streams else None)
 
-    return await run_checkpoint_async(
+    recorded = await run_checkpoint_async(
         "model", request, **_options(self, position, identity, ChatResultCodec(), _result_usage(name))
     )
+    if not live and streams and recorded.chunks:
+        for chunk in recorded.chunks:
+            await run_manager.on_llm_new_token(str(chunk.content), chunk=_replayed(chunk))
+    return recorded.result
 
 
 def _chunk_of(message: BaseMessage) -> AIMessageChunk:
@@ -312,12 +408,13 @@ def _stream(
     live: queue.Queue[Any] = queue.Queue()
     held: list[BaseMessage] = []
 
-    def consume() -> BaseMessage:
+    def consume() -> list[BaseMessage]:
         for chunk in original(self, input, config, stop=stop, **kwargs):
             if held:
                 live.put(held[-1])
             held.append(chunk)
-        return _added(held)
+        _added(held)  # raises when the stream was empty
+        return list(held)
 
     outcome: list[Any] = []
 
@@ -327,7 +424,7 @@ def _stream(
                 run_checkpoint(
                     "model",
                     consume,
-                    **_options(self, position, identity, MessageCodec(), _message_usage(name)),
+                    **_options(self, position, identity, MessageCodec(), _chunks_usage(name)),
                 )
             )
         except BaseException as error:  # handed to the consumer's thread below
@@ -343,8 +440,11 @@ def _stream(
     result = outcome[0]
     if isinstance(result, BaseException):
         raise result
-    # Live: the last chunk, now that the whole reply is committed; served: the stored reply as one chunk.
-    yield held[-1] if held else _chunk_of(result)
+    # Live: the last chunk, now that the whole reply is committed; served: the stored chunks, in order.
+    if held:
+        yield held[-1]
+    else:
+        yield from (_chunk_of(chunk) for chunk in result)
 
 
 async def _astream(
@@ -362,23 +462,28 @@ async def _astream(
     live: asyncio.Queue[Any] = asyncio.Queue()
     held: list[BaseMessage] = []
 
-    async def consume() -> BaseMessage:
+    async def consume() -> list[BaseMessage]:
         async for chunk in original(self, input, config, stop=stop, **kwargs):
             if held:
                 live.put_nowait(held[-1])
             held.append(chunk)
-        return _added(held)
+        _added(held)  # raises when the stream was empty
+        return list(held)
 
     call = asyncio.ensure_future(
         run_checkpoint_async(
-            "model", consume, **_options(self, position, identity, MessageCodec(), _message_usage(name))
+            "model", consume, **_options(self, position, identity, MessageCodec(), _chunks_usage(name))
         )
     )
     async with contextlib.aclosing(relay_while_running(call, live)) as chunks:
         async for chunk in chunks:
             yield chunk
     result = call.result()
-    yield held[-1] if held else _chunk_of(result)
+    if held:
+        yield held[-1]
+    else:
+        for chunk in result:
+            yield _chunk_of(chunk)
 
 
 def install_model_wraps() -> None:

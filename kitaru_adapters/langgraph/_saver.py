@@ -1,8 +1,9 @@
 """`KitaruSaver`: LangGraph checkpoints in a SQLAlchemy database (SQLite or PostgreSQL).
 
 By default it uses the durable store's database, so a graph's own state and the checkpoint calls
-of its runs live side by side. Two tables on their own `MetaData`: `langgraph_checkpoints` and
-`langgraph_checkpoint_writes`; values go through LangGraph's serializer (`JsonPlusSerializer`).
+of its runs live side by side. Two tables, `langgraph_checkpoints` and `langgraph_checkpoint_writes`,
+made by the store's Alembic migrations (`kitaru_core.migrations`, revision 0004) like every other
+table; values go through LangGraph's serializer (`JsonPlusSerializer`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import random
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -26,13 +28,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import (
-    Column,
     Engine,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
     and_,
     create_engine,
     delete,
@@ -43,41 +39,19 @@ from sqlalchemy import (
 from sqlalchemy.pool import StaticPool
 
 import kitaru_core
+from kitaru_core.migrations import langgraph_checkpoint_writes, langgraph_checkpoints, upgrade_database
 
-tables = MetaData()
-
-checkpoints_table = Table(
-    "langgraph_checkpoints",
-    tables,
-    Column("thread_id", String(255), primary_key=True),
-    Column("checkpoint_ns", String(1024), primary_key=True),
-    Column("checkpoint_id", String(64), primary_key=True),
-    Column("parent_checkpoint_id", String(64), nullable=True),
-    Column("checkpoint_type", String(32), nullable=False),
-    Column("checkpoint", LargeBinary, nullable=False),
-    Column("metadata_type", String(32), nullable=False),
-    Column("metadata", LargeBinary, nullable=False),
-)
-
-writes_table = Table(
-    "langgraph_checkpoint_writes",
-    tables,
-    Column("thread_id", String(255), primary_key=True),
-    Column("checkpoint_ns", String(1024), primary_key=True),
-    Column("checkpoint_id", String(64), primary_key=True),
-    Column("task_id", String(64), primary_key=True),
-    Column("idx", Integer, primary_key=True),
-    Column("task_path", String(1024), nullable=False, default=""),
-    Column("channel", String(255), nullable=False),
-    Column("value_type", String(32), nullable=False),
-    Column("value", LargeBinary, nullable=False),
-)
+checkpoints_table = langgraph_checkpoints
+writes_table = langgraph_checkpoint_writes
 
 
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     in_memory = url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"}
+    database = url.split("///", 1)[1] if "///" in url else ""
+    if not in_memory and database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)  # a fresh project has no ./.kitaru/ yet
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -117,7 +91,9 @@ class KitaruSaver(BaseCheckpointSaver[str]):
         serde: LangGraph serializer; default `JsonPlusSerializer`.
 
     Raises:
-        sqlalchemy.exc.SQLAlchemyError: The database cannot be reached or its tables created.
+        StoreError: The database cannot be reached.
+        MigrationError: Its tables could not be created (the store's migrations failed), or the
+            database's schema is newer than this version.
     """
 
     def __init__(
@@ -131,7 +107,7 @@ class KitaruSaver(BaseCheckpointSaver[str]):
             else _make_engine(url or kitaru_core.configure().resolved_store_url())
         )
         self._lock = threading.Lock()  # SQLite allows one writer: keep this process's writes in line
-        tables.create_all(self.engine, checkfirst=True)
+        upgrade_database(self.engine)
 
     def close(self) -> None:
         """Dispose of the engine this saver created."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
-from collections.abc import AsyncIterator
+import re
+import typing
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
@@ -19,6 +22,7 @@ from agents.tool import FunctionTool, Tool
 from agents.usage import Usage, deserialize_usage, serialize_usage
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsage
 from pydantic import BaseModel, TypeAdapter
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from kitaru_adapters._streaming import relay_while_running
 from kitaru_core import CallUsage, current_execution, fingerprint, run_checkpoint_async
@@ -26,6 +30,16 @@ from kitaru_core.errors import AdapterError, SerializationError
 
 OUTPUT_ADAPTER: TypeAdapter[list[TResponseOutputItem]] = TypeAdapter(list[TResponseOutputItem])
 MODEL_RESPONSE_FORMAT = "json:openai_agents.ModelResponse"
+
+
+@pydantic_dataclass
+class StreamedModelResponse(ModelResponse):
+    """A `ModelResponse` recorded from a stream, with the raw events the model sent, in order.
+
+    A served streamed call replays these events, so code that consumes deltas sees what it saw live.
+    """
+
+    stream_events: list[dict[str, Any]] | None = None
 
 
 def jsonable(value: Any) -> Any:
@@ -92,12 +106,14 @@ class ModelResponseCodec:
     def encode(self, value: Any) -> tuple[str, bytes]:
         """Serialize a `ModelResponse`."""
         response: ModelResponse = value
-        document = {
+        document: dict[str, Any] = {
             "output": OUTPUT_ADAPTER.dump_python(response.output, mode="json", exclude_unset=True),
             "usage": serialize_usage(response.usage),
             "response_id": response.response_id,
             "request_id": response.request_id,
         }
+        if isinstance(response, StreamedModelResponse) and response.stream_events is not None:
+            document["stream_events"] = response.stream_events
         return MODEL_RESPONSE_FORMAT, json.dumps(document).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
@@ -107,12 +123,15 @@ class ModelResponseCodec:
                 f"Expected a stored OpenAI Agents ModelResponse, found format {format!r}."
             )
         document = json.loads(payload)
-        return ModelResponse(
-            output=OUTPUT_ADAPTER.validate_python(document["output"]),
-            usage=deserialize_usage(document["usage"]),
-            response_id=document.get("response_id"),
-            request_id=document.get("request_id"),
-        )
+        fields: dict[str, Any] = {
+            "output": OUTPUT_ADAPTER.validate_python(document["output"]),
+            "usage": deserialize_usage(document["usage"]),
+            "response_id": document.get("response_id"),
+            "request_id": document.get("request_id"),
+        }
+        if "stream_events" in document:  # records made before streamed events were kept have none
+            return StreamedModelResponse(**fields, stream_events=document["stream_events"])
+        return ModelResponse(**fields)
 
 
 def response_usage(model_name: str | None) -> Any:
@@ -188,6 +207,90 @@ def completed_event(response: ModelResponse) -> ResponseCompletedEvent:
     )
 
 
+def replayed_events(response: ModelResponse) -> list[TResponseStreamEvent]:
+    """The stream a served streamed call replays, ending with `response.completed`.
+
+    That is the recorded raw events or, for a response recorded without them (by `get_response`,
+    or before they were kept), events rebuilt from its output items in the order the Responses
+    API streams them (text in word pieces, call arguments in one delta).
+
+    Args:
+        response: The stored response.
+
+    Returns:
+        The events, built as the openai client builds them from the wire.
+    """
+    if isinstance(response, StreamedModelResponse) and response.stream_events:
+        try:
+            return [_event(data) for data in response.stream_events]
+        except KeyError:
+            pass  # an event type this openai version does not know: rebuild from the output
+    return [_event(data) for data in _rebuilt_events(response)]
+
+
+@functools.cache
+def _event_classes() -> dict[str, type[BaseModel]]:
+    """The Responses API stream event classes by their `type`."""
+    members: tuple[Any, ...] = typing.get_args(TResponseStreamEvent)
+    while len(members) == 1 or (members and typing.get_origin(members[0]) is typing.Union):
+        members = typing.get_args(members[0])
+    classes: dict[str, type[BaseModel]] = {}
+    for member in members:
+        field = getattr(member, "model_fields", {}).get("type")
+        for value in typing.get_args(field.annotation) if field is not None else ():
+            classes[value] = member
+    return classes
+
+
+def _event(data: dict[str, Any]) -> TResponseStreamEvent:
+    """An event as the openai client builds one from the wire: leniently, fields it lacks left unset."""
+    event_class = _event_classes()[data["type"]]
+    return cast(TResponseStreamEvent, event_class.construct(**data))  # pyright: ignore[reportDeprecated]
+
+
+def _rebuilt_events(response: ModelResponse) -> Iterator[dict[str, Any]]:
+    completed = completed_event(response).model_dump(mode="json", exclude_none=True)
+    in_progress = {**completed["response"], "status": "in_progress", "output": []}
+    in_progress.pop("usage", None)
+    sequence = 0
+
+    def event(kind: str, **fields: Any) -> dict[str, Any]:
+        nonlocal sequence
+        sequence += 1
+        return {"type": kind, "sequence_number": sequence - 1, **fields}
+
+    yield event("response.created", response=in_progress)
+    yield event("response.in_progress", response=in_progress)
+    for index, item in enumerate(completed["response"]["output"]):
+        item_id = item.get("id") or f"item_{index}"
+        opened = {**item, "status": "in_progress"}
+        if item.get("type") == "message":
+            opened["content"] = []
+        elif item.get("type") == "function_call":
+            opened["arguments"] = ""
+        yield event("response.output_item.added", output_index=index, item=opened)
+        if item.get("type") == "message":
+            for part_index, part in enumerate(item.get("content", [])):
+                place = {"item_id": item_id, "output_index": index, "content_index": part_index}
+                text = part.get("text") if part.get("type") == "output_text" else None
+                empty = {**part, "text": ""} if text is not None else part
+                yield event("response.content_part.added", **place, part=empty)
+                if text is not None:
+                    for piece in re.findall(r"\s*\S+|\s+", text):
+                        yield event("response.output_text.delta", **place, delta=piece, logprobs=[])
+                    yield event("response.output_text.done", **place, text=text, logprobs=[])
+                yield event("response.content_part.done", **place, part=part)
+        elif item.get("type") == "function_call":
+            arguments = item.get("arguments", "")
+            place = {"item_id": item_id, "output_index": index}
+            yield event("response.function_call_arguments.delta", **place, delta=arguments)
+            yield event(
+                "response.function_call_arguments.done", **place, arguments=arguments, name=item.get("name")
+            )
+        yield event("response.output_item.done", output_index=index, item=item)
+    yield event("response.completed", response=completed["response"])
+
+
 @dataclass(frozen=True)
 class _Request:
     """The arguments of one `get_response`/`stream_response` call, to pass on and to fingerprint."""
@@ -202,8 +305,9 @@ class DurableModel(Model):
     Keys are `model:<fingerprint prefix>` (a repeat of the same input gets `#2`, `#3`...), so a
     resumed run, whatever the order in which it reaches its calls, is served the response that
     was recorded for the same input. Streamed calls pass the model's events through live and
-    commit the final response before the runner sees it; served calls yield one
-    `response.completed` event. Outside an execution calls go straight to the wrapped model.
+    commit the final response, with the raw events, before the runner sees it; served calls
+    replay the recorded events in order (text deltas, call-argument deltas, output items, then
+    `response.completed`). Outside an execution calls go straight to the wrapped model.
 
     Args:
         wrapped: The model that really answers.
@@ -246,6 +350,7 @@ class DurableModel(Model):
             "codec": ModelResponseCodec(),
             "usage": response_usage(name),
             "details": {"model": name or type(self.wrapped).__qualname__},
+            "on_interrupted": "retry",  # a model request acts on nothing: an interrupted one is sent again
         }
 
     async def get_response(
@@ -312,9 +417,12 @@ class DurableModel(Model):
             return
         live_events: asyncio.Queue[TResponseStreamEvent] = asyncio.Queue()
         completed: list[ResponseCompletedEvent] = []
+        recorded: list[dict[str, Any]] = []
 
         async def consume() -> ModelResponse:
+            recorded.clear()  # a retried attempt records its own stream
             async for event in upstream():
+                recorded.append(event.model_dump(mode="json", exclude_unset=True))
                 if isinstance(event, ResponseCompletedEvent):
                     completed.append(event)
                 else:
@@ -325,8 +433,11 @@ class DurableModel(Model):
                     "response to record; the call will run again on resume."
                 )
             response = completed[-1].response
-            return ModelResponse(
-                output=list(response.output), usage=_usage_from_stream(response), response_id=response.id
+            return StreamedModelResponse(
+                output=list(response.output),
+                usage=_usage_from_stream(response),
+                response_id=response.id,
+                stream_events=recorded,
             )
 
         call = asyncio.ensure_future(
@@ -336,8 +447,11 @@ class DurableModel(Model):
             async for event in events:
                 yield event
         stored = call.result()
-        # Live: the provider's own completed event (committed by now); served: one built from the store.
-        yield completed[-1] if completed else completed_event(stored)
+        if completed:  # live: the provider's own completed event, committed by now
+            yield completed[-1]
+            return
+        for event in replayed_events(stored):  # served: the stream as it was, from the store
+            yield event
 
 
 class DurableModelProvider(ModelProvider):

@@ -7,12 +7,13 @@ import contextlib
 import contextvars
 import dataclasses
 import weakref
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import wrapt
 from agents import Agent, RunConfig, RunResult, RunResultStreaming, RunState
+from agents.exceptions import AgentsException
 from agents.handoffs import Handoff, handoff
 from agents.memory.session import Session
 from agents.models.interface import Model
@@ -26,6 +27,7 @@ from agents.tool import (
     ShellTool,
     Tool,
 )
+from pydantic import BaseModel
 
 from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.openai_agents._model import DurableModel, DurableModelProvider, jsonable
@@ -35,8 +37,16 @@ from kitaru_adapters.openai_agents._tools import (
     durable_handoff,
     durable_tool,
 )
-from kitaru_core import ApprovalPolicy, durable_run, fingerprint, run_checkpoint_async
-from kitaru_core.errors import AdapterError, ConfigurationError
+from kitaru_core import (
+    ApprovalPolicy,
+    OnInterrupted,
+    SideEffectPolicy,
+    current_execution,
+    durable_run,
+    fingerprint,
+    run_checkpoint_async,
+)
+from kitaru_core.errors import AdapterError, ConfigurationError, InterruptedCallError
 
 AgentT = TypeVar("AgentT", bound=Agent[Any])
 
@@ -159,11 +169,15 @@ class _DurableSession(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeAr
 
     The session's length when the run first used it is a checkpoint call; on resume it is served,
     and items beyond it (written by the interrupted try) are popped, so history is not duplicated.
+    In a served re-run of a completed run (`served=True`) the session is read as it was when the
+    run first used it and is never written: the run's items are in it already.
     """
 
-    def __init__(self, wrapped: Session) -> None:
+    def __init__(self, wrapped: Session, *, served: bool = False) -> None:
         super().__init__(wrapped)
         self._self_checked = False
+        self._self_served = served
+        self._self_start = 0
 
     async def _self_truncate(self) -> None:
         if self._self_checked:
@@ -175,33 +189,62 @@ class _DurableSession(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeAr
             return len(await session.get_items())
 
         start: int = await run_checkpoint_async(
-            "session", length, kind="user", inputs={"session_id": getattr(session, "session_id", None)}
+            "session",
+            length,
+            kind="user",
+            inputs={"session_id": getattr(session, "session_id", None)},
+            on_interrupted="retry",  # reads the session's length: safe to run again
         )
+        self._self_start = start
+        if self._self_served:
+            return
         extra = len(await session.get_items()) - start
         for _ in range(max(0, extra)):
             await session.pop_item()
 
     async def get_items(self, limit: int | None = None) -> Any:
         await self._self_truncate()
+        if self._self_served:
+            items = list(await self.__wrapped__.get_items())[: self._self_start]
+            return items if limit is None else items[max(0, len(items) - limit) :]
         return await self.__wrapped__.get_items(limit)
 
     async def add_items(self, items: Any) -> None:
         await self._self_truncate()
-        await self.__wrapped__.add_items(items)
+        if not self._self_served:
+            await self.__wrapped__.add_items(items)
 
     async def pop_item(self) -> Any:
         await self._self_truncate()
+        if self._self_served:
+            return None
         return await self.__wrapped__.pop_item()
 
     async def clear_session(self) -> None:
         self._self_checked = True
-        await self.__wrapped__.clear_session()
+        if not self._self_served:
+            await self.__wrapped__.clear_session()
+
+
+def _context_for_fingerprint(context: Any) -> dict[str, Any]:
+    """A JSON form of a run context for a `RunState` fingerprint (its type only when it has none)."""
+    if context is None:
+        return {}
+    if isinstance(context, BaseModel | dict) or (
+        dataclasses.is_dataclass(context) and not isinstance(context, type)
+    ):
+        form = jsonable(context)
+        return form if isinstance(form, dict) else {"context": form}  # pyright: ignore[reportUnknownVariableType]
+    return {"context_type": f"{type(context).__module__}.{type(context).__qualname__}"}
 
 
 def run_inputs(input: Any, session: Session | None) -> dict[str, Any]:
     """What identifies a top-level run for resume: its input (or RunState) and its session."""
     if isinstance(input, RunState):
-        identity: Any = {"state": fingerprint(jsonable(input.to_json()))}
+        # Our own serializer for the context: the SDK's default logs a warning for pydantic
+        # contexts that a plain run of the program never prints.
+        state = input.to_json(context_serializer=_context_for_fingerprint)
+        identity: Any = {"state": fingerprint(jsonable(state))}
     else:
         identity = jsonable(input)
     return {"input": identity, "session": getattr(session, "session_id", None) if session else None}
@@ -217,17 +260,44 @@ def _durable_boundary(
         graph = _Graph(options, in_place=in_place)
     prepared = graph.prepare(agent)
     session: Session | None = kwargs.get("session")
+    execution_id: str | None = kwargs.get("execution_id")
+    session_id = getattr(session, "session_id", None) if session is not None else None
     name = f"openai_agents:{options.name or agent.name}"
-    with durable_run(name, inputs=run_inputs(input, session)):
+    with durable_run(
+        name,
+        inputs=run_inputs(input, session) if current_execution() is None else None,
+        execution_id=execution_id,
+        identity=None if session_id is None else f"session:{session_id}",
+    ):
         token = _active_options.set(options)
         try:
-            changed = dict(kwargs)
+            changed = {key: value for key, value in kwargs.items() if key != "execution_id"}
             changed["run_config"] = _run_config(kwargs.get("run_config"))
             if session is not None:
-                changed["session"] = _DurableSession(session)
+                context = current_execution()
+                served = context is not None and context.served_completed
+                changed["session"] = _DurableSession(session, served=served)
             yield prepared, changed
+        except AgentsException as error:
+            # The SDK wraps a tool's error in `UserError`; an interrupted call must reach the caller as itself.
+            interrupted = _interrupted_cause(error)
+            if interrupted is None:
+                raise
+            raise interrupted from None
         finally:
             _active_options.reset(token)
+
+
+def _interrupted_cause(error: BaseException) -> InterruptedCallError | None:
+    """The `InterruptedCallError` behind an SDK error, if a tool call with `on_interrupted="fail"` raised it."""
+    current: BaseException | None = error
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        if isinstance(current, InterruptedCallError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class _StreamBoundary:
@@ -368,6 +438,8 @@ def _options(
     approval_mode: ApprovalMode,
     approval_timeout: timedelta | float | None,
     name: str | None,
+    side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
+    on_interrupted: OnInterrupted | None = None,
 ) -> DurableOptions:
     if approval_mode not in ("wait", "interrupt"):
         raise ConfigurationError(
@@ -378,7 +450,11 @@ def _options(
         approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
     )
     return DurableOptions(
-        policy=ApprovalPolicy(approve), approval_mode=approval_mode, approval_timeout_s=timeout_s, name=name
+        policy=ApprovalPolicy(approve),
+        approval_mode=approval_mode,
+        approval_timeout_s=timeout_s,
+        name=name,
+        side_effects=SideEffectPolicy(side_effects, on_interrupted),
     )
 
 
@@ -394,6 +470,8 @@ def durable(
     approval_mode: ApprovalMode = "wait",
     approval_timeout: timedelta | float | None = None,
     name: str | None = None,
+    side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
+    on_interrupted: OnInterrupted | None = None,
 ) -> AgentT:
     """Make an OpenAI Agents SDK agent durable, in place, and return it.
 
@@ -418,6 +496,14 @@ def durable(
     `approval_mode="interrupt"` the SDK's own flow is left in place: the run returns
     `result.interruptions` and you continue with `RunState.approve/reject`.
 
+    Side effects: a tool call cut off inside its body (a crash or kill while it ran) runs again on
+    resume by default. Function and MCP tools named in `side_effects` commit a `started` record
+    before their body, and an interrupted call stops the resumed run at a durable wait instead,
+    answered with `{"action": "retry"}` (run it again) or `{"action": "result", "result": ...}`
+    (what the tool returned; the model gets it and the tool does not run again). A mapping chooses
+    the mode per tool: `{"refund": "fail"}` fails the run with `InterruptedCallError` until that
+    wait is answered. Model requests and handoffs are always run again.
+
     Args:
         agent: The starting agent.
         approve: Tool names that need approval, or `callable(tool_name, arguments) -> bool`.
@@ -425,6 +511,10 @@ def durable(
         approval_timeout: How long an approval wait polls the store before the execution suspends
             (`timedelta` or seconds). Default: suspend at once unless at a terminal.
         name: Name used in execution names (default: the starting agent's `name`; keep it stable).
+        side_effects: Tool names whose interrupted calls ask a person (`["refund"]`), or a mapping
+            of tool name to `"retry"`, `"ask"` or `"fail"`.
+        on_interrupted: The mode of tools `side_effects` does not name; default:
+            `configure(on_interrupted=...)`, itself `"retry"`.
 
     Returns:
         The same agent object.
@@ -432,13 +522,14 @@ def durable(
     Raises:
         AdapterError: `agent` is not an `agents.Agent`; or, when it runs, one of its tools runs
             locally through its own executor (computer, local shell, apply-patch, custom tools).
-        ConfigurationError: `approve` is a string instead of a list, or `approval_mode` is unknown.
+        ConfigurationError: `approve` or `side_effects` is a string instead of a list, or
+            `approval_mode` or an `on_interrupted` mode is unknown.
     """
     if not isinstance(agent, Agent):  # pyright: ignore[reportUnnecessaryIsInstance] - checked at run time
         raise AdapterError(
             f"durable() from kitaru_adapters.openai_agents takes an agents.Agent, got {type(agent).__qualname__}."
         )
-    options = _options(approve, approval_mode, approval_timeout, name)
+    options = _options(approve, approval_mode, approval_timeout, name, side_effects, on_interrupted)
     graph = _Graph(options, in_place=True)
     object.__setattr__(agent, OPTIONS_ATTRIBUTE, None)  # re-marked by prepare with the new options
     graph.prepare(agent)
@@ -458,6 +549,9 @@ class DurableRunner:
         approval_mode: `"wait"` (durable waits) or `"interrupt"` (the SDK's RunState flow).
         approval_timeout: How long an approval wait polls before suspending (`timedelta` or seconds).
         name: Name used in execution names (default: the starting agent's `name`).
+        side_effects: Tool names whose interrupted calls ask a person, or a mapping of tool name
+            to `"retry"`, `"ask"` or `"fail"` (see `durable`).
+        on_interrupted: The mode of tools `side_effects` does not name.
     """
 
     def __init__(
@@ -467,20 +561,64 @@ class DurableRunner:
         approval_mode: ApprovalMode = "wait",
         approval_timeout: timedelta | float | None = None,
         name: str | None = None,
+        side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
+        on_interrupted: OnInterrupted | None = None,
     ) -> None:
-        options = _options(approve, approval_mode, approval_timeout, name)
+        options = _options(approve, approval_mode, approval_timeout, name, side_effects, on_interrupted)
         _install()
         inner = get_default_agent_runner()
         self._runner = DurableAgentRunner(cast(DurableAgentRunner, inner).inner, options)
 
-    async def run(self, starting_agent: Agent[Any], input: Any, **kwargs: Any) -> RunResult:
-        """Like `Runner.run`, durably."""
-        return await self._runner.run(starting_agent, input, **kwargs)
+    async def run(
+        self, starting_agent: Agent[Any], input: Any, *, execution_id: str | None = None, **kwargs: Any
+    ) -> RunResult:
+        """Like `Runner.run`, durably.
 
-    def run_sync(self, starting_agent: Agent[Any], input: Any, **kwargs: Any) -> RunResult:
-        """Like `Runner.run_sync`, durably."""
-        return self._runner.run_sync(starting_agent, input, **kwargs)
+        Args:
+            starting_agent: The starting agent.
+            input: The run's input (or a `RunState`).
+            execution_id: The run's identity (see the re-run rule in the concepts): run again with
+                the same input after it completed, it is served from the store; with another
+                input it is a new turn, execution `{execution_id}~2`, `~3`...
+            **kwargs: `Runner.run`'s other arguments.
 
-    def run_streamed(self, starting_agent: Agent[Any], input: Any, **kwargs: Any) -> RunResultStreaming:
-        """Like `Runner.run_streamed`, durably."""
-        return self._runner.run_streamed(starting_agent, input, **kwargs)
+        Returns:
+            The run's result.
+        """
+        return await self._runner.run(starting_agent, input, **_with_identity(kwargs, execution_id))
+
+    def run_sync(
+        self, starting_agent: Agent[Any], input: Any, *, execution_id: str | None = None, **kwargs: Any
+    ) -> RunResult:
+        """Like `Runner.run_sync`, durably (`execution_id` as for `run`).
+
+        Args:
+            starting_agent: The starting agent.
+            input: The run's input (or a `RunState`).
+            execution_id: The run's identity, as for `run`.
+            **kwargs: `Runner.run_sync`'s other arguments.
+
+        Returns:
+            The run's result.
+        """
+        return self._runner.run_sync(starting_agent, input, **_with_identity(kwargs, execution_id))
+
+    def run_streamed(
+        self, starting_agent: Agent[Any], input: Any, *, execution_id: str | None = None, **kwargs: Any
+    ) -> RunResultStreaming:
+        """Like `Runner.run_streamed`, durably (`execution_id` as for `run`).
+
+        Args:
+            starting_agent: The starting agent.
+            input: The run's input (or a `RunState`).
+            execution_id: The run's identity, as for `run`.
+            **kwargs: `Runner.run_streamed`'s other arguments.
+
+        Returns:
+            The streaming result.
+        """
+        return self._runner.run_streamed(starting_agent, input, **_with_identity(kwargs, execution_id))
+
+
+def _with_identity(kwargs: dict[str, Any], execution_id: str | None) -> dict[str, Any]:
+    return kwargs if execution_id is None else {**kwargs, "execution_id": execution_id}

@@ -20,9 +20,11 @@ from kitaru_core import (
     ApprovalPolicy,
     ApprovalRequest,
     JsonCodec,
+    SideEffectPolicy,
     current_execution,
     request_approval_together,
     run_checkpoint_async,
+    scope,
 )
 from kitaru_core.errors import SerializationError
 
@@ -44,12 +46,14 @@ class DurableOptions:
             `RunState.approve/reject`) is left to the caller.
         approval_timeout_s: Seconds an approval wait polls the store before the execution suspends.
         name: Execution name override (default: the starting agent's name).
+        side_effects: What a later run does with a tool call cut off inside its body, per tool.
     """
 
     policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
     approval_mode: ApprovalMode = "wait"
     approval_timeout_s: float | None = None
     name: str | None = None
+    side_effects: SideEffectPolicy = dataclasses.field(default_factory=SideEffectPolicy)
 
 
 # -- the run context ---------------------------------------------------------------------------------
@@ -152,6 +156,15 @@ def is_wrapped(tool: FunctionTool) -> bool:
     return getattr(tool.on_invoke_tool, WRAPPED_MARKER, False)
 
 
+def is_agent_tool(tool: FunctionTool) -> bool:
+    """Whether `tool` was made by `Agent.as_tool` (the SDK's tool origin says so)."""
+    origin = getattr(tool, "tool_origin", None)
+    origin_type = getattr(origin, "type", None)
+    return getattr(origin_type, "value", origin_type) == "agent_as_tool" or bool(
+        getattr(tool, "_is_agent_tool", False)
+    )
+
+
 def durable_tool(
     tool: FunctionTool, options: DurableOptions, *, kind: Literal["tool", "mcp"] = "tool"
 ) -> FunctionTool:
@@ -175,6 +188,7 @@ def durable_tool(
         if current_execution() is None:
             return await invoke(context, args_json)
         arguments = _arguments(args_json)
+        agent_tool = is_agent_tool(tool)
         if options.approval_mode == "wait" and (
             await _declared_approval(tool, context, arguments)
             or options.policy.requires_approval(tool.name, arguments)
@@ -188,6 +202,12 @@ def durable_tool(
             )
             if not decision.approved:
                 return decision.message or DEFAULT_APPROVAL_REJECTION_MESSAGE
+        if agent_tool:
+            # An agent used as a tool is a scope, not one call: its own model and tool calls are
+            # checkpoint calls, so a served re-run runs it again from the store and its streamed
+            # events (`as_tool(on_stream=...)`) reach the callback as they did live.
+            with scope(f"tool:{tool.name}", discriminator=context.tool_call_id):
+                return await invoke(context, args_json)
         outcome: ToolOutcome = await run_checkpoint_async(
             f"tool:{tool.name}",
             run,
@@ -198,6 +218,8 @@ def durable_tool(
             inputs={"tool": tool.name, "arguments": arguments},
             codec=ToolOutcomeCodec(),
             details={"tool_name": tool.name, "tool_call_id": context.tool_call_id},
+            on_interrupted=options.side_effects.mode(tool.name),
+            given_result=lambda value: ToolOutcome(output=value, context=snapshot_context(context.context)),
         )
         restore_context(context.context, outcome.context)
         return outcome.output
@@ -282,6 +304,7 @@ def durable_handoff(
             inputs={"handoff": handoff.tool_name, "arguments": _arguments(args_json)},
             codec=HandoffCodec(),
             details={"tool_name": handoff.tool_name, "agent": handoff.agent_name},
+            on_interrupted="retry",  # its result is an agent and a run context: run the callback again
         )
         agent = live_agents.pop(agent_name, None) or find_agent(agent_name)
         if agent is None:  # an agent made up by the callback: ask it again, then restore the context

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -11,7 +11,7 @@ from pydantic_ai import Agent
 
 from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
-from kitaru_core import ApprovalPolicy, durable_run
+from kitaru_core import ApprovalPolicy, OnInterrupted, SideEffectPolicy, durable_run
 from kitaru_core.errors import AdapterError
 
 AgentT = TypeVar("AgentT", bound=Agent[Any, Any])
@@ -61,6 +61,8 @@ def durable(
     approve: Sequence[str] | Any = None,
     name: str | None = None,
     approval_timeout: timedelta | float | None = None,
+    side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
+    on_interrupted: OnInterrupted | None = None,
 ) -> AgentT:
     """Make a PydanticAI agent durable, in place, and return it.
 
@@ -79,19 +81,31 @@ def durable(
     `{"approved": bool, "message": str | None}`; a denial reaches the model as PydanticAI's
     normal denied-tool result.
 
+    Side effects: a tool call cut off inside its body (a crash or kill while it ran) runs again on
+    resume by default. Tools named in `side_effects` commit a `started` record before their body,
+    and an interrupted call stops the resumed run at a durable wait instead, answered with
+    `{"action": "retry"}` (run it again) or `{"action": "result", "result": ...}` (what the tool
+    returned; the model gets it and the tool does not run again). A mapping chooses the mode per
+    tool: `{"refund": "fail"}` fails the run with `InterruptedCallError` until that wait is answered.
+
     Args:
         agent: The agent to make durable.
         approve: Tool names that need approval, or `callable(tool_name, arguments) -> bool`.
         name: Name used in execution names and keys; default: the agent's `name` (keep it stable).
         approval_timeout: How long an approval wait polls the store before the execution
             suspends (`timedelta` or seconds). Default: suspend at once unless at a terminal.
+        side_effects: Tool names whose interrupted calls ask a person (`["refund"]`), or a mapping
+            of tool name to `"retry"`, `"ask"` or `"fail"`.
+        on_interrupted: The mode of tools `side_effects` does not name; default:
+            `configure(on_interrupted=...)`, itself `"retry"`. Model requests are always sent again.
 
     Returns:
         The same agent object.
 
     Raises:
         AdapterError: `agent` is not a PydanticAI `Agent`.
-        ConfigurationError: `approve` is a string instead of a list of names.
+        ConfigurationError: `approve` or `side_effects` is a string instead of a list of names, or
+            a mode is not `"retry"`, `"ask"` or `"fail"`.
     """
     if not isinstance(agent, Agent):  # pyright: ignore[reportUnnecessaryIsInstance] - checked at run time
         raise AdapterError(
@@ -105,7 +119,12 @@ def durable(
     def agent_name() -> str:
         return name or agent.name or "agent"
 
-    capability = DurableCapability(agent_name=agent_name, policy=policy, approval_timeout_s=timeout_s)
+    capability = DurableCapability(
+        agent_name=agent_name,
+        policy=policy,
+        approval_timeout_s=timeout_s,
+        side_effects=SideEffectPolicy(side_effects, on_interrupted),
+    )
     object.__setattr__(agent, _CAPABILITY_ATTRIBUTE, capability)
     if not is_durable_class(type(agent)):
         agent.__class__ = _durable_class(type(agent))

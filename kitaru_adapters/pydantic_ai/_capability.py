@@ -39,6 +39,7 @@ from kitaru_core import (
     ApprovalPolicy,
     ApprovalRequest,
     CallUsage,
+    SideEffectPolicy,
     fingerprint,
     request_approvals,
     run_checkpoint_async,
@@ -193,6 +194,11 @@ class ToolOutcomeCodec:
         )
 
 
+def given_tool_result(value: Any) -> ToolOutcome:
+    """The outcome of an interrupted tool call whose result a person gave: the tool returned `value`."""
+    return ToolOutcome(kind="value", value=value)
+
+
 def response_usage(response: ModelResponse) -> CallUsage:
     """Tokens and cost of one model response (cost from genai-prices where the model is known)."""
     usage = response.usage
@@ -235,11 +241,13 @@ class DurableCapability(AbstractCapability[Any]):
         agent_name: Returns the agent's name, used in execution names and call keys.
         policy: Which tool calls need approval besides those PydanticAI already marks.
         approval_timeout_s: Seconds each approval wait polls the store before suspending.
+        side_effects: What a later run does with a tool call cut off inside its body, per tool.
     """
 
     agent_name: Callable[[], str]
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     approval_timeout_s: float | None = None
+    side_effects: SideEffectPolicy = field(default_factory=SideEffectPolicy)
 
     def get_ordering(self) -> CapabilityOrdering:
         """Sit outside every other capability, so what they do is inside the recorded calls."""
@@ -262,6 +270,7 @@ class DurableCapability(AbstractCapability[Any]):
             codec=ModelResponseCodec(),
             usage=response_usage,
             details={"model": request_context.model_id or request_context.model.model_id},
+            on_interrupted="retry",  # a model request acts on nothing: an interrupted one is sent again
         )
         if response.model_id is None:  # a served response was never stamped by the graph
             response.model_id = request_context.model_id or request_context.model.model_id
@@ -333,6 +342,8 @@ class DurableCapability(AbstractCapability[Any]):
             inputs={"tool": call.tool_name, "arguments": args},
             codec=ToolOutcomeCodec(),
             details={"tool_name": call.tool_name, "tool_call_id": call.tool_call_id},
+            on_interrupted=self.side_effects.mode(call.tool_name),
+            given_result=given_tool_result,
         )
         return outcome.unwrap()
 

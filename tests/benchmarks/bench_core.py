@@ -375,6 +375,46 @@ def run_once(index: int, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+TYPICAL_OUTPUT: dict[str, Any] = {  # what a checkpoint typically returns: an API record as a dict
+    "order_id": 7,
+    "customer": "c-1042",
+    "status": "paid",
+    "total": 30.0,
+    "currency": "EUR",
+    "paid": True,
+    "note": None,
+    "lines": [{"sku": f"SKU-{index}", "quantity": index + 1, "price": 9.99} for index in range(5)],
+}
+
+
+def codec_cost(samples: int = 5000) -> None:
+    """Encode+decode cost of one call's output: the 0.1 codec (pydantic, annotation) vs `json+typed/1`."""
+    from pydantic import TypeAdapter
+
+    from kitaru_core import JsonCodec
+
+    hint = dict[str, Any]
+    adapter = TypeAdapter(hint)
+
+    def old_round_trip() -> Any:  # 0.1: dump through the annotation's TypeAdapter, validate it back
+        return adapter.validate_json(adapter.dump_json(TYPICAL_OUTPUT))
+
+    codec = JsonCodec(type_hint=hint)
+
+    def new_round_trip() -> Any:
+        return codec.decode(*codec.encode(TYPICAL_OUTPUT))
+
+    print("\ncodec: encode + decode of a typical dict output (8 keys, 5 nested line dicts)")
+    for label, function in (("0.1 json (pydantic)", old_round_trip), ("json+typed/1", new_round_trip)):
+        timings_ns: list[int] = []
+        for _ in range(samples):
+            started = time.perf_counter_ns()
+            function()
+            timings_ns.append(time.perf_counter_ns() - started)
+        stats = Stats.of_ns(timings_ns)
+        print(f"  {label:<22} median {stats.median:7.1f} us  p95 {stats.p95:7.1f} us  ({samples} samples)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, run the measurement `--repeat` times, print every run and a summary."""
     parser = argparse.ArgumentParser(
@@ -398,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--calls, --repeat, --commits and --import-runs must be >= 1")
 
     machine_facts(Path(args.dir or tempfile.gettempdir()))
+    codec_cost()
     results = [run_once(index, args) for index in range(args.repeat)]
     if args.repeat > 1:
         print(f"\nsummary of {args.repeat} runs (per-run medians; min / median / max)")

@@ -595,3 +595,166 @@ def test_pydantic_ai_run_stream(tmp_path: Path) -> None:
     records = read_request_log(tmp_path / "log.jsonl")
     assert [record["reply_kind"] for record in records] == ["tool_calls", "text"]
     assert [record["streamed"] for record in records] == [True, True]
+
+
+# -- the Responses API ---------------------------------------------------------------------------
+
+RESPONSES_WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Get the weather of a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": False,
+}
+
+
+def test_responses_text_reply_and_usage(server: ScriptedModelServer, client: openai.OpenAI) -> None:
+    response = client.responses.create(model="gpt-4o", input="hello!", instructions="Be kind.")
+
+    assert response.output_text == "Hello there, how can I help?"
+    assert response.status == "completed"
+    assert response.model == "gpt-4o"
+    assert response.id.startswith("resp_")
+    [message] = response.output
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert response.usage is not None
+    assert response.usage.input_tokens == (len("Be kind.") + len("hello!")) // 4 + 1
+    assert response.usage.output_tokens == len("Hello there, how can I help?") // 4 + 1
+    assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+    assert response.usage.input_tokens_details.cached_tokens == 0
+
+    again = client.responses.create(model="gpt-4o", input="hello!", instructions="Be kind.")
+    assert again.id == response.id
+    [first, _second] = server.request_records
+    assert first["path"] == "/v1/responses"
+    assert first["last_user"] == "hello!"
+    assert first["turn"] == 0
+    assert first["reply_kind"] == "text"
+
+
+def test_responses_tool_call_round_trip_matches_the_same_rules_as_chat(
+    server: ScriptedModelServer, client: openai.OpenAI
+) -> None:
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.responses.create(model="gpt-4o", input=question, tools=[RESPONSES_WEATHER_TOOL])  # type: ignore[arg-type]
+    [call] = first.output
+    assert call.type == "function_call"
+    assert call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    assert call.call_id.startswith("call_")
+    assert call.id is not None
+    assert call.id.startswith("fc_")
+
+    # The same conversation over chat completions gets the same tool-call id: one script, both APIs.
+    chat = client.chat.completions.create(model="scripted", messages=question, tools=[WEATHER_TOOL])  # type: ignore[arg-type]
+    assert chat.choices[0].message.tool_calls is not None
+    assert chat.choices[0].message.tool_calls[0].id == call.call_id
+
+    follow_up: list[Any] = [
+        *question,
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 24 C"},
+    ]
+    sunny = client.responses.create(model="gpt-4o", input=follow_up, tools=[RESPONSES_WEATHER_TOOL])  # type: ignore[arg-type]
+    assert sunny.output_text == "The tool says: sunny, 24 C. You asked: What is the weather in Paris?"
+    assert server.request_records[-1]["turn"] == 1  # the function call counted as one assistant turn
+
+    # when_tools_offered reads the Responses API's flat function tools: without the tool, no rule matches.
+    with pytest.raises(openai.InternalServerError, match="What is the weather"):
+        client.responses.create(model="gpt-4o", input=question)  # type: ignore[arg-type]
+
+
+def test_responses_streams_the_real_event_sequence(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="gpt-4o", input="hello there") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [event.type for event in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * 6,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+    assert "".join(deltas) == "Hello there, how can I help?"
+    assert final.output_text == "Hello there, how can I help?"
+    assert final.usage is not None
+    assert final.usage.output_tokens > 0
+
+    with client.responses.stream(
+        model="gpt-4o",
+        input="What is the weather in Paris?",
+        tools=[RESPONSES_WEATHER_TOOL],  # type: ignore[list-item]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    arguments = "".join(
+        event.delta for event in events if event.type == "response.function_call_arguments.delta"
+    )
+    assert kinds.count("response.function_call_arguments.delta") == 2
+    assert json.loads(arguments) == {"city": "Paris"}
+    [call] = final.output
+    assert call.type == "function_call"
+    assert call.status == "completed"
+
+
+def test_responses_structured_output() -> None:
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        population: int
+
+    script = Script(
+        [
+            Rule(when_last_user_contains="Paris", text='{"name": "Paris", "population": 2100000}'),
+            Rule(text="not JSON at all"),
+        ]
+    )
+    with (
+        ScriptedModelServer(script) as server,
+        openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0) as client,
+    ):
+        parsed = client.responses.parse(model="gpt-4o", input="Tell me about Paris", text_format=City)
+        assert parsed.output_parsed == City(name="Paris", population=2_100_000)
+        assert server.request_bodies[0]["text"]["format"]["type"] == "json_schema"
+        with pytest.raises(openai.InternalServerError, match="not JSON"):
+            client.responses.parse(model="gpt-4o", input="Tell me about Rome", text_format=City)
+        with pytest.raises(openai.BadRequestError, match="input"):
+            client.responses.create(model="gpt-4o", input=42)  # type: ignore[arg-type]
+
+
+def test_responses_async_client_stream_and_developer_messages() -> None:
+    script = Script([Rule(when_conversation_contains="Speak French", text="Bonjour {last_user}")])
+
+    async def run() -> list[str]:
+        with ScriptedModelServer(script) as server:
+            async with openai.AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0) as client:
+                stream = await client.responses.create(
+                    model="gpt-4o",
+                    input=[
+                        {"role": "developer", "content": "Speak French"},
+                        {
+                            "type": "message",
+                            "role": "user",
+                            "content": [{"type": "input_text", "text": "Ana"}],
+                        },
+                    ],
+                    stream=True,
+                )
+                return [event.delta async for event in stream if event.type == "response.output_text.delta"]
+
+    assert "".join(asyncio.run(run())) == "Bonjour Ana"

@@ -67,6 +67,16 @@ def lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
+def store_environment(tmp_path: Path) -> dict[str, str]:
+    """The environment of a subprocess that records into `tmp_path`'s SQLite store, non-interactive."""
+    return {
+        **os.environ,
+        "KITARU_STORE_URL": f"sqlite:///{tmp_path / 'kitaru.db'}",
+        "KITARU_ARTIFACTS_URL": str(tmp_path / "artifacts"),
+        "KITARU_INTERACTIVE": "false",
+    }
+
+
 @dataclass
 class DeskProcess:
     """Runs `examples/crewai_order_desk.py` in a subprocess against one store and one model server."""

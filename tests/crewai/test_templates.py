@@ -184,7 +184,7 @@ def test_a_generated_project_runs_durably_with_one_decorator(
     (failed,) = executions(tmp_path)
     assert failed.flow_name == execution_name  # type: ignore[attr-defined]
     assert failed.status == "failed"  # type: ignore[attr-defined]
-    completed_before = [call for call in failed.calls if call.status == "completed"]  # type: ignore[attr-defined]
+    completed_before = [call for call in failed.calls if call.status == "completed" and call.kind == "model"]  # type: ignore[attr-defined]
     assert len(completed_before) == tasks - 1
 
     # Second run of the unchanged command: it resumes, asking only for the missing task's answer.
@@ -196,7 +196,7 @@ def test_a_generated_project_runs_durably_with_one_decorator(
     (resumed,) = executions(tmp_path)
     assert resumed.status == "completed"  # type: ignore[attr-defined]
     assert resumed.run_count == 2  # type: ignore[attr-defined]
-    served = [call for call in resumed.calls if call.source == "store"]  # type: ignore[attr-defined]
+    served = [call for call in resumed.calls if call.source == "store" and call.kind == "model"]  # type: ignore[attr-defined]
     assert len(served) == tasks - 1
     last_rule_text = rules[-1].text if kind == "crew" else rules[0].text
     assert last_rule_text is not None

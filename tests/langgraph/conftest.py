@@ -114,14 +114,19 @@ class DeskProcess:
         return [line for line in self.counter_file.read_text().splitlines() if line]
 
 
-@pytest.fixture
-def desk_script() -> Script:
+def desk_script_of_example() -> Script:
+    """The refund desk example's scripted model replies."""
     sys.path.insert(0, str(EXAMPLE.parent))
     try:
         import langgraph_refund_desk
     finally:
         sys.path.remove(str(EXAMPLE.parent))
     return langgraph_refund_desk.SCRIPT
+
+
+@pytest.fixture
+def desk_script() -> Script:
+    return desk_script_of_example()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import pytest
 from langchain.agents import create_agent
 from langchain.tools import ToolRuntime
-from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage, message_to_dict
 from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -75,6 +75,11 @@ def tool_runs_recorder() -> tuple[Any, list[str]]:
     return get_weather, runs
 
 
+def graph_calls(detail: Any) -> list[Any]:
+    """An execution's model and tool calls (without the turn markers of a thread without a checkpointer)."""
+    return [call for call in detail.calls if call.name != "langgraph:turn"]
+
+
 def only_execution() -> Any:
     (summary,) = Client().list_executions()
     return Client().get_execution(summary.id)
@@ -106,11 +111,11 @@ def test_a_node_with_three_model_calls_is_served_when_run_again(
     assert len(model_server.requests()) == 3  # every call served from the store
     detail = Client().get_execution("trip-1")
     assert detail.flow_name == "langgraph:three_calls"
-    keys = [call.key for call in detail.calls]
+    keys = [call.key for call in graph_calls(detail)]
     assert all(key.startswith("model:research@1/pull.research/") for key in keys)
     assert [key.rsplit(".", 1)[1] for key in keys] == ["0", "0", "0"]  # three requests, each once
     assert len(set(keys)) == 3
-    for call in detail.calls:
+    for call in graph_calls(detail):
         assert call.model_name == "gpt-4o-mini"
         assert call.input_tokens
         assert call.output_tokens
@@ -129,7 +134,7 @@ def test_the_same_request_twice_in_a_node_gets_an_occurrence_index(
 
     graph = durable(StateGraph(Notes).add_node("ask", ask_twice).add_edge(START, "ask").compile())
     graph.invoke({"notes": []})
-    keys = [call.key for call in only_execution().calls]
+    keys = [call.key for call in graph_calls(only_execution())]
     assert [key.rsplit(".", 1)[1] for key in keys] == ["0", "1"]
     assert keys[0].rsplit(".", 1)[0] == keys[1].rsplit(".", 1)[0]
     assert len(model_server.requests()) == 2
@@ -162,7 +167,7 @@ def test_entry_points_record_every_call(
     assert state["notes"] == ["plan: go by train", "facts: 3 hours", "risks: strikes"]
     detail = Client().get_execution(f"entry-{entry}")
     assert detail.status == "completed"
-    assert [call.kind for call in detail.calls] == ["model", "model", "model"]
+    assert [call.kind for call in graph_calls(detail)] == ["model", "model", "model"]
 
 
 def test_a_run_without_thread_id_is_an_execution_of_its_input(
@@ -185,8 +190,8 @@ def test_create_agent_model_and_tool_calls_are_checkpoint_calls(
     assert result["messages"][-1].content == "It is sunny in Paris."
     assert runs == ["Paris"]
     detail = Client().get_execution("weather-1")
-    assert [call.kind for call in detail.calls] == ["model", "tool", "model"]
-    tool_call = detail.calls[1]
+    assert [call.kind for call in graph_calls(detail)] == ["model", "tool", "model"]
+    tool_call = graph_calls(detail)[1]
     tool_message = result["messages"][2]
     assert isinstance(tool_message, ToolMessage)
     assert tool_call.key == f"tool:get_weather:tools@2/{tool_message.tool_call_id}"
@@ -209,7 +214,11 @@ def test_create_react_agent_async_is_recorded(model_server: ModelServer, sqlite_
     config = {"configurable": {"thread_id": "react-1"}}
     result = asyncio.run(agent.ainvoke({"messages": [("user", "Weather in Paris?")]}, config))
     assert result["messages"][-1].content == "It is sunny in Paris."
-    assert [call.kind for call in Client().get_execution("react-1").calls] == ["model", "tool", "model"]
+    assert [call.kind for call in graph_calls(Client().get_execution("react-1"))] == [
+        "model",
+        "tool",
+        "model",
+    ]
     assert runs == ["Paris"]
 
 
@@ -227,7 +236,7 @@ def test_hand_built_tool_node_and_bind_tools(model_server: ModelServer, sqlite_f
     graph = durable(builder.compile())
     result = graph.invoke({"messages": [HumanMessage("Weather in Paris?")]})
     assert result["messages"][-1].content == "It is sunny in Paris."
-    calls = only_execution().calls
+    calls = graph_calls(only_execution())
     assert [call.key.split("@")[0] for call in calls] == [
         "model:agent",
         "tool:get_weather:tools",
@@ -256,7 +265,7 @@ def test_functional_entrypoint_with_tasks(model_server: ModelServer, sqlite_file
     assert len(model_server.requests()) == 3
     detail = only_execution()
     assert detail.flow_name == "langgraph:research"
-    assert [call.kind for call in detail.calls] == ["model"] * 3
+    assert [call.kind for call in graph_calls(detail)] == ["model"] * 3
 
 
 def test_direct_model_stream_is_one_checkpoint_call(
@@ -268,7 +277,7 @@ def test_direct_model_stream_is_one_checkpoint_call(
     def write(state: Notes) -> dict[str, list[str]]:
         chunks = list(model.stream("Write a poem"))
         assert all(isinstance(chunk, AIMessageChunk) for chunk in chunks)
-        seen.append([str(chunk.content) for chunk in chunks])
+        seen.append([message_to_dict(chunk) for chunk in chunks])
         return {"notes": ["".join(str(chunk.content) for chunk in chunks)]}
 
     graph = durable(StateGraph(Notes).add_node("write", write).add_edge(START, "write").compile())
@@ -276,9 +285,9 @@ def test_direct_model_stream_is_one_checkpoint_call(
     assert graph.invoke({"notes": []}, config)["notes"] == ["roses are red, violets are blue"]
     assert len(seen[0]) > 2  # streamed live, piece by piece
     assert graph.invoke({"notes": []}, config)["notes"] == ["roses are red, violets are blue"]
-    assert seen[1] == ["roses are red, violets are blue"]  # served: the stored reply as one chunk
+    assert seen[1] == seen[0]  # served: the stored chunks, in order, as they streamed live
     assert len(model_server.requests()) == 1
-    (call,) = Client().get_execution("poem").calls
+    (call,) = graph_calls(Client().get_execution("poem"))
     assert call.kind == "model"
     assert call.output_tokens
 
@@ -324,7 +333,7 @@ def test_inside_a_flow_the_calls_belong_to_the_flow(
     assert plan_trip("Lyon") == ["plan: go by train", "facts: 3 hours", "risks: strikes"]
     detail = only_execution()
     assert detail.flow_name.endswith("plan_trip")
-    assert all(call.key.startswith("langgraph:three_calls:Lyon/model:") for call in detail.calls)
+    assert all(call.key.startswith("langgraph:three_calls:Lyon/model:") for call in graph_calls(detail))
 
 
 def test_graph_interrupt_from_a_tool_passes_through_and_is_not_recorded_as_a_failure(
@@ -345,14 +354,14 @@ def test_graph_interrupt_from_a_tool_passes_through_and_is_not_recorded_as_a_fai
         config = {"configurable": {"thread_id": "confirm"}}
         stopped = agent.invoke({"messages": [HumanMessage("Weather in Paris?")]}, config)
         assert stopped["__interrupt__"][0].value == {"confirm_city": "Paris"}
-        assert [call.status for call in Client().get_execution("confirm").calls] == ["completed"]
+        assert [call.status for call in graph_calls(Client().get_execution("confirm"))] == ["completed"]
         done = agent.invoke(Command(resume="Paris"), config)
     finally:
         saver.close()
     assert done["messages"][-1].content == "It is sunny in Paris."
     assert runs == ["Paris"]
     assert len(model_server.requests()) == 2
-    statuses = [(call.kind, call.status) for call in Client().get_execution("confirm").calls]
+    statuses = [(call.kind, call.status) for call in graph_calls(Client().get_execution("confirm"))]
     assert statuses == [("model", "completed"), ("tool", "completed"), ("model", "completed")]
 
 
@@ -392,7 +401,7 @@ def test_subgraph_calls_are_keyed_by_namespace_without_task_ids(
         "facts: 3 hours",
         "risks: strikes",
     ]
-    keys = [call.key for call in Client().get_execution("nested").calls]
+    keys = [call.key for call in graph_calls(Client().get_execution("nested"))]
     assert all(key.startswith("model:plan|research@1/") for key in keys), keys
     graph.invoke({"notes": []}, config)
     assert len(model_server.requests()) == 3
@@ -441,8 +450,8 @@ def test_every_store_backend_with_the_kitaru_saver(model_server: ModelServer, st
     finally:
         saver.close()
     detail = Client().get_execution("backends")
-    assert [call.kind for call in detail.calls] == ["model", "model", "model"]
-    assert all(call.cost_usd for call in detail.calls)
+    assert [call.kind for call in graph_calls(detail)] == ["model", "model", "model"]
+    assert all(call.cost_usd for call in graph_calls(detail))
 
 
 def test_injected_state_and_runtime_do_not_change_a_tool_calls_fingerprint(
@@ -462,7 +471,7 @@ def test_injected_state_and_runtime_do_not_change_a_tool_calls_fingerprint(
         result = agent.invoke({"messages": [HumanMessage("Weather in Paris?")]}, config)
         assert result["messages"][-1].content == "It is sunny in Paris."
     assert runs == ["Paris after 2 messages"]
-    assert [call.status for call in Client().get_execution("runtime").calls] == ["completed"] * 3
+    assert [call.status for call in graph_calls(Client().get_execution("runtime"))] == ["completed"] * 3
 
 
 def test_a_provider_reusing_tool_call_ids_is_not_served_another_turns_result(
@@ -492,7 +501,7 @@ def test_a_provider_reusing_tool_call_ids_is_not_served_another_turns_result(
         finally:
             saver.close()
     assert runs == ["Paris", "Paris"]  # the second turn's `call_0` ran: it is another call
-    keys = [call.key for call in Client().get_execution("reused-ids").calls if call.kind == "tool"]
+    keys = [call.key for call in graph_calls(Client().get_execution("reused-ids")) if call.kind == "tool"]
     assert len(set(keys)) == 2
     assert all(key.endswith("/call_0") for key in keys)
 
@@ -568,8 +577,18 @@ def test_the_same_call_again_after_a_failure_continues_the_threads_run(
         # the same call again continues the failed run (LangGraph's invoke(None)), not a new one
         assert graph.invoke({"notes": []}, config)["notes"] == ["plan: go by train", "facts: 3 hours"]
         assert entered == ["one", "two", "two"]
-        # a completed thread: the same input again is a new run on top of the state
-        assert graph.invoke({"notes": []}, config)["notes"] == ["plan: go by train", "facts: 3 hours"] * 2
+        # a completed thread, the same input again: served (the re-run rule), nothing runs
+        assert graph.invoke({"notes": []}, config)["notes"] == ["plan: go by train", "facts: 3 hours"]
+        assert entered == ["one", "two", "two"]
+        assert len(model_server.requests()) == 2
+        # another input is a new turn: a new run on top of the state, as in LangGraph
+        assert graph.invoke({"notes": ["again"]}, config)["notes"] == [
+            "plan: go by train",
+            "facts: 3 hours",
+            "again",
+            "plan: go by train",
+            "facts: 3 hours",
+        ]
         assert entered == ["one", "two", "two", "one", "two"]
     finally:
         saver.close()

@@ -14,7 +14,7 @@ from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.tool import LocalShellTool
 
 from kitaru_adapters.openai_agents import DurableModel, DurableRunner, durable, is_durable
-from kitaru_core import Client, execution
+from kitaru_core import Client, execution, named_run
 from kitaru_core.errors import AdapterError, ConfigurationError, ExecutionWaitingError, InvalidAnswerError
 from kitaru_core.testing import Rule, Script, ScriptedToolCall
 
@@ -220,13 +220,23 @@ def test_an_agent_used_as_a_tool_records_its_calls_inside_the_tool_call(
             tools=[helper.as_tool(tool_name="ask_helper", tool_description="Ask the helper.")],
         )
     )
-    result = Runner.run_sync(boss, "Ask the helper", run_config=model_server.run_config())
+    with named_run("ask-1"):
+        result = Runner.run_sync(boss, "Ask the helper", run_config=model_server.run_config())
     assert result.final_output == "Helper said: Sums: 9"
     keys = [call.key for call in _only_execution().calls]
-    (outer,) = [key for key in keys if key.startswith("tool:ask_helper:") and "/" not in key]
+    # The agent tool is a scope (not one call): its run's own calls are recorded inside it, so a
+    # served re-run runs the helper again from the store and its streamed events reach `on_stream`.
+    assert not [key for key in keys if key.startswith("tool:ask_helper:") and "/" not in key]
+    (outer,) = {key.split("/")[0] for key in keys if key.startswith("tool:ask_helper:")}
     nested = [key for key in keys if key.startswith(outer + "/")]
     assert [key.split("/")[-1].split(":")[0] for key in nested] == ["model", "tool", "tool", "model"]
     assert not is_durable(helper)  # reached through the boss's run, but left as the user made it
+    again = len(model_server.requests())
+    with named_run("ask-1"):  # a served re-run: the helper runs again, from the store
+        assert Runner.run_sync(boss, "Ask the helper", run_config=model_server.run_config()).final_output == (
+            "Helper said: Sums: 9"
+        )
+    assert len(model_server.requests()) == again
 
 
 def test_agents_that_were_not_made_durable_run_as_before(sqlite_file_store: str, model_server, tools) -> None:

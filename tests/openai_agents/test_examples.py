@@ -293,3 +293,132 @@ def test_an_invalid_answer_is_refused_and_the_wait_stays_pending(
         assert still_waiting.returncode == 3, still_waiting.stderr
         assert client.get_execution(EXECUTION).status == "waiting"
         assert len(read_request_log(log)) == 1
+
+
+STREAMING_GUARDRAILS = "examples.agent_patterns.streaming_guardrails"
+AGENTS_AS_TOOLS_STREAMING = "examples.agent_patterns.agents_as_tools_streaming"
+OBJECT_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+
+
+def _comparable(stdout: str) -> str:
+    """Output with object addresses (in reprs of agents and tools) left out: they differ per process."""
+    return OBJECT_ADDRESS.sub(" at 0x…", stdout)
+
+
+def _run_on_responses(
+    module: str, base_url: str, directory: Path, sdist_examples: Path, *options: str
+) -> str:
+    directory.mkdir(exist_ok=True)
+    done = _run(module, base_url, directory, sdist_examples, "--openai-api", "responses", *options)
+    assert done.returncode in (0, -signal.SIGKILL), done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "script", "crash_after"),
+    [
+        (STREAMING_GUARDRAILS, "streaming_guardrails.json", 1),
+        (AGENTS_AS_TOOLS_STREAMING, "agents_as_tools_streaming.json", 2),
+    ],
+)
+def test_streaming_examples_served_from_the_store_stream_as_they_did_live(
+    tmp_path: Path, sdist_examples: Path, module: str, script: str, crash_after: int
+) -> None:
+    """A served streamed model call replays the recorded events: the examples print what they printed live."""
+    log = tmp_path / "requests.jsonl"
+    with ScriptedModelServer(Script.from_json(SCRIPTS / script), request_log_path=log) as server:
+        live = _run_on_responses(module, server.base_url, tmp_path / "live", sdist_examples)
+        live_requests = len(read_request_log(log))
+        assert live_requests >= 3
+        served = _run_on_responses(module, server.base_url, tmp_path / "live", sdist_examples)
+        assert len(read_request_log(log)) == live_requests  # completed: every call served
+        assert _comparable(served) == _comparable(live)
+
+        killed = _run_on_responses(
+            module, server.base_url, tmp_path / "crash", sdist_examples, "--crash-after", str(crash_after)
+        )
+        assert _comparable(killed) != _comparable(live)
+        resumed = _run_on_responses(module, server.base_url, tmp_path / "crash", sdist_examples)
+        assert _comparable(resumed) == _comparable(live)
+    records = read_request_log(log)[live_requests:]  # the killed run's and the resumed run's
+    # the streamed model calls committed before the kill were replayed, not requested again
+    streamed_live = [record for record in read_request_log(log)[:live_requests] if record["streamed"]]
+    assert len([record for record in records if record["streamed"]]) == len(streamed_live)
+    if module == STREAMING_GUARDRAILS:
+        assert "Running guardrail check" in live
+        assert "black hole is a place in space" in resumed
+    else:
+        assert resumed.rstrip().endswith("Your bill for this month is $100.")
+        assert (
+            resumed.count("[stream] agent=Billing Agent") == live.count("[stream] agent=Billing Agent") > 20
+        )
+        assert len(records) == live_requests  # killed after two calls: no completed call repeated
+
+
+AGENTS_AS_TOOLS_CONDITIONAL = "examples.agent_patterns.agents_as_tools_conditional"
+
+
+def _run_plain(
+    module: str, base_url: str, directory: Path, sdist_examples: Path
+) -> subprocess.CompletedProcess[str]:
+    """The example as its author runs it (no durable(), no execution), on the same scripted model."""
+    directory.mkdir(exist_ok=True)
+    program = (
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(RUNNER.parent)!r})\n"
+        "from run_openai_agents_example import inject_model\n"
+        f"inject_model({base_url!r}, 'gpt-4o-mini', 'responses')\n"
+        f"runpy.run_module({module!r}, run_name='__main__')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        env=_environment(directory, sdist_examples),
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_in_process_approval_interrupt_mode_matches_a_plain_run_and_wait_mode_waits(
+    tmp_path: Path, sdist_examples: Path
+) -> None:
+    """agents_as_tools_conditional answers the SDK's interruptions itself (RunState.approve, run again).
+
+    With approval_mode="interrupt" its output and its stderr are the plain program's (no SDK
+    warnings); with the default "wait" the approval is a durable wait answered from outside.
+    """
+    log = tmp_path / "requests.jsonl"
+    with ScriptedModelServer(
+        Script.from_json(SCRIPTS / "agents_as_tools_conditional.json"), request_log_path=log
+    ) as server:
+        plain = _run_plain(AGENTS_AS_TOOLS_CONDITIONAL, server.base_url, tmp_path / "plain", sdist_examples)
+        assert plain.returncode == 0, plain.stderr
+        assert "✓ Approved: get_user_name" in plain.stdout
+        plain_requests = len(read_request_log(log))
+        durable_run = _run(
+            AGENTS_AS_TOOLS_CONDITIONAL,
+            server.base_url,
+            tmp_path,
+            sdist_examples,
+            "--openai-api",
+            "responses",
+            "--approval-mode",
+            "interrupt",
+        )
+        assert durable_run.returncode == 0, durable_run.stderr
+        assert durable_run.stdout == plain.stdout
+        assert durable_run.stderr == plain.stderr  # no "RunState context was serialized..." warnings
+        assert len(read_request_log(log)) == 2 * plain_requests
+        (tmp_path / "wait").mkdir()
+        waiting = _run(
+            AGENTS_AS_TOOLS_CONDITIONAL,
+            server.base_url,
+            tmp_path / "wait",
+            sdist_examples,
+            "--openai-api",
+            "responses",
+        )
+    assert waiting.returncode == 3, waiting.stderr  # the default: a durable wait, answered from outside
+    assert "approve:respond_spanish:call_" in waiting.stderr

@@ -1,7 +1,10 @@
 """A real PydanticAI agent with side-effecting tools, run as a subprocess by the crash and approval tests.
 
     python refund_agent.py --base-url URL --counter-file F [--mode sync|stream] [--approve refund]
-                           [--crash-after K] [--prompt TEXT]
+                           [--side-effect refund[=ask|fail|retry]] [--crash-after K] [--prompt TEXT]
+
+With `HANG_IN_REFUND=<order id>` in the environment, that refund's body counts its run, prints
+`INSIDE` and sleeps, so a test can kill the process inside the tool call.
 
 Each tool body appends one line to the counter file (fsync'd, so it survives SIGKILL). The model
 is a chat-completions model at `--base-url` (the scripted model server). The agent runs outside
@@ -16,6 +19,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import openai
@@ -59,6 +63,9 @@ def build_agent(base_url: str, counter_file: str) -> Agent[None, str]:
     def refund(order_id: int, amount: int) -> str:
         """Refund an order."""
         count(counter_file, f"refund:{order_id}:{amount}")
+        if os.environ.get("HANG_IN_REFUND") == str(order_id):
+            print("INSIDE", flush=True)
+            time.sleep(120)
         return f"refunded {amount} for order {order_id}"
 
     return agent
@@ -70,12 +77,20 @@ def main() -> int:
     parser.add_argument("--counter-file", required=True)
     parser.add_argument("--mode", choices=["sync", "stream"], default="sync")
     parser.add_argument("--approve", action="append", default=[])
+    parser.add_argument("--side-effect", action="append", default=[])
     parser.add_argument("--crash-after", type=int, default=0)
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     options = parser.parse_args()
     if options.crash_after:
         crash_after(options.crash_after)
-    agent = durable(build_agent(options.base_url, options.counter_file), approve=options.approve)
+    side_effects: list[str] | dict[str, str] = options.side_effect
+    if any("=" in item for item in options.side_effect):
+        side_effects = dict(item.partition("=")[::2] for item in options.side_effect)
+    agent = durable(
+        build_agent(options.base_url, options.counter_file),
+        approve=options.approve,
+        side_effects=side_effects,  # type: ignore[arg-type]
+    )
     try:
         if options.mode == "sync":
             output = agent.run_sync(options.prompt).output

@@ -147,6 +147,24 @@ def refund_desk(order: str) -> str:
     return str(Runner.run_sync(agent, f"Refund order {order}", run_config=config).final_output)
 
 
+INTERRUPT_NEXT_WIRE: list[bool] = [False]
+
+
+@checkpoint(on_interrupted="ask")
+def wire_money(order: str, amount: int) -> str:
+    """A side effect; `INTERRUPT_NEXT_WIRE[0] = True` makes its next body stop halfway (Ctrl-C)."""
+    if INTERRUPT_NEXT_WIRE[0]:
+        INTERRUPT_NEXT_WIRE[0] = False
+        raise KeyboardInterrupt
+    return f"wired ${amount} for {order}"
+
+
+@flow
+def wire(order: str, amount: int) -> str:
+    """Wire money; an interrupted wire asks a person on resume."""
+    return wire_money(order, amount).upper()
+
+
 # A model that returns hostile tool-call ids. Against a dashboard that did not encode each path
 # segment, the lookup's id turned "Approve lookup" in `exec-a` into an approval of `exec-b`'s
 # wire_money (the browser resolves the dot segments before it posts).

@@ -339,3 +339,33 @@ def test_pages_run_only_their_own_scripts_and_cannot_be_framed(api: TestClient) 
     assert 'href="http' not in page
     assert 'src="http' not in page
     assert api.get("/docs").status_code == 404  # FastAPI's docs page loads scripts from a CDN
+
+
+def test_an_interrupted_call_is_shown_and_answered_over_http(api: TestClient) -> None:
+    flows.INTERRUPT_NEXT_WIRE[0] = True
+    with pytest.raises(KeyboardInterrupt):  # the body stopped halfway: its `started` record stays
+        flows.wire.run("W-1", 30, execution_id="w-1")
+    start_waiting(flows.wire, "W-1", 30, execution_id="w-1")
+    detail = api.get("/api/executions/w-1").json()
+    assert [(call["key"], call["status"]) for call in detail["calls"]] == [("wire_money:0", "interrupted")]
+    (pending,) = detail["waits"]
+    assert pending["name"] == "interrupted:wire_money:0:run1"
+    assert pending["metadata"]["call_key"] == "wire_money:0"
+    page = api.get("/executions/w-1")
+    assert "status-interrupted" in page.text
+    assert "may have acted" in page.text
+
+    path = f"/api/executions/w-1/waits/{pending['name']}/answer"
+    refused = api.post(path, json={"value": {"action": "result"}}, headers=bearer())
+    assert refused.status_code == 422
+    assert refused.json()["error"] == "InvalidAnswerError"
+    accepted = api.post(
+        path, json={"value": {"action": "result", "result": "wired $30, bank ref 77"}}, headers=bearer()
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert flows.wire.run("W-1", 30, execution_id="w-1") == "WIRED $30, BANK REF 77"
+    calls = api.get("/api/executions/w-1").json()["calls"]
+    assert [(call["status"], call["details"].get("given_by")) for call in calls] == [
+        ("superseded", None),
+        ("completed", "person"),
+    ]

@@ -1,12 +1,14 @@
 # pyright: strict
-"""A scripted, OpenAI-compatible chat-completions HTTP server for tests and offline demos.
+"""A scripted, OpenAI-compatible model server (chat completions and Responses API) for tests and demos.
 
-The server answers `POST /v1/chat/completions` from a `Script`: an ordered list of `Rule`s, each
-choosing a reply from the conversation the client sent. The reply depends only on the request, so a
-restarted agent process that sends the same conversation gets the same reply, including the same
-tool-call ids. Every chat-completions request is appended to an optional request log with
-`O_APPEND` and `fsync`, so a test can count the model requests that really reached the server even
-after the client or the server was killed.
+The server answers `POST /v1/chat/completions` and `POST /v1/responses` from a `Script`: an ordered
+list of `Rule`s, each choosing a reply from the conversation the client sent. A Responses API
+request's `instructions` and `input` items are read as the equivalent chat messages (function calls
+as an assistant message's tool calls, function-call outputs as tool messages), so one script drives
+both APIs. The reply depends only on the request, so a restarted agent process that sends the same
+conversation gets the same reply, including the same tool-call ids. Every model request is appended
+to an optional request log with `O_APPEND` and `fsync`, so a test can count the model requests that
+really reached the server even after the client or the server was killed.
 
 The module uses the standard library only. `http.server` is imported when a server starts, so
 importing `kitaru_core.testing` stays cheap.
@@ -54,6 +56,7 @@ LAST_USER_PLACEHOLDER = "{last_user}"
 """Replaced in a reply text by the text of the most recent `role: user` message."""
 
 _CHAT_COMPLETIONS_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_RESPONSES_PATHS = frozenset({"/v1/responses", "/responses"})
 _MODELS_PATHS = frozenset({"/v1/models", "/models"})
 _HEALTH_PATHS = frozenset({"/health", "/v1/health"})
 _ARGUMENT_PIECE_LENGTH = 12
@@ -440,7 +443,7 @@ class Script:
 
 @dataclass(frozen=True)
 class _Conversation:
-    """The facts about a chat-completions request that rules can match on.
+    """The facts about a model request that rules can match on (Responses API items read as chat messages).
 
     Args:
         messages: The request's messages.
@@ -477,7 +480,34 @@ class _Conversation:
             isinstance(message, dict) for message in cast(list[Any], raw_messages)
         ):
             raise ValueError("The request body needs 'messages': a list of message objects.")
-        messages = cast(list[JsonObject], raw_messages)
+        return cls.from_messages(cast(list[JsonObject], raw_messages), body)
+
+    @classmethod
+    def from_responses_request(cls, body: Mapping[str, Any]) -> _Conversation:
+        """Extract the conversation from a Responses API request body, as chat messages.
+
+        Args:
+            body: The parsed JSON request body.
+
+        Returns:
+            The conversation facts.
+
+        Raises:
+            ValueError: If `input` is neither a string nor a list of input item objects.
+        """
+        return cls.from_messages(_responses_messages(body), body)
+
+    @classmethod
+    def from_messages(cls, messages: list[JsonObject], body: Mapping[str, Any]) -> _Conversation:
+        """Compute the conversation facts of chat messages.
+
+        Args:
+            messages: The chat messages.
+            body: The request body, for the tools it offers.
+
+        Returns:
+            The conversation facts.
+        """
         last_user_position = -1
         last_tool_position = -1
         assistant_message_count = 0
@@ -619,6 +649,243 @@ class _Reply:
             }
 
 
+def _item_id(prefix: str, completion_id: str, index: int) -> str:
+    seed = f"{completion_id}:{index}".encode()
+    return prefix + hashlib.sha256(seed).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class _ResponsesReply:
+    """A reply rendered as the OpenAI Responses API sends it: a `response` object and its SSE events."""
+
+    reply: _Reply
+    request: Mapping[str, Any]
+
+    @property
+    def response_id(self) -> str:
+        return "resp_" + self.reply.completion_id.removeprefix("chatcmpl-")
+
+    def _message_item(self, text: str, *, done: bool) -> JsonObject:
+        return {
+            "id": _item_id("msg_", self.reply.completion_id, 0),
+            "type": "message",
+            "status": "completed" if done else "in_progress",
+            "role": "assistant",
+            "content": [_output_text_part(text)] if done else [],
+        }
+
+    def _call_item(self, index: int, call: _RenderedToolCall, *, done: bool) -> JsonObject:
+        return {
+            "id": _item_id("fc_", self.reply.completion_id, index + 1),
+            "type": "function_call",
+            "status": "completed" if done else "in_progress",
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": call.arguments if done else "",
+        }
+
+    def output(self) -> list[JsonObject]:
+        """The response's output items: the message (when the reply has text), then the function calls."""
+        items: list[JsonObject] = []
+        if self.reply.text is not None:
+            items.append(self._message_item(self.reply.text, done=True))
+        items.extend(
+            self._call_item(index, call, done=True) for index, call in enumerate(self.reply.tool_calls)
+        )
+        return items
+
+    def usage(self) -> JsonObject:
+        return {
+            "input_tokens": self.reply.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": self.reply.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": self.reply.prompt_tokens + self.reply.completion_tokens,
+        }
+
+    def response(self, *, completed: bool = True) -> JsonObject:
+        """The `response` object; while in progress it has no output and no usage yet."""
+        request = self.request
+        text_options = request.get("text")
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": CREATED_TIMESTAMP,
+            "status": "completed" if completed else "in_progress",
+            "background": False,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": request.get("instructions"),
+            "max_output_tokens": request.get("max_output_tokens"),
+            "metadata": request.get("metadata") or {},
+            "model": self.reply.model,
+            "output": self.output() if completed else [],
+            "parallel_tool_calls": request.get("parallel_tool_calls", True),
+            "previous_response_id": request.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None},
+            "store": request.get("store", True),
+            "temperature": request.get("temperature", 1.0),
+            "text": text_options if isinstance(text_options, dict) else {"format": {"type": "text"}},
+            "tool_choice": request.get("tool_choice", "auto"),
+            "tools": request.get("tools") or [],
+            "top_p": request.get("top_p", 1.0),
+            "truncation": request.get("truncation", "disabled"),
+            "usage": self.usage() if completed else None,
+            "user": None,
+        }
+
+    def events(self) -> Iterator[JsonObject]:
+        """Yield the streamed events in the order OpenAI sends them, numbered by `sequence_number`."""
+        sequence = 0
+
+        def event(kind: str, **fields: Any) -> JsonObject:
+            nonlocal sequence
+            data: JsonObject = {"type": kind, "sequence_number": sequence, **fields}
+            sequence += 1
+            return data
+
+        yield event("response.created", response=self.response(completed=False))
+        yield event("response.in_progress", response=self.response(completed=False))
+        output_index = 0
+        text = self.reply.text
+        if text is not None:
+            item_id = _item_id("msg_", self.reply.completion_id, 0)
+            place: JsonObject = {"item_id": item_id, "output_index": output_index, "content_index": 0}
+            yield event(
+                "response.output_item.added",
+                output_index=output_index,
+                item=self._message_item(text, done=False),
+            )
+            yield event("response.content_part.added", **place, part=_output_text_part(""))
+            for piece in _split_words(text):
+                yield event("response.output_text.delta", **place, delta=piece, logprobs=[])
+            yield event("response.output_text.done", **place, text=text, logprobs=[])
+            yield event("response.content_part.done", **place, part=_output_text_part(text))
+            yield event(
+                "response.output_item.done",
+                output_index=output_index,
+                item=self._message_item(text, done=True),
+            )
+            output_index += 1
+        for index, call in enumerate(self.reply.tool_calls):
+            item_id = _item_id("fc_", self.reply.completion_id, index + 1)
+            yield event(
+                "response.output_item.added",
+                output_index=output_index,
+                item=self._call_item(index, call, done=False),
+            )
+            for piece in _split_fixed(call.arguments, _ARGUMENT_PIECE_LENGTH):
+                yield event(
+                    "response.function_call_arguments.delta",
+                    item_id=item_id,
+                    output_index=output_index,
+                    delta=piece,
+                )
+            yield event(
+                "response.function_call_arguments.done",
+                item_id=item_id,
+                output_index=output_index,
+                name=call.name,
+                arguments=call.arguments,
+            )
+            yield event(
+                "response.output_item.done",
+                output_index=output_index,
+                item=self._call_item(index, call, done=True),
+            )
+            output_index += 1
+        yield event("response.completed", response=self.response())
+
+
+def _output_text_part(text: str) -> JsonObject:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _structured_output_problem(request: Mapping[str, Any], reply: _Reply) -> str | None:
+    """Why a reply cannot answer a request for JSON-schema structured output, or `None` if it can."""
+    text_options = request.get("text")
+    response_format = request.get("response_format")
+    requested: Any = None
+    if isinstance(text_options, dict):
+        requested = cast(JsonObject, text_options).get("format")
+    elif isinstance(response_format, dict):
+        requested = cast(JsonObject, response_format)
+    if not isinstance(requested, dict) or cast(JsonObject, requested).get("type") not in (
+        "json_schema",
+        "json_object",
+    ):
+        return None
+    if reply.text is None:
+        return None
+    try:
+        json.loads(reply.text)
+    except json.JSONDecodeError:
+        return (
+            "The request asks for structured output (a JSON schema) but the matching rule's text is not "
+            f"JSON: {reply.text[:200]!r}. Give the rule a JSON text."
+        )
+    return None
+
+
+def _responses_messages(body: Mapping[str, Any]) -> list[JsonObject]:
+    """Read a Responses API request's `instructions` and `input` items as chat messages.
+
+    Consecutive assistant output items (a message, function calls, reasoning) form one assistant
+    message, as one chat completion would, so `Rule.when_turn` counts model replies on both APIs.
+    """
+    messages: list[JsonObject] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    raw_input = body.get("input")
+    if isinstance(raw_input, str):
+        messages.append({"role": "user", "content": raw_input})
+        return messages
+    if not isinstance(raw_input, list):
+        raise ValueError("The request body needs 'input': a string or a list of input items.")
+    assistant: JsonObject | None = None  # the assistant message being assembled from output items
+
+    def open_assistant() -> JsonObject:
+        nonlocal assistant
+        if assistant is None:
+            assistant = {"role": "assistant", "content": None}
+            messages.append(assistant)
+        return assistant
+
+    for raw_item in cast(list[Any], raw_input):
+        if not isinstance(raw_item, dict):
+            raise ValueError(f"Each Responses API input item must be a JSON object, got {raw_item!r}.")
+        item = cast(JsonObject, raw_item)
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            text = _content_text(item.get("content"))
+            if role == "assistant":
+                message = open_assistant()
+                message["content"] = text if message["content"] is None else f"{message['content']}\n{text}"
+            else:
+                assistant = None
+                messages.append({"role": "system" if role == "developer" else role, "content": text})
+        elif kind == "function_call":
+            calls = open_assistant().setdefault("tool_calls", [])
+            calls.append(
+                {
+                    "id": item.get("call_id"),
+                    "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+                }
+            )
+        elif kind == "function_call_output":
+            assistant = None
+            output = item.get("output")
+            messages.append(
+                {"role": "tool", "tool_call_id": item.get("call_id"), "content": _content_text(output)}
+            )
+        elif kind == "reasoning":
+            open_assistant()
+    return messages
+
+
 def _rule_matches(rule: Rule, conversation: _Conversation) -> bool:
     """Tell whether every condition of a rule holds for a conversation."""
     if (
@@ -729,11 +996,14 @@ def _offered_tool_names(body: Mapping[str, Any]) -> Iterator[str]:
     if isinstance(raw_tools, list):
         for raw_tool in cast(list[Any], raw_tools):
             if isinstance(raw_tool, dict):
-                function = cast(JsonObject, raw_tool).get("function")
+                tool = cast(JsonObject, raw_tool)
+                function = tool.get("function")
                 if isinstance(function, dict):
                     name = cast(JsonObject, function).get("name")
                     if isinstance(name, str):
                         yield name
+                elif tool.get("type") == "function" and isinstance(tool.get("name"), str):
+                    yield cast(str, tool["name"])  # the Responses API's flat function tool
     raw_functions = body.get("functions")
     if isinstance(raw_functions, list):
         for raw_function in cast(list[Any], raw_functions):
@@ -827,12 +1097,18 @@ def _check_loopback(host: str) -> None:
 
 
 class ScriptedModelServer:
-    """An OpenAI-compatible chat-completions server that replies from a `Script`.
+    """An OpenAI-compatible model server (chat completions and Responses API) that replies from a `Script`.
 
-    Routes: `POST /v1/chat/completions` (also `/chat/completions`), `GET /v1/models` and
-    `GET /health`. Streaming requests get Server-Sent Events in chunked transfer encoding. When no
-    rule matches, the server answers HTTP 500 with an OpenAI-style error that quotes the last user
-    message. Use the server as a context manager, or call `start` and `stop`.
+    Routes: `POST /v1/chat/completions` (also `/chat/completions`), `POST /v1/responses` (also
+    `/responses`), `GET /v1/models` and `GET /health`. Streaming requests get Server-Sent Events in
+    chunked transfer encoding: `chat.completion.chunk`s, or the Responses API's event sequence
+    (`response.created`, `response.in_progress`, `response.output_item.added`,
+    `response.content_part.added`, `response.output_text.delta`..., `response.function_call_arguments.delta`...,
+    `response.output_item.done`, `response.completed`). A Responses API request is matched as the
+    equivalent chat messages (see the module docstring). When no rule matches, the server answers
+    HTTP 500 with an OpenAI-style error that quotes the last user message; so it does when a request
+    asks for JSON-schema structured output and the matching rule's text is not JSON. Use the server
+    as a context manager, or call `start` and `stop`.
 
     Clients should not retry, so that the request log counts each model call once: for the
     `openai` client, pass `max_retries=0`.
@@ -841,7 +1117,7 @@ class ScriptedModelServer:
         script: The rules that choose each reply.
         host: The loopback address to bind to.
         port: The port to bind to; 0 picks a free port.
-        request_log_path: A file to append one JSON line to for every chat-completions request,
+        request_log_path: A file to append one JSON line to for every model request (either API),
             before the reply is sent. Read it with `read_request_log`.
 
     Raises:
@@ -919,19 +1195,19 @@ class ScriptedModelServer:
 
     @property
     def request_count(self) -> int:
-        """How many chat-completions requests this server received, including failed ones."""
+        """How many model requests (chat completions and Responses API) this server received, failed ones too."""
         with self._lock:
             return len(self._request_records)
 
     @property
     def request_records(self) -> list[dict[str, Any]]:
-        """A copy of the records of the chat-completions requests received, as in the request log."""
+        """A copy of the records of the model requests received, as in the request log."""
         with self._lock:
             return [dict(record) for record in self._request_records]
 
     @property
     def request_bodies(self) -> list[dict[str, Any]]:
-        """The parsed JSON bodies of the valid chat-completions requests received, in order."""
+        """The parsed JSON bodies of the valid model requests received (either API), in order."""
         with self._lock:
             return list(self._request_bodies)
 
@@ -1124,12 +1400,14 @@ def _create_http_server(
                 self._send_error(404, f"No route for GET {path}.", "not_found")
 
         def do_POST(self) -> None:
-            """Serve chat completions."""
+            """Serve chat completions and Responses API requests."""
             path = self._route_path()
-            if path not in _CHAT_COMPLETIONS_PATHS:
+            responses_api = path in _RESPONSES_PATHS
+            if path not in _CHAT_COMPLETIONS_PATHS and not responses_api:
                 self._read_body()
                 self._send_error(404, f"No route for POST {path}.", "not_found")
                 return
+            api_name = "Responses API" if responses_api else "chat-completions"
             body: dict[str, Any] | None = None
             conversation: _Conversation | None = None
             try:
@@ -1137,7 +1415,11 @@ def _create_http_server(
                 if not isinstance(parsed, dict):
                     raise ValueError("The request body must be a JSON object.")
                 body = cast(dict[str, Any], parsed)
-                conversation = _Conversation.from_request(body)
+                conversation = (
+                    _Conversation.from_responses_request(body)
+                    if responses_api
+                    else _Conversation.from_request(body)
+                )
             except ValueError as error:
                 record_request(
                     path=path,
@@ -1149,7 +1431,7 @@ def _create_http_server(
                     status=400,
                 )
                 self.close_connection = True
-                self._send_error(400, f"Invalid chat-completions request: {error}", "invalid_request_error")
+                self._send_error(400, f"Invalid {api_name} request: {error}", "invalid_request_error")
                 return
             selection = _select_rule(script, conversation)
             if selection is None:
@@ -1167,6 +1449,19 @@ def _create_http_server(
             rule_index, rule = selection
             model = body.get("model")
             reply = _render_reply(rule, conversation, model if isinstance(model, str) else DEFAULT_MODEL_NAME)
+            problem = _structured_output_problem(body, reply)
+            if problem is not None:
+                record_request(
+                    path=path,
+                    body=body,
+                    conversation=conversation,
+                    matched_rule=rule_index,
+                    reply_kind="invalid_request",
+                    tool_call_names=(),
+                    status=500,
+                )
+                self._send_error(500, problem, "scripted_reply_not_json")
+                return
             record_request(
                 path=path,
                 body=body,
@@ -1176,7 +1471,13 @@ def _create_http_server(
                 tool_call_names=[call.name for call in reply.tool_calls],
                 status=200,
             )
-            if body.get("stream"):
+            if responses_api:
+                responses_reply = _ResponsesReply(reply, body)
+                if body.get("stream"):
+                    self._send_events(responses_reply.events())
+                else:
+                    self._send_json(200, responses_reply.response())
+            elif body.get("stream"):
                 stream_options = body.get("stream_options")
                 include_usage = isinstance(stream_options, dict) and bool(
                     cast(JsonObject, stream_options).get("include_usage")
@@ -1241,6 +1542,21 @@ def _create_http_server(
                 for chunk in reply.chunks(include_usage=include_usage):
                     self._write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
                 self._write_chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def _send_events(self, events: Iterator[JsonObject]) -> None:
+            """Send Responses API events as Server-Sent Events, each with its `event:` name."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for data in events:
+                    self._write_chunk(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
