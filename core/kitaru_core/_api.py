@@ -442,12 +442,13 @@ def _latest_turn(base: str) -> int:
 def identity_execution_id(base: str, inputs: Any) -> str:
     """The execution a run under the identity `base` with these inputs belongs to (the re-run rule).
 
-    The latest turn under the identity is returned when it had the same inputs (it is then
-    served if completed, resumed otherwise); else a new turn's id.
+    The latest turn under the identity is returned when it had the same inputs, or when the run
+    names no inputs (a framework's restore by id, such as CrewAI's `kickoff(inputs={"id": ...})`):
+    it is then served if completed, resumed otherwise. Otherwise a new turn's id.
 
     Args:
         base: The identity's first execution id.
-        inputs: The run's JSON-able inputs.
+        inputs: The run's JSON-able inputs, or `None` to continue the latest turn.
 
     Returns:
         The execution id to open.
@@ -455,7 +456,9 @@ def identity_execution_id(base: str, inputs: Any) -> str:
     latest = _latest_turn(base)
     if latest == 0:
         return base
-    fingerprint_input, _stored = _inputs_for_storage(inputs) if inputs is not None else (None, None)
+    if inputs is None:
+        return _turn_id(base, latest)
+    fingerprint_input, _stored = _inputs_for_storage(inputs)
     wanted = fingerprint(fingerprint_input) if fingerprint_input is not None else None
     record = get_store().get_execution(_turn_id(base, latest))
     if wanted is not None and record.inputs_fingerprint == wanted:
@@ -486,7 +489,8 @@ def durable_run(
 
     Args:
         name: The agent's name, e.g. `pydantic_ai:support_agent`.
-        inputs: JSON-able inputs of the run (prompt, history...) identifying it for resume.
+        inputs: JSON-able inputs of the run (prompt, history...) identifying it for resume. A run
+            that names its identity and passes `None` continues the identity's latest turn.
         execution_id: The run's explicit identity: its first turn's execution id.
         identity: An identity the framework names (a session id, a thread id); the first turn's
             execution id is derived from `name` and it (a hash, so any string is safe).

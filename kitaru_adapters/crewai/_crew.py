@@ -19,7 +19,7 @@ from crewai.utilities.llm_utils import create_llm
 from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.crewai._llm import DurableLLM, jsonable
 from kitaru_adapters.crewai._requests import install_request_recording
-from kitaru_adapters.crewai._steps import reset_turn, set_turn, wrap_execute_method
+from kitaru_adapters.crewai._steps import wrap_execute_method
 from kitaru_adapters.crewai._tools import (
     DurableHumanInputProvider,
     DurableOptions,
@@ -236,8 +236,19 @@ def _install_crew_hook() -> None:
     Crew.akickoff = akickoff  # type: ignore[method-assign]
 
 
-def flow_identity(flow: Any, inputs: Any) -> dict[str, Any]:
-    """What identifies a flow kickoff for resume: the flow class and the kickoff inputs."""
+def flow_identity(flow: Any, inputs: Any) -> dict[str, Any] | None:
+    """What identifies a flow kickoff for the re-run rule: the flow class and the kickoff inputs.
+
+    A persisted flow's `id` names its execution (see `persisted_flow_id`) and is left out. A
+    restore by id alone (`kickoff(inputs={"id": flow_id})`, CrewAI's way to continue a flow)
+    gives `None`: it continues the identity's latest turn, served when completed, resumed
+    otherwise. A restore with other inputs is a new turn unless the latest turn had them too.
+    """
+    if isinstance(inputs, dict) and "id" in inputs and is_persisted(flow):
+        others = {key: value for key, value in inputs.items() if key != "id"}  # pyright: ignore[reportUnknownVariableType]
+        if not others:
+            return None
+        inputs = others
     return {"flow": type(flow).__qualname__, "inputs": jsonable(inputs)}
 
 
@@ -284,7 +295,6 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
         execution_id = f"{name}:{flow_id}" if flow_id is not None else None
         with durable_run(name, inputs=flow_identity(self, inputs), execution_id=execution_id):
             flow_token = _flow_options.set(options)
-            turn_token = set_turn(inputs)
             provider_token = (
                 set_provider(DurableHumanInputProvider(options.approval_timeout_s))
                 if options.human_input
@@ -295,7 +305,6 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
             finally:
                 if provider_token is not None:
                     reset_provider(provider_token)
-                reset_turn(turn_token)
                 _flow_options.reset(flow_token)
 
     kickoff_async.__kitaru_durable__ = True  # type: ignore[attr-defined]

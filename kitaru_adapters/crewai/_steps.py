@@ -26,27 +26,6 @@ from kitaru_core.errors import SerializationError
 
 STEP_FORMAT = "json:crewai.FlowStep"
 
-# What a restore of a persisted flow (`kickoff(inputs={"id": ..., **more})`) passed besides the id:
-# a new turn under the same identity, whose steps run live instead of being served.
-_turn: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "kitaru_crewai_turn", default=None
-)
-
-
-def set_turn(inputs: Any) -> contextvars.Token[dict[str, Any] | None]:
-    """Remember the kickoff's inputs besides a persisted flow's `id` (a new turn when any)."""
-    turn: dict[str, Any] | None = None
-    if isinstance(inputs, dict) and "id" in inputs:
-        others = {str(key): value for key, value in inputs.items() if key != "id"}  # pyright: ignore[reportUnknownVariableType]
-        turn = jsonable(others) if others else None
-    return _turn.set(turn)
-
-
-def reset_turn(token: contextvars.Token[dict[str, Any] | None]) -> None:
-    """Undo `set_turn`."""
-    _turn.reset(token)
-
-
 @dataclass
 class StepOutcome:
     """What a flow step left behind: its return value and the flow state right after it."""
@@ -113,17 +92,13 @@ def durable_step(flow: Any, name: str, method: Callable[..., Any]) -> Callable[.
 
     Its fingerprint covers the arguments (a listener's trigger output), not the flow state: a
     persisted flow restored with `kickoff(inputs={"id": ...})` starts from the state CrewAI saved
-    after its last step, and its completed steps must still be served. A restore that passes
-    inputs besides the id is a new turn: those inputs are part of the fingerprint, so its steps
-    run live.
+    after its last step, and its completed steps must still be served. (A restore that passes
+    inputs besides the id is a new turn, a new execution, in which every step runs live.)
     """
 
     @functools.wraps(method)
     async def step(*args: Any, **kwargs: Any) -> Any:
         identity: dict[str, Any] = {"args": jsonable(list(args)), "kwargs": jsonable(kwargs)}
-        turn = _turn.get()
-        if turn is not None:
-            identity["turn"] = turn
         ran: list[bool] = []
 
         async def body() -> StepOutcome:

@@ -51,6 +51,21 @@ def test_turns_are_found_however_many_there_are() -> None:
     assert agent_run(11, execution_id="many") == ("many~12", False)
 
 
+def test_a_named_run_without_inputs_continues_the_latest_turn() -> None:
+    def restore(value: int) -> tuple[str, bool]:
+        with durable_run("agent:test", inputs=None, execution_id="r") as execution_id:
+            context = current_execution()
+            assert context is not None
+            step(value)
+            return execution_id, context.served_completed
+
+    assert restore(1) == ("r", False)  # the first run under the identity
+    assert restore(1) == ("r", True)
+    agent_run(2, execution_id="r")  # a second turn with an input
+    assert restore(2) == ("r~2", True)  # continues (here: serves) the latest turn
+    assert runs == [1, 2]
+
+
 def test_a_named_run_that_failed_resumes() -> None:
     def crash_after_the_step() -> None:
         with durable_run("agent:test", inputs={"prompt": 5}, execution_id="f"):

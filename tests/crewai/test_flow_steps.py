@@ -150,8 +150,19 @@ def test_a_persisted_flow_id_is_its_identity_other_inputs_are_a_new_turn(
     assert restored.state["text"] == "A text."
     assert RUNS == ["refresh", "write"]
     assert len(model_server.requests()) == 1
+    # Restored by id with the first kickoff's input: the same turn, served.
+    assert flow_class().kickoff(inputs={"id": flow_id, "topic": "refunds"}) == "A text."
+    assert RUNS == ["refresh", "write"]
     # Restored by id with another input: a new turn under the same identity, run live.
     flow_class().kickoff(inputs={"id": flow_id, "topic": "returns"})
     assert RUNS == ["refresh", "write", "refresh", "write"]
     assert len(model_server.requests()) == 2
-    assert [summary.id for summary in Client().list_executions()] == [f"crewai_flow:CountingFlow:{flow_id}"]
+    identity = f"crewai_flow:CountingFlow:{flow_id}"
+    assert sorted(summary.id for summary in Client().list_executions()) == [identity, f"{identity}~2"]
+    # Restored by id alone: the latest turn (the second one), served.
+    RUNS.clear()
+    restored = flow_class()
+    assert restored.kickoff(inputs={"id": flow_id}) == "A text."
+    assert restored.state["topic"] == "returns"
+    assert RUNS == []
+    assert len(model_server.requests()) == 2
