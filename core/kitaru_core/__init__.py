@@ -49,6 +49,7 @@ __all__ = [
     "Totals",
     "WaitSpec",
     "WaitView",
+    "Worker",
     "approval_wait_name",
     "checkpoint",
     "configure",
@@ -88,6 +89,7 @@ _LAZY = {
     "request_approval_together": "_approvals",
     "request_approvals": "_approvals",
     "SideEffectPolicy": "_interrupted",
+    "Worker": "_workers",
 }
 
 
@@ -121,3 +123,4 @@ if TYPE_CHECKING:
         WaitView,
     )
     from kitaru_core._interrupted import SideEffectPolicy
+    from kitaru_core._workers import Worker

@@ -11,10 +11,10 @@ import typing
 from collections.abc import Callable, Coroutine, Generator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from kitaru_core import _config
-from kitaru_core._ids import check_execution_id, fit_name
+from kitaru_core._ids import check_execution_id, check_queue_name, fit_name
 from kitaru_core._records import StoredValue
 from kitaru_core._runtime import (
     ExecutionContext,
@@ -34,6 +34,9 @@ from kitaru_core._runtime import (
 )
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint, unstorable_type
 from kitaru_core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from kitaru_core._store import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -608,6 +611,29 @@ class Flow(Generic[P, R]):
             run.output = self._store_output(run, result)
         return result
 
+    def submit(self, *args: Any, execution_id: str | None = None, queue: str = "default", **kwargs: Any) -> str:
+        """Queue an execution of the flow for a worker (`kitaru-adapters worker`) and return its id.
+
+        Nothing runs here: the execution is stored `queued` with its inputs, and a worker taking
+        `queue` runs it in a child process (importing the flow from its entry point).
+
+        Args:
+            *args: The flow's positional arguments (stored as JSON).
+            execution_id: Explicit execution id (an idempotency key): submitting an id that exists
+                returns it unchanged and queues nothing. Default: a new generated id.
+            queue: The worker queue, e.g. `"default"` or `"emails"` (same rule as execution ids).
+            **kwargs: The flow's keyword arguments (stored as JSON).
+
+        Returns:
+            The execution's id.
+
+        Raises:
+            ConfigurationError: The flow is not importable (defined inside a function), its inputs
+                cannot be stored as JSON, or the id belongs to another flow.
+            InvalidIdError: `execution_id` or `queue` is not a valid name.
+        """
+        return submit_flow(self, args, kwargs, execution_id=execution_id, queue=queue)
+
     def _codec(self) -> Codec:
         return JsonCodec(type_hint=self._type_hint, allow_pickle=_config.current_settings().allow_pickle)
 
@@ -668,3 +694,39 @@ def flow(function: Callable[..., Any] | None = None, /, *, name: str | None = No
     if function is not None:
         return decorate(function)
     return decorate
+
+
+def submit_flow(
+    flow_object: Flow[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    execution_id: str | None,
+    queue: str,
+    store: Store | None = None,
+) -> str:
+    """`Flow.submit` and `Client.submit`: store a `queued` execution of `flow_object` (in `store`, default: configured)."""
+    check_queue_name(queue)
+    if flow_object.entry_point is None:
+        raise ConfigurationError(
+            f"Flow {flow_object.name!r} cannot be submitted: a worker imports flows by their entry point, "
+            "and this one is defined inside a function. Define it at module level."
+        )
+    inputs = flow_object.bind_inputs(args, kwargs)
+    fingerprint_input, stored_inputs = _inputs_for_storage(inputs)
+    if stored_inputs is None:
+        raise ConfigurationError(
+            f"The inputs of flow {flow_object.name!r} cannot be stored as JSON, so a worker could not get "
+            "them: submit JSON-able arguments (ids, strings, numbers, lists, dicts, pydantic models)."
+        )
+    _, record = open_or_find(
+        execution_id,
+        flow_name=flow_object.name,
+        entry_point=flow_object.entry_point,
+        inputs=fingerprint_input,
+        inputs_value=_stored_inputs_value(stored_inputs),
+        fresh=execution_id is None,
+        queue=queue,
+        store=store,
+    )
+    return record.id

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from kitaru_core import _config, _runtime
-from kitaru_core._api import FILE_ENTRY_PREFIX, Flow
+from kitaru_core._api import FILE_ENTRY_PREFIX, Flow, submit_flow
 from kitaru_core._records import AuditRecord
 from kitaru_core._serialization import TYPED_FORMAT, JsonCodec, import_callable
 from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store
@@ -612,31 +612,47 @@ class Client:
         entry_point = record.entry_point
         if not entry_point:
             raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
-        try:
-            if entry_point.startswith(FILE_ENTRY_PREFIX):
-                path, _, qualname = entry_point[len(FILE_ENTRY_PREFIX) :].rpartition(":")
-                module_name = f"kitaru_entry_{abs(hash(path))}"
-                module = sys.modules.get(module_name)
-                if module is None:
-                    spec = importlib.util.spec_from_file_location(module_name, path)
-                    if spec is None or spec.loader is None:
-                        raise ImportError(f"cannot load {path}")
-                    module = importlib.util.module_from_spec(spec)
-                    sys.modules[module_name] = module
-                    sys.path.insert(0, str(Path(path).parent))
-                    spec.loader.exec_module(module)
-                target: Any = module
-                for part in qualname.split("."):
-                    target = getattr(target, part)
-            else:
-                target = import_callable(entry_point)
-        except (ImportError, AttributeError, OSError) as error:
-            raise ConfigurationError(
-                f"Cannot import the entry point {entry_point} of {execution_id!r}: {error}"
-            ) from error
-        if not isinstance(target, Flow):
-            raise ConfigurationError(f"{entry_point} is not a @flow.")
-        return target  # pyright: ignore[reportUnknownVariableType]
+        return load_entry_point(entry_point, f"the entry point {entry_point} of {execution_id!r}")
+
+    def submit(
+        self, entry_point: str, /, *args: Any, execution_id: str | None = None, queue: str = "default", **kwargs: Any
+    ) -> str:
+        """Queue an execution of the `@flow` at `entry_point` for a worker and return its id (see `Flow.submit`).
+
+        Args:
+            entry_point: `module:flow`, importable here and in the workers, e.g. `"myapp.flows:bill"`.
+            *args: The flow's positional arguments (JSON-able).
+            execution_id: Explicit execution id (an idempotency key); default: generated.
+            queue: The worker queue; default `"default"`.
+            **kwargs: The flow's keyword arguments (JSON-able).
+
+        Returns:
+            The execution's id.
+
+        Raises:
+            ConfigurationError: `entry_point` does not import, is not a `@flow`, or its inputs are not JSON-able.
+            InvalidIdError: `execution_id` or `queue` is not a valid name.
+        """
+        flow_object = load_entry_point(entry_point, f"the entry point {entry_point!r}")
+        return submit_flow(flow_object, args, kwargs, execution_id=execution_id, queue=queue, store=self.store)
+
+    def child_environment(self) -> dict[str, str]:
+        """The environment of a process that runs this client's executions (`resume_in_background`, workers).
+
+        It names this client's store and artifact store, and puts the current working directory and
+        this process's import path on `PYTHONPATH`, so an execution's `@flow` imports there as here.
+        """
+        return {
+            **os.environ,
+            "KITARU_STORE_URL": self.store.url,
+            "KITARU_ARTIFACTS_URL": self.store.artifacts.url,
+            "KITARU_INLINE_LIMIT_BYTES": str(self.store.inline_limit_bytes),
+            "KITARU_INTERACTIVE": "false",
+            "PYTHONPATH": os.pathsep.join(
+                [os.getcwd(), *(entry for entry in sys.path if entry and Path(entry).is_dir())]
+            ),
+        }
+
 
     def resume(self, execution_id: str, *, actor: Actor | None = None, audit: bool = True) -> Any:
         """Run an unfinished execution again in this process, from its importable `@flow`.
@@ -726,16 +742,7 @@ class Client:
                 "This client's store lives in this process's memory, so another process cannot resume "
                 f"{execution_id!r}: use a SQLite file or PostgreSQL and a shared artifact store."
             )
-        environment = {
-            **os.environ,
-            "KITARU_STORE_URL": self.store.url,
-            "KITARU_ARTIFACTS_URL": self.store.artifacts.url,
-            "KITARU_INLINE_LIMIT_BYTES": str(self.store.inline_limit_bytes),
-            "KITARU_INTERACTIVE": "false",
-            "PYTHONPATH": os.pathsep.join(
-                [os.getcwd(), *(entry for entry in sys.path if entry and Path(entry).is_dir())]
-            ),
-        }
+        environment = self.child_environment()
         self.store.record_audit(execution_id, "resume", actor or os_user(), details={"background": True})
         output: Any = subprocess.DEVNULL
         if log_path is not None:
@@ -876,3 +883,40 @@ def _stored_inputs(record: ExecutionRecord) -> Any:
     if record.inputs_format is None or record.inputs is None:
         return None
     return StoredValue(record.inputs_format, record.inputs, None, len(record.inputs))
+
+
+def load_entry_point(entry_point: str, what: str) -> Flow[..., Any]:
+    """Import the `@flow` at `module:qualname` or `file:PATH:qualname`.
+
+    Args:
+        entry_point: Where the flow is.
+        what: What is being imported, for the error message.
+
+    Raises:
+        ConfigurationError: It does not import, or it is not a `@flow`.
+    """
+    try:
+        if entry_point.startswith(FILE_ENTRY_PREFIX):
+            path, _, qualname = entry_point[len(FILE_ENTRY_PREFIX) :].rpartition(":")
+            module_name = f"kitaru_entry_{abs(hash(path))}"
+            module = sys.modules.get(module_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                if spec is None or spec.loader is None:
+                    raise ImportError(f"cannot load {path}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                sys.path.insert(0, str(Path(path).parent))
+                spec.loader.exec_module(module)
+            target: Any = module
+            for part in qualname.split("."):
+                target = getattr(target, part)
+        else:
+            target = import_callable(entry_point)
+    except (ImportError, AttributeError, OSError) as error:
+        raise ConfigurationError(
+            f"Cannot import {what}: {error}"
+        ) from error
+    if not isinstance(target, Flow):
+        raise ConfigurationError(f"{entry_point} is not a @flow.")
+    return target  # pyright: ignore[reportUnknownVariableType]

@@ -21,7 +21,7 @@ import unicodedata
 
 from kitaru_core.errors import InvalidIdError
 
-__all__ = ["MAX_ID_CHARACTERS", "check_execution_id", "check_wait_name", "fit_name"]
+__all__ = ["MAX_ID_CHARACTERS", "check_execution_id", "check_queue_name", "check_wait_name", "fit_name"]
 
 MAX_ID_CHARACTERS = 200
 
@@ -100,3 +100,12 @@ def fit_name(name: str) -> str:
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     cleaned = "".join("?" if unicodedata.category(c).startswith("C") else c for c in name).strip()
     return f"{cleaned[: MAX_ID_CHARACTERS - 13].rstrip()}~{digest}"
+
+
+def check_queue_name(value: object) -> str:
+    """Return `value` if it is a valid queue name (same rule as execution ids).
+
+    Raises:
+        InvalidIdError: It is not a valid queue name.
+    """
+    return _check(value, "queue name", "default")

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from kitaru_core.errors import StoreError
 
-ExecutionStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
+ExecutionStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
 
-UNFINISHED_STATUSES: tuple[str, ...] = ("running", "waiting", "failed")
+UNFINISHED_STATUSES: tuple[str, ...] = ("queued", "running", "waiting", "failed")
 
 
 @dataclass(frozen=True)

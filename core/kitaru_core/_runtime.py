@@ -125,6 +125,32 @@ class LeaseLost(_Signal):
     """Raised when another runner took the execution over (not an `Exception`)."""
 
 
+class StopRun(_Signal):
+    """Raised at the next checkpoint call after `request_stop()` (a worker shutting down; not an `Exception`).
+
+    The run releases its lease and the execution becomes `queued` again, so a worker continues it.
+    """
+
+
+_stop_requested = threading.Event()
+lease_handoff: str | None = None
+"""The lease owner token a worker claimed an execution with; its child process takes that lease over."""
+
+
+def request_stop() -> None:
+    """Make runs in this process stop before their next checkpoint body (safe in a signal handler).
+
+    The call running now finishes and is committed; the next one raises `StopRun` instead of
+    starting, and the run releases its lease with the execution `queued` (see `ExecutionRun`).
+    """
+    _stop_requested.set()
+
+
+def stop_requested() -> bool:
+    """Whether `request_stop()` was called in this process."""
+    return _stop_requested.is_set()
+
+
 def find_signal(error: BaseException) -> _Signal | None:
     """The runtime signal in `error`, looking inside exception groups and causes."""
     seen: set[int] = set()
@@ -420,6 +446,8 @@ class ExecutionContext:
             raise LeaseLost(self.execution_id)
         if self.cancel_requested:
             raise CancelExecution(self.execution_id)
+        if _stop_requested.is_set():
+            raise StopRun(self.execution_id)
 
     # keys -------------------------------------------------------------------------------------------
 
@@ -656,7 +684,7 @@ class _Plan:
         except BaseException as error:
             # A body that stopped at a wait stopped in order: it runs again on resume, as it would
             # without a `started` record. Anything else (a kill, Ctrl-C) leaves the record `started`.
-            if self.started is not None and isinstance(find_signal(error), SuspendExecution):
+            if self.started is not None and isinstance(find_signal(error), SuspendExecution | StopRun):
                 self.context.discard_started(self.started)
             raise
         finally:
@@ -1260,7 +1288,7 @@ def acquire(store: Store, execution_id: str, settings: _config.Settings) -> tupl
         record = store.get_execution(execution_id)
         if record.status == "cancelled" or record.cancel_requested:
             raise ExecutionCancelledError(execution_id)
-        if lease_is_live(record):
+        if lease_is_live(record) and (lease_handoff is None or record.lease_owner != lease_handoff):
             holder = f"{record.lease_host}:{record.lease_pid}"
             expires_in = (record.lease_expires_at_epoch_s or 0) - time.time()
             raise ExecutionLockedError(execution_id, holder, max(0.0, expires_in))
@@ -1290,8 +1318,13 @@ def open_or_find(
     inputs_value: StoredValue | None,
     fresh: bool,
     replay_of: str | None = None,
+    queue: str | None = None,
+    store: Store | None = None,
 ) -> tuple[Store, ExecutionRecord]:
-    """Find the execution to run (explicit id, or the unfinished one with the same inputs), or create it."""
+    """Find the execution to run (explicit id, or the unfinished one with the same inputs), or create it.
+
+    With `queue` a new execution is created `queued` in that worker queue (`Flow.submit`).
+    """
     if fresh and execution_id is not None:
         raise ConfigurationError(
             f"fresh=True starts a new execution with a generated id; it cannot be combined with "
@@ -1299,7 +1332,7 @@ def open_or_find(
         )
     if execution_id is not None:
         check_execution_id(execution_id)
-    store = get_store()
+    store = store or get_store()
     inputs_fingerprint = fingerprint(inputs) if inputs is not None else None
     if execution_id is not None:
         record = store.find_execution(execution_id)
@@ -1321,6 +1354,8 @@ def open_or_find(
         inputs_fingerprint=inputs_fingerprint,
         inputs=inputs_value,
         replay_of=replay_of,
+        status="running" if queue is None else "queued",
+        queue=queue,
     )
     return store, record
 
@@ -1375,6 +1410,9 @@ class ExecutionRun:
             raise ExecutionCancelledError(self.execution_id) from None
         if isinstance(signal, LeaseLost):
             raise LeaseLostError(self.execution_id) from None
+        if isinstance(signal, StopRun):  # a worker is shutting down: another one continues at once
+            self.store.finish_execution(self.execution_id, owner, status="queued")
+            return
         self.store.finish_execution(
             self.execution_id,
             owner,
@@ -1403,3 +1441,12 @@ def copy_context_run(function: Callable[..., T]) -> Callable[..., T]:
         return context.copy().run(function, *args, **kwargs)
 
     return run
+
+
+# -- names the workers use (kitaru_core._workers) ------------------------------------------------
+
+HOST = _HOST
+"""This host's name, as leases record it."""
+active_owners = _active_owners
+"""Lease owner tokens this process holds now (a worker adds its claims: `holder_is_gone` reads it)."""
+process_alive = _process_alive

@@ -573,8 +573,12 @@ class Store:
         inputs_fingerprint: str | None,
         inputs: StoredValue | None,
         replay_of: str | None = None,
+        status: ExecutionStatus = "running",
+        queue: str | None = None,
     ) -> ExecutionRecord:
-        """Insert a new execution with status `running` and no lease.
+        """Insert a new execution with status `running` (or `queued`, for workers) and no lease.
+
+        `queue` names the worker queue it belongs to (default: the column's default, `default`).
 
         Raises:
             StoreError: An execution with this id exists already.
@@ -587,13 +591,15 @@ class Store:
             "inputs_fingerprint": inputs_fingerprint,
             "inputs_format": inputs.format if inputs else None,
             "inputs": inputs.payload if inputs else None,
-            "status": "running",
+            "status": status,
             "run_count": 0,
             "replay_of": replay_of,
             "cancel_requested": False,
             "created_at_epoch_s": now,
             "updated_at_epoch_s": now,
         }
+        if queue is not None:
+            values["queue"] = queue
         t = tables.executions
 
         def change(connection: Connection, retry: bool) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 metadata = MetaData()
 
@@ -53,8 +53,11 @@ executions = Table(
     Column("created_at_epoch_s", Float, nullable=False),
     Column("updated_at_epoch_s", Float, nullable=False),
     Column("ended_at_epoch_s", Float, nullable=True),
+    # The queue a worker takes it from (revision 0006); executions not submitted are in "default".
+    Column("queue", String(200), nullable=False, server_default="default"),
     Index("ix_kitaru_executions_resume", "flow_name", "inputs_fingerprint", "status"),
     Index("ix_kitaru_executions_status", "status", "created_at_epoch_s"),
+    Index("ix_kitaru_executions_queue", "status", "queue", "created_at_epoch_s"),
 )
 
 checkpoint_calls = Table(
@@ -175,4 +178,21 @@ langgraph_checkpoint_writes = Table(
     Column("channel", String(255), nullable=False),
     Column("value_type", String(32), nullable=False),
     Column("value", LargeBinary, nullable=False),
+)
+
+
+# Worker processes (revision 0006): who is taking executions from which queues, and whether alive.
+workers = Table(
+    "kitaru_workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("host_id", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", Text, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("running", Text, nullable=False, server_default="[]"),
+    Column("started_at_epoch_s", Float, nullable=False),
+    Column("heartbeat_at_epoch_s", Float, nullable=False),
+    Column("stopped_at_epoch_s", Float, nullable=True),
 )

@@ -88,6 +88,7 @@ STATUS_STYLES = {
     "completed": "green",
     "failed": "red",
     "cancelled": "magenta",
+    "queued": "blue",
     "superseded": "dim",
     "interrupted": "bold red",
 }
@@ -475,6 +476,109 @@ def serve(
     )
     console.print(f"Host names answered: {', '.join(allowed_hosts)} (--allow-host adds one)", highlight=False)
     _checked(lambda: server.serve(settings, host=host, port=port))
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+workers_app = typer.Typer(help="Worker processes: which are alive, what they take and run.", no_args_is_help=True)
+app.add_typer(workers_app, name="workers")
+
+
+def _json_argument(text: str, what: str, kind: type) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        errors.print(f"[bold red]error:[/] {what} is not JSON: {escape(str(error))}", highlight=False)
+        raise typer.Exit(code=2) from None
+    if not isinstance(value, kind):
+        errors.print(f"[bold red]error:[/] {what} must be a JSON {kind.__name__}, got {escape(text)}", highlight=False)
+        raise typer.Exit(code=2)
+    return value
+
+
+@executions_app.command("submit")
+def submit(
+    entry_point: Annotated[str, typer.Argument(help="The @flow to run, as module:flow (importable by the workers).")],
+    args: Annotated[str, typer.Option("--args", help="Positional arguments as a JSON list.")] = "[]",
+    kwargs: Annotated[str, typer.Option("--kwargs", help="Keyword arguments as a JSON object.")] = "{}",
+    queue: Annotated[str, typer.Option("--queue", "-q", help="The worker queue.")] = "default",
+    execution_id: Annotated[
+        str | None, typer.Option("--execution-id", help="Explicit id (an idempotency key); default: generated.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue an execution of a @flow for a worker (`kitaru-adapters worker`); print its id."""
+    positional = _json_argument(args, "--args", list)
+    keywords = _json_argument(kwargs, "--kwargs", dict)
+    new_id = _checked(
+        lambda: _client().submit(entry_point, *positional, execution_id=execution_id, queue=queue, **keywords)
+    )
+    if as_json:
+        print(json.dumps({"execution_id": new_id, "queue": queue, "status": "queued"}))
+        return
+    console.print(f"queued execution {escape(new_id)} on queue {escape(queue)}", highlight=False)
+
+
+@app.command("worker")
+def worker(
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="A queue to take from (repeatable); default: default.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Executions run at once, each in its own process.")] = 1,
+    imports: Annotated[
+        list[str] | None, typer.Option("--import", help="A module the runs import first (repeatable).")
+    ] = None,
+    poll_interval_s: Annotated[float, typer.Option("--poll-interval", help="Seconds between looks for work.")] = 0.5,
+    shutdown_timeout_s: Annotated[
+        float, typer.Option("--shutdown-timeout", help="Seconds SIGTERM waits for runs to reach a checkpoint boundary.")
+    ] = 30.0,
+) -> None:
+    """Run queued, crashed and answered executions until SIGTERM or Ctrl-C (then stop at checkpoint boundaries)."""
+    import logging
+
+    from kitaru_core._workers import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    runner = _checked(
+        lambda: Worker(
+            queue or ["default"],
+            concurrency=concurrency,
+            imports=imports or [],
+            poll_interval_s=poll_interval_s,
+            shutdown_timeout_s=shutdown_timeout_s,
+        )
+    )
+    _checked(runner.run)
+
+
+@workers_app.command("list")
+def workers_list(as_json: JsonOption = False) -> None:
+    """List the workers the store has seen: host, pid, queues, heartbeat, running executions."""
+    from kitaru_core._workers import list_workers
+
+    records = _checked(lambda: list_workers(_client().store))
+    if as_json:
+        print(json.dumps([{**record.__dict__, "state": record.state()} for record in records], indent=2))
+        return
+    table = Table(title="Workers")
+    table.add_column("id", no_wrap=True)
+    for column in ("state", "host", "pid", "queues", "concurrency", "running", "heartbeat", "started"):
+        table.add_column(column, overflow="fold")
+    state_styles = {"alive": "green", "stopped": "dim", "gone": "red"}
+    for record in records:
+        state = record.state()
+        table.add_row(
+            escape(record.id),
+            f"[{state_styles[state]}]{state}[/]",
+            escape(record.host),
+            str(record.pid),
+            escape(", ".join(record.queues)),
+            str(record.concurrency),
+            escape(", ".join(record.running)),
+            _when(_from_epoch(record.heartbeat_at_epoch_s)),
+            _when(_from_epoch(record.started_at_epoch_s)),
+        )
+    console.print(table)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ EXPECTED_ALL = [
     "Totals",
     "WaitSpec",
     "WaitView",
+    "Worker",
     "approval_wait_name",
     "checkpoint",
     "configure",

@@ -58,7 +58,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-Status = Literal["running", "waiting", "completed", "failed", "cancelled"]
+Status = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
 # Ids and names are what the store accepts: no control characters, at most the column's length.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 MAX_WAIT_NAME_CHARACTERS = MAX_ID_CHARACTERS

@@ -20,7 +20,7 @@ from kitaru_core.server._guard import segment
 
 TEMPLATES_DIRECTORY = Path(__file__).with_name("templates")
 FRAGMENT_HEADER = "x-kitaru-fragment"
-STATUSES = ("running", "waiting", "completed", "failed", "cancelled")
+STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled")
 PAGE_SIZE = 50
 INPUT_PREVIEW_CHARACTERS = 160
 VALUE_PREVIEW_CHARACTERS = 2000

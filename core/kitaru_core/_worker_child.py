@@ -1,0 +1,57 @@
+"""The child process of a worker: runs one claimed execution, then exits.
+
+`python -m kitaru_core._worker_child EXECUTION_ID CLAIM_OWNER [MODULE ...]` imports the modules,
+takes the execution's lease over from the worker's claim (`_runtime.lease_handoff`) and resumes it
+like `kitaru-adapters executions resume` does (`Client.resume`). SIGTERM or SIGINT make the run stop
+before its next checkpoint body and release its lease with the execution `queued`.
+
+Exit codes: 0 the run ended (completed, stopped at a wait, or stopped and released); 1 the flow
+failed (recorded in the store) or the execution could not be run; 4 stopped before it started.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import traceback
+from typing import Any
+
+EXIT_FAILED = 1
+EXIT_NOT_STARTED = 4
+
+
+def main(argv: list[str]) -> int:
+    """Run the claimed execution named by `argv` (`EXECUTION_ID CLAIM_OWNER [MODULE ...]`); return the exit code."""
+    if len(argv) < 2:
+        print("usage: python -m kitaru_core._worker_child EXECUTION_ID CLAIM_OWNER [MODULE ...]", file=sys.stderr)
+        return 2
+    execution_id, owner, *modules = argv
+    from kitaru_core import _runtime
+
+    def stop(_signal_number: int, _frame: Any) -> None:
+        _runtime.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for module in modules:
+            importlib.import_module(module)
+        if _runtime.stop_requested():
+            return EXIT_NOT_STARTED
+        _runtime.lease_handoff = owner
+        from kitaru_core._client import Client
+
+        Client().resume(execution_id, audit=False)
+    except BaseException as error:
+        from kitaru_core.errors import ExecutionWaitingError
+
+        if isinstance(error, ExecutionWaitingError) or isinstance(_runtime.find_signal(error), _runtime.StopRun):
+            return 0
+        traceback.print_exc()
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,524 @@
+"""Workers: processes that take queued, crashed and answered executions and run them on their own.
+
+A `Worker` loops: it claims executions with a lease (`claim_executions`), runs each one in a child
+process (`python -m kitaru_core._worker_child`, at most `concurrency` at once), renews the leases of
+claims its children have not taken over yet, and keeps a row in the workers table with a heartbeat.
+
+What a worker takes, from its queues (executions not submitted are in the `default` queue):
+
+1. `queued` executions (`Flow.submit`, `Client.submit`, `kitaru-adapters executions submit`);
+2. `running` executions whose runner is gone: its lease expired, or it is on this host and its
+   process is dead or replaced (`_runtime.lease_is_live`, the rule every takeover follows);
+3. `waiting` executions whose waits are all answered.
+
+Only executions with an importable entry point (a module-level `@flow`) are taken. Claiming is one
+write transaction: on PostgreSQL the candidate rows are read `FOR UPDATE SKIP LOCKED` (workers skip
+the rows another worker is claiming instead of waiting for them); on SQLite the transaction starts
+with `BEGIN IMMEDIATE`, so claims on one host are serialised by the database's write lock. Each
+claim is also a compare-and-set on the lease owner, as every lease change is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Connection, RowMapping
+
+from kitaru_core import _config, _runtime
+from kitaru_core import _tables as tables
+from kitaru_core._ids import check_queue_name
+from kitaru_core._records import ExecutionRecord
+from kitaru_core._store import Store
+from kitaru_core._store import _execution as execution_from_row  # pyright: ignore[reportPrivateUsage]
+from kitaru_core.errors import ConfigurationError, KitaruError, StoreError
+
+__all__ = ["Claim", "Worker", "WorkerRecord", "claim_executions", "list_workers"]
+
+logger = logging.getLogger(__name__)
+
+ClaimReason = Literal["queued", "runner gone", "answered"]
+WORKER_HEARTBEAT_S = 5.0
+"""Seconds between two heartbeats of a worker's row; a row silent for three of them is `gone`."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An execution a worker claimed: its id, the claim's lease owner token, and why it was taken."""
+
+    execution_id: str
+    owner: str
+    reason: ClaimReason
+
+
+def _runner_gone(record: ExecutionRecord, now: float, lease_duration_s: float) -> bool:
+    """Whether a `running` execution has no live runner (a lease that never was: created long ago)."""
+    if record.lease_owner is None:
+        return record.updated_at_epoch_s < now - lease_duration_s
+    return not _runtime.lease_is_live(record, now)
+
+
+def claim_executions(
+    store: Store, queues: Sequence[str], limit: int, *, lease_duration_s: float
+) -> list[Claim]:
+    """Claim up to `limit` executions of `queues` for this process, each with a lease of its own.
+
+    The lease names this process (host, host id, pid, start time), so a worker that dies before
+    its child takes a claim over is detected like any other dead runner. The runner-gone
+    executions come first (they waited longest), then answered waits, then the queue in order of
+    submission.
+
+    Args:
+        store: The store.
+        queues: Queue names to take from.
+        limit: The most executions to claim.
+        lease_duration_s: Seconds each claim's lease lasts without renewal.
+
+    Returns:
+        The claims, in the order they were made.
+
+    Raises:
+        StoreError: The database stayed unreachable for the retry budget.
+    """
+    if limit <= 0:
+        return []
+    t, w = tables.executions, tables.waits
+    batch = uuid.uuid4().hex
+    pid = os.getpid()
+    start_ticks = _runtime.process_start_ticks(pid)
+    in_queues = t.c.queue.in_(list(queues))
+    importable = t.c.entry_point.is_not(None)
+    not_cancelled = t.c.cancel_requested.is_(False)
+
+    def candidates(now: float) -> list[tuple[ClaimReason, Any]]:
+        gone = (
+            select(t)
+            .where(
+                t.c.status == "running",
+                in_queues,
+                importable,
+                not_cancelled,
+                or_(
+                    t.c.lease_owner.is_(None),
+                    t.c.lease_expires_at_epoch_s < now,
+                    t.c.lease_host_id == _runtime.HOST_ID,
+                ),
+            )
+            .order_by(t.c.updated_at_epoch_s, t.c.id)
+            .limit(limit + 100)  # the live runners of this host are read and skipped
+            .with_for_update(skip_locked=True)
+        )
+        pending = select(w.c.id).where(w.c.execution_id == t.c.id, w.c.status == "pending")
+        answered = (
+            select(t)
+            .where(t.c.status == "waiting", in_queues, importable, not_cancelled, ~pending.exists())
+            .order_by(t.c.updated_at_epoch_s, t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=t)
+        )
+        queued = (
+            select(t)
+            .where(t.c.status == "queued", in_queues, importable, not_cancelled)
+            .order_by(t.c.created_at_epoch_s, t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [("runner gone", gone), ("answered", answered), ("queued", queued)]
+
+    def change(connection: Connection, retry: bool) -> list[Claim]:
+        if retry:  # an earlier attempt may have committed: its claims carry this batch's tokens
+            rows = connection.execute(
+                select(t.c.id, t.c.lease_owner).where(t.c.lease_owner.startswith(f"{batch}-", autoescape=True))
+            ).all()
+            if rows:
+                return [Claim(row.id, row.lease_owner, "queued") for row in rows]
+        now = time.time()
+        claims: list[Claim] = []
+        for reason, query in candidates(now):
+            if len(claims) >= limit:
+                break
+            rows: list[RowMapping] = list(connection.execute(query).mappings())
+            for row in rows:
+                if len(claims) >= limit:
+                    break
+                record = execution_from_row(row)
+                if reason == "runner gone" and not _runner_gone(record, now, lease_duration_s):
+                    continue
+                owner = f"{batch}-{len(claims)}"
+                seen_owner = (
+                    t.c.lease_owner.is_(None) if record.lease_owner is None else t.c.lease_owner == record.lease_owner
+                )
+                result = connection.execute(
+                    update(t)
+                    .where(t.c.id == record.id, t.c.status == record.status, seen_owner)
+                    .values(
+                        lease_owner=owner,
+                        lease_host=_runtime.HOST,
+                        lease_pid=pid,
+                        lease_host_id=_runtime.HOST_ID,
+                        lease_process_start_ticks=start_ticks,
+                        lease_expires_at_epoch_s=now + lease_duration_s,
+                        status="running",
+                        updated_at_epoch_s=now,
+                    )
+                )
+                if result.rowcount == 1:
+                    claims.append(Claim(record.id, owner, reason))
+        return claims
+
+    return store._write("claim executions for a worker", change)  # pyright: ignore[reportPrivateUsage]
+
+
+# -- the workers table ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One worker process as the workers table records it."""
+
+    id: str
+    host: str
+    host_id: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    running: list[str]
+    started_at_epoch_s: float
+    heartbeat_at_epoch_s: float
+    stopped_at_epoch_s: float | None
+
+    def state(self, now: float | None = None) -> Literal["alive", "stopped", "gone"]:
+        """`stopped` (shut down in order), `gone` (silent for three heartbeats, or its process ended), else `alive`."""
+        if self.stopped_at_epoch_s is not None:
+            return "stopped"
+        if self.heartbeat_at_epoch_s < (time.time() if now is None else now) - 3 * WORKER_HEARTBEAT_S:
+            return "gone"
+        if self.host_id == _runtime.HOST_ID and not _runtime.process_alive(self.pid):
+            return "gone"
+        return "alive"
+
+
+def _json_list(text: str | None) -> list[str]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [str(item) for item in value] if isinstance(value, list) else []  # pyright: ignore[reportUnknownVariableType]
+
+
+def list_workers(store: Store) -> list[WorkerRecord]:
+    """Every worker the store has seen, the most recently started first."""
+    t = tables.workers
+    query = select(t).order_by(t.c.started_at_epoch_s.desc(), t.c.id)
+
+    def read(connection: Connection) -> list[WorkerRecord]:
+        return [
+            WorkerRecord(
+                id=row["id"],
+                host=row["host"],
+                host_id=row["host_id"],
+                pid=row["pid"],
+                queues=_json_list(row["queues"]),
+                concurrency=row["concurrency"],
+                running=_json_list(row["running"]),
+                started_at_epoch_s=row["started_at_epoch_s"],
+                heartbeat_at_epoch_s=row["heartbeat_at_epoch_s"],
+                stopped_at_epoch_s=row["stopped_at_epoch_s"],
+            )
+            for row in connection.execute(query).mappings()
+        ]
+
+    return store._read("list workers", read)  # pyright: ignore[reportPrivateUsage]
+
+
+def _save_worker(store: Store, worker_id: str, values: dict[str, Any], *, create: bool) -> None:
+    t = tables.workers
+
+    def change(connection: Connection, retry: bool) -> None:
+        exists = retry and connection.execute(select(t.c.id).where(t.c.id == worker_id)).first() is not None
+        if create and not exists:
+            connection.execute(t.insert().values(id=worker_id, **values))
+        else:
+            connection.execute(update(t).where(t.c.id == worker_id).values(values))
+
+    store._write("record a worker", change)  # pyright: ignore[reportPrivateUsage]
+
+
+# -- the worker ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    claim: Claim
+    process: subprocess.Popen[bytes]
+    handed_over: bool = False
+    killed: bool = False
+
+
+class Worker:
+    """Take executions from queues and run each in a child process, until stopped.
+
+    Args:
+        queues: Queue names to take from (default: `default`; executions not submitted are in it).
+        concurrency: Executions this worker runs at once (each in its own process).
+        imports: Modules the children import before running an execution (where flows register
+            things, or to check at start that the flows import).
+        poll_interval_s: Seconds between two looks for work when there was none.
+        shutdown_timeout_s: Seconds a stopping worker waits for its children to reach a checkpoint
+            boundary before it kills them (their executions are then released as `queued` too).
+        store_url: SQLAlchemy URL of the store; default: the configured one.
+        artifacts_url: fsspec URL of the artifact store; default: the configured one.
+
+    `run()` blocks; SIGTERM and SIGINT (and `stop()` from another thread) stop it: it takes no more
+    work, asks each child to stop before its next checkpoint body (the call running now finishes
+    and is committed), and each child releases its lease with its execution `queued`, so another
+    worker continues it at once. A child that has not stopped after `shutdown_timeout_s` is killed
+    and its execution released the same way.
+
+    A child that dies on its own (a crash, the kernel's out-of-memory killer) costs only its
+    execution: the worker records it `failed` (error `ProcessLost`), resumable with
+    `kitaru-adapters executions resume ID`. A worker that dies with its children (SIGKILL of the
+    process group, a lost machine) leaves its executions `running`: another worker takes them over
+    at once on the same host, after the lease duration elsewhere.
+
+    Raises:
+        ConfigurationError: No queue, a concurrency below 1, a module that does not import, or an
+            in-memory store (children cannot share it).
+        InvalidIdError: A queue name is not valid.
+    """
+
+    def __init__(
+        self,
+        queues: Sequence[str] = ("default",),
+        *,
+        concurrency: int = 1,
+        imports: Sequence[str] = (),
+        poll_interval_s: float = 0.5,
+        shutdown_timeout_s: float = 30.0,
+        store_url: str | None = None,
+        artifacts_url: str | None = None,
+    ) -> None:
+        from kitaru_core._client import Client
+
+        if isinstance(queues, str):
+            queues = [queues]
+        self.queues = [check_queue_name(queue) for queue in queues]
+        if not self.queues:
+            raise ConfigurationError("A worker needs at least one queue to take executions from, e.g. 'default'.")
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}.")
+        self.concurrency = concurrency
+        self.imports = list(imports)
+        for module in self.imports:
+            try:
+                importlib.import_module(module)
+            except Exception as error:
+                raise ConfigurationError(
+                    f"The worker cannot import module {module!r}: {type(error).__name__}: {error}. "
+                    "Check --import and that the worker runs where the module is on the import path."
+                ) from error
+        self.poll_interval_s = poll_interval_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.client = Client(store_url, artifacts_url)
+        self.store = self.client.store
+        if self.store.url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"} or (
+            self.store.artifacts.url.startswith("memory://")
+        ):
+            raise ConfigurationError(
+                "A worker's children cannot reach a store that lives in this process's memory: use a SQLite "
+                "file or PostgreSQL and a shared artifact store."
+            )
+        self.lease_duration_s = _config.current_settings().lease_duration_s
+        self.id = uuid.uuid4().hex[:16]
+        self.started_executions = 0
+        self._children: dict[str, _Child] = {}
+        self._stop_flag = False  # a plain flag: set from signal handlers, read by the loop
+
+    def stop(self) -> None:
+        """Ask the worker to shut down (safe from a signal handler or another thread)."""
+        self._stop_flag = True
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop_flag and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Take and run executions until `stop()`, SIGTERM or SIGINT; then shut down in order and return.
+
+        Args:
+            handle_signals: Install SIGTERM and SIGINT handlers that call `stop()` (main thread only).
+        """
+        previous: dict[int, Any] = {}
+        if handle_signals:
+            for number in (signal.SIGTERM, signal.SIGINT):
+                previous[number] = signal.signal(number, lambda _number, _frame: self.stop())
+        now = time.time()
+        _save_worker(
+            self.store,
+            self.id,
+            {
+                "host": _runtime.HOST,
+                "host_id": _runtime.HOST_ID,
+                "pid": os.getpid(),
+                "queues": json.dumps(self.queues),
+                "concurrency": self.concurrency,
+                "running": "[]",
+                "started_at_epoch_s": now,
+                "heartbeat_at_epoch_s": now,
+            },
+            create=True,
+        )
+        logger.info(
+            "kitaru worker %s: taking executions from %s, %d at a time (pid %d)",
+            self.id,
+            ", ".join(self.queues),
+            self.concurrency,
+            os.getpid(),
+        )
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _loop(self) -> None:
+        beat_interval_s = min(WORKER_HEARTBEAT_S, self.lease_duration_s / 3)
+        last_beat_s = -float("inf")
+        while not self._stop_flag:
+            claimed = 0
+            free = 0
+            try:
+                self._reap()
+                if _runtime.lease_clock_s() - last_beat_s >= beat_interval_s:
+                    last_beat_s = _runtime.lease_clock_s()
+                    self._beat()
+                free = self.concurrency - len(self._children)
+                if free > 0 and not self._stop_flag:
+                    claims = claim_executions(
+                        self.store, self.queues, free, lease_duration_s=self.lease_duration_s
+                    )
+                    for claim in claims:
+                        self._start(claim)
+                    claimed = len(claims)
+            except (KitaruError, OSError) as error:  # the store is down or locked: keep trying
+                logger.warning("kitaru worker %s: %s; trying again", self.id, error)
+            if claimed == 0 or claimed < free:
+                self._sleep(self.poll_interval_s)
+
+    def _start(self, claim: Claim) -> None:
+        environment = self.client.child_environment()
+        environment["KITARU_LEASE_DURATION_S"] = repr(self.lease_duration_s)
+        _runtime.active_owners.add(claim.owner)  # this process holds the claim: its lease is live
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "kitaru_core._worker_child", claim.execution_id, claim.owner, *self.imports],
+                stdin=subprocess.DEVNULL,
+                env=environment,
+            )
+        except OSError as error:
+            _runtime.active_owners.discard(claim.owner)
+            self._release(claim.execution_id, claim.owner, failure=f"the worker could not start a process: {error}")
+            return
+        self.started_executions += 1
+        self._children[claim.execution_id] = _Child(claim, process)
+        logger.info(
+            "kitaru worker %s: took execution %r (%s) into process %d",
+            self.id,
+            claim.execution_id,
+            claim.reason,
+            process.pid,
+        )
+
+    def _release(self, execution_id: str, owner: str, *, failure: str | None) -> None:
+        """Give an execution back: `queued` (failure `None`), else `failed` with the reason; only if `owner` holds it."""
+        if failure is None:
+            self.store.finish_execution(execution_id, owner, status="queued")
+        else:
+            self.store.finish_execution(
+                execution_id, owner, status="failed", error=("ProcessLost", failure, "")
+            )
+
+    def _beat(self) -> None:
+        """Renew the leases of claims no child has taken over yet; write this worker's heartbeat."""
+        for child in list(self._children.values()):
+            if child.handed_over:
+                continue
+            still_owner, _cancel = self.store.renew_lease(
+                child.claim.execution_id, child.claim.owner, self.lease_duration_s
+            )
+            child.handed_over = not still_owner
+        _save_worker(
+            self.store,
+            self.id,
+            {"heartbeat_at_epoch_s": time.time(), "running": json.dumps(sorted(self._children))},
+            create=False,
+        )
+
+    def _reap(self) -> None:
+        """Deal with the children that ended: release what they left behind."""
+        for execution_id, child in list(self._children.items()):
+            code = child.process.poll()
+            if code is None:
+                continue
+            del self._children[execution_id]
+            _runtime.active_owners.discard(child.claim.owner)
+            record = self.store.find_execution(execution_id)
+            if record is None:
+                continue
+            ended = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+            stopping = self._stop_flag or child.killed
+            if record.lease_owner == child.claim.owner:  # the child never took the execution over
+                failure = f"The worker's process for it ended ({ended}) before running it."
+                self._release(execution_id, child.claim.owner, failure=None if stopping else failure)
+            elif (
+                record.status == "running"
+                and record.lease_owner is not None
+                and record.lease_pid == child.process.pid
+                and record.lease_host_id == _runtime.HOST_ID
+            ):  # it died holding the lease
+                failure = f"The worker's process {child.process.pid} running it ended ({ended})."
+                self._release(execution_id, record.lease_owner, failure=None if stopping else failure)
+            logger.info("kitaru worker %s: execution %r: process ended (%s)", self.id, execution_id, ended)
+
+    def _shutdown(self) -> None:
+        """Stop the children at their next checkpoint boundary (kill them after the timeout), release, record."""
+        for child in self._children.values():
+            with contextlib.suppress(OSError):
+                child.process.send_signal(signal.SIGTERM)
+        deadline_s = time.monotonic() + self.shutdown_timeout_s
+        last_beat_s = time.monotonic()
+        while self._children and time.monotonic() < deadline_s:
+            time.sleep(0.05)
+            with contextlib.suppress(StoreError):
+                self._reap()
+                if time.monotonic() - last_beat_s >= self.lease_duration_s / 3:
+                    last_beat_s = time.monotonic()
+                    self._beat()
+        for child in self._children.values():
+            child.killed = True
+            with contextlib.suppress(OSError):
+                child.process.kill()
+            child.process.wait()
+        with contextlib.suppress(StoreError):
+            self._reap()
+            _save_worker(
+                self.store,
+                self.id,
+                {"stopped_at_epoch_s": time.time(), "heartbeat_at_epoch_s": time.time(), "running": "[]"},
+                create=False,
+            )
+        logger.info("kitaru worker %s: stopped after starting %d execution(s)", self.id, self.started_executions)

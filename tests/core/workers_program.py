@@ -1,0 +1,48 @@
+"""Flows the worker tests submit; run as a program it is a plain runner of `counted` (to be SIGKILLed).
+
+Every checkpoint body appends one line to a side-effect file `<directory>/<name>-<i>`, so a call
+that ran twice shows two lines. A body waits, before its side effect, while a file
+`<directory>/hold-<name>-<i>` exists: a test holds a run there to kill or stop it mid-call.
+
+    python workers_program.py NAME CALLS DIRECTORY    # runs counted(NAME, CALLS, DIRECTORY) as execution NAME
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from kitaru_core import checkpoint, flow, wait
+
+
+@checkpoint
+def step(directory: str, name: str, index: int) -> int:
+    """One call with a counted side effect; it waits first while its hold file exists."""
+    folder = Path(directory)
+    (folder / f"started-{name}-{index}").write_text(str(os.getpid()))
+    while (folder / f"hold-{name}-{index}").exists():
+        time.sleep(0.02)
+    with open(folder / f"{name}-{index}", "a", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()}\n")
+    return index
+
+
+@flow
+def counted(name: str, calls: int, directory: str) -> int:
+    """`calls` checkpoint calls in a row; returns their sum."""
+    return sum(step(directory, name, index) for index in range(calls))
+
+
+@flow
+def approved(name: str, directory: str) -> str:
+    """A call, a wait for a yes or no, and a call after it."""
+    step(directory, name, 0)
+    answer = wait("go-on", question="Go on?", schema=bool)
+    step(directory, name, 1)
+    return f"go on: {answer}"
+
+
+if __name__ == "__main__":
+    counted.run(sys.argv[1], int(sys.argv[2]), sys.argv[3], execution_id=sys.argv[1])
