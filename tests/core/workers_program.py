@@ -18,21 +18,22 @@ from kitaru_core import checkpoint, flow, wait
 
 
 @checkpoint
-def step(directory: str, name: str, index: int) -> int:
-    """One call with a counted side effect; it waits first while its hold file exists."""
+def step(directory: str, name: str, index: int, pause_s: float = 0.0) -> int:
+    """One call with a counted side effect; it waits first while its hold file exists, then `pause_s`."""
     folder = Path(directory)
     (folder / f"started-{name}-{index}").write_text(str(os.getpid()))
     while (folder / f"hold-{name}-{index}").exists():
         time.sleep(0.02)
+    time.sleep(pause_s)
     with open(folder / f"{name}-{index}", "a", encoding="utf-8") as handle:
         handle.write(f"{os.getpid()}\n")
     return index
 
 
 @flow
-def counted(name: str, calls: int, directory: str) -> int:
-    """`calls` checkpoint calls in a row; returns their sum."""
-    return sum(step(directory, name, index) for index in range(calls))
+def counted(name: str, calls: int, directory: str, pause_s: float = 0.0) -> int:
+    """`calls` checkpoint calls in a row (each pausing `pause_s`); returns their sum."""
+    return sum(step(directory, name, index, pause_s) for index in range(calls))
 
 
 @flow

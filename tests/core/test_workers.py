@@ -1,0 +1,370 @@
+"""Workers: submitted, crashed and answered executions run on their own, in worker subprocesses.
+
+Real worker processes (`kitaru-adapters worker`) on a SQLite file and on PostgreSQL; the flows
+are in workers_program.py, whose checkpoint bodies append a line to a side-effect file per call,
+so a call that ran twice shows two lines.
+
+The chaos test kills whole worker process groups (worker and children) with SIGKILL and restarts
+them; `KITARU_CHAOS_EXECUTIONS`, `KITARU_CHAOS_CALLS`, `KITARU_CHAOS_WORKERS`,
+`KITARU_CHAOS_KILL_EVERY_S` size it (the `chaos_workers` nox session runs it large, on PostgreSQL,
+and prints its figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import workers_program  # pyright: ignore[reportMissingImports]
+from sqlalchemy import delete, select
+
+import kitaru_core
+from kitaru_core import Client, Worker
+from kitaru_core import _tables as tables
+from kitaru_core._runtime import get_store
+from kitaru_core.errors import ConfigurationError, InvalidIdError
+
+PROGRAM = Path(__file__).with_name("workers_program.py")
+CHAOS_EXECUTIONS = int(os.environ.get("KITARU_CHAOS_EXECUTIONS", "8"))
+CHAOS_CALLS = int(os.environ.get("KITARU_CHAOS_CALLS", "3"))
+CHAOS_WORKERS = int(os.environ.get("KITARU_CHAOS_WORKERS", "2"))
+CHAOS_KILL_EVERY_S = float(os.environ.get("KITARU_CHAOS_KILL_EVERY_S", "2.0"))
+CHAOS_KILLS = int(os.environ.get("KITARU_CHAOS_KILLS", "1"))
+
+
+@pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
+def environment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The store for this test (configured here too) and the environment of its subprocesses."""
+    if request.param == "postgres":
+        from tests.conftest import _truncate_postgres  # pyright: ignore[reportPrivateUsage]
+
+        url = request.getfixturevalue("postgres_database")
+        _truncate_postgres(url)
+    else:
+        url = f"sqlite:///{tmp_path / 'kitaru.db'}"
+    artifacts = str(tmp_path / "artifacts")
+    kitaru_core.configure(store_url=url, artifacts_url=artifacts, reset=True)
+    store = get_store()
+    with store.engine.begin() as connection:
+        connection.execute(delete(tables.workers))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KITARU_")}
+    env.update(
+        {
+            "KITARU_STORE_URL": url,
+            "KITARU_ARTIFACTS_URL": artifacts,
+            "KITARU_INTERACTIVE": "false",
+            "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
+            "PYTHONPATH": str(PROGRAM.parent),
+        }
+    )
+    (tmp_path / "effects").mkdir()
+    yield env
+    kitaru_core.configure(reset=True)
+
+
+def _cli(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kitaru_core.cli", *arguments], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def _start_worker(env: dict[str, str], log: Path, *arguments: str) -> subprocess.Popen[bytes]:
+    """A worker process in its own process group (its children join it), logging to `log`."""
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kitaru_core.cli",
+                "worker",
+                "--import",
+                "workers_program",
+                "--poll-interval",
+                "0.1",
+                *arguments,
+            ],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _until(condition: Callable[[], bool], timeout_s: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            detail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{detail}")
+        time.sleep(0.05)
+
+
+def _status(execution_id: str) -> str:
+    return get_store().get_execution(execution_id).status
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> int:
+    worker.send_signal(signal.SIGTERM)
+    return worker.wait(timeout=60)
+
+
+def _effects(folder: Path) -> dict[str, list[str]]:
+    """Side-effect file name -> the pids that wrote its lines."""
+    return {
+        path.name: path.read_text().split()
+        for path in folder.iterdir()
+        if not path.name.startswith(("started-", "hold-"))
+    }
+
+
+def test_a_submitted_execution_is_queued_until_a_worker_completes_it(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"
+    from_python = Client().submit("workers_program:counted", "py", 3, str(effects))
+    from_flow = workers_program.counted.submit("flow", 2, str(effects), queue="default")
+    submitted = _cli(
+        environment,
+        "executions",
+        "submit",
+        "workers_program:counted",
+        "--args",
+        json.dumps(["cli", 2]),
+        "--kwargs",
+        json.dumps({"directory": str(effects)}),
+        "--execution-id",
+        "cli-run",
+        "--json",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert json.loads(submitted.stdout) == {"execution_id": "cli-run", "queue": "default", "status": "queued"}
+    ids = [from_python, from_flow, "cli-run"]
+    assert [_status(execution_id) for execution_id in ids] == ["queued"] * 3
+    # submitting an existing id again queues nothing new
+    assert Client().submit("workers_program:counted", "cli", 2, str(effects), execution_id="cli-run") == "cli-run"
+    assert Client().count_executions() == 3
+
+    log = tmp_path / "worker.log"
+    worker = _start_worker(environment, log, "--concurrency", "2")
+    _until(lambda: all(_status(execution_id) == "completed" for execution_id in ids), 60, "completion", log)
+    assert [Client().get_output(execution_id) for execution_id in ids] == [3, 1, 1]
+    assert _effects(effects) == {
+        name: [pid] for name, (pid, *_rest) in _effects(effects).items()
+    }  # every call ran exactly once
+    assert sorted(_effects(effects)) == ["cli-0", "cli-1", "flow-0", "flow-1", "py-0", "py-1", "py-2"]
+
+    listed = _cli(environment, "workers", "list", "--json")
+    [row] = json.loads(listed.stdout)
+    assert (row["state"], row["queues"], row["concurrency"], row["pid"]) == ("alive", ["default"], 2, worker.pid)
+    assert "Workers" in _cli(environment, "workers", "list").stdout
+    assert _stop(worker) == 0
+    [row] = json.loads(_cli(environment, "workers", "list", "--json").stdout)
+    assert row["state"] == "stopped"
+
+
+def test_a_runner_killed_mid_run_is_taken_over_without_running_a_completed_call_again(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"
+    log = tmp_path / "worker.log"
+    worker = _start_worker(environment, log)
+    (effects / "hold-k-2").touch()
+    runner = subprocess.Popen(
+        [sys.executable, str(PROGRAM), "k", "4", str(effects)], env=environment, stderr=subprocess.DEVNULL
+    )
+    _until(lambda: (effects / "started-k-2").exists(), 60, "the runner to reach call 2")
+    time.sleep(0.5)  # the worker looks several times meanwhile: a live runner is left alone
+    assert get_store().get_execution("k").lease_pid == runner.pid
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    (effects / "hold-k-2").unlink()
+    _until(lambda: _status("k") == "completed", 60, "the takeover", log)
+    counts = _effects(effects)
+    assert set(counts) == {"k-0", "k-1", "k-2", "k-3"}
+    assert (counts["k-0"], counts["k-1"]) == ([str(runner.pid)], [str(runner.pid)])  # not run again
+    assert len(counts["k-2"]) == len(counts["k-3"]) == 1
+    assert counts["k-2"] != [str(runner.pid)]
+    detail = Client().get_execution("k")
+    assert (detail.run_count, Client().get_output("k")) == (2, 6)
+    assert _stop(worker) == 0
+
+
+def test_a_wait_answered_through_the_client_is_resumed_by_a_running_worker(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"
+    log = tmp_path / "worker.log"
+    worker = _start_worker(environment, log)
+    execution_id = Client().submit("workers_program:approved", "a", str(effects))
+    _until(lambda: _status(execution_id) == "waiting", 60, "the wait", log)
+    time.sleep(0.3)  # a pending wait is not taken
+    assert _status(execution_id) == "waiting"
+    Client().answer(execution_id, "go-on", True)
+    _until(lambda: _status(execution_id) == "completed", 60, "the resume", log)
+    assert Client().get_output(execution_id) == "go on: True"
+    assert {name: len(pids) for name, pids in _effects(effects).items()} == {"a-0": 1, "a-1": 1}
+    assert _stop(worker) == 0
+
+
+def test_two_workers_never_run_the_same_execution(environment: dict[str, str], tmp_path: Path) -> None:
+    effects = tmp_path / "effects"
+    ids = [Client().submit("workers_program:counted", f"m{index}", 3, str(effects)) for index in range(12)]
+    logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
+    workers = [_start_worker(environment, log, "--concurrency", "2") for log in logs]
+    _until(lambda: all(_status(execution_id) == "completed" for execution_id in ids), 120, "completion", logs[0])
+    counts = _effects(effects)
+    assert len(counts) == 36
+    assert {name: len(pids) for name, pids in counts.items()} == dict.fromkeys(counts, 1)
+    # each execution ran in one process from start to end: no second runner joined it
+    for index in range(12):
+        assert len({counts[f"m{index}-{call}"][0] for call in range(3)}) == 1
+    logged = "".join(log.read_text() for log in logs)
+    assert logged.count("took execution") == 12
+    assert [_stop(worker) for worker in workers] == [0, 0]
+
+
+def test_sigterm_lets_the_running_call_finish_then_releases_the_lease(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"
+    log = tmp_path / "worker.log"
+    (effects / "hold-s-1").touch()
+    worker = _start_worker(environment, log)
+    execution_id = Client().submit("workers_program:counted", "s", 3, str(effects))
+    _until(lambda: (effects / "started-s-1").exists(), 60, "call 1 to start", log)
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert worker.poll() is None  # it waits for the call running now
+    (effects / "hold-s-1").unlink()
+    assert worker.wait(timeout=60) == 0
+    record = get_store().get_execution(execution_id)
+    assert (record.status, record.lease_owner) == ("queued", None)
+    assert {name: len(pids) for name, pids in _effects(effects).items()} == {"s-0": 1, "s-1": 1}
+    with get_store().engine.connect() as connection:
+        stopped = connection.execute(select(tables.workers.c.stopped_at_epoch_s)).scalar()
+    assert stopped is not None
+
+    second = _start_worker(environment, tmp_path / "second.log")
+    _until(lambda: _status(execution_id) == "completed", 60, "the second worker", tmp_path / "second.log")
+    assert {name: len(pids) for name, pids in _effects(effects).items()} == {"s-0": 1, "s-1": 1, "s-2": 1}
+    assert _stop(second) == 0
+
+
+def test_bad_submissions_are_refused_with_a_clear_error(environment: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(InvalidIdError, match="queue name"):
+        Client().submit("workers_program:counted", "x", 1, str(tmp_path), queue="bad\nqueue")
+    with pytest.raises(ConfigurationError, match="Cannot import"):
+        Client().submit("workers_program:no_such_flow", 1)
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        Worker(concurrency=0)
+    with pytest.raises(ConfigurationError, match="cannot import module"):
+        Worker(imports=["no_such_module_here"])
+    not_json = _cli(environment, "executions", "submit", "workers_program:counted", "--args", "{oops")
+    assert not_json.returncode == 2
+    assert "--args is not JSON" in not_json.stderr
+    assert Client().count_executions() == 0
+
+
+# -- chaos: worker process groups killed with SIGKILL and restarted -----------------------------------
+
+
+def _group(leader: int) -> set[int]:
+    """The pids of the process group `leader` leads (the worker and its children)."""
+    members: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == leader:
+                    members.add(int(entry))
+            except OSError:
+                continue
+    return members
+
+
+def test_chaos_workers_killed_and_restarted_complete_every_execution_once(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"
+    store = get_store()
+    ids = [
+        Client().submit("workers_program:counted", f"c{index}", CHAOS_CALLS, str(effects), 0.02)
+        for index in range(CHAOS_EXECUTIONS)
+    ]
+    logs = [tmp_path / f"worker-{slot}.log" for slot in range(CHAOS_WORKERS)]
+    workers = [_start_worker(environment, log, "--concurrency", "2") for log in logs]
+    killed_pids: set[int] = set()
+    takeovers_s: list[float] = []
+    kills = 0
+    started = time.monotonic()
+    rng = random.Random(11)
+
+    def completed() -> int:
+        t = tables.executions
+        with store.engine.connect() as connection:
+            rows = connection.execute(select(t.c.status)).scalars().all()
+        return sum(status == "completed" for status in rows)
+
+    def held_by(pids: set[int]) -> dict[str, Any]:
+        t = tables.executions
+        with store.engine.connect() as connection:
+            rows = connection.execute(
+                select(t.c.id, t.c.lease_pid).where(t.c.status == "running", t.c.lease_pid.in_(pids))
+            ).all()
+        return {row.id: row.lease_pid for row in rows}
+
+    deadline = time.monotonic() + 60 + CHAOS_EXECUTIONS * CHAOS_CALLS * 0.5
+    while completed() < CHAOS_EXECUTIONS and time.monotonic() < deadline:
+        time.sleep(CHAOS_KILL_EVERY_S)
+        if kills >= CHAOS_KILLS:
+            continue
+        slot = rng.randrange(CHAOS_WORKERS)
+        victim = workers[slot]
+        group = _group(victim.pid)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        killed_at = time.monotonic()
+        killed_pids |= group
+        kills += 1
+        orphaned = held_by(group)
+        if orphaned:
+            _until(lambda: not held_by(group), 60, "another worker to take the executions over")
+            takeovers_s.append(time.monotonic() - killed_at)
+        workers[slot] = _start_worker(environment, logs[slot], "--concurrency", "2")
+    elapsed_s = time.monotonic() - started
+    done = completed()
+    counts = _effects(effects)
+    repeated = {name: pids for name, pids in counts.items() if len(pids) > 1}
+    # a call cut off inside its body by the kill runs again (at least once); any other repeat is a
+    # completed call run twice, or two runners at once
+    interrupted = {name for name, pids in repeated.items() if all(int(pid) in killed_pids for pid in pids[:-1])}
+    duplicates = sorted(set(repeated) - interrupted)
+    for worker in workers:
+        _stop(worker)
+    figures = {
+        "executions": CHAOS_EXECUTIONS,
+        "calls_each": CHAOS_CALLS,
+        "workers": CHAOS_WORKERS,
+        "completed": done,
+        "kills": kills,
+        "interrupted_calls_run_again": len(interrupted),
+        "duplicate_completed_calls": len(duplicates),
+        "takeovers_measured": len(takeovers_s),
+        "takeover_median_s": round(statistics.median(takeovers_s), 3) if takeovers_s else None,
+        "takeover_max_s": round(max(takeovers_s), 3) if takeovers_s else None,
+        "elapsed_s": round(elapsed_s, 1),
+    }
+    print(f"\nchaos_workers figures: {json.dumps(figures)}")
+    assert done == CHAOS_EXECUTIONS, figures
+    assert duplicates == [], figures
+    assert set(counts) == {f"c{index}-{call}" for index in range(CHAOS_EXECUTIONS) for call in range(CHAOS_CALLS)}
+    assert all(_status(execution_id) == "completed" for execution_id in ids)
