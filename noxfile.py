@@ -25,6 +25,7 @@ Sessions:
     values_long        the stored-values property tests (Hypothesis) with 2,000 examples each
     docs               build the mkdocs site
     chaos_leases       fencing and store faults at larger trial counts (200 pause/takeover trials)
+    chaos_workers      120 submitted executions, 4 workers on PostgreSQL, one SIGKILLed every 2 s (not default)
 """
 
 from __future__ import annotations
@@ -270,6 +271,37 @@ def chaos_leases(session: nox.Session) -> None:
     env = {**TEST_ENV, "KITARU_FENCING_TRIALS": trials}
     session.run(
         "pytest", "tests/core/test_fencing.py", "tests/core/test_store_faults.py", "-s", *session.posargs, env=env
+    )
+
+
+@nox.session(python=PYTHON)
+def chaos_workers(session: nox.Session) -> None:
+    """Workers under chaos on PostgreSQL: a random worker's process group SIGKILLed every 2 s and restarted.
+
+    Prints the figures (executions, completed, duplicate completed calls, takeover times). Sized by
+    `KITARU_CHAOS_EXECUTIONS` (120), `KITARU_CHAOS_CALLS` (10), `KITARU_CHAOS_WORKERS` (4),
+    `KITARU_CHAOS_KILL_EVERY_S` (2) and `KITARU_CHAOS_KILLS` (no limit); `tests_core` runs a small version.
+    """
+    _install(session, "postgres")
+    defaults = {
+        "KITARU_CHAOS_EXECUTIONS": "120",
+        "KITARU_CHAOS_CALLS": "10",
+        "KITARU_CHAOS_WORKERS": "4",
+        "KITARU_CHAOS_KILL_EVERY_S": "2",
+        "KITARU_CHAOS_KILLS": "100000",
+        "KITARU_REQUIRE_POSTGRES": "1",
+    }
+    env = {**TEST_ENV, **{name: os.environ.get(name, value) for name, value in defaults.items()}}
+    session.run(
+        "pytest",
+        "tests/core/test_workers.py",
+        "-k",
+        "chaos and postgres",
+        "-s",
+        "-o",
+        "timeout=3600",
+        *session.posargs,
+        env=env,
     )
 
 

@@ -35,7 +35,7 @@ from kitaru_core._runtime import get_store
 from kitaru_core.errors import ConfigurationError, InvalidIdError
 
 PROGRAM = Path(__file__).with_name("workers_program.py")
-CHAOS_EXECUTIONS = int(os.environ.get("KITARU_CHAOS_EXECUTIONS", "8"))
+CHAOS_EXECUTIONS = int(os.environ.get("KITARU_CHAOS_EXECUTIONS", "6"))
 CHAOS_CALLS = int(os.environ.get("KITARU_CHAOS_CALLS", "3"))
 CHAOS_WORKERS = int(os.environ.get("KITARU_CHAOS_WORKERS", "2"))
 CHAOS_KILL_EVERY_S = float(os.environ.get("KITARU_CHAOS_KILL_EVERY_S", "2.0"))
@@ -218,18 +218,18 @@ def test_a_wait_answered_through_the_client_is_resumed_by_a_running_worker(
 
 def test_two_workers_never_run_the_same_execution(environment: dict[str, str], tmp_path: Path) -> None:
     effects = tmp_path / "effects"
-    ids = [Client().submit("workers_program:counted", f"m{index}", 3, str(effects)) for index in range(12)]
+    ids = [Client().submit("workers_program:counted", f"m{index}", 3, str(effects)) for index in range(8)]
     logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
     workers = [_start_worker(environment, log, "--concurrency", "2") for log in logs]
     _until(lambda: all(_status(execution_id) == "completed" for execution_id in ids), 120, "completion", logs[0])
     counts = _effects(effects)
-    assert len(counts) == 36
+    assert len(counts) == 24
     assert {name: len(pids) for name, pids in counts.items()} == dict.fromkeys(counts, 1)
     # each execution ran in one process from start to end: no second runner joined it
-    for index in range(12):
+    for index in range(8):
         assert len({counts[f"m{index}-{call}"][0] for call in range(3)}) == 1
     logged = "".join(log.read_text() for log in logs)
-    assert logged.count("took execution") == 12
+    assert logged.count("took execution") == 8
     assert [_stop(worker) for worker in workers] == [0, 0]
 
 
@@ -368,3 +368,54 @@ def test_chaos_workers_killed_and_restarted_complete_every_execution_once(
     assert duplicates == [], figures
     assert set(counts) == {f"c{index}-{call}" for index in range(CHAOS_EXECUTIONS) for call in range(CHAOS_CALLS)}
     assert all(_status(execution_id) == "completed" for execution_id in ids)
+
+
+# -- the docs' example, as written --------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "workers.md"
+
+
+def _docs_block(language: str, marker: str) -> str:
+    import re
+
+    blocks = re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.DOTALL)
+    [block] = [block for block in blocks if marker in block]
+    return block
+
+
+def test_the_docs_example_submits_and_a_worker_runs_it(environment: dict[str, str], tmp_path: Path) -> None:
+    import shlex
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "jobs.py").write_text(_docs_block("python", "# jobs.py"), encoding="utf-8")
+    (folder / "submit.py").write_text(_docs_block("python", ".submit("), encoding="utf-8")
+    env = {**environment, "PYTHONPATH": str(folder)}
+    cli = [sys.executable, "-m", "kitaru_core.cli"]
+    submitted = subprocess.run(
+        [sys.executable, "submit.py"], cwd=folder, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    [command] = [line for line in _docs_block("bash", "executions submit").splitlines() if line.strip()]
+    from_cli = subprocess.run(
+        cli + shlex.split(command)[1:], cwd=folder, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert from_cli.returncode == 0, from_cli.stderr
+    first, second = submitted.stdout.split()
+    ids = [first, second, "welcome-cy"]
+    assert second == "welcome-bob"
+    assert [_status(execution_id) for execution_id in ids] == ["queued"] * 3
+    [command] = [line for line in _docs_block("bash", "kitaru-adapters worker").splitlines() if line.strip()]
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as output:
+        worker = subprocess.Popen(
+            cli + shlex.split(command)[1:], cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    _until(lambda: all(_status(execution_id) == "completed" for execution_id in ids), 60, "the docs example", log)
+    assert [Client().get_output(execution_id) for execution_id in ids] == [
+        "sent to ana@example.com",
+        "sent to bob@example.com",
+        "sent to cy@example.com",
+    ]
+    assert _stop(worker) == 0
+    assert log.read_text().count("sending to") == 3
