@@ -717,7 +717,6 @@ class Client:
             ConfigurationError: It has no importable `@flow` entry point (the message says how to
                 resume it instead), or the store lives in this process's memory.
         """
-        import os
         import subprocess
         import threading
 

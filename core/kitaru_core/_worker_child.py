@@ -24,7 +24,10 @@ EXIT_NOT_STARTED = 4
 def main(argv: list[str]) -> int:
     """Run the claimed execution named by `argv` (`EXECUTION_ID CLAIM_OWNER [MODULE ...]`); return the exit code."""
     if len(argv) < 2:
-        print("usage: python -m kitaru_core._worker_child EXECUTION_ID CLAIM_OWNER [MODULE ...]", file=sys.stderr)
+        print(
+            "usage: python -m kitaru_core._worker_child EXECUTION_ID CLAIM_OWNER [MODULE ...]",
+            file=sys.stderr,
+        )
         return 2
     execution_id, owner, *modules = argv
     from kitaru_core import _runtime
@@ -46,7 +49,9 @@ def main(argv: list[str]) -> int:
     except BaseException as error:
         from kitaru_core.errors import ExecutionWaitingError
 
-        if isinstance(error, ExecutionWaitingError) or isinstance(_runtime.find_signal(error), _runtime.StopRun):
+        if isinstance(error, ExecutionWaitingError) or isinstance(
+            _runtime.find_signal(error), _runtime.StopRun
+        ):
             return 0
         traceback.print_exc()
         return EXIT_FAILED

@@ -139,11 +139,13 @@ def claim_executions(
 
     def change(connection: Connection, retry: bool) -> list[Claim]:
         if retry:  # an earlier attempt may have committed: its claims carry this batch's tokens
-            rows = connection.execute(
-                select(t.c.id, t.c.lease_owner).where(t.c.lease_owner.startswith(f"{batch}-", autoescape=True))
+            earlier = connection.execute(
+                select(t.c.id, t.c.lease_owner).where(
+                    t.c.lease_owner.startswith(f"{batch}-", autoescape=True)
+                )
             ).all()
-            if rows:
-                return [Claim(row.id, row.lease_owner, "queued") for row in rows]
+            if earlier:
+                return [Claim(row.id, row.lease_owner, "queued") for row in earlier]
         now = time.time()
         claims: list[Claim] = []
         for reason, query in candidates(now):
@@ -158,7 +160,9 @@ def claim_executions(
                     continue
                 owner = f"{batch}-{len(claims)}"
                 seen_owner = (
-                    t.c.lease_owner.is_(None) if record.lease_owner is None else t.c.lease_owner == record.lease_owner
+                    t.c.lease_owner.is_(None)
+                    if record.lease_owner is None
+                    else t.c.lease_owner == record.lease_owner
                 )
                 result = connection.execute(
                     update(t)
@@ -316,7 +320,9 @@ class Worker:
             queues = [queues]
         self.queues = [check_queue_name(queue) for queue in queues]
         if not self.queues:
-            raise ConfigurationError("A worker needs at least one queue to take executions from, e.g. 'default'.")
+            raise ConfigurationError(
+                "A worker needs at least one queue to take executions from, e.g. 'default'."
+            )
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}.")
         self.concurrency = concurrency
@@ -425,13 +431,22 @@ class Worker:
         _runtime.active_owners.add(claim.owner)  # this process holds the claim: its lease is live
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "kitaru_core._worker_child", claim.execution_id, claim.owner, *self.imports],
+                [
+                    sys.executable,
+                    "-m",
+                    "kitaru_core._worker_child",
+                    claim.execution_id,
+                    claim.owner,
+                    *self.imports,
+                ],
                 stdin=subprocess.DEVNULL,
                 env=environment,
             )
         except OSError as error:
             _runtime.active_owners.discard(claim.owner)
-            self._release(claim.execution_id, claim.owner, failure=f"the worker could not start a process: {error}")
+            self._release(
+                claim.execution_id, claim.owner, failure=f"the worker could not start a process: {error}"
+            )
             return
         self.started_executions += 1
         self._children[claim.execution_id] = _Child(claim, process)
@@ -521,4 +536,6 @@ class Worker:
                 {"stopped_at_epoch_s": time.time(), "heartbeat_at_epoch_s": time.time(), "running": "[]"},
                 create=False,
             )
-        logger.info("kitaru worker %s: stopped after starting %d execution(s)", self.id, self.started_executions)
+        logger.info(
+            "kitaru worker %s: stopped after starting %d execution(s)", self.id, self.started_executions
+        )

@@ -74,7 +74,11 @@ def environment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict
 
 def _cli(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kitaru_core.cli", *arguments], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "kitaru_core.cli", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -151,7 +155,10 @@ def test_a_submitted_execution_is_queued_until_a_worker_completes_it(
     ids = [from_python, from_flow, "cli-run"]
     assert [_status(execution_id) for execution_id in ids] == ["queued"] * 3
     # submitting an existing id again queues nothing new
-    assert Client().submit("workers_program:counted", "cli", 2, str(effects), execution_id="cli-run") == "cli-run"
+    assert (
+        Client().submit("workers_program:counted", "cli", 2, str(effects), execution_id="cli-run")
+        == "cli-run"
+    )
     assert Client().count_executions() == 3
 
     log = tmp_path / "worker.log"
@@ -165,7 +172,12 @@ def test_a_submitted_execution_is_queued_until_a_worker_completes_it(
 
     listed = _cli(environment, "workers", "list", "--json")
     [row] = json.loads(listed.stdout)
-    assert (row["state"], row["queues"], row["concurrency"], row["pid"]) == ("alive", ["default"], 2, worker.pid)
+    assert (row["state"], row["queues"], row["concurrency"], row["pid"]) == (
+        "alive",
+        ["default"],
+        2,
+        worker.pid,
+    )
     assert "Workers" in _cli(environment, "workers", "list").stdout
     assert _stop(worker) == 0
     [row] = json.loads(_cli(environment, "workers", "list", "--json").stdout)
@@ -221,7 +233,9 @@ def test_two_workers_never_run_the_same_execution(environment: dict[str, str], t
     ids = [Client().submit("workers_program:counted", f"m{index}", 3, str(effects)) for index in range(8)]
     logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
     workers = [_start_worker(environment, log, "--concurrency", "2") for log in logs]
-    _until(lambda: all(_status(execution_id) == "completed" for execution_id in ids), 120, "completion", logs[0])
+    _until(
+        lambda: all(_status(execution_id) == "completed" for execution_id in ids), 120, "completion", logs[0]
+    )
     counts = _effects(effects)
     assert len(counts) == 24
     assert {name: len(pids) for name, pids in counts.items()} == dict.fromkeys(counts, 1)
@@ -337,7 +351,7 @@ def test_chaos_workers_killed_and_restarted_complete_every_execution_once(
         kills += 1
         orphaned = held_by(group)
         if orphaned:
-            _until(lambda: not held_by(group), 60, "another worker to take the executions over")
+            _until(lambda group=group: not held_by(group), 60, "another worker to take the executions over")
             takeovers_s.append(time.monotonic() - killed_at)
         workers[slot] = _start_worker(environment, logs[slot], "--concurrency", "2")
     elapsed_s = time.monotonic() - started
@@ -346,7 +360,9 @@ def test_chaos_workers_killed_and_restarted_complete_every_execution_once(
     repeated = {name: pids for name, pids in counts.items() if len(pids) > 1}
     # a call cut off inside its body by the kill runs again (at least once); any other repeat is a
     # completed call run twice, or two runners at once
-    interrupted = {name for name, pids in repeated.items() if all(int(pid) in killed_pids for pid in pids[:-1])}
+    interrupted = {
+        name for name, pids in repeated.items() if all(int(pid) in killed_pids for pid in pids[:-1])
+    }
     duplicates = sorted(set(repeated) - interrupted)
     for worker in workers:
         _stop(worker)
@@ -366,7 +382,9 @@ def test_chaos_workers_killed_and_restarted_complete_every_execution_once(
     print(f"\nchaos_workers figures: {json.dumps(figures)}")
     assert done == CHAOS_EXECUTIONS, figures
     assert duplicates == [], figures
-    assert set(counts) == {f"c{index}-{call}" for index in range(CHAOS_EXECUTIONS) for call in range(CHAOS_CALLS)}
+    assert set(counts) == {
+        f"c{index}-{call}" for index in range(CHAOS_EXECUTIONS) for call in range(CHAOS_CALLS)
+    }
     assert all(_status(execution_id) == "completed" for execution_id in ids)
 
 
@@ -411,7 +429,9 @@ def test_the_docs_example_submits_and_a_worker_runs_it(environment: dict[str, st
         worker = subprocess.Popen(
             cli + shlex.split(command)[1:], cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT
         )
-    _until(lambda: all(_status(execution_id) == "completed" for execution_id in ids), 60, "the docs example", log)
+    _until(
+        lambda: all(_status(execution_id) == "completed" for execution_id in ids), 60, "the docs example", log
+    )
     assert [Client().get_output(execution_id) for execution_id in ids] == [
         "sent to ana@example.com",
         "sent to bob@example.com",
