@@ -6,7 +6,8 @@ like `kitaru-adapters executions resume` does (`Client.resume`). SIGTERM or SIGI
 before its next checkpoint body and release its lease with the execution `queued`.
 
 Exit codes: 0 the run ended (completed, stopped at a wait, or stopped and released); 1 the flow
-failed (recorded in the store) or the execution could not be run; 4 stopped before it started.
+failed (recorded in the store) or the execution could not be run; 4 stopped before it started;
+5 the store could not be reached before the run started (the worker queues the execution again).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 EXIT_FAILED = 1
 EXIT_NOT_STARTED = 4
+EXIT_STORE_UNAVAILABLE = 5
 
 
 def main(argv: list[str]) -> int:
@@ -44,8 +46,14 @@ def main(argv: list[str]) -> int:
             return EXIT_NOT_STARTED
         _runtime.lease_handoff = owner
         from kitaru_core._client import Client
+        from kitaru_core.errors import StoreError
 
-        Client().resume(execution_id, audit=False)
+        try:
+            client = Client()
+        except StoreError:
+            traceback.print_exc()
+            return EXIT_STORE_UNAVAILABLE
+        client.resume(execution_id, audit=False)
     except BaseException as error:
         from kitaru_core.errors import ExecutionWaitingError
 

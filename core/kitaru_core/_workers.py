@@ -43,6 +43,7 @@ from kitaru_core._ids import check_queue_name
 from kitaru_core._records import ExecutionRecord
 from kitaru_core._store import Store
 from kitaru_core._store import _execution as execution_from_row  # pyright: ignore[reportPrivateUsage]
+from kitaru_core._worker_child import EXIT_NOT_STARTED, EXIT_STORE_UNAVAILABLE
 from kitaru_core.errors import ConfigurationError, KitaruError, StoreError
 
 __all__ = ["Claim", "Worker", "WorkerRecord", "claim_executions", "list_workers"]
@@ -497,16 +498,20 @@ class Worker:
             ended = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
             stopping = self._stop_flag or child.killed
             if record.lease_owner == child.claim.owner:  # the child never took the execution over
-                failure = f"The worker's process for it ended ({ended}) before running it."
-                self._release(execution_id, child.claim.owner, failure=None if stopping else failure)
+                retry = stopping or code in (EXIT_NOT_STARTED, EXIT_STORE_UNAVAILABLE)
+                failure = (
+                    f"The worker's process for it ended ({ended}) before running it; see the worker's log."
+                )
+                self._release(execution_id, child.claim.owner, failure=None if retry else failure)
             elif (
                 record.status == "running"
                 and record.lease_owner is not None
                 and record.lease_pid == child.process.pid
                 and record.lease_host_id == _runtime.HOST_ID
-            ):  # it died holding the lease
+            ):  # it died holding the lease: killed or crashed (a signal), or it could not record its outcome
                 failure = f"The worker's process {child.process.pid} running it ended ({ended})."
-                self._release(execution_id, record.lease_owner, failure=None if stopping else failure)
+                retry = stopping or code >= 0
+                self._release(execution_id, record.lease_owner, failure=None if retry else failure)
             logger.info("kitaru worker %s: execution %r: process ended (%s)", self.id, execution_id, ended)
 
     def _shutdown(self) -> None:

@@ -82,10 +82,23 @@ def _cli(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[st
     )
 
 
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test() -> Iterator[None]:
+    yield
+    while _started:
+        worker = _started.pop()
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
 def _start_worker(env: dict[str, str], log: Path, *arguments: str) -> subprocess.Popen[bytes]:
     """A worker process in its own process group (its children join it), logging to `log`."""
     with open(log, "ab") as output:
-        return subprocess.Popen(
+        worker = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -102,6 +115,8 @@ def _start_worker(env: dict[str, str], log: Path, *arguments: str) -> subprocess
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _started.append(worker)
+    return worker
 
 
 def _until(condition: Callable[[], bool], timeout_s: float, what: str, log: Path | None = None) -> None:
@@ -322,11 +337,13 @@ def test_chaos_workers_killed_and_restarted_complete_every_execution_once(
     started = time.monotonic()
     rng = random.Random(11)
 
-    def completed() -> int:
+    def statuses() -> list[str]:
         t = tables.executions
         with store.engine.connect() as connection:
-            rows = connection.execute(select(t.c.status)).scalars().all()
-        return sum(status == "completed" for status in rows)
+            return list(connection.execute(select(t.c.status)).scalars().all())
+
+    def finished() -> int:
+        return sum(status in ("completed", "failed", "cancelled") for status in statuses())
 
     def held_by(pids: set[int]) -> dict[str, Any]:
         t = tables.executions
@@ -337,7 +354,7 @@ def test_chaos_workers_killed_and_restarted_complete_every_execution_once(
         return {row.id: row.lease_pid for row in rows}
 
     deadline = time.monotonic() + 60 + CHAOS_EXECUTIONS * CHAOS_CALLS * 0.5
-    while completed() < CHAOS_EXECUTIONS and time.monotonic() < deadline:
+    while finished() < CHAOS_EXECUTIONS and time.monotonic() < deadline:
         time.sleep(CHAOS_KILL_EVERY_S)
         if kills >= CHAOS_KILLS:
             continue
@@ -355,7 +372,7 @@ def test_chaos_workers_killed_and_restarted_complete_every_execution_once(
             takeovers_s.append(time.monotonic() - killed_at)
         workers[slot] = _start_worker(environment, logs[slot], "--concurrency", "2")
     elapsed_s = time.monotonic() - started
-    done = completed()
+    done = statuses().count("completed")
     counts = _effects(effects)
     repeated = {name: pids for name, pids in counts.items() if len(pids) > 1}
     # a call cut off inside its body by the kill runs again (at least once); any other repeat is a
