@@ -292,9 +292,10 @@ class Worker:
     worker continues it at once. A child that has not stopped after `shutdown_timeout_s` is killed
     and its execution released the same way.
 
-    A child that dies on its own (a crash, the kernel's out-of-memory killer) costs only its
-    execution: the worker records it `failed` (error `ProcessLost`), resumable with
-    `kitaru-adapters executions resume ID`. A worker that dies with its children (SIGKILL of the
+    A child killed by a signal on its own (a crash, the kernel's out-of-memory killer) costs only
+    its execution: the worker records it `failed` (error `ProcessLost`), resumable with
+    `kitaru-adapters executions resume ID`; so does a child whose flow does not import. A child
+    that cannot reach the store gives its execution back `queued`. A worker that dies with its children (SIGKILL of the
     process group, a lost machine) leaves its executions `running`: another worker takes them over
     at once on the same host, after the lease duration elsewhere.
 
