@@ -289,6 +289,7 @@ def chaos_workers(session: nox.Session) -> None:
         "KITARU_CHAOS_WORKERS": "4",
         "KITARU_CHAOS_KILL_EVERY_S": "2",
         "KITARU_CHAOS_KILLS": "100000",
+        "KITARU_CHAOS_DEADLINE_S": "2400",
         "KITARU_REQUIRE_POSTGRES": "1",
     }
     env = {**TEST_ENV, **{name: os.environ.get(name, value) for name, value in defaults.items()}}

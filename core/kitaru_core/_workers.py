@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -367,10 +368,11 @@ class Worker:
         """Take and run executions until `stop()`, SIGTERM or SIGINT; then shut down in order and return.
 
         Args:
-            handle_signals: Install SIGTERM and SIGINT handlers that call `stop()` (main thread only).
+            handle_signals: Install SIGTERM and SIGINT handlers that call `stop()` (done only when
+                called in the main thread; elsewhere call `stop()` yourself).
         """
         previous: dict[int, Any] = {}
-        if handle_signals:
+        if handle_signals and threading.current_thread() is threading.main_thread():
             for number in (signal.SIGTERM, signal.SIGINT):
                 previous[number] = signal.signal(number, lambda _number, _frame: self.stop())
         now = time.time()
