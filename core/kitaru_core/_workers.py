@@ -31,11 +31,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from kitaru_core import _config, _runtime
@@ -73,7 +73,12 @@ def _runner_gone(record: ExecutionRecord, now: float, lease_duration_s: float) -
 
 
 def claim_executions(
-    store: Store, queues: Sequence[str], limit: int, *, lease_duration_s: float
+    store: Store,
+    queues: Sequence[str],
+    limit: int,
+    *,
+    lease_duration_s: float,
+    queue_limits: Mapping[str, int] | None = None,
 ) -> list[Claim]:
     """Claim up to `limit` executions of `queues` for this process, each with a lease of its own.
 
@@ -87,6 +92,11 @@ def claim_executions(
         queues: Queue names to take from.
         limit: The most executions to claim.
         lease_duration_s: Seconds each claim's lease lasts without renewal.
+        queue_limits: The most `running` executions a queue may have across all workers; a claim
+            that would pass it is not made (taking over an execution whose runner is gone adds no
+            running execution, so it is always allowed). On PostgreSQL the claims of workers with
+            limits are serialised by a transaction-level advisory lock per limited queue, so two
+            workers never both take the last free place.
 
     Returns:
         The claims, in the order they were made.
@@ -150,6 +160,7 @@ def claim_executions(
                 return [Claim(row.id, row.lease_owner, "queued") for row in earlier]
         now = time.time()
         claims: list[Claim] = []
+        places = _free_places(connection, queue_limits or {})
         for reason, query in candidates(now):
             if len(claims) >= limit:
                 break
@@ -159,6 +170,9 @@ def claim_executions(
                     break
                 record = execution_from_row(row)
                 if reason == "runner gone" and not _runner_gone(record, now, lease_duration_s):
+                    continue
+                queue = row["queue"]
+                if reason != "runner gone" and queue in places and places[queue] <= 0:
                     continue
                 owner = f"{batch}-{len(claims)}"
                 seen_owner = (
@@ -182,9 +196,44 @@ def claim_executions(
                 )
                 if result.rowcount == 1:
                     claims.append(Claim(record.id, owner, reason))
+                    if reason != "runner gone" and queue in places:
+                        places[queue] -= 1
         return claims
 
     return store._write("claim executions for a worker", change)  # pyright: ignore[reportPrivateUsage]
+
+
+def _free_places(connection: Connection, queue_limits: Mapping[str, int]) -> dict[str, int]:
+    """How many more executions each limited queue may run now (its limit minus its `running` ones)."""
+    if not queue_limits:
+        return {}
+    t = tables.executions
+    if connection.dialect.name == "postgresql":
+        for name in sorted(queue_limits):  # one order, so two workers never wait on each other crosswise
+            connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"kitaru-queue:{name}"))))
+    running = dict(
+        connection.execute(
+            select(t.c.queue, func.count())
+            .where(t.c.status == "running", t.c.queue.in_(list(queue_limits)))
+            .group_by(t.c.queue)
+        ).all()
+    )
+    return {name: limit - int(running.get(name, 0)) for name, limit in queue_limits.items()}
+
+
+def parse_queue(text: str) -> tuple[str, int | None]:
+    """`NAME` or `NAME:LIMIT` (a trailing `:` and whole number is a limit), checked.
+
+    Raises:
+        InvalidIdError: The name is not a valid queue name.
+        ConfigurationError: The limit is below 1.
+    """
+    name, separator, limit = text.rpartition(":")
+    if not separator or not limit.isdigit():
+        return check_queue_name(text), None
+    if int(limit) < 1:
+        raise ConfigurationError(f"The limit of queue {name!r} must be at least 1, got {limit}.")
+    return check_queue_name(name), int(limit)
 
 
 # -- the workers table ---------------------------------------------------------------------------
@@ -278,6 +327,8 @@ class Worker:
 
     Args:
         queues: Queue names to take from (default: `default`; executions not submitted are in it).
+            `NAME:LIMIT` also limits how many executions of that queue run at once across all
+            workers (each worker enforces the limits it was given: give every worker the same).
         concurrency: Executions this worker runs at once (each in its own process).
         imports: Modules the children import before running an execution (where flows register
             things, or to check at start that the flows import).
@@ -321,7 +372,9 @@ class Worker:
 
         if isinstance(queues, str):
             queues = [queues]
-        self.queues = [check_queue_name(queue) for queue in queues]
+        parsed = [parse_queue(queue) for queue in queues]
+        self.queues = [name for name, _limit in parsed]
+        self.queue_limits = {name: limit for name, limit in parsed if limit is not None}
         if not self.queues:
             raise ConfigurationError(
                 "A worker needs at least one queue to take executions from, e.g. 'default'."
@@ -383,7 +436,9 @@ class Worker:
                 "host": _runtime.HOST,
                 "host_id": _runtime.HOST_ID,
                 "pid": os.getpid(),
-                "queues": json.dumps(self.queues),
+                "queues": json.dumps(
+                    [f"{name}:{self.queue_limits[name]}" if name in self.queue_limits else name for name in self.queues]
+                ),
                 "concurrency": self.concurrency,
                 "running": "[]",
                 "started_at_epoch_s": now,
@@ -419,7 +474,11 @@ class Worker:
                 free = self.concurrency - len(self._children)
                 if free > 0 and not self._stop_flag:
                     claims = claim_executions(
-                        self.store, self.queues, free, lease_duration_s=self.lease_duration_s
+                        self.store,
+                        self.queues,
+                        free,
+                        lease_duration_s=self.lease_duration_s,
+                        queue_limits=self.queue_limits,
                     )
                     for claim in claims:
                         self._start(claim)

@@ -522,7 +522,12 @@ def submit(
 @app.command("worker")
 def worker(
     queue: Annotated[
-        list[str] | None, typer.Option("--queue", "-q", help="A queue to take from (repeatable); default: default.")
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            "-q",
+            help="A queue to take from (repeatable; default: default); NAME:LIMIT runs at most LIMIT of it at once.",
+        ),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Executions run at once, each in its own process.")] = 1,
     imports: Annotated[

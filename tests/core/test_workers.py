@@ -12,6 +12,7 @@ and prints its figures).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -289,6 +290,29 @@ def test_sigterm_lets_the_running_call_finish_then_releases_the_lease(
     assert _stop(second) == 0
 
 
+def test_a_queue_limit_holds_across_workers(environment: dict[str, str], tmp_path: Path) -> None:
+    effects = tmp_path / "effects"
+    ids = [
+        Client().submit("workers_program:timed_run", f"t{index}", str(effects), queue="limited")
+        for index in range(4)
+    ]
+    logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
+    workers = [_start_worker(environment, log, "--queue", "limited:1", "--concurrency", "2") for log in logs]
+    _until(
+        lambda: all(_status(execution_id) == "completed" for execution_id in ids), 120, "completion", logs[0]
+    )
+    intervals = sorted(
+        tuple(float(value) for value in (effects / f"interval-t{index}").read_text().split())
+        for index in range(4)
+    )
+    assert len(intervals) == 4
+    for (_, ended), (started, _) in itertools.pairwise(intervals):
+        assert started >= ended  # never two at once, although 4 places were free
+    [row, _] = json.loads(_cli(environment, "workers", "list", "--json").stdout)
+    assert row["queues"] == ["limited:1"]
+    assert [_stop(worker) for worker in workers] == [0, 0]
+
+
 def test_bad_submissions_are_refused_with_a_clear_error(environment: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(InvalidIdError, match="queue name"):
         Client().submit("workers_program:counted", "x", 1, str(tmp_path), queue="bad\nqueue")
@@ -296,6 +320,8 @@ def test_bad_submissions_are_refused_with_a_clear_error(environment: dict[str, s
         Client().submit("workers_program:no_such_flow", 1)
     with pytest.raises(ConfigurationError, match="at least 1"):
         Worker(concurrency=0)
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        Worker(["limited:0"])
     with pytest.raises(ConfigurationError, match="cannot import module"):
         Worker(imports=["no_such_module_here"])
     not_json = _cli(environment, "executions", "submit", "workers_program:counted", "--args", "{oops")

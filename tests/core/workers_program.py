@@ -45,5 +45,21 @@ def approved(name: str, directory: str) -> str:
     return f"go on: {answer}"
 
 
+@checkpoint
+def timed(directory: str, name: str, pause_s: float) -> None:
+    """A call that writes when it started and ended to `<directory>/interval-<name>`."""
+    started = time.time()
+    time.sleep(pause_s)
+    with open(Path(directory) / f"interval-{name}", "a", encoding="utf-8") as handle:
+        handle.write(f"{started} {time.time()}\n")
+
+
+@flow
+def timed_run(name: str, directory: str, pause_s: float = 0.3) -> str:
+    """One timed call."""
+    timed(directory, name, pause_s)
+    return name
+
+
 if __name__ == "__main__":
     counted.run(sys.argv[1], int(sys.argv[2]), sys.argv[3], execution_id=sys.argv[1])
