@@ -466,7 +466,7 @@ def test_the_docs_example_submits_and_a_worker_runs_it(environment: dict[str, st
     ids = [first, second, "welcome-cy"]
     assert second == "welcome-bob"
     assert [_status(execution_id) for execution_id in ids] == ["queued"] * 3
-    [command] = [line for line in _docs_block("bash", "kitaru-adapters worker").splitlines() if line.strip()]
+    [command] = [line for line in _docs_block("bash", "--import jobs").splitlines() if line.strip()]
     log = tmp_path / "worker.log"
     with open(log, "wb") as output:
         worker = subprocess.Popen(
@@ -482,3 +482,18 @@ def test_the_docs_example_submits_and_a_worker_runs_it(environment: dict[str, st
     ]
     assert _stop(worker) == 0
     assert log.read_text().count("sending to") == 3
+
+    [command] = [line for line in _docs_block("bash", "emails:5").splitlines() if line.strip()]
+    with open(log, "ab") as output:
+        limited = subprocess.Popen(
+            cli + shlex.split(command)[1:], cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    _started.append(limited)
+
+    def listed() -> list[dict[str, Any]]:
+        return json.loads(_cli(env, "workers", "list", "--json").stdout)
+
+    _until(lambda: any(row["pid"] == limited.pid for row in listed()), 60, "the limited worker", log)
+    [row] = [row for row in listed() if row["pid"] == limited.pid]
+    assert (row["state"], row["queues"], row["concurrency"]) == ("alive", ["default", "emails:5"], 4)
+    assert _stop(limited) == 0
