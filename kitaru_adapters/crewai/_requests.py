@@ -155,27 +155,40 @@ def _recording_to_pydantic(method: Callable[..., Any]) -> Callable[..., Any]:
     return to_pydantic
 
 
+def _crewai_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crewai")
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
 def install_request_recording() -> None:
     """Record every model request CrewAI sends inside an execution (once per process; idempotent).
 
     Raises:
-        AdapterError: A seam this relies on is not where crewai 1.15 has it.
+        AdapterError: `InternalInstructor.to_pydantic` is not where crewai 1.15 has it.
     """
     if _installed:
         return
-    init_subclass = BaseLLM.__dict__.get("__init_subclass__")
     to_pydantic = InternalInstructor.__dict__.get("to_pydantic")
-    if init_subclass is None or to_pydantic is None or not callable(to_pydantic):
+    if to_pydantic is None or not callable(to_pydantic):
         raise AdapterError(
-            "kitaru_adapters.crewai records CrewAI's internal model requests through "
-            "BaseLLM.__init_subclass__ and InternalInstructor.to_pydantic, which this crewai version "
-            "does not have; install crewai 1.15 (pip install 'crewai>=1.15,<1.16')."
+            "kitaru_adapters.crewai records CrewAI's structured-output requests through "
+            f"InternalInstructor.to_pydantic, which crewai {_crewai_version()} does not have; install a "
+            "supported release (pip install 'kitaru-adapters[crewai]')."
         )
     _installed.append(True)
-    original = getattr(init_subclass, "__func__", init_subclass)
+    # BaseLLM defines its own `__init_subclass__` in newer releases; older ones inherit pydantic's.
+    own = BaseLLM.__dict__.get("__init_subclass__")
+    original: Callable[..., None] | None = getattr(own, "__func__", own) if own is not None else None
 
-    def record_subclass(cls: type[Any], **kwargs: Any) -> None:
-        original(cls, **kwargs)
+    def record_subclass(cls: type[BaseLLM], **kwargs: Any) -> None:
+        if original is not None:
+            original(cls, **kwargs)
+        else:
+            super(BaseLLM, cls).__init_subclass__(**kwargs)
         _record_class(cls)
 
     BaseLLM.__init_subclass__ = classmethod(record_subclass)  # type: ignore[assignment, method-assign]

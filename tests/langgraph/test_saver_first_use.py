@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+from alembic import command
+from alembic.config import Config
 from langgraph.checkpoint.base import empty_checkpoint
 
 from kitaru_adapters.langgraph import KitaruSaver
+from kitaru_core import migrations
 from kitaru_core.migrations import SCHEMA_REVISION, tables
 
 from .conftest import ModelServer
@@ -113,17 +116,25 @@ def _put_one_checkpoint(saver: KitaruSaver) -> None:
     saver.put(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
 
 
-def test_a_database_whose_saver_tables_were_made_by_create_all_keeps_working(tmp_path: Path) -> None:
-    """Earlier versions made the saver's tables with `create_all` beside a store at revision 0001."""
+@pytest.mark.parametrize("store_revision", ["0001", None], ids=["beside-a-store-at-0001", "saver-only"])
+def test_a_database_whose_saver_tables_were_made_by_create_all_keeps_working(
+    tmp_path: Path, store_revision: str | None
+) -> None:
+    """Earlier versions made the saver's tables with `create_all`: beside a store at revision 0001,
+    or alone in a database of their own (no store tables, no revision)."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sqlalchemy.create_engine(url)
+    if store_revision is not None:
+        config = Config()
+        config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, store_revision)
     old = sqlalchemy.MetaData()
     for table in (tables.langgraph_checkpoints, tables.langgraph_checkpoint_writes):
         table.to_metadata(old)
     old.create_all(engine)
     with engine.begin() as connection:
-        connection.exec_driver_sql("CREATE TABLE kitaru_alembic_version (version_num VARCHAR(32) NOT NULL)")
-        connection.exec_driver_sql("INSERT INTO kitaru_alembic_version VALUES ('0001')")
         connection.exec_driver_sql(
             "INSERT INTO langgraph_checkpoints VALUES ('kept', '', 'c1', NULL, 'x', x'00', 'x', x'00')"
         )

@@ -4,7 +4,7 @@ Earlier versions of the saver created these tables themselves (`create_all`); a 
 already has them keeps them as they are.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 """
 
 import sqlalchemy as sa
