@@ -42,6 +42,8 @@ __all__ = [
     "ExecutionSummary",
     "Flow",
     "JsonCodec",
+    "ModelErrorClass",
+    "ModelRetryPolicy",
     "OnInterrupted",
     "RetryPolicy",
     "Settings",
@@ -51,6 +53,7 @@ __all__ = [
     "WaitView",
     "approval_wait_name",
     "checkpoint",
+    "classify_model_error",
     "configure",
     "current_execution",
     "durable_run",
@@ -59,6 +62,8 @@ __all__ = [
     "fingerprint",
     "flow",
     "idempotency_key",
+    "model_retries",
+    "model_retry_policy",
     "named_run",
     "request_approval",
     "request_approval_together",
@@ -88,6 +93,11 @@ _LAZY = {
     "request_approval_together": "_approvals",
     "request_approvals": "_approvals",
     "SideEffectPolicy": "_interrupted",
+    "ModelErrorClass": "_model_retries",
+    "ModelRetryPolicy": "_model_retries",
+    "classify_model_error": "_model_retries",
+    "model_retries": "_model_retries",
+    "model_retry_policy": "_model_retries",
 }
 
 
@@ -121,3 +131,10 @@ if TYPE_CHECKING:
         WaitView,
     )
     from kitaru_core._interrupted import SideEffectPolicy
+    from kitaru_core._model_retries import (
+        ModelErrorClass,
+        ModelRetryPolicy,
+        classify_model_error,
+        model_retries,
+        model_retry_policy,
+    )
