@@ -243,6 +243,18 @@ class ModelRetryPolicy(RetryPolicy):
         """The error's class and type, e.g. `rate_limit (RateLimitError)`."""
         return f"{self.classify(error) or 'unclassified'} ({type(error).__name__})"
 
+    def not_retried_note(self, error: BaseException) -> str | None:
+        """Say that an authentication or other 4xx error is not retried, and what to check."""
+        error_class = self.classify(error)
+        if error_class == "authentication":
+            return (
+                "was not retried: an authentication error (HTTP 401/403) fails the same way again; "
+                "check the API key and the model's access."
+            )
+        if error_class == "client":
+            return "was not retried: the provider refused the request (HTTP 4xx); sending it again cannot help."
+        return None
+
 
 DEFAULT_MODEL_RETRIES = ModelRetryPolicy()
 """The policy adapters apply to model calls when neither `durable(...)` nor `model_retries(...)` sets one."""

@@ -235,6 +235,10 @@ class RetryPolicy:
         """A short name for the kind of failure, recorded with each retry (`None`: the type's name)."""
         return None
 
+    def not_retried_note(self, error: BaseException) -> str | None:
+        """Why `error` was not retried, added to it as a note (`None`: no note)."""
+        return None
+
 
 NO_RETRY = RetryPolicy()
 
@@ -747,6 +751,10 @@ class _Plan:
                 f"kitaru: {self.name!r} failed after {self.attempts} attempts "
                 f"({', '.join(str(retry['error']) for retry in self.retries)}, then this error)."
             )
+        else:
+            note = self.retry.not_retried_note(error)
+            if note is not None:
+                error.add_note(f"kitaru: {self.name!r} {note}")
         self._record("failed", None, error, None)
         raise error
 

@@ -257,13 +257,14 @@ def test_an_authentication_error_fails_at_once_with_one_attempt(sqlite_file_stor
     def asking() -> str:
         return ask_model()
 
-    with pytest.raises(AuthenticationError):
+    with pytest.raises(AuthenticationError) as raised:
         asking()
     assert runs == [1]
     (execution,) = Client().list_executions()
     (call,) = Client().get_execution(execution.id).calls
     assert (call.status, call.attempts) == ("failed", 1)
-    assert call.error is not None and call.error.startswith("AuthenticationError")
+    assert call.error is not None and "AuthenticationError: Error code: 401" in call.error
+    assert any("was not retried: an authentication error" in note for note in raised.value.__notes__)
 
 
 def test_retries_used_up_add_a_note_naming_each_failure(sqlite_file_store: str) -> None:
