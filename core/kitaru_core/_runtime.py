@@ -267,6 +267,7 @@ _current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextV
 )
 _scope: contextvars.ContextVar[str] = contextvars.ContextVar("kitaru_scope", default="")
 _call: contextvars.ContextVar[str | None] = contextvars.ContextVar("kitaru_call", default=None)
+_running_plan: contextvars.ContextVar[_Plan | None] = contextvars.ContextVar("kitaru_running_plan", default=None)
 _active_owners: set[str] = set()
 
 
@@ -699,6 +700,7 @@ class _Plan:
     started_monotonic_s: float = 0.0
     started: CallRecord | None = None
     retries: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    gave_up: bool = False
 
     @contextmanager
     def running(self) -> Generator[None]:
@@ -714,6 +716,7 @@ class _Plan:
             self.started = self._record("started", None, None, None)
         call_token = _call.set(self.key)
         scope_token = _scope.set(self.key)
+        plan_token = _running_plan.set(self)
         try:
             yield
         except BaseException as error:
@@ -723,15 +726,26 @@ class _Plan:
                 self.context.discard_started(self.started)
             raise
         finally:
+            _running_plan.reset(plan_token)
             _scope.reset(scope_token)
             _call.reset(call_token)
 
     def retry_delay_s(self, error: Exception) -> float:
-        """Seconds to wait before the next attempt; records the failure and re-raises when final.
+        """Seconds to wait before the next attempt; records the failure and re-raises when final."""
+        delay_s = self.next_retry_delay_s(error)
+        if delay_s is None:
+            self._record("failed", None, error, None)
+            raise error
+        return delay_s
+
+    def next_retry_delay_s(self, error: BaseException) -> float | None:
+        """Seconds to wait before the next attempt (counted), or `None` once the call gives up.
 
         Each retry is noted in the call's details (`retries`: attempt, error, delay, time), so the
-        timeline shows what failed and how long the call waited.
+        timeline shows what failed and how long the call waited. Giving up adds a note to the error.
         """
+        if self.gave_up:
+            return None
         elapsed_s = time.monotonic() - self.started_monotonic_s
         delay_s = self.retry.next_delay_s(error, self.attempts, elapsed_s)
         if delay_s is not None:
@@ -746,6 +760,7 @@ class _Plan:
             )
             self.attempts += 1
             return delay_s
+        self.gave_up = True
         if self.retries:
             error.add_note(
                 f"kitaru: {self.name!r} failed after {self.attempts} attempts "
@@ -755,8 +770,7 @@ class _Plan:
             note = self.retry.not_retried_note(error)
             if note is not None:
                 error.add_note(f"kitaru: {self.name!r} {note}")
-        self._record("failed", None, error, None)
-        raise error
+        return None
 
     def commit(self, output: Any, usage: Callable[[Any], CallUsage | None] | None) -> None:
         """Store the output and commit it (before the caller gets it)."""
@@ -1112,6 +1126,27 @@ async def run_checkpoint_async(
                 plan.context.check_alive()
     plan.commit(output, usage)
     return output
+
+
+def retry_delay_in_call(error: BaseException) -> float | None:
+    """Ask the current checkpoint call's retry policy whether `error` is retried inside the call's body.
+
+    For a body that retries by itself through a framework's own hook (PydanticAI's
+    `on_model_request_error`, which may call its handler only once): the attempt is counted and
+    noted in the call's record as if the checkpoint call had retried, and the caller waits the
+    returned seconds, then tries again. Once this returns `None` the call has given up: the caller
+    raises `error`, and the call records it as failed when it leaves the body (without retrying).
+
+    Args:
+        error: What the failed attempt raised.
+
+    Returns:
+        Seconds to wait before the next attempt, or `None` (not retried; also outside a call).
+    """
+    plan = _running_plan.get()
+    if plan is None:
+        return None
+    return plan.next_retry_delay_s(error)
 
 
 # -- waits -----------------------------------------------------------------------------------------

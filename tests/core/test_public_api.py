@@ -53,6 +53,7 @@ EXPECTED_ALL = [
     "request_approval",
     "request_approval_together",
     "request_approvals",
+    "retry_delay_in_call",
     "run_checkpoint",
     "run_checkpoint_async",
     "scope",
