@@ -25,7 +25,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from kitaru_adapters._streaming import relay_while_running
-from kitaru_core import CallUsage, current_execution, fingerprint, run_checkpoint_async
+from kitaru_core import CallUsage, current_execution, fingerprint, model_retry_policy, run_checkpoint_async
 from kitaru_core.errors import AdapterError, SerializationError
 
 OUTPUT_ADAPTER: TypeAdapter[list[TResponseOutputItem]] = TypeAdapter(list[TResponseOutputItem])
@@ -350,6 +350,9 @@ class DurableModel(Model):
             "codec": ModelResponseCodec(),
             "usage": response_usage(name),
             "details": {"model": name or type(self.wrapped).__qualname__},
+            # `durable(..., model_retries=...)` is set for the run by `_durable_boundary`. The openai
+            # SDK's errors (RateLimitError, APIStatusError...) reach this call unwrapped.
+            "retry": model_retry_policy(),
             "on_interrupted": "retry",  # a model request acts on nothing: an interrupted one is sent again
         }
 
