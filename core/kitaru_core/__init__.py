@@ -24,6 +24,7 @@ from kitaru_core._runtime import (
     run_checkpoint,
     run_checkpoint_async,
     scope,
+    stop_retries_in_call,
     wait,
     wait_all,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "run_checkpoint",
     "run_checkpoint_async",
     "scope",
+    "stop_retries_in_call",
     "wait",
     "wait_all",
 ]

@@ -1149,6 +1149,18 @@ def retry_delay_in_call(error: BaseException) -> float | None:
     return plan.next_retry_delay_s(error)
 
 
+def stop_retries_in_call() -> None:
+    """Make the current checkpoint call's next failure final: its retry policy is not asked again.
+
+    For a body that has already handed part of its output on before it failed (a streamed model
+    reply whose first chunks reached the caller): another attempt would send them again. Does
+    nothing outside a checkpoint call.
+    """
+    plan = _running_plan.get()
+    if plan is not None:
+        plan.gave_up = True
+
+
 # -- waits -----------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,14 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from kitaru_adapters._streaming import relay_while_running
-from kitaru_core import CallUsage, current_execution, fingerprint, model_retry_policy, run_checkpoint_async
+from kitaru_core import (
+    CallUsage,
+    current_execution,
+    fingerprint,
+    model_retry_policy,
+    run_checkpoint_async,
+    stop_retries_in_call,
+)
 from kitaru_core.errors import AdapterError, SerializationError
 
 OUTPUT_ADAPTER: TypeAdapter[list[TResponseOutputItem]] = TypeAdapter(list[TResponseOutputItem])
@@ -424,12 +431,17 @@ class DurableModel(Model):
 
         async def consume() -> ModelResponse:
             recorded.clear()  # a retried attempt records its own stream
-            async for event in upstream():
-                recorded.append(event.model_dump(mode="json", exclude_unset=True))
-                if isinstance(event, ResponseCompletedEvent):
-                    completed.append(event)
-                else:
-                    live_events.put_nowait(event)
+            try:
+                async for event in upstream():
+                    recorded.append(event.model_dump(mode="json", exclude_unset=True))
+                    if isinstance(event, ResponseCompletedEvent):
+                        completed.append(event)
+                    else:
+                        live_events.put_nowait(event)
+            except Exception:
+                if recorded:  # events reached the runner: another attempt would send them again
+                    stop_retries_in_call()
+                raise
             if not completed:
                 raise AdapterError(
                     "The model's stream ended without a response.completed event, so there is no "

@@ -57,6 +57,7 @@ EXPECTED_ALL = [
     "run_checkpoint",
     "run_checkpoint_async",
     "scope",
+    "stop_retries_in_call",
     "wait",
     "wait_all",
 ]
