@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -339,3 +344,32 @@ def test_model_server_error_rule_without_times_always_fails_and_round_trips() ->
 def test_model_server_refuses_bad_error_rules(arguments: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Rule(**arguments)
+
+
+# -- the docs' examples, as written --------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def docs_block(page: str, marker: str) -> str:
+    markdown = (DOCS / page).read_text(encoding="utf-8")
+    [block] = [block for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL) if marker in block]
+    return block
+
+
+@pytest.mark.parametrize("marker", ["limits_only = ", "# model_retries_example.py"])
+def test_the_docs_examples_run_as_written(marker: str, tmp_path: Path) -> None:
+    (tmp_path / "example.py").write_text(docs_block("concepts.md", marker), encoding="utf-8")
+    environment = {
+        **os.environ,
+        "KITARU_INTERACTIVE": "false",
+        "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
+        "KITARU_STORE_URL": f"sqlite:///{tmp_path / 'kitaru.db'}",
+        "KITARU_ARTIFACTS_URL": str(tmp_path / "artifacts"),
+    }
+    result = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    if marker.startswith("# model_retries_example"):
+        assert result.stdout.splitlines() == ["Hello! (Say hello)", "2 server (Overloaded)"]
