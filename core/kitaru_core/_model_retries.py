@@ -29,7 +29,9 @@ ModelErrorClass = Literal["rate_limit", "timeout", "connection", "server", "auth
 `connection` (the request did not get an answer), `server` (5xx), `authentication` (401, 403) and
 `client` (any other 4xx: a bad request the provider refuses)."""
 
-RETRIED_MODEL_ERRORS: frozenset[ModelErrorClass] = frozenset({"rate_limit", "timeout", "connection", "server"})
+RETRIED_MODEL_ERRORS: frozenset[ModelErrorClass] = frozenset(
+    {"rate_limit", "timeout", "connection", "server"}
+)
 """The error classes `ModelRetryPolicy` retries by default."""
 
 _TIMEOUT_NAMES = frozenset(
@@ -59,7 +61,10 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def _status_code(error: BaseException) -> int | None:
-    for candidate in (getattr(error, "status_code", None), getattr(getattr(error, "response", None), "status_code", None)):
+    for candidate in (
+        getattr(error, "status_code", None),
+        getattr(getattr(error, "response", None), "status_code", None),
+    ):
         if isinstance(candidate, int) and not isinstance(candidate, bool) and 100 <= candidate <= 599:
             return candidate
     return None
@@ -252,7 +257,9 @@ class ModelRetryPolicy(RetryPolicy):
                 "check the API key and the model's access."
             )
         if error_class == "client":
-            return "was not retried: the provider refused the request (HTTP 4xx); sending it again cannot help."
+            return (
+                "was not retried: the provider refused the request (HTTP 4xx); sending it again cannot help."
+            )
         return None
 
 

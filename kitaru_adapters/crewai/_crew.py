@@ -26,7 +26,15 @@ from kitaru_adapters.crewai._tools import (
     _task_labels,  # pyright: ignore[reportPrivateUsage]
     durable_tool,
 )
-from kitaru_core import ApprovalPolicy, RetryPolicy, current_execution, durable_run, fingerprint, model_retries, scope
+from kitaru_core import (
+    ApprovalPolicy,
+    RetryPolicy,
+    current_execution,
+    durable_run,
+    fingerprint,
+    model_retries,
+    scope,
+)
 from kitaru_core.errors import AdapterError, ConfigurationError
 
 T = TypeVar("T")

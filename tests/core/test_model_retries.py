@@ -102,14 +102,13 @@ def test_classify_model_error(error: BaseException, expected: str | None) -> Non
 
 
 def test_classify_follows_the_cause_of_a_wrapper() -> None:
-    try:
-        try:
-            raise RateLimitError(429, {"Retry-After": "3"})
-        except RateLimitError as cause:
-            raise RuntimeError("the framework wrapped it") from cause
-    except RuntimeError as wrapper:
-        assert classify_model_error(wrapper) == "rate_limit"
-        assert model_retry_after_s(wrapper) == 3.0
+    wrapper = RuntimeError("the framework wrapped it")
+    wrapper.__cause__ = RateLimitError(429, {"Retry-After": "3"})
+    assert classify_model_error(wrapper) == "rate_limit"
+    assert model_retry_after_s(wrapper) == 3.0
+    implicit = RuntimeError("raised while handling it")
+    implicit.__context__ = APITimeoutError("timed out")
+    assert classify_model_error(implicit) == "timeout"
     wrapped_status = ModelHTTPError(401)
     wrapped_status.__cause__ = RateLimitError(429)
     assert classify_model_error(wrapped_status) == "authentication"  # the outer status decides
@@ -124,7 +123,8 @@ def test_retry_after_headers() -> None:
     assert model_retry_after_s(RateLimitError(429, {"Retry-After": "soon"})) is None
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     from_date = model_retry_after_s(RateLimitError(429, {"Retry-After": later}))
-    assert from_date is not None and 28.0 <= from_date <= 30.0
+    assert from_date is not None
+    assert 28.0 <= from_date <= 30.0
 
 
 def test_parse_retry_after() -> None:
@@ -268,7 +268,8 @@ def test_an_authentication_error_fails_at_once_with_one_attempt(sqlite_file_stor
     (execution,) = Client().list_executions()
     (call,) = Client().get_execution(execution.id).calls
     assert (call.status, call.attempts) == ("failed", 1)
-    assert call.error is not None and "AuthenticationError: Error code: 401" in call.error
+    assert call.error is not None
+    assert "AuthenticationError: Error code: 401" in call.error
     assert any("was not retried: an authentication error" in note for note in raised.value.__notes__)
 
 
@@ -342,7 +343,7 @@ def test_model_server_error_rule_without_times_always_fails_and_round_trips() ->
     ],
 )
 def test_model_server_refuses_bad_error_rules(arguments: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"Rule\.|needs a reply"):
         Rule(**arguments)
 
 
@@ -353,7 +354,9 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def docs_block(page: str, marker: str) -> str:
     markdown = (DOCS / page).read_text(encoding="utf-8")
-    [block] = [block for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL) if marker in block]
+    [block] = [
+        block for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL) if marker in block
+    ]
     return block
 
 
@@ -368,7 +371,12 @@ def test_the_docs_examples_run_as_written(marker: str, tmp_path: Path) -> None:
         "KITARU_ARTIFACTS_URL": str(tmp_path / "artifacts"),
     }
     result = subprocess.run(
-        [sys.executable, "example.py"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     if marker.startswith("# model_retries_example"):

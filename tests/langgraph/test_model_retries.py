@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ def _store(sqlite_file_store: str) -> Iterator[str]:
     return sqlite_file_store
 
 
+@contextlib.contextmanager
 def serving(script: Script, tmp_path: Path) -> Iterator[ModelServer]:
     log = tmp_path / "requests.jsonl"
     with ScriptedModelServer(script, request_log_path=log) as server:
@@ -70,8 +72,10 @@ def reply_of(result: dict[str, Any]) -> object:
 
 
 def test_a_rate_limit_waits_for_retry_after_then_completes(tmp_path: Path) -> None:
-    script = Script([Rule(error_status=429, error_headers={"Retry-After": "1"}, error_times=1, text="Hello.")])
-    for model_server in serving(script, tmp_path):
+    script = Script(
+        [Rule(error_status=429, error_headers={"Retry-After": "1"}, error_times=1, text="Hello.")]
+    )
+    with serving(script, tmp_path) as model_server:
         graph = durable(graph_for(model_server), model_retries=FAST)
         started = time.monotonic()
         result = graph.invoke({"messages": [("user", "Say hello")]})
@@ -91,7 +95,7 @@ def test_a_rate_limit_waits_for_retry_after_then_completes(tmp_path: Path) -> No
 
 
 def test_an_authentication_error_fails_at_once_with_one_attempt(tmp_path: Path) -> None:
-    for model_server in serving(Script([Rule(error_status=401)]), tmp_path):
+    with serving(Script([Rule(error_status=401)]), tmp_path) as model_server:
         graph = durable(graph_for(model_server), model_retries=FAST)
         with pytest.raises(openai.AuthenticationError) as raised:
             graph.invoke({"messages": [("user", "Say hello")]})
@@ -99,14 +103,15 @@ def test_an_authentication_error_fails_at_once_with_one_attempt(tmp_path: Path) 
     assert any("not retried: an authentication error" in note for note in raised.value.__notes__)
     call = model_call()
     assert (call.status, call.attempts) == ("failed", 1)
-    assert call.error is not None and "AuthenticationError" in call.error
+    assert call.error is not None
+    assert "AuthenticationError" in call.error
     (execution,) = Client().list_executions()
     assert execution.status == "failed"
 
 
 def test_a_server_error_before_the_first_chunk_of_a_stream_is_retried(tmp_path: Path) -> None:
     script = Script([Rule(error_status=500, error_times=2, text="Recovered.")])
-    for model_server in serving(script, tmp_path):
+    with serving(script, tmp_path) as model_server:
         graph = durable(graph_for(model_server, streamed=True), model_retries=FAST)
         result = graph.invoke({"messages": [("user", "Say hello")]})
         assert statuses(model_server) == [500, 500, 200]
@@ -119,7 +124,7 @@ def test_a_server_error_before_the_first_chunk_of_a_stream_is_retried(tmp_path: 
 
 def test_a_flow_sets_the_policy_of_its_model_calls(tmp_path: Path) -> None:
     script = Script([Rule(error_status=503, error_times=1, text="Recovered.")])
-    for model_server in serving(script, tmp_path):
+    with serving(script, tmp_path) as model_server:
         graph = durable(graph_for(model_server))
 
         @flow

@@ -6,6 +6,7 @@ default), so every retry seen here is the adapter's, inside the model call's che
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ def _store(sqlite_file_store: str) -> Iterator[str]:
     return sqlite_file_store
 
 
+@contextlib.contextmanager
 def serving(script: Script, tmp_path: Path) -> Iterator[ModelServer]:
     log = tmp_path / "requests.jsonl"
     with ScriptedModelServer(script, request_log_path=log) as server:
@@ -46,8 +48,10 @@ def statuses(model_server: ModelServer) -> list[object]:
 
 
 def test_a_rate_limit_waits_for_retry_after_then_completes(tmp_path: Path) -> None:
-    script = Script([Rule(error_status=429, error_headers={"Retry-After": "1"}, error_times=1, text="Hello.")])
-    for model_server in serving(script, tmp_path):
+    script = Script(
+        [Rule(error_status=429, error_headers={"Retry-After": "1"}, error_times=1, text="Hello.")]
+    )
+    with serving(script, tmp_path) as model_server:
         agent = durable(Agent(name="limited", instructions="Greet."), model_retries=FAST)
         started = time.monotonic()
         result = Runner.run_sync(agent, "Say hello", run_config=model_server.run_config())
@@ -66,7 +70,7 @@ def test_a_rate_limit_waits_for_retry_after_then_completes(tmp_path: Path) -> No
 
 
 def test_an_authentication_error_fails_at_once_with_one_attempt(tmp_path: Path) -> None:
-    for model_server in serving(Script([Rule(error_status=401)]), tmp_path):
+    with serving(Script([Rule(error_status=401)]), tmp_path) as model_server:
         agent = durable(Agent(name="unauthorised", instructions="Greet."), model_retries=FAST)
         with pytest.raises(openai.AuthenticationError) as raised:
             Runner.run_sync(agent, "Say hello", run_config=model_server.run_config())
@@ -74,14 +78,15 @@ def test_an_authentication_error_fails_at_once_with_one_attempt(tmp_path: Path) 
     assert any("not retried: an authentication error" in note for note in raised.value.__notes__)
     call = model_call()
     assert (call.status, call.attempts) == ("failed", 1)
-    assert call.error is not None and "AuthenticationError" in call.error
+    assert call.error is not None
+    assert "AuthenticationError" in call.error
     (execution,) = Client().list_executions()
     assert execution.status == "failed"
 
 
 def test_a_server_error_is_retried_then_completes_in_a_streamed_run(tmp_path: Path) -> None:
     script = Script([Rule(error_status=500, error_times=2, text="Recovered.")])
-    for model_server in serving(script, tmp_path):
+    with serving(script, tmp_path) as model_server:
         runner = DurableRunner(model_retries=FAST)
         agent = Agent(name="flaky", instructions="Greet.")
 
@@ -103,13 +108,15 @@ def test_a_server_error_is_retried_then_completes_in_a_streamed_run(tmp_path: Pa
 
 def test_a_flow_sets_the_policy_of_its_model_calls(tmp_path: Path) -> None:
     script = Script([Rule(error_status=503, error_times=1, text="Recovered.")])
-    for model_server in serving(script, tmp_path):
+    with serving(script, tmp_path) as model_server:
         agent = durable(Agent(name="in_a_flow", instructions="Greet."))
 
         @flow
         def desk() -> str:
             with model_retries(ModelRetryPolicy(max_attempts=1)):
-                return str(Runner.run_sync(agent, "Say hello", run_config=model_server.run_config()).final_output)
+                return str(
+                    Runner.run_sync(agent, "Say hello", run_config=model_server.run_config()).final_output
+                )
 
         with pytest.raises(openai.InternalServerError):
             desk()

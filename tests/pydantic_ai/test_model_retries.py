@@ -51,7 +51,9 @@ def model_call() -> CallView:
 
 
 def test_a_rate_limit_waits_for_retry_after_then_completes() -> None:
-    script = Script([Rule(error_status=429, error_headers={"Retry-After": "1"}, error_times=1, text="Hello.")])
+    script = Script(
+        [Rule(error_status=429, error_headers={"Retry-After": "1"}, error_times=1, text="Hello.")]
+    )
     with ScriptedModelServer(script) as server:
         started = time.monotonic()
         output = ask(server, "limited", FAST)
@@ -80,7 +82,8 @@ def test_an_authentication_error_fails_at_once_with_one_attempt() -> None:
     assert any("not retried: an authentication error" in note for note in raised.value.__notes__)
     call = model_call()
     assert (call.status, call.attempts) == ("failed", 1)
-    assert call.error is not None and "401" in call.error
+    assert call.error is not None
+    assert "401" in call.error
     (execution,) = Client().list_executions()
     assert execution.status == "failed"
 
