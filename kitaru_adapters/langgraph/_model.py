@@ -29,7 +29,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import BaseModel
 
-from kitaru_adapters._streaming import relay_while_running
+from kitaru_adapters._streaming import final_once_relayed, relay_while_running
 from kitaru_adapters.langgraph._position import Position, active_run, current_position
 from kitaru_core import (
     CallUsage,
@@ -37,7 +37,6 @@ from kitaru_core import (
     model_retry_policy,
     run_checkpoint,
     run_checkpoint_async,
-    stop_retries_in_call,
 )
 from kitaru_core.errors import AdapterError, SerializationError
 
@@ -420,15 +419,11 @@ def _stream(
     held: list[BaseMessage] = []
 
     def consume() -> list[BaseMessage]:
-        try:
+        with final_once_relayed(held):
             for chunk in original(self, input, config, stop=stop, **kwargs):
                 if held:
                     live.put(held[-1])
                 held.append(chunk)
-        except Exception:
-            if held:  # chunks reached the caller: another attempt would send them again
-                stop_retries_in_call()
-            raise
         _added(held)  # raises when the stream was empty
         return list(held)
 
@@ -479,15 +474,11 @@ async def _astream(
     held: list[BaseMessage] = []
 
     async def consume() -> list[BaseMessage]:
-        try:
+        with final_once_relayed(held):
             async for chunk in original(self, input, config, stop=stop, **kwargs):
                 if held:
                     live.put_nowait(held[-1])
                 held.append(chunk)
-        except Exception:
-            if held:  # chunks reached the caller: another attempt would send them again
-                stop_retries_in_call()
-            raise
         _added(held)  # raises when the stream was empty
         return list(held)
 

@@ -24,14 +24,13 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsa
 from pydantic import BaseModel, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from kitaru_adapters._streaming import relay_while_running
+from kitaru_adapters._streaming import final_once_relayed, relay_while_running
 from kitaru_core import (
     CallUsage,
     current_execution,
     fingerprint,
     model_retry_policy,
     run_checkpoint_async,
-    stop_retries_in_call,
 )
 from kitaru_core.errors import AdapterError, SerializationError
 
@@ -431,17 +430,13 @@ class DurableModel(Model):
 
         async def consume() -> ModelResponse:
             recorded.clear()  # a retried attempt records its own stream
-            try:
+            with final_once_relayed(recorded):
                 async for event in upstream():
                     recorded.append(event.model_dump(mode="json", exclude_unset=True))
                     if isinstance(event, ResponseCompletedEvent):
                         completed.append(event)
                     else:
                         live_events.put_nowait(event)
-            except Exception:
-                if recorded:  # events reached the runner: another attempt would send them again
-                    stop_retries_in_call()
-                raise
             if not completed:
                 raise AdapterError(
                     "The model's stream ended without a response.completed event, so there is no "

@@ -18,12 +18,23 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 from kitaru_adapters.langgraph import durable
-from kitaru_core import CallView, Client, ModelRetryPolicy, flow, model_retries
-from kitaru_core.testing import Rule, Script, ScriptedModelServer
+from kitaru_core import ModelRetryPolicy, flow, model_retries
+from kitaru_core.testing import Script, ScriptedModelServer
+from tests._model_retries import (
+    FAST,
+    RATE_LIMITED_ONCE,
+    SERVER_ERRORS_TWICE,
+    UNAUTHORISED,
+    UNAVAILABLE_ONCE,
+    check_failed_at_once,
+    check_not_retried,
+    check_rate_limit_waited,
+    check_server_errors_retried,
+)
 
 from .conftest import ModelServer
 
-FAST = ModelRetryPolicy(initial_delay_s=0.05)
+HELLO = {"messages": [("user", "Say hello")]}
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +49,8 @@ def serving(script: Script, tmp_path: Path) -> Iterator[ModelServer]:
         yield ModelServer(server, log)
 
 
-def graph_for(model_server: ModelServer, *, streamed: bool = False, name: str = "chat") -> Any:
+def graph_for(model_server: ModelServer, *, streamed: bool = False) -> Any:
+    """A one-node graph whose node calls the chat model (`invoke`, or `stream` and adds the chunks)."""
     model = model_server.chat_model()
 
     def chat(state: MessagesState) -> dict[str, list[BaseMessage]]:
@@ -53,18 +65,7 @@ def graph_for(model_server: ModelServer, *, streamed: bool = False, name: str = 
     builder.add_node("chat", chat)
     builder.add_edge(START, "chat")
     builder.add_edge("chat", END)
-    return builder.compile(name=name)
-
-
-def model_call() -> CallView:
-    (execution,) = Client().list_executions()
-    calls = [call for call in Client().get_execution(execution.id).calls if call.kind == "model"]
-    assert len(calls) == 1, calls
-    return calls[0]
-
-
-def statuses(model_server: ModelServer) -> list[object]:
-    return [record["status"] for record in model_server.requests()]
+    return builder.compile(name="chat")
 
 
 def reply_of(result: dict[str, Any]) -> object:
@@ -72,68 +73,37 @@ def reply_of(result: dict[str, Any]) -> object:
 
 
 def test_a_rate_limit_waits_for_retry_after_then_completes(tmp_path: Path) -> None:
-    script = Script(
-        [Rule(error_status=429, error_headers={"Retry-After": "1"}, error_times=1, text="Hello.")]
-    )
-    with serving(script, tmp_path) as model_server:
+    with serving(RATE_LIMITED_ONCE, tmp_path) as model_server:
         graph = durable(graph_for(model_server), model_retries=FAST)
         started = time.monotonic()
-        result = graph.invoke({"messages": [("user", "Say hello")]})
-        waited_s = time.monotonic() - started
-        assert statuses(model_server) == [429, 200]
-    assert reply_of(result) == "Hello."
-    assert waited_s >= 1.0
-    call = model_call()
-    assert (call.status, call.attempts) == ("completed", 2)
-    assert call.details is not None
-    (retry,) = call.details["retries"]
-    assert (retry["attempt"], retry["delay_s"]) == (1, 1.0)
-    assert retry["error"].startswith("rate_limit (")  # openai's RateLimitError, or langchain's subclass
-    assert call.duration_s >= 1.0
-    (execution,) = Client().list_executions()
-    assert execution.status == "completed"
+        assert reply_of(graph.invoke(HELLO)) == "Hello."
+        check_rate_limit_waited(model_server.server, time.monotonic() - started)
 
 
 def test_an_authentication_error_fails_at_once_with_one_attempt(tmp_path: Path) -> None:
-    with serving(Script([Rule(error_status=401)]), tmp_path) as model_server:
+    with serving(UNAUTHORISED, tmp_path) as model_server:
         graph = durable(graph_for(model_server), model_retries=FAST)
         with pytest.raises(openai.AuthenticationError) as raised:
-            graph.invoke({"messages": [("user", "Say hello")]})
-        assert statuses(model_server) == [401]
-    assert any("not retried: an authentication error" in note for note in raised.value.__notes__)
-    call = model_call()
-    assert (call.status, call.attempts) == ("failed", 1)
-    assert call.error is not None
-    assert "AuthenticationError" in call.error
-    (execution,) = Client().list_executions()
-    assert execution.status == "failed"
+            graph.invoke(HELLO)
+        check_failed_at_once(model_server.server, raised.value)
 
 
 def test_a_server_error_before_the_first_chunk_of_a_stream_is_retried(tmp_path: Path) -> None:
-    script = Script([Rule(error_status=500, error_times=2, text="Recovered.")])
-    with serving(script, tmp_path) as model_server:
+    with serving(SERVER_ERRORS_TWICE, tmp_path) as model_server:
         graph = durable(graph_for(model_server, streamed=True), model_retries=FAST)
-        result = graph.invoke({"messages": [("user", "Say hello")]})
-        assert statuses(model_server) == [500, 500, 200]
-    assert reply_of(result) == "Recovered."
-    call = model_call()
-    assert (call.status, call.attempts) == ("completed", 3)
-    assert call.details is not None
-    assert [retry["error"].split()[0] for retry in call.details["retries"]] == ["server", "server"]
+        assert reply_of(graph.invoke(HELLO)) == "Recovered."
+        check_server_errors_retried(model_server.server)
 
 
 def test_a_flow_sets_the_policy_of_its_model_calls(tmp_path: Path) -> None:
-    script = Script([Rule(error_status=503, error_times=1, text="Recovered.")])
-    with serving(script, tmp_path) as model_server:
+    with serving(UNAVAILABLE_ONCE, tmp_path) as model_server:
         graph = durable(graph_for(model_server))
 
         @flow
         def desk() -> object:
             with model_retries(ModelRetryPolicy(max_attempts=1)):
-                return reply_of(graph.invoke({"messages": [("user", "Say hello")]}))
+                return reply_of(graph.invoke(HELLO))
 
         with pytest.raises(openai.InternalServerError):
             desk()
-        assert statuses(model_server) == [503]  # no retry under the flow's policy
-    call = model_call()
-    assert (call.status, call.attempts) == ("failed", 1)
+        check_not_retried(model_server.server)

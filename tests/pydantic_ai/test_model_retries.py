@@ -1,7 +1,7 @@
 """Model requests retried by error class, over real HTTP to the scripted model server.
 
 The OpenAI client is built with `max_retries=0`, so every retry seen here is the adapter's, inside
-the model request's checkpoint call.
+the model request's checkpoint call (through PydanticAI's `on_model_request_error`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,19 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 from kitaru_adapters.pydantic_ai import durable
-from kitaru_core import CallView, Client, ModelRetryPolicy, flow, model_retries
-from kitaru_core.testing import Rule, Script, ScriptedModelServer
-
-FAST = ModelRetryPolicy(initial_delay_s=0.05)
+from kitaru_core import ModelRetryPolicy, flow, model_retries
+from kitaru_core.testing import ScriptedModelServer
+from tests._model_retries import (
+    FAST,
+    RATE_LIMITED_ONCE,
+    SERVER_ERRORS_TWICE,
+    UNAUTHORISED,
+    UNAVAILABLE_ONCE,
+    check_failed_at_once,
+    check_not_retried,
+    check_rate_limit_waited,
+    check_server_errors_retried,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -43,66 +52,29 @@ def ask(server: ScriptedModelServer, name: str, policy: ModelRetryPolicy | None 
     return asyncio.run(run())
 
 
-def model_call() -> CallView:
-    (execution,) = Client().list_executions()
-    calls = [call for call in Client().get_execution(execution.id).calls if call.kind == "model"]
-    assert len(calls) == 1, calls
-    return calls[0]
-
-
 def test_a_rate_limit_waits_for_retry_after_then_completes() -> None:
-    script = Script(
-        [Rule(error_status=429, error_headers={"Retry-After": "1"}, error_times=1, text="Hello.")]
-    )
-    with ScriptedModelServer(script) as server:
+    with ScriptedModelServer(RATE_LIMITED_ONCE) as server:
         started = time.monotonic()
-        output = ask(server, "limited", FAST)
-        waited_s = time.monotonic() - started
-        statuses = [record["status"] for record in server.request_records]
-    assert output == "Hello."
-    assert statuses == [429, 200]
-    assert waited_s >= 1.0
-    call = model_call()
-    assert (call.status, call.attempts) == ("completed", 2)
-    assert call.details is not None
-    (retry,) = call.details["retries"]
-    assert (retry["attempt"], retry["delay_s"]) == (1, 1.0)
-    assert retry["error"].startswith("rate_limit (Model")  # ModelHTTPError, or its ModelRateLimitError
-    assert call.duration_s >= 1.0
-    (execution,) = Client().list_executions()
-    assert execution.status == "completed"
+        assert ask(server, "limited", FAST) == "Hello."
+        check_rate_limit_waited(server, time.monotonic() - started)
 
 
 def test_an_authentication_error_fails_at_once_with_one_attempt() -> None:
-    with ScriptedModelServer(Script([Rule(error_status=401)])) as server:
+    with ScriptedModelServer(UNAUTHORISED) as server:
         with pytest.raises(ModelHTTPError) as raised:
             ask(server, "unauthorised", FAST)
-        assert server.request_count == 1
-    assert raised.value.status_code == 401
-    assert any("not retried: an authentication error" in note for note in raised.value.__notes__)
-    call = model_call()
-    assert (call.status, call.attempts) == ("failed", 1)
-    assert call.error is not None
-    assert "401" in call.error
-    (execution,) = Client().list_executions()
-    assert execution.status == "failed"
+        assert raised.value.status_code == 401
+        check_failed_at_once(server, raised.value)
 
 
 def test_a_server_error_is_retried_then_completes() -> None:
-    script = Script([Rule(error_status=500, error_times=2, text="Recovered.")])
-    with ScriptedModelServer(script) as server:
-        output = ask(server, "flaky", FAST)
-        assert [record["status"] for record in server.request_records] == [500, 500, 200]
-    assert output == "Recovered."
-    call = model_call()
-    assert (call.status, call.attempts) == ("completed", 3)
-    assert call.details is not None
-    assert [retry["error"].split()[0] for retry in call.details["retries"]] == ["server", "server"]
+    with ScriptedModelServer(SERVER_ERRORS_TWICE) as server:
+        assert ask(server, "flaky", FAST) == "Recovered."
+        check_server_errors_retried(server)
 
 
-def test_a_flow_sets_the_policy_of_its_model_calls() -> None:
-    script = Script([Rule(error_status=503, error_times=1, text="Recovered.")])
-    with ScriptedModelServer(script) as server:
+def test_a_flow_sets_the_policy_of_its_model_requests() -> None:
+    with ScriptedModelServer(UNAVAILABLE_ONCE) as server:
 
         @flow
         def desk() -> str:
@@ -111,6 +83,4 @@ def test_a_flow_sets_the_policy_of_its_model_calls() -> None:
 
         with pytest.raises(ModelHTTPError):
             desk()
-        assert server.request_count == 1  # no retry under the flow's policy
-    call = model_call()
-    assert (call.status, call.attempts) == ("failed", 1)
+        check_not_retried(server)

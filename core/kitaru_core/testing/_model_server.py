@@ -1575,35 +1575,23 @@ def _create_http_server(
                 parts.append(self.rfile.read(size))
                 self.rfile.readline()
 
-        def _send_json(self, status: int, payload: JsonObject) -> None:
+        def _send_json(self, status: int, payload: JsonObject, headers: Mapping[str, str] | None = None) -> None:
             data = json.dumps(payload).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
             self.wfile.flush()
 
         def _send_scripted_error(self, status: int, headers: Mapping[str, str]) -> None:
-            code, kind = _SCRIPTED_ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request", ""))
-            body = json.dumps(
-                {
-                    "error": {
-                        "message": f"Scripted error: HTTP {status}.",
-                        "type": kind or ("server_error" if status >= 500 else "invalid_request_error"),
-                        "param": None,
-                        "code": code,
-                    }
-                }
-            ).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
+            default_kind = "server_error" if status >= 500 else "invalid_request_error"
+            code, kind = _SCRIPTED_ERRORS.get(status, (default_kind, default_kind))
+            message = f"Scripted error: HTTP {status}."
+            error = {"message": message, "type": kind, "param": None, "code": code}
+            self._send_json(status, {"error": error}, headers)
 
         def _send_error(self, status: int, message: str, code: str) -> None:
             self._send_json(
