@@ -1146,8 +1146,10 @@ class ScriptedModelServer:
     `response.output_item.done`, `response.completed`). A Responses API request is matched as the
     equivalent chat messages (see the module docstring). When no rule matches, the server answers
     HTTP 500 with an OpenAI-style error that quotes the last user message; so it does when a request
-    asks for JSON-schema structured output and the matching rule's text is not JSON. Use the server
-    as a context manager, or call `start` and `stop`.
+    asks for JSON-schema structured output and the matching rule's text is not JSON. A rule with
+    `error_status` answers that HTTP error (with its `error_headers`, e.g. `Retry-After`) the first
+    `error_times` times it matches, or always. Use the server as a context manager, or call `start`
+    and `stop`.
 
     Clients should not retry, so that the request log counts each model call once: for the
     `openai` client, pass `max_retries=0`.
