@@ -166,6 +166,17 @@ def parse_retry_after_s(value: str, *, now_epoch_s: float | None = None) -> floa
     return max(0.0, moment.timestamp() - now)
 
 
+def server_forbids_retry(error: BaseException) -> bool:
+    """Whether the response behind a failed model call says `x-should-retry: false` (OpenAI's header)."""
+    for link in _causes(error):
+        headers = _headers(link)
+        if headers is not None:
+            value = _header(headers, "x-should-retry")
+            if value is not None:
+                return value.lower() == "false"
+    return False
+
+
 def model_retry_after_s(error: BaseException) -> float | None:
     """The delay a provider asked for in a failed model call's response, in seconds, or `None`.
 
@@ -204,8 +215,9 @@ class ModelRetryPolicy(RetryPolicy):
     The defaults: up to 5 attempts within 300 seconds; backoff 1, 2, 4, 8 seconds (capped at 60)
     with half of each delay random (`jitter=0.5`); a rate limit waits what the provider's
     `Retry-After` (or `retry-after-ms`) asks instead, and is not retried when it asks for longer than
-    `max_delay_s`. Errors of a class not in `retry_classes`, and errors no class fits (a bug in a
-    tool-call parser, a validation error), fail at once, recorded with 1 attempt.
+    `max_delay_s`. Errors of a class not in `retry_classes`, errors no class fits (a bug in a
+    tool-call parser, a validation error), and responses that say `x-should-retry: false` (as OpenAI
+    may) fail at once, recorded with 1 attempt.
 
     Attributes:
         max_attempts: Total attempts including the first (1 = no retry). Default 5.
@@ -236,7 +248,11 @@ class ModelRetryPolicy(RetryPolicy):
 
     def should_retry(self, error: BaseException, failed_attempt: int) -> bool:
         """Whether attempt `failed_attempt + 1` should run after `error` (by its class)."""
-        return failed_attempt < self.max_attempts and self.classify(error) in self.retry_classes
+        return (
+            failed_attempt < self.max_attempts
+            and self.classify(error) in self.retry_classes
+            and not server_forbids_retry(error)
+        )
 
     def server_delay_s(self, error: BaseException) -> float | None:
         """The delay the provider asked for (`Retry-After`), in seconds, or `None`."""

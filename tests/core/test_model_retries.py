@@ -207,6 +207,22 @@ def test_model_retry_policy_retries_by_class() -> None:
     assert policy.describe(RateLimitError(429)) == "rate_limit (RateLimitError)"
 
 
+def test_a_response_that_says_do_not_retry_is_not_retried() -> None:
+    policy = ModelRetryPolicy()
+    assert not policy.should_retry(APIStatusError(500, {"x-should-retry": "false"}), 1)
+    assert policy.should_retry(APIStatusError(500, {"x-should-retry": "true"}), 1)
+    wrapped = ModelHTTPError(503)
+    wrapped.__cause__ = APIStatusError(503, {"X-Should-Retry": "false"})
+    assert not policy.should_retry(wrapped, 1)
+
+
+def test_model_server_says_a_missing_rule_is_not_worth_retrying() -> None:
+    with ScriptedModelServer(Script([Rule(when_last_user_contains="other", text="x")])) as server:
+        status, headers, body = post_chat(server.base_url)
+    assert (status, body["error"]["code"]) == (500, "no_matching_rule")
+    assert headers["x-should-retry"] == "false"
+
+
 def test_model_retries_scope_and_precedence() -> None:
     explicit = ModelRetryPolicy(max_attempts=2)
     scoped = ModelRetryPolicy(max_attempts=7)

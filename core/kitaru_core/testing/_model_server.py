@@ -1146,7 +1146,8 @@ class ScriptedModelServer:
     `response.output_item.done`, `response.completed`). A Responses API request is matched as the
     equivalent chat messages (see the module docstring). When no rule matches, the server answers
     HTTP 500 with an OpenAI-style error that quotes the last user message; so it does when a request
-    asks for JSON-schema structured output and the matching rule's text is not JSON. A rule with
+    asks for JSON-schema structured output and the matching rule's text is not JSON. Both carry
+    `x-should-retry: false`, so neither the client nor a model-retry policy sends them again. A rule with
     `error_status` answers that HTTP error (with its `error_headers`, e.g. `Retry-After`) the first
     `error_times` times it matches, or always. Use the server as a context manager, or call `start`
     and `stop`.
@@ -1499,7 +1500,7 @@ def _create_http_server(
                     tool_call_names=(),
                     status=500,
                 )
-                self._send_error(500, _no_match_message(conversation, len(script.rules)), "no_matching_rule")
+                self._send_error(500, _no_match_message(conversation, len(script.rules)), "no_matching_rule", final=True)
                 return
             rule_index, rule = selection
             if rule.error_status is not None and answer_error(rule_index, rule):
@@ -1527,7 +1528,7 @@ def _create_http_server(
                     tool_call_names=(),
                     status=500,
                 )
-                self._send_error(500, problem, "scripted_reply_not_json")
+                self._send_error(500, problem, "scripted_reply_not_json", final=True)
                 return
             record_request(
                 path=path,
@@ -1595,7 +1596,9 @@ def _create_http_server(
             error = {"message": message, "type": kind, "param": None, "code": code}
             self._send_json(status, {"error": error}, headers)
 
-        def _send_error(self, status: int, message: str, code: str) -> None:
+        def _send_error(self, status: int, message: str, code: str, *, final: bool = False) -> None:
+            # `final`: a mistake in the script; `x-should-retry: false` (OpenAI's header) tells the
+            # client and a model-retry policy that sending the request again cannot help.
             self._send_json(
                 status,
                 {
@@ -1606,6 +1609,7 @@ def _create_http_server(
                         "code": code,
                     }
                 },
+                {"x-should-retry": "false"} if final else None,
             )
 
         def _send_stream(self, reply: _Reply, *, include_usage: bool) -> None:
