@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, Generator, Sized
 from typing import Any, TypeVar
+
+from kitaru_core import stop_retries_in_call
 
 T = TypeVar("T")
 
@@ -35,3 +38,19 @@ async def relay_while_running(call: asyncio.Future[Any], live: asyncio.Queue[T])
     finally:
         if not call.done():
             call.cancel()
+
+
+@contextlib.contextmanager
+def final_once_relayed(relayed: Sized) -> Generator[None]:
+    """Make a failure of the streamed call final once something of it was passed on.
+
+    Wrap the loop that consumes the model's stream: when it fails after `relayed` got an item
+    (the caller already saw part of the reply), the checkpoint call is not retried, since another
+    attempt would pass those items on again. A failure before the first item is retried as usual.
+    """
+    try:
+        yield
+    except Exception:
+        if len(relayed):
+            stop_retries_in_call()
+        raise

@@ -20,9 +20,11 @@ from kitaru_core._runtime import (
     WaitSpec,
     current_execution,
     idempotency_key,
+    retry_delay_in_call,
     run_checkpoint,
     run_checkpoint_async,
     scope,
+    stop_retries_in_call,
     wait,
     wait_all,
 )
@@ -42,6 +44,8 @@ __all__ = [
     "ExecutionSummary",
     "Flow",
     "JsonCodec",
+    "ModelErrorClass",
+    "ModelRetryPolicy",
     "OnInterrupted",
     "RetryPolicy",
     "Settings",
@@ -52,6 +56,7 @@ __all__ = [
     "Worker",
     "approval_wait_name",
     "checkpoint",
+    "classify_model_error",
     "configure",
     "current_execution",
     "durable_run",
@@ -60,13 +65,17 @@ __all__ = [
     "fingerprint",
     "flow",
     "idempotency_key",
+    "model_retries",
+    "model_retry_policy",
     "named_run",
     "request_approval",
     "request_approval_together",
     "request_approvals",
+    "retry_delay_in_call",
     "run_checkpoint",
     "run_checkpoint_async",
     "scope",
+    "stop_retries_in_call",
     "wait",
     "wait_all",
 ]
@@ -90,6 +99,11 @@ _LAZY = {
     "request_approvals": "_approvals",
     "SideEffectPolicy": "_interrupted",
     "Worker": "_workers",
+    "ModelErrorClass": "_model_retries",
+    "ModelRetryPolicy": "_model_retries",
+    "classify_model_error": "_model_retries",
+    "model_retries": "_model_retries",
+    "model_retry_policy": "_model_retries",
 }
 
 
@@ -123,4 +137,11 @@ if TYPE_CHECKING:
         WaitView,
     )
     from kitaru_core._interrupted import SideEffectPolicy
+    from kitaru_core._model_retries import (
+        ModelErrorClass,
+        ModelRetryPolicy,
+        classify_model_error,
+        model_retries,
+        model_retry_policy,
+    )
     from kitaru_core._workers import Worker

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import random
 import socket
 import sys
 import threading
@@ -15,7 +16,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -177,12 +178,24 @@ def find_signal(error: BaseException) -> _Signal | None:
 class RetryPolicy:
     """When a failing checkpoint call runs again, within one run of the execution.
 
+    The delay after failed attempt `n` is `initial_delay_s * backoff_factor ** (n - 1)`, capped at
+    `max_delay_s`; with `jitter` it is then drawn uniformly from `[delay * (1 - jitter), delay]`, so
+    many clients failing together do not retry in step. A server-given delay (an HTTP `Retry-After`,
+    read by `retry_after_s`) replaces that delay as it is, without jitter; when it is longer than
+    `max_delay_s` the call is not retried (retrying sooner than the server asks would fail again).
+
     Attributes:
         max_attempts: Total attempts including the first (1 = no retry).
         initial_delay_s: Seconds before the second attempt.
         backoff_factor: Each further delay is the previous one times this.
         max_delay_s: Upper bound of one delay, in seconds.
         retry_on: Exception types that are retried; others fail at once.
+        jitter: Fraction of each backoff delay that is random, from 0.0 (none, the default) to 1.0
+            (anywhere between 0 and the delay).
+        retry_after_s: Reads a server-given delay in seconds from an error, or `None` when it has
+            none. Default: the error's `retry_after_s` attribute when it is a number >= 0.
+        max_elapsed_s: Give up once the attempts and delays so far plus the next delay would take
+            longer than this many seconds since the first attempt; `None`: no time budget.
     """
 
     max_attempts: int = 1
@@ -190,20 +203,67 @@ class RetryPolicy:
     backoff_factor: float = 2.0
     max_delay_s: float = 60.0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    jitter: float = 0.0
+    retry_after_s: Callable[[BaseException], float | None] | None = None
+    max_elapsed_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigurationError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}.")
         if self.initial_delay_s < 0 or self.max_delay_s < 0 or self.backoff_factor < 1:
             raise ConfigurationError("RetryPolicy delays must be >= 0 seconds and backoff_factor >= 1.")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ConfigurationError(f"RetryPolicy.jitter must be between 0.0 and 1.0, got {self.jitter}.")
+        if self.max_elapsed_s is not None and self.max_elapsed_s < 0:
+            raise ConfigurationError(
+                f"RetryPolicy.max_elapsed_s must be >= 0 seconds or None, got {self.max_elapsed_s}."
+            )
 
     def delay_s(self, failed_attempt: int) -> float:
-        """Seconds to sleep after attempt number `failed_attempt` (1-based) failed."""
-        return min(self.max_delay_s, self.initial_delay_s * self.backoff_factor ** (failed_attempt - 1))
+        """Seconds to sleep after attempt number `failed_attempt` (1-based) failed, jitter applied."""
+        delay_s = min(self.max_delay_s, self.initial_delay_s * self.backoff_factor ** (failed_attempt - 1))
+        if self.jitter:
+            delay_s *= 1.0 - self.jitter * random.random()
+        return delay_s
 
     def should_retry(self, error: BaseException, failed_attempt: int) -> bool:
         """Whether attempt `failed_attempt + 1` should run after `error`."""
         return failed_attempt < self.max_attempts and isinstance(error, self.retry_on)
+
+    def server_delay_s(self, error: BaseException) -> float | None:
+        """The delay the server asked for in `error` (seconds), or `None`."""
+        if self.retry_after_s is not None:
+            return self.retry_after_s(error)
+        value = getattr(error, "retry_after_s", None)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        return None
+
+    def next_delay_s(self, error: BaseException, failed_attempt: int, elapsed_s: float) -> float | None:
+        """Seconds to wait before attempt `failed_attempt + 1`, or `None` when the call fails now.
+
+        Args:
+            error: What attempt `failed_attempt` raised.
+            failed_attempt: The number of the attempt that failed (1-based).
+            elapsed_s: Seconds since the first attempt started.
+        """
+        if not self.should_retry(error, failed_attempt):
+            return None
+        server_delay_s = self.server_delay_s(error)
+        if server_delay_s is not None and server_delay_s > self.max_delay_s:
+            return None
+        delay_s = self.delay_s(failed_attempt) if server_delay_s is None else server_delay_s
+        if self.max_elapsed_s is not None and elapsed_s + delay_s > self.max_elapsed_s:
+            return None
+        return delay_s
+
+    def describe(self, error: BaseException) -> str | None:
+        """A short name for the kind of failure, recorded with each retry (`None`: the type's name)."""
+        return None
+
+    def not_retried_note(self, error: BaseException) -> str | None:
+        """Why `error` was not retried, added to it as a note (`None`: no note)."""
+        return None
 
 
 NO_RETRY = RetryPolicy()
@@ -233,6 +293,7 @@ _current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextV
 )
 _scope: contextvars.ContextVar[str] = contextvars.ContextVar("kitaru_scope", default="")
 _call: contextvars.ContextVar[str | None] = contextvars.ContextVar("kitaru_call", default=None)
+_running_plan: contextvars.ContextVar[_Plan | None] = contextvars.ContextVar("kitaru_running_plan", default=None)
 _active_owners: set[str] = set()
 
 
@@ -664,7 +725,10 @@ class _Plan:
     first_attempt: int = 1
     attempts: int = 0
     started_at_epoch_s: float = 0.0
+    started_monotonic_s: float = 0.0
     started: CallRecord | None = None
+    retries: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    gave_up: bool = False
 
     @contextmanager
     def running(self) -> Generator[None]:
@@ -674,11 +738,13 @@ class _Plan:
         run can tell that this attempt was cut off inside the body.
         """
         self.started_at_epoch_s = time.time()
+        self.started_monotonic_s = time.monotonic()
         self.attempts = self.first_attempt
         if self.on_interrupted != "retry":
             self.started = self._record("started", None, None, None)
         call_token = _call.set(self.key)
         scope_token = _scope.set(self.key)
+        plan_token = _running_plan.set(self)
         try:
             yield
         except BaseException as error:
@@ -688,17 +754,51 @@ class _Plan:
                 self.context.discard_started(self.started)
             raise
         finally:
+            _running_plan.reset(plan_token)
             _scope.reset(scope_token)
             _call.reset(call_token)
 
     def retry_delay_s(self, error: Exception) -> float:
         """Seconds to wait before the next attempt; records the failure and re-raises when final."""
-        if self.retry.should_retry(error, self.attempts):
-            delay_s = self.retry.delay_s(self.attempts)
+        delay_s = self.next_retry_delay_s(error)
+        if delay_s is None:
+            self._record("failed", None, error, None)
+            raise error
+        return delay_s
+
+    def next_retry_delay_s(self, error: BaseException) -> float | None:
+        """Seconds to wait before the next attempt (counted), or `None` once the call gives up.
+
+        Each retry is noted in the call's details (`retries`: attempt, error, delay, time), so the
+        timeline shows what failed and how long the call waited. Giving up adds a note to the error.
+        """
+        if self.gave_up:
+            return None
+        elapsed_s = time.monotonic() - self.started_monotonic_s
+        delay_s = self.retry.next_delay_s(error, self.attempts, elapsed_s)
+        if delay_s is not None:
+            self.retries.append(
+                {
+                    "attempt": self.attempts,
+                    "error": self.retry.describe(error) or type(error).__name__,
+                    "message": str(error)[:200],
+                    "delay_s": round(delay_s, 3),
+                    "failed_at_epoch_s": time.time(),
+                }
+            )
             self.attempts += 1
             return delay_s
-        self._record("failed", None, error, None)
-        raise error
+        self.gave_up = True
+        if self.retries:
+            error.add_note(
+                f"kitaru: {self.name!r} failed after {self.attempts} attempts "
+                f"({', '.join(str(retry['error']) for retry in self.retries)}, then this error)."
+            )
+        else:
+            note = self.retry.not_retried_note(error)
+            if note is not None:
+                error.add_note(f"kitaru: {self.name!r} {note}")
+        return None
 
     def commit(self, output: Any, usage: Callable[[Any], CallUsage | None] | None) -> None:
         """Store the output and commit it (before the caller gets it)."""
@@ -721,7 +821,7 @@ class _Plan:
             attempts=self.attempts,
             started_at_epoch_s=self.started_at_epoch_s,
             usage=usage,
-            details=self.details,
+            details={**(self.details or {}), "retries": self.retries} if self.retries else self.details,
             supersede=None if started is not None else self.supersede,
             replace=started,
         )
@@ -1054,6 +1154,39 @@ async def run_checkpoint_async(
                 plan.context.check_alive()
     plan.commit(output, usage)
     return output
+
+
+def retry_delay_in_call(error: BaseException) -> float | None:
+    """Ask the current checkpoint call's retry policy whether `error` is retried inside the call's body.
+
+    For a body that retries by itself through a framework's own hook (PydanticAI's
+    `on_model_request_error`, which may call its handler only once): the attempt is counted and
+    noted in the call's record as if the checkpoint call had retried, and the caller waits the
+    returned seconds, then tries again. Once this returns `None` the call has given up: the caller
+    raises `error`, and the call records it as failed when it leaves the body (without retrying).
+
+    Args:
+        error: What the failed attempt raised.
+
+    Returns:
+        Seconds to wait before the next attempt, or `None` (not retried; also outside a call).
+    """
+    plan = _running_plan.get()
+    if plan is None:
+        return None
+    return plan.next_retry_delay_s(error)
+
+
+def stop_retries_in_call() -> None:
+    """Make the current checkpoint call's next failure final: its retry policy is not asked again.
+
+    For a body that has already handed part of its output on before it failed (a streamed model
+    reply whose first chunks reached the caller): another attempt would send them again. Does
+    nothing outside a checkpoint call.
+    """
+    plan = _running_plan.get()
+    if plan is not None:
+        plan.gave_up = True
 
 
 # -- waits -----------------------------------------------------------------------------------------

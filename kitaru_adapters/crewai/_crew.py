@@ -26,7 +26,15 @@ from kitaru_adapters.crewai._tools import (
     _task_labels,  # pyright: ignore[reportPrivateUsage]
     durable_tool,
 )
-from kitaru_core import ApprovalPolicy, current_execution, durable_run, fingerprint, scope
+from kitaru_core import (
+    ApprovalPolicy,
+    RetryPolicy,
+    current_execution,
+    durable_run,
+    fingerprint,
+    model_retries,
+    scope,
+)
 from kitaru_core.errors import AdapterError, ConfigurationError
 
 T = TypeVar("T")
@@ -150,9 +158,13 @@ def _crew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Generato
             if options.human_input
             else None
         )
+        retries = contextlib.ExitStack()
+        if options.model_retries is not None:
+            retries.enter_context(model_retries(options.model_retries))
         try:
             yield
         finally:
+            retries.close()
             if provider_token is not None:
                 reset_provider(provider_token)
             _task_labels.reset(labels_token)
@@ -387,6 +399,7 @@ def make_options(
     human_input: bool,
     name: str | None,
     always_run: Sequence[str] = (),
+    model_retries: RetryPolicy | None = None,
 ) -> DurableOptions:
     """Build `DurableOptions` from `durable()`'s keyword arguments."""
     timeout_s = (
@@ -398,6 +411,7 @@ def make_options(
         human_input=human_input,
         name=name,
         always_run=frozenset(always_run),
+        model_retries=model_retries,
     )
 
 
@@ -411,6 +425,7 @@ def durable(
     human_input: bool = True,
     name: str | None = None,
     always_run: Sequence[str] = (),
+    model_retries: RetryPolicy | None = None,
     options: DurableOptions | None = None,
 ) -> T: ...
 
@@ -425,6 +440,7 @@ def durable(
     human_input: bool = True,
     name: str | None = None,
     always_run: Sequence[str] = (),
+    model_retries: RetryPolicy | None = None,
     options: DurableOptions | None = None,
 ) -> Callable[[T], T]: ...
 
@@ -438,6 +454,7 @@ def durable(
     human_input: bool = True,
     name: str | None = None,
     always_run: Sequence[str] = (),
+    model_retries: RetryPolicy | None = None,
     options: DurableOptions | None = None,
 ) -> Any:
     """Make a CrewAI crew, flow or `@CrewBase` project durable.
@@ -476,6 +493,10 @@ def durable(
             keep it stable).
         always_run: Flow steps (method names) that run on every kickoff instead of being served
             from the store.
+        model_retries: How a failed LLM call is retried inside its checkpoint call (rate limits
+            honouring `Retry-After`, timeouts, connection and 5xx errors; never 401/403 or other
+            4xx). Default: `kitaru_core.model_retries(...)` around the kickoff, else
+            `ModelRetryPolicy()`. CrewAI's own rate-limit retry is turned off inside recorded calls.
         options: Ready-made options (overrides the other keyword arguments).
 
     Returns:
@@ -489,7 +510,7 @@ def durable(
         raise ConfigurationError(
             f"durable(always_run=...) takes a list of flow step names, got the string {always_run!r}."
         )
-    chosen = options or make_options(approve, approval_timeout, human_input, name, always_run)
+    chosen = options or make_options(approve, approval_timeout, human_input, name, always_run, model_retries)
     install_request_recording()
     if target is None:
         return lambda decorated: durable(decorated, options=chosen)  # pyright: ignore[reportUnknownLambdaType]

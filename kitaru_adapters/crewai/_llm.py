@@ -17,8 +17,22 @@ import genai_prices
 from crewai.llms.base_llm import BaseLLM, call_stop_override, call_stream_override
 from pydantic import BaseModel, ConfigDict, Field
 
-from kitaru_core import CallUsage, current_execution, fingerprint, run_checkpoint, run_checkpoint_async
+from kitaru_core import (
+    CallUsage,
+    current_execution,
+    fingerprint,
+    model_retry_policy,
+    run_checkpoint,
+    run_checkpoint_async,
+)
 from kitaru_core.errors import SerializationError
+
+try:  # CrewAI retries rate limits inside every LLM call (3 attempts) while this flag is unset
+    from crewai.llms.retry import (
+        _active_llm_rate_limit_retry as _crewai_rate_limit_retry_active,  # pyright: ignore[reportPrivateUsage]
+    )
+except ImportError:  # older CrewAI: no retry of its own
+    _crewai_rate_limit_retry_active = None
 
 LLM_RESPONSE_FORMAT = "json:crewai.LLMResponse"
 DISCRIMINATOR_CHARACTERS = 16
@@ -30,11 +44,20 @@ _recording: contextvars.ContextVar[bool] = contextvars.ContextVar("kitaru_crewai
 
 @contextlib.contextmanager
 def sending_recorded_request() -> Generator[None]:
-    """Mark the block as the live request of a recorded LLM call (nested LLM calls are part of it)."""
+    """Mark the block as the live request of a recorded LLM call (nested LLM calls are part of it).
+
+    CrewAI's own rate-limit retry is off inside it: the recorded call retries by the model-retry
+    policy instead (`durable(..., model_retries=...)`), so every attempt is counted in the call.
+    """
     token = _recording.set(True)
+    crewai_token = (
+        _crewai_rate_limit_retry_active.set(True) if _crewai_rate_limit_retry_active is not None else None
+    )
     try:
         yield
     finally:
+        if _crewai_rate_limit_retry_active is not None and crewai_token is not None:
+            _crewai_rate_limit_retry_active.reset(crewai_token)
         _recording.reset(token)
 
 
@@ -220,6 +243,9 @@ def llm_checkpoint_options(
         "codec": LLMResponseCodec(response_model if isinstance(response_model, type) else None),
         "usage": lambda _output: measured[0] if measured else CallUsage(model_name=model_name),  # pyright: ignore[reportUnknownLambdaType]
         "details": {"model": model_name, "provider": provider},
+        # `durable(..., model_retries=...)` is set for the kickoff by its boundary; the provider's
+        # errors (openai's, LiteLLM's) are classified through their status code and their causes.
+        "retry": model_retry_policy(),
     }
 
 

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 from kitaru_core import (
     ApprovalPolicy,
     ApprovalRequest,
+    RetryPolicy,
     current_execution,
     fingerprint,
     request_approval_together,
@@ -43,6 +44,8 @@ class DurableOptions:
             CrewAI's own terminal prompt.
         name: Execution name override (default: the crew's `name`).
         always_run: Flow steps (method names) that run on every kickoff instead of being served.
+        model_retries: How a failed LLM call is retried inside its checkpoint call; `None`:
+            `kitaru_core.model_retries(...)` around the kickoff, else `ModelRetryPolicy()`.
     """
 
     policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
@@ -50,6 +53,7 @@ class DurableOptions:
     human_input: bool = True
     name: str | None = None
     always_run: frozenset[str] = frozenset()
+    model_retries: RetryPolicy | None = None
 
 
 # -- which task a call belongs to ----------------------------------------------------------------------

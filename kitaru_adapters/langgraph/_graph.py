@@ -24,6 +24,7 @@ from kitaru_adapters.langgraph._position import (
 from kitaru_adapters.langgraph._tools import install_tool_wraps
 from kitaru_core import (
     Client,
+    RetryPolicy,
     current_execution,
     durable_run,
     execution,
@@ -366,6 +367,7 @@ def durable(
     approve: Sequence[str] | Any = None,
     approval_timeout: timedelta | float | None = None,
     name: str | None = None,
+    model_retries: RetryPolicy | None = None,
 ) -> GraphT:
     """Make a compiled LangGraph graph durable, in place, and return it.
 
@@ -409,6 +411,10 @@ def durable(
             at a terminal.
         name: Name used in the execution name `langgraph:<name>` (default: the graph's `name`, or
             an `@entrypoint`'s function name). Keep it stable: resume finds executions by it.
+        model_retries: How a failed chat model call is retried inside its checkpoint call (rate
+            limits honouring `Retry-After`, timeouts, connection and 5xx errors; never 401/403 or
+            other 4xx). Default: `kitaru_core.model_retries(...)` around the run, else
+            `ModelRetryPolicy()`; `ModelRetryPolicy(max_attempts=1)` turns retries off.
 
     Returns:
         The same graph object (its class becomes a subclass with the same name).
@@ -422,7 +428,7 @@ def durable(
             "durable() from kitaru_adapters.langgraph takes a compiled graph (StateGraph.compile(), "
             f"create_agent(...), an @entrypoint), got {type(graph).__qualname__}. Compile the graph first."
         )
-    options = DurableOptions.build(name or default_name(graph), approve, approval_timeout)
+    options = DurableOptions.build(name or default_name(graph), approve, approval_timeout, model_retries)
     install_model_wraps()
     install_tool_wraps()
     object.__setattr__(graph, OPTIONS_ATTRIBUTE, options)

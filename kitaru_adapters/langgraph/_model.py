@@ -29,9 +29,15 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import BaseModel
 
-from kitaru_adapters._streaming import relay_while_running
-from kitaru_adapters.langgraph._position import Position, current_position
-from kitaru_core import CallUsage, fingerprint, run_checkpoint, run_checkpoint_async
+from kitaru_adapters._streaming import final_once_relayed, relay_while_running
+from kitaru_adapters.langgraph._position import Position, active_run, current_position
+from kitaru_core import (
+    CallUsage,
+    fingerprint,
+    model_retry_policy,
+    run_checkpoint,
+    run_checkpoint_async,
+)
 from kitaru_core.errors import AdapterError, SerializationError
 
 CHAT_RESULT_FORMAT = "json:langchain.ChatResult"
@@ -250,6 +256,7 @@ def _options(
         details["node"] = position.node
     if position.step is not None:
         details["step"] = position.step
+    run = active_run()
     return {
         "discriminator": position.discriminator(digest),
         "kind": "model",
@@ -257,6 +264,9 @@ def _options(
         "codec": codec,
         "usage": usage,
         "details": details,
+        # langchain-openai raises the openai SDK's errors; other providers' are classified by
+        # their status code, type names and causes (see `classify_model_error`).
+        "retry": model_retry_policy(run.options.model_retries if run is not None else None),
     }
 
 
@@ -409,10 +419,11 @@ def _stream(
     held: list[BaseMessage] = []
 
     def consume() -> list[BaseMessage]:
-        for chunk in original(self, input, config, stop=stop, **kwargs):
-            if held:
-                live.put(held[-1])
-            held.append(chunk)
+        with final_once_relayed(held):
+            for chunk in original(self, input, config, stop=stop, **kwargs):
+                if held:
+                    live.put(held[-1])
+                held.append(chunk)
         _added(held)  # raises when the stream was empty
         return list(held)
 
@@ -463,10 +474,11 @@ async def _astream(
     held: list[BaseMessage] = []
 
     async def consume() -> list[BaseMessage]:
-        async for chunk in original(self, input, config, stop=stop, **kwargs):
-            if held:
-                live.put_nowait(held[-1])
-            held.append(chunk)
+        with final_once_relayed(held):
+            async for chunk in original(self, input, config, stop=stop, **kwargs):
+                if held:
+                    live.put_nowait(held[-1])
+                held.append(chunk)
         _added(held)  # raises when the stream was empty
         return list(held)
 

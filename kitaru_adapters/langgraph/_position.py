@@ -11,7 +11,7 @@ from typing import Any
 
 from langgraph.config import get_config
 
-from kitaru_core import ApprovalPolicy, current_execution
+from kitaru_core import ApprovalPolicy, RetryPolicy, current_execution
 
 NS_SEPARATOR = "|"
 TASK_ID_SEPARATOR = ":"
@@ -27,19 +27,33 @@ class DurableOptions:
         policy: Which tool calls need approval.
         approval_timeout_s: Seconds an approval wait polls the store before the execution suspends
             (used when the graph has no checkpointer).
+        model_retries: How a failed chat model call is retried inside its checkpoint call; `None`:
+            `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`.
     """
 
     name: str
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     approval_timeout_s: float | None = None
+    model_retries: RetryPolicy | None = None
 
     @classmethod
-    def build(cls, name: str, approve: Any, approval_timeout: timedelta | float | None) -> DurableOptions:
+    def build(
+        cls,
+        name: str,
+        approve: Any,
+        approval_timeout: timedelta | float | None,
+        model_retries: RetryPolicy | None = None,
+    ) -> DurableOptions:
         """Options from `durable()`'s keyword arguments."""
         timeout_s = (
             approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
         )
-        return cls(name=name, policy=ApprovalPolicy(approve), approval_timeout_s=timeout_s)
+        return cls(
+            name=name,
+            policy=ApprovalPolicy(approve),
+            approval_timeout_s=timeout_s,
+            model_retries=model_retries,
+        )
 
 
 class GraphRun:

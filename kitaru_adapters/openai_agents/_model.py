@@ -24,8 +24,14 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsa
 from pydantic import BaseModel, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from kitaru_adapters._streaming import relay_while_running
-from kitaru_core import CallUsage, current_execution, fingerprint, run_checkpoint_async
+from kitaru_adapters._streaming import final_once_relayed, relay_while_running
+from kitaru_core import (
+    CallUsage,
+    current_execution,
+    fingerprint,
+    model_retry_policy,
+    run_checkpoint_async,
+)
 from kitaru_core.errors import AdapterError, SerializationError
 
 OUTPUT_ADAPTER: TypeAdapter[list[TResponseOutputItem]] = TypeAdapter(list[TResponseOutputItem])
@@ -350,6 +356,9 @@ class DurableModel(Model):
             "codec": ModelResponseCodec(),
             "usage": response_usage(name),
             "details": {"model": name or type(self.wrapped).__qualname__},
+            # `durable(..., model_retries=...)` is set for the run by `_durable_boundary`. The openai
+            # SDK's errors (RateLimitError, APIStatusError...) reach this call unwrapped.
+            "retry": model_retry_policy(),
             "on_interrupted": "retry",  # a model request acts on nothing: an interrupted one is sent again
         }
 
@@ -421,12 +430,13 @@ class DurableModel(Model):
 
         async def consume() -> ModelResponse:
             recorded.clear()  # a retried attempt records its own stream
-            async for event in upstream():
-                recorded.append(event.model_dump(mode="json", exclude_unset=True))
-                if isinstance(event, ResponseCompletedEvent):
-                    completed.append(event)
-                else:
-                    live_events.put_nowait(event)
+            with final_once_relayed(recorded):
+                async for event in upstream():
+                    recorded.append(event.model_dump(mode="json", exclude_unset=True))
+                    if isinstance(event, ResponseCompletedEvent):
+                        completed.append(event)
+                    else:
+                        live_events.put_nowait(event)
             if not completed:
                 raise AdapterError(
                     "The model's stream ended without a response.completed event, so there is no "

@@ -40,10 +40,12 @@ from kitaru_adapters.openai_agents._tools import (
 from kitaru_core import (
     ApprovalPolicy,
     OnInterrupted,
+    RetryPolicy,
     SideEffectPolicy,
     current_execution,
     durable_run,
     fingerprint,
+    model_retries,
     run_checkpoint_async,
 )
 from kitaru_core.errors import AdapterError, ConfigurationError, InterruptedCallError
@@ -270,6 +272,9 @@ def _durable_boundary(
         identity=None if session_id is None else f"session:{session_id}",
     ):
         token = _active_options.set(options)
+        retries = contextlib.ExitStack()
+        if options.model_retries is not None:  # for the model calls of this run (see DurableModel)
+            retries.enter_context(model_retries(options.model_retries))
         try:
             changed = {key: value for key, value in kwargs.items() if key != "execution_id"}
             changed["run_config"] = _run_config(kwargs.get("run_config"))
@@ -285,6 +290,7 @@ def _durable_boundary(
                 raise
             raise interrupted from None
         finally:
+            retries.close()
             _active_options.reset(token)
 
 
@@ -440,6 +446,7 @@ def _options(
     name: str | None,
     side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
     on_interrupted: OnInterrupted | None = None,
+    model_retries: RetryPolicy | None = None,
 ) -> DurableOptions:
     if approval_mode not in ("wait", "interrupt"):
         raise ConfigurationError(
@@ -455,6 +462,7 @@ def _options(
         approval_timeout_s=timeout_s,
         name=name,
         side_effects=SideEffectPolicy(side_effects, on_interrupted),
+        model_retries=model_retries,
     )
 
 
@@ -472,6 +480,7 @@ def durable(
     name: str | None = None,
     side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
     on_interrupted: OnInterrupted | None = None,
+    model_retries: RetryPolicy | None = None,
 ) -> AgentT:
     """Make an OpenAI Agents SDK agent durable, in place, and return it.
 
@@ -515,6 +524,10 @@ def durable(
             of tool name to `"retry"`, `"ask"` or `"fail"`.
         on_interrupted: The mode of tools `side_effects` does not name; default:
             `configure(on_interrupted=...)`, itself `"retry"`.
+        model_retries: How a failed model call is retried inside its checkpoint call (rate limits
+            honouring `Retry-After`, timeouts, connection and 5xx errors; never 401/403 or other
+            4xx). Default: `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`;
+            `ModelRetryPolicy(max_attempts=1)` turns retries off.
 
     Returns:
         The same agent object.
@@ -529,7 +542,9 @@ def durable(
         raise AdapterError(
             f"durable() from kitaru_adapters.openai_agents takes an agents.Agent, got {type(agent).__qualname__}."
         )
-    options = _options(approve, approval_mode, approval_timeout, name, side_effects, on_interrupted)
+    options = _options(
+        approve, approval_mode, approval_timeout, name, side_effects, on_interrupted, model_retries
+    )
     graph = _Graph(options, in_place=True)
     object.__setattr__(agent, OPTIONS_ATTRIBUTE, None)  # re-marked by prepare with the new options
     graph.prepare(agent)
@@ -552,6 +567,7 @@ class DurableRunner:
         side_effects: Tool names whose interrupted calls ask a person, or a mapping of tool name
             to `"retry"`, `"ask"` or `"fail"` (see `durable`).
         on_interrupted: The mode of tools `side_effects` does not name.
+        model_retries: How a failed model call is retried (see `durable`).
     """
 
     def __init__(
@@ -563,8 +579,11 @@ class DurableRunner:
         name: str | None = None,
         side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
         on_interrupted: OnInterrupted | None = None,
+        model_retries: RetryPolicy | None = None,
     ) -> None:
-        options = _options(approve, approval_mode, approval_timeout, name, side_effects, on_interrupted)
+        options = _options(
+            approve, approval_mode, approval_timeout, name, side_effects, on_interrupted, model_retries
+        )
         _install()
         inner = get_default_agent_runner()
         self._runner = DurableAgentRunner(cast(DurableAgentRunner, inner).inner, options)

@@ -20,6 +20,7 @@ from kitaru_core import (
     ApprovalPolicy,
     ApprovalRequest,
     JsonCodec,
+    RetryPolicy,
     SideEffectPolicy,
     current_execution,
     request_approval_together,
@@ -47,6 +48,8 @@ class DurableOptions:
         approval_timeout_s: Seconds an approval wait polls the store before the execution suspends.
         name: Execution name override (default: the starting agent's name).
         side_effects: What a later run does with a tool call cut off inside its body, per tool.
+        model_retries: How a failed model call is retried inside its checkpoint call; `None`:
+            `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`.
     """
 
     policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
@@ -54,6 +57,7 @@ class DurableOptions:
     approval_timeout_s: float | None = None
     name: str | None = None
     side_effects: SideEffectPolicy = dataclasses.field(default_factory=SideEffectPolicy)
+    model_retries: RetryPolicy | None = None
 
 
 # -- the run context ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pydantic_ai import Agent
 
 from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
-from kitaru_core import ApprovalPolicy, OnInterrupted, SideEffectPolicy, durable_run
+from kitaru_core import ApprovalPolicy, OnInterrupted, RetryPolicy, SideEffectPolicy, durable_run
 from kitaru_core.errors import AdapterError
 
 AgentT = TypeVar("AgentT", bound=Agent[Any, Any])
@@ -63,6 +63,7 @@ def durable(
     approval_timeout: timedelta | float | None = None,
     side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
     on_interrupted: OnInterrupted | None = None,
+    model_retries: RetryPolicy | None = None,
 ) -> AgentT:
     """Make a PydanticAI agent durable, in place, and return it.
 
@@ -98,6 +99,10 @@ def durable(
             of tool name to `"retry"`, `"ask"` or `"fail"`.
         on_interrupted: The mode of tools `side_effects` does not name; default:
             `configure(on_interrupted=...)`, itself `"retry"`. Model requests are always sent again.
+        model_retries: How a failed model request is retried inside its checkpoint call (rate
+            limits honouring `Retry-After`, timeouts, connection and 5xx errors; never 401/403 or
+            other 4xx). Default: `kitaru_core.model_retries(...)` around the run, else
+            `ModelRetryPolicy()`; `ModelRetryPolicy(max_attempts=1)` turns retries off.
 
     Returns:
         The same agent object.
@@ -124,6 +129,7 @@ def durable(
         policy=policy,
         approval_timeout_s=timeout_s,
         side_effects=SideEffectPolicy(side_effects, on_interrupted),
+        model_retries=model_retries,
     )
     object.__setattr__(agent, _CAPABILITY_ATTRIBUTE, capability)
     if not is_durable_class(type(agent)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import TypeAdapter
-from pydantic_ai import RunContext
+from pydantic_ai import RunContext, exceptions
 from pydantic_ai.capabilities import AbstractCapability, CapabilityOrdering
 from pydantic_ai.exceptions import (
     ApprovalRequired,
@@ -39,12 +40,19 @@ from kitaru_core import (
     ApprovalPolicy,
     ApprovalRequest,
     CallUsage,
+    RetryPolicy,
     SideEffectPolicy,
     fingerprint,
+    model_retry_policy,
     request_approvals,
+    retry_delay_in_call,
     run_checkpoint_async,
 )
 from kitaru_core.errors import SerializationError
+
+RETRY_MODEL_REQUEST: type[Exception] | None = getattr(exceptions, "RetryModelRequest", None)
+"""PydanticAI's way for `on_model_request_error` to ask for another attempt (newer releases only);
+without it model requests are not retried by the adapter."""
 
 RESPONSE_ADAPTER: TypeAdapter[ModelResponse] = TypeAdapter(ModelResponse)
 PARAMETERS_ADAPTER: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
@@ -242,12 +250,15 @@ class DurableCapability(AbstractCapability[Any]):
         policy: Which tool calls need approval besides those PydanticAI already marks.
         approval_timeout_s: Seconds each approval wait polls the store before suspending.
         side_effects: What a later run does with a tool call cut off inside its body, per tool.
+        model_retries: How a failed model request is retried inside its checkpoint call; `None`:
+            `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`.
     """
 
     agent_name: Callable[[], str]
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     approval_timeout_s: float | None = None
     side_effects: SideEffectPolicy = field(default_factory=SideEffectPolicy)
+    model_retries: RetryPolicy | None = None
 
     def get_ordering(self) -> CapabilityOrdering:
         """Sit outside every other capability, so what they do is inside the recorded calls."""
@@ -270,11 +281,27 @@ class DurableCapability(AbstractCapability[Any]):
             codec=ModelResponseCodec(),
             usage=response_usage,
             details={"model": request_context.model_id or request_context.model.model_id},
+            # The policy is applied by `on_model_request_error`, inside the handler (called once only).
+            retry=model_retry_policy(self.model_retries) if RETRY_MODEL_REQUEST is not None else None,
             on_interrupted="retry",  # a model request acts on nothing: an interrupted one is sent again
         )
         if response.model_id is None:  # a served response was never stamped by the graph
             response.model_id = request_context.model_id or request_context.model.model_id
         return response
+
+    async def on_model_request_error(
+        self, ctx: RunContext[Any], *, request_context: ModelRequestContext, error: Exception
+    ) -> ModelResponse:
+        """Retry a failed attempt inside the recorded call when the model-retry policy says so.
+
+        PydanticAI's `ModelAPIError`s carry the HTTP status and `retry_after`, and are raised from
+        the provider SDK's error; `retry_delay_in_call` counts the attempt in the checkpoint call.
+        """
+        delay_s = retry_delay_in_call(error) if RETRY_MODEL_REQUEST is not None else None
+        if RETRY_MODEL_REQUEST is None or delay_s is None:
+            raise error
+        await asyncio.sleep(delay_s)
+        raise RETRY_MODEL_REQUEST()
 
     async def prepare_tools(
         self, ctx: RunContext[Any], tool_defs: list[ToolDefinition]

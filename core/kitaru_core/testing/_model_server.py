@@ -63,7 +63,7 @@ _ARGUMENT_PIECE_LENGTH = 12
 _MAXIMUM_BODY_BYTES = 64 * 1024 * 1024
 
 JsonObject = dict[str, Any]
-ReplyKind = Literal["text", "tool_calls", "no_match", "invalid_request"]
+ReplyKind = Literal["text", "tool_calls", "no_match", "invalid_request", "scripted_error"]
 
 
 class _RecordRequest(Protocol):
@@ -219,9 +219,17 @@ class Rule:
         text: The reply text.
         tool_calls: The tool calls of the reply.
         usage: Token counts to report. When `None`, counts are derived from text lengths.
+        error_status: An HTTP error status (400-599) to answer instead of the reply, e.g. 429, 401
+            or 500, with an OpenAI-style error body (`rate_limit_exceeded`, `invalid_api_key`...).
+        error_headers: Response headers sent with the error, e.g. `{"Retry-After": "1"}`.
+        error_times: How many times the rule answers with the error before it sends its reply
+            (counted per server, over the requests it matches); `None`: always the error, and the
+            rule needs no reply.
 
     Raises:
-        ValueError: If the rule has neither `text` nor `tool_calls`, or `when_turn` is negative.
+        ValueError: If the rule has neither `text` nor `tool_calls` (and does not always answer an
+            error), `when_turn` is negative, `error_status` is not 400-599, `error_times` is
+            negative, or error headers are given without a status.
     """
 
     when_last_user_contains: str | None = None
@@ -232,10 +240,26 @@ class Rule:
     text: str | None = None
     tool_calls: Sequence[ScriptedToolCall] = ()
     usage: ScriptedUsage | None = None
+    error_status: int | None = None
+    error_headers: Mapping[str, str] = field(default_factory=dict[str, str])
+    error_times: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
-        if self.text is None and not self.tool_calls:
+        object.__setattr__(self, "error_headers", dict(self.error_headers))
+        if self.error_status is not None and not (
+            _is_integer(self.error_status) and 400 <= self.error_status <= 599
+        ):
+            raise ValueError(f"Rule.error_status must be an HTTP error status 400-599, got {self.error_status!r}.")
+        if self.error_status is None and (self.error_headers or self.error_times is not None):
+            raise ValueError("Rule.error_headers and Rule.error_times need an error_status.")
+        if self.error_times is not None and (not _is_integer(self.error_times) or self.error_times < 0):
+            raise ValueError(f"Rule.error_times must be an integer >= 0 or None, got {self.error_times!r}.")
+        for header, value in self.error_headers.items():
+            if not isinstance(header, str) or not isinstance(value, str) or "\n" in header + value or "\r" in header + value:  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise ValueError(f"Rule.error_headers must map names to values on one line, got {header!r}: {value!r}.")
+        always_error = self.error_status is not None and self.error_times is None
+        if self.text is None and not self.tool_calls and not always_error:
             raise ValueError("A Rule needs a reply: give `text`, `tool_calls`, or both.")
         if self.when_turn is not None and self.when_turn < 0:
             raise ValueError(f"Rule.when_turn must not be negative, got {self.when_turn}.")
@@ -261,6 +285,12 @@ class Rule:
             data["tool_calls"] = [call.to_dict() for call in self.tool_calls]
         if self.usage is not None:
             data["usage"] = self.usage.to_dict()
+        if self.error_status is not None:
+            data["error_status"] = self.error_status
+            if self.error_headers:
+                data["error_headers"] = dict(self.error_headers)
+            if self.error_times is not None:
+                data["error_times"] = self.error_times
         return data
 
     @classmethod
@@ -288,6 +318,9 @@ class Rule:
                 "text",
                 "tool_calls",
                 "usage",
+                "error_status",
+                "error_headers",
+                "error_times",
             },
             "rule",
         )
@@ -318,7 +351,13 @@ class Rule:
             if not isinstance(raw_usage, Mapping):
                 raise ValueError("The rule field 'usage' must be a JSON object or null.")
             usage = ScriptedUsage.from_dict(cast(Mapping[str, Any], raw_usage))
+        raw_headers: Any = data.get("error_headers") or {}
+        if not isinstance(raw_headers, Mapping):
+            raise ValueError("The rule field 'error_headers' must be a JSON object of strings.")
         return cls(
+            error_status=data.get("error_status"),
+            error_headers=cast(Mapping[str, str], raw_headers),
+            error_times=data.get("error_times"),
             when_last_user_contains=data.get("when_last_user_contains"),
             when_last_tool_result_contains=data.get("when_last_tool_result_contains"),
             when_turn=cast(int | None, when_turn),
@@ -1107,8 +1146,11 @@ class ScriptedModelServer:
     `response.output_item.done`, `response.completed`). A Responses API request is matched as the
     equivalent chat messages (see the module docstring). When no rule matches, the server answers
     HTTP 500 with an OpenAI-style error that quotes the last user message; so it does when a request
-    asks for JSON-schema structured output and the matching rule's text is not JSON. Use the server
-    as a context manager, or call `start` and `stop`.
+    asks for JSON-schema structured output and the matching rule's text is not JSON. Both carry
+    `x-should-retry: false`, so neither the client nor a model-retry policy sends them again. A rule with
+    `error_status` answers that HTTP error (with its `error_headers`, e.g. `Retry-After`) the first
+    `error_times` times it matches, or always. Use the server as a context manager, or call `start`
+    and `stop`.
 
     Clients should not retry, so that the request log counts each model call once: for the
     `openai` client, pass `max_retries=0`.
@@ -1152,6 +1194,7 @@ class ScriptedModelServer:
         self._thread: threading.Thread | None = None
         self._open_connections: set[socket.socket] = set()
         self._log_directory_synced = False
+        self._errors_sent: dict[int, int] = {}
 
     @property
     def script(self) -> Script:
@@ -1229,6 +1272,7 @@ class ScriptedModelServer:
             self._requested_port,
             record_request=self._record_request,
             track_connection=self._track_connection,
+            answer_error=self._answer_error,
         )
         self._http_server = http_server
         self._thread = threading.Thread(
@@ -1319,6 +1363,17 @@ class ScriptedModelServer:
             if self._request_log_path is not None:
                 self._append_log_line(self._request_log_path, json.dumps(record, ensure_ascii=False) + "\n")
 
+    def _answer_error(self, rule_index: int, rule: Rule) -> bool:
+        """Whether this request matched by `rule` gets the rule's scripted error (counted per rule)."""
+        if rule.error_status is None:
+            return False
+        with self._lock:
+            sent = self._errors_sent.get(rule_index, 0)
+            if rule.error_times is not None and sent >= rule.error_times:
+                return False
+            self._errors_sent[rule_index] = sent + 1
+            return True
+
     def _append_log_line(self, path: Path, line: str) -> None:
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -1359,6 +1414,7 @@ def _create_http_server(
     *,
     record_request: _RecordRequest,
     track_connection: Callable[[socket.socket, bool], None],
+    answer_error: Callable[[int, Rule], bool] = lambda _index, _rule: False,
 ) -> ThreadingHTTPServer:
     """Build and bind the HTTP server. `http.server` is imported here to keep imports cheap."""
     import socket as socket_module
@@ -1444,9 +1500,21 @@ def _create_http_server(
                     tool_call_names=(),
                     status=500,
                 )
-                self._send_error(500, _no_match_message(conversation, len(script.rules)), "no_matching_rule")
+                self._send_error(500, _no_match_message(conversation, len(script.rules)), "no_matching_rule", final=True)
                 return
             rule_index, rule = selection
+            if rule.error_status is not None and answer_error(rule_index, rule):
+                record_request(
+                    path=path,
+                    body=body,
+                    conversation=conversation,
+                    matched_rule=rule_index,
+                    reply_kind="scripted_error",
+                    tool_call_names=(),
+                    status=rule.error_status,
+                )
+                self._send_scripted_error(rule.error_status, rule.error_headers)
+                return
             model = body.get("model")
             reply = _render_reply(rule, conversation, model if isinstance(model, str) else DEFAULT_MODEL_NAME)
             problem = _structured_output_problem(body, reply)
@@ -1460,7 +1528,7 @@ def _create_http_server(
                     tool_call_names=(),
                     status=500,
                 )
-                self._send_error(500, problem, "scripted_reply_not_json")
+                self._send_error(500, problem, "scripted_reply_not_json", final=True)
                 return
             record_request(
                 path=path,
@@ -1510,16 +1578,27 @@ def _create_http_server(
                 parts.append(self.rfile.read(size))
                 self.rfile.readline()
 
-        def _send_json(self, status: int, payload: JsonObject) -> None:
+        def _send_json(self, status: int, payload: JsonObject, headers: Mapping[str, str] | None = None) -> None:
             data = json.dumps(payload).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
             self.wfile.flush()
 
-        def _send_error(self, status: int, message: str, code: str) -> None:
+        def _send_scripted_error(self, status: int, headers: Mapping[str, str]) -> None:
+            default_kind = "server_error" if status >= 500 else "invalid_request_error"
+            code, kind = _SCRIPTED_ERRORS.get(status, (default_kind, default_kind))
+            message = f"Scripted error: HTTP {status}."
+            error = {"message": message, "type": kind, "param": None, "code": code}
+            self._send_json(status, {"error": error}, headers)
+
+        def _send_error(self, status: int, message: str, code: str, *, final: bool = False) -> None:
+            # `final`: a mistake in the script; `x-should-retry: false` (OpenAI's header) tells the
+            # client and a model-retry policy that sending the request again cannot help.
             self._send_json(
                 status,
                 {
@@ -1530,6 +1609,7 @@ def _create_http_server(
                         "code": code,
                     }
                 },
+                {"x-should-retry": "false"} if final else None,
             )
 
         def _send_stream(self, reply: _Reply, *, include_usage: bool) -> None:
@@ -1569,6 +1649,17 @@ def _create_http_server(
     family = socket_module.AF_INET6 if ":" in host else socket_module.AF_INET
     _Server.address_family = family
     return _Server((host, port), _Handler)
+
+
+_SCRIPTED_ERRORS: dict[int, tuple[str, str]] = {
+    401: ("invalid_api_key", "invalid_request_error"),
+    403: ("permission_denied", "invalid_request_error"),
+    408: ("timeout", "invalid_request_error"),
+    429: ("rate_limit_exceeded", "requests"),
+    500: ("server_error", "server_error"),
+    503: ("overloaded", "server_error"),
+}
+"""The OpenAI-style `code` and `type` of a scripted error by HTTP status."""
 
 
 def _model_entry(name: str) -> JsonObject:
