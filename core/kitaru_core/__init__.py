@@ -11,6 +11,7 @@ This module imports no agent framework.
 from typing import TYPE_CHECKING
 
 from kitaru_core import errors
+from kitaru_core._artifacts import load, log, save
 from kitaru_core._api import Checkpoint, Flow, checkpoint, durable_run, execution, flow, named_run
 from kitaru_core._config import Settings, configure
 from kitaru_core._runtime import (
@@ -32,6 +33,7 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalPolicy",
     "ApprovalRequest",
+    "ArtifactView",
     "AuditEvent",
     "CallUsage",
     "CallView",
@@ -59,12 +61,15 @@ __all__ = [
     "fingerprint",
     "flow",
     "idempotency_key",
+    "load",
+    "log",
     "named_run",
     "request_approval",
     "request_approval_together",
     "request_approvals",
     "run_checkpoint",
     "run_checkpoint_async",
+    "save",
     "scope",
     "wait",
     "wait_all",
@@ -73,6 +78,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {
+    "ArtifactView": "_client",
     "AuditEvent": "_client",
     "CallView": "_client",
     "Client": "_client",
@@ -112,6 +118,7 @@ if TYPE_CHECKING:
         request_approvals,
     )
     from kitaru_core._client import (
+        ArtifactView,
         AuditEvent,
         CallView,
         Client,
