@@ -92,7 +92,13 @@ def check_artifact_name(value: object) -> str:
     Raises:
         InvalidIdError: It is not a valid artifact name.
     """
-    return _check(value, "artifact name", "report.md")
+    name = _check(value, "artifact name", "report.md")
+    if name in {".", ".."}:
+        raise InvalidIdError(
+            f"{name!r} is not a valid artifact name: URLs resolve `.` and `..` away, so the dashboard "
+            "could not address it. Use another name, e.g. 'report.md'."
+        )
+    return name
 
 
 def fit_name(name: str) -> str:

@@ -335,6 +335,8 @@ def test_killed_and_resumed_nothing_is_duplicated(shared_store: str, tmp_path: P
         ("zero\u200bwidth", "control or invisible"),
         ("x" * 201, "more than 200"),
         (42, "not a str"),
+        ("..", "URLs resolve"),
+        (".", "URLs resolve"),
     ],
 )
 def test_bad_artifact_names_are_refused_with_the_rule(store_url: str, name: Any, problem: str) -> None:
