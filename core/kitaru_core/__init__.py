@@ -11,8 +11,8 @@ This module imports no agent framework.
 from typing import TYPE_CHECKING
 
 from kitaru_core import errors
-from kitaru_core._artifacts import load, log, save
 from kitaru_core._api import Checkpoint, Flow, checkpoint, durable_run, execution, flow, named_run
+from kitaru_core._artifacts import load, log, save
 from kitaru_core._config import Settings, configure
 from kitaru_core._runtime import (
     CallUsage,

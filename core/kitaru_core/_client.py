@@ -17,9 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from kitaru_core import _config, _runtime
+from kitaru_core import _artifacts, _config, _runtime
 from kitaru_core._api import FILE_ENTRY_PREFIX, Flow
-from kitaru_core import _artifacts
 from kitaru_core._records import ArtifactRecord, AuditRecord
 from kitaru_core._serialization import TYPED_FORMAT, JsonCodec, import_callable
 from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store

@@ -425,7 +425,7 @@ class ExecutionContext:
         So the saves of a retried attempt land on the versions of the attempt before it instead of
         adding versions (`_artifacts.save`), as they do when a call runs again after a crash.
         """
-        if call_key is None:
+        if call_key is None or not self.save_counts:  # the usual case: nothing saved in this run
             return
         with self._lock:
             for counter in [c for c in self.save_counts if c[0] == call_key or c[0].startswith(call_key + "/")]:

@@ -1578,6 +1578,8 @@ class Store:
             ).first()
             if leased is None:
                 return -1
+            # a new or rewritten artifact is a change of the execution (its change marker moves)
+            connection.execute(update(e).where(e.c.id == execution_id).values(updated_at_epoch_s=time.time()))
             existing = connection.execute(
                 select(a.c.version).where(a.c.execution_id == execution_id, a.c.save_key == save_key)
             ).scalar()

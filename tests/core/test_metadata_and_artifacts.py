@@ -312,7 +312,8 @@ def test_killed_and_resumed_nothing_is_duplicated(shared_store: str, tmp_path: P
     assert detail.metadata == {"flow": "reporting", "n": 7}
     [call] = detail.calls  # one record of the call: no duplicate, no leftover from the killed attempt
     if where == "inside the call":
-        assert len(pids) == 2 and pids[0] == killed_pid  # the body ran again after the kill
+        assert len(pids) == 2  # the body ran again after the kill
+        assert pids[0] == killed_pid
         assert call.source == "live"
     else:
         assert pids == [killed_pid]  # served on resume: the body did not run again
@@ -383,7 +384,7 @@ def test_oversized_metadata_and_bad_keys_are_refused(store_url: str) -> None:
     def big_metadata() -> None:
         log(**{"bad\x00key": 1})
 
-    with pytest.raises(InvalidIdError, match="log\\(\\): the key"):
+    with pytest.raises(InvalidIdError, match=r"log\(\): the key"):
         big_metadata()
 
     @flow(name="huge-metadata")
@@ -408,7 +409,7 @@ def test_load_reports_what_is_missing(store_url: str) -> None:
         return kitaru_core.current_execution().execution_id  # type: ignore[union-attr]
 
     execution_id = one_artifact()
-    with pytest.raises(ArtifactNotFoundError, match="no artifact 'other'.*'kept'"):
+    with pytest.raises(ArtifactNotFoundError, match=r"no artifact 'other'.*'kept'"):
         load(execution_id, "other")
     with pytest.raises(ArtifactNotFoundError, match="no artifact 'kept' version 2"):
         load(execution_id, "kept", 2)
@@ -416,12 +417,12 @@ def test_load_reports_what_is_missing(store_url: str) -> None:
         load("no-such-execution", "kept")
     with pytest.raises(ConfigurationError, match="not a version"):
         load(execution_id, "kept", 0)
+
+    @flow(name="bad-media-type")
+    def bad_media_type() -> None:
+        save("x", "y", media_type="text/html; charset=<script>")
+
     with pytest.raises(ConfigurationError, match="not a media type"):
-
-        @flow(name="bad-media-type")
-        def bad_media_type() -> None:
-            save("x", "y", media_type="text/html; charset=<script>")
-
         bad_media_type()
 
 

@@ -174,7 +174,8 @@ def test_the_pages_preview_markdown_safely_and_show_images_text_and_json(api: Te
     assert api.get(f"/executions/{saved}/artifacts/nope").status_code == 404
     overview = api.get(f"/executions/{saved}")
     assert "notes.md" in overview.text
-    assert "metadata" in overview.text and "ana" in overview.text
+    assert "metadata" in overview.text
+    assert "ana" in overview.text
 
 
 def test_pickled_artifacts_are_never_served(api: TestClient) -> None:

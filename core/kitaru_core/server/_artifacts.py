@@ -191,9 +191,12 @@ def add_artifact_api(app: FastAPI, client: Client, read_access: Any) -> None:
     def latest_artifact(  # pyright: ignore[reportUnusedFunction]
         execution_id: ExecutionId, name: ArtifactName, download: Download = False
     ) -> Response:
-        """The latest version of an artifact: an image (PNG, JPEG, GIF, WebP, judged by its bytes), text as
-        `text/plain`, other values as JSON (the codec's tagged form for what JSON cannot carry), other
-        bytes as a download. Encode the execution id and the name as one path segment each."""
+        """The latest version of an artifact, served as a type a browser never executes.
+
+        An image (PNG, JPEG, GIF, WebP, judged by its bytes), text as `text/plain`, other values as
+        JSON (the codec's tagged form for what JSON cannot carry), other bytes as a download. Encode
+        the execution id and the name as one path segment each.
+        """
         return fetch(execution_id, name, None, download)
 
     @app.get(
