@@ -1603,18 +1603,15 @@ class Store:
 
     @staticmethod
     def _artifact(row: RowMapping) -> ArtifactRecord:
+        value = stored_value(row, "value")  # `value_format` is NOT NULL: always a value
+        assert value is not None
         return ArtifactRecord(
             execution_id=row["execution_id"],
             name=row["name"],
             version=row["version"],
             call_key=row["call_key"],
             media_type=row["media_type"],
-            value=StoredValue(
-                format=row["value_format"],
-                payload=row["value"],
-                reference=row["value_ref"],
-                size_bytes=row["value_size_bytes"],
-            ),
+            value=value,
             run_number=row["run_number"],
             created_at_epoch_s=row["created_at_epoch_s"],
         )

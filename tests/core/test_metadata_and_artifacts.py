@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -257,21 +256,6 @@ def reporting(n: int) -> list[int]:
 if __name__ == "__main__":
     print("RESULT", reporting.run(7, execution_id=sys.argv[2]), flush=True)
 """
-
-
-@pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store several processes share: a SQLite file or a fresh PostgreSQL database."""
-    if request.param == "sqlite-file":
-        url = f"sqlite:///{tmp_path / 'kitaru.db'}"
-    else:
-        from tests.conftest import _truncate_postgres  # pyright: ignore[reportPrivateUsage]
-
-        url = request.getfixturevalue("postgres_database")
-        _truncate_postgres(url)
-    kitaru_core.configure(store_url=url, artifacts_url=str(tmp_path / "artifacts"), reset=True)
-    yield url
-    kitaru_core.configure(reset=True)
 
 
 @pytest.mark.parametrize("where", ["inside the call", "after the call"])

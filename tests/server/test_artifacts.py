@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,27 +12,14 @@ from fastapi.testclient import TestClient
 import kitaru_core
 from kitaru_core import execution, log, save
 from tests.server.conftest import bearer, make_api
+from tests.server.test_hostile import ERROR_SHAPE, HOSTILE_IDS, segment
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(64))
-HOSTILE_NAMES = [
-    "a/b",
-    "a%2Fb",
-    "x/../y",
-    "../../etc/passwd",
-    "q\"<b>'&amp;",
-    "sp ace/100%",
-    "…ünïcode/✓.md",
-    "evil\";.html",
-]
-ERROR_SHAPE = {"error", "message", "problems"}
+HOSTILE_NAMES = [*HOSTILE_IDS, "…ünïcode/✓.md", "evil\";.html"]
 
 
 class Plain:
     """Neither a model nor a dataclass: stored only with pickle."""
-
-
-def segment(text: str) -> str:
-    return quote(text, safe="")
 
 
 def url(execution_id: str, name: str, version: int | None = None) -> str:
