@@ -140,6 +140,40 @@ def test_log_merges_and_is_shown_on_the_call_and_the_execution(store_url: str) -
     assert get_store().get_execution(execution_id).metadata == detail.metadata
 
 
+def test_a_call_with_a_started_record_gets_its_metadata_when_it_completes(store_url: str) -> None:
+    @checkpoint(on_interrupted="ask")
+    def charge(amount: int) -> str:
+        log(amount=amount, provider="acme")
+        return f"charged {amount}"
+
+    @flow(name="charging")
+    def charging() -> str:
+        return charge(5)
+
+    assert charging() == "charged 5"
+    [summary] = Client().list_executions(flow="charging")
+    [call] = Client().get_execution(summary.id).calls
+    assert (call.status, call.metadata) == ("completed", {"amount": 5, "provider": "acme"})
+
+
+def test_a_replay_copies_calls_with_their_metadata_but_not_artifacts(store_url: str) -> None:
+    @checkpoint
+    def step() -> int:
+        log(source="original")
+        return save("kept", "in the original")
+
+    @flow(name="replayed")
+    def replayed() -> int:
+        return step()
+
+    replayed.run(execution_id="replay-source")
+    new_id = Client().replay("replay-source", run=False)
+    [call] = Client().get_execution(new_id).calls
+    assert call.metadata == {"source": "original"}
+    assert Client().list_artifacts(new_id) == []
+    assert load("replay-source", "kept") == "in the original"
+
+
 def test_a_failed_call_keeps_what_it_logged(store_url: str) -> None:
     @checkpoint
     def flaky() -> None:
