@@ -11,8 +11,8 @@ Crash semantics (what a resume does, see docs/concepts.md "Metadata and artifact
   the flow), the name and the occurrence of that name there in this run (or attempt). The first
   save at a place adds the next version of the name; a save that runs again at the same place (a
   call re-run after a crash or retried after an error, flow code on resume) writes its value into
-  the version that place already has. A resume therefore never adds versions, and a version holds
-  the value of the latest attempt that reached it.
+  the version that place already has (an unchanged value leaves it untouched). A resume therefore
+  never adds versions, and a version holds the value of the latest attempt that reached it.
 """
 
 from __future__ import annotations

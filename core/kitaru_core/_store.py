@@ -1578,16 +1578,20 @@ class Store:
             ).first()
             if leased is None:
                 return -1
+            existing = connection.execute(
+                select(a.c.version, a.c.value_format, a.c.value, a.c.value_ref).where(
+                    a.c.execution_id == execution_id, a.c.save_key == save_key
+                )
+            ).first()
+            if existing is not None and tuple(existing[1:]) == (value.format, value.payload, value.reference):
+                return int(existing[0])  # the same value saved again at the same place: nothing changes
             # a new or rewritten artifact is a change of the execution (its change marker moves)
             connection.execute(update(e).where(e.c.id == execution_id).values(updated_at_epoch_s=time.time()))
-            existing = connection.execute(
-                select(a.c.version).where(a.c.execution_id == execution_id, a.c.save_key == save_key)
-            ).scalar()
             if existing is not None:
                 connection.execute(
                     update(a).where(a.c.execution_id == execution_id, a.c.save_key == save_key).values(columns)
                 )
-                return int(existing)
+                return int(existing[0])
             latest = connection.execute(
                 select(func.max(a.c.version)).where(a.c.execution_id == execution_id, a.c.name == name)
             ).scalar()

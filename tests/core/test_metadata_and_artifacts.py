@@ -210,6 +210,7 @@ def test_resume_adds_no_version_and_no_metadata(store_url: str) -> None:
 
     with pytest.raises(ExecutionWaitingError):
         approval.run(7, execution_id="art-resume")
+    [inputs_before, _] = Client().list_artifacts("art-resume")
     Client().answer("art-resume", "ok", True)
     assert approval.run(7, execution_id="art-resume") == [1, 1, 2]
     assert runs == ["produce"]  # served on resume: its save and log did not run again
@@ -218,6 +219,7 @@ def test_resume_adds_no_version_and_no_metadata(store_url: str) -> None:
         ("report", 1),
         ("report", 2),
     ]
+    assert Client().list_artifacts("art-resume")[0] == inputs_before  # saved again unchanged: untouched
     detail = Client().get_execution("art-resume")
     assert detail.metadata == {"flow": "approval", "n": 7}
     assert [(call.key, call.status, call.metadata) for call in detail.calls] == [
