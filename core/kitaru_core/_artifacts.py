@@ -37,6 +37,9 @@ __all__ = ["MAX_METADATA_BYTES", "load", "log", "save"]
 MAX_METADATA_BYTES = 64 * 1024
 """Largest JSON text of one call's (or one execution's) metadata; larger things belong in `save`."""
 
+MAX_VERSION = 2**31 - 1
+"""The highest version a store can hold (a 32-bit integer column)."""
+
 IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -257,7 +260,8 @@ def find(store: Store, execution_id: str, name: str, version: int | None = None)
     check_artifact_name(name)
     if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise ConfigurationError(f"version={version!r} is not a version: give 1, 2, ... or None for the latest.")
-    record = store.find_artifact(execution_id, name, version)
+    beyond = version is not None and version > MAX_VERSION  # no such version: the column is 32-bit
+    record = None if beyond else store.find_artifact(execution_id, name, version)
     if record is None:
         store.get_execution(execution_id)  # ExecutionNotFoundError first
         known = sorted({artifact.name for artifact in store.list_artifacts(execution_id)})

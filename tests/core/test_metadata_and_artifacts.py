@@ -431,8 +431,9 @@ def test_load_reports_what_is_missing(store_url: str) -> None:
     execution_id = one_artifact()
     with pytest.raises(ArtifactNotFoundError, match=r"no artifact 'other'.*'kept'"):
         load(execution_id, "other")
-    with pytest.raises(ArtifactNotFoundError, match="no artifact 'kept' version 2"):
-        load(execution_id, "kept", 2)
+    for missing_version in (2, 2**31, 2**64):
+        with pytest.raises(ArtifactNotFoundError, match=f"no artifact 'kept' version {missing_version}"):
+            load(execution_id, "kept", missing_version)
     with pytest.raises(ExecutionNotFoundError):
         load("no-such-execution", "kept")
     with pytest.raises(ConfigurationError, match="not a version"):

@@ -101,6 +101,8 @@ def test_missing_and_invalid_artifacts_get_the_error_shape(api: TestClient, save
     assert api.get(url(saved, "log.txt", 3)).status_code == 404
     assert api.get(url("no-such-execution", "x")).status_code == 404
     assert api.get(f"/api/executions/{saved}/artifacts/log.txt/0").status_code == 422
+    assert api.get(f"/api/executions/{saved}/artifacts/log.txt/{2**31}").status_code == 422  # past the column
+    assert api.get(f"/executions/{saved}/artifacts/log.txt?version={2**31}").status_code == 422
     for bad in ["tab\there", " leading", "x" * 201, "zero\u200bwidth"]:
         response = api.get(url(saved, bad))
         assert response.status_code == 422, (bad, response.text)

@@ -21,7 +21,7 @@ from fastapi import Path as PathParameter
 from fastapi.responses import Response
 
 from kitaru_core import ArtifactView, Client
-from kitaru_core._artifacts import sniff_image
+from kitaru_core._artifacts import MAX_VERSION, sniff_image
 from kitaru_core._ids import MAX_ID_CHARACTERS, check_artifact_name
 from kitaru_core.errors import InvalidIdError
 from kitaru_core.server._app import ApiError, ErrorBody, ExecutionId, valid_id
@@ -38,7 +38,7 @@ ArtifactName = Annotated[
         pattern=r"^[^\x00-\x1f\x7f]+$",
     ),
 ]
-Version = Annotated[int, PathParameter(ge=1, le=2**31, description="The version (1, 2, ...).")]
+Version = Annotated[int, PathParameter(ge=1, le=MAX_VERSION, description="The version (1, 2, ...).")]
 Download = Annotated[bool, Query(description="Send it as a download (`Content-Disposition: attachment`).")]
 PreviewKind = Literal["image", "text", "markdown", "json", "binary"]
 

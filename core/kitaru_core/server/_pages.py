@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from kitaru_core import CallView, Client, ExecutionDetail, WaitView
+from kitaru_core._artifacts import MAX_VERSION
 from kitaru_core.errors import ArtifactNotFoundError, ExecutionNotFoundError
 from kitaru_core.server._app import COOKIE_NAME, PRINTABLE, ApiError, Auth, ExecutionId, valid_id
 from kitaru_core.server._artifacts import ArtifactName, artifact_page_context
@@ -237,7 +238,7 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         request: Request,
         execution_id: ExecutionId,
         name: ArtifactName,
-        version: Annotated[int | None, Query(ge=1, le=2**31)] = None,
+        version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
     ) -> Response:
         try:
             context = artifact_page_context(client, execution_id, name, version)
