@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mimetypes
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +69,8 @@ def guess_media_type(name: str, value: Any) -> str:
     `application/octet-stream`); a `str` is Markdown for `.md`/`.markdown`, another `text/*` type
     its suffix names, else `text/plain`; anything else is `application/json`.
     """
+    import mimetypes  # here, not at import: `import kitaru_core` stays fast
+
     lowered = name.lower()
     guessed = mimetypes.guess_type(lowered, strict=False)[0] if "." in lowered else None
     if isinstance(value, bytes | bytearray):
