@@ -500,3 +500,44 @@ def test_the_concepts_example_runs_as_written(tmp_path: Path) -> None:
     )
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines()[-2:] == ["versions: [1, 2]", "latest: # Q3 report (final)"]
+
+
+# -- the migration -----------------------------------------------------------------------------------
+
+
+def test_a_store_at_0005_with_executions_upgrades_and_downgrades(store_url: str) -> None:
+    if store_url == "sqlite://":
+        pytest.skip("an in-memory database lives only in its one store")
+    import sqlalchemy
+    from alembic import command
+    from alembic.config import Config
+
+    from kitaru_core import _store, migrations
+
+    @checkpoint
+    def step() -> int:
+        return 1
+
+    @flow(name="before-0007")
+    def before() -> int:
+        return step()
+
+    before.run(execution_id="old-1")
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    store = get_store()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+        assert "kitaru_artifacts" not in sqlalchemy.inspect(connection).get_table_names()
+        assert migrations.current_revision(connection) == "0005"
+    for key in [key for key in _store._stores if key[0] == store_url]:  # pyright: ignore[reportPrivateUsage]
+        _store._stores.pop(key).close()  # pyright: ignore[reportPrivateUsage]
+
+    reopened = get_store()  # opening migrates it to 0007 again
+    with reopened.engine.connect() as connection:
+        assert migrations.current_revision(connection) == "0007"
+    detail = Client().get_execution("old-1")
+    # every row survived the way down and up (on SQLite, too: no table was recreated)
+    assert (detail.status, detail.metadata, [call.metadata for call in detail.calls]) == ("completed", {}, [{}])
+    assert Client().list_artifacts("old-1") == []
