@@ -1607,8 +1607,11 @@ class Store:
 
     @staticmethod
     def _artifact(row: RowMapping) -> ArtifactRecord:
-        value = stored_value(row, "value")  # `value_format` is NOT NULL: always a value
-        assert value is not None
+        if "value" in row:
+            value = stored_value(row, "value")  # `value_format` is NOT NULL: always a value
+            assert value is not None
+        else:  # listed without the inline bytes
+            value = StoredValue(row["value_format"], None, row["value_ref"], row["value_size_bytes"])
         return ArtifactRecord(
             execution_id=row["execution_id"],
             name=row["name"],
@@ -1621,9 +1624,13 @@ class Store:
         )
 
     def list_artifacts(self, execution_id: str, name: str | None = None) -> list[ArtifactRecord]:
-        """An execution's artifacts (or one name's versions), by name, then version."""
+        """An execution's artifacts (or one name's versions), by name, then version.
+
+        The records carry no inline bytes (`value.payload` is `None`): read a value with `find_artifact`.
+        """
         a = tables.artifacts
-        query = select(a).where(a.c.execution_id == execution_id).order_by(a.c.name, a.c.version)
+        columns = [column for column in a.c if column.name != "value"]
+        query = select(*columns).where(a.c.execution_id == execution_id).order_by(a.c.name, a.c.version)
         if name is not None:
             query = query.where(a.c.name == name)
         return self._read(
