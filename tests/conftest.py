@@ -147,3 +147,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     )
     yield url
     kitaru_core.configure(reset=True)
+
+
+@pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store several processes share: a SQLite file or a fresh PostgreSQL database."""
+    if request.param == "sqlite-file":
+        url = f"sqlite:///{tmp_path / 'kitaru.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+        _truncate_postgres(url)
+    kitaru_core.configure(store_url=url, artifacts_url=str(tmp_path / "artifacts"), reset=True)
+    yield url
+    kitaru_core.configure(reset=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from kitaru_core import errors
 from kitaru_core._api import Checkpoint, Flow, checkpoint, durable_run, execution, flow, named_run
+from kitaru_core._artifacts import load, log, save
 from kitaru_core._config import Settings, configure
 from kitaru_core._runtime import (
     CallUsage,
@@ -34,6 +35,7 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalPolicy",
     "ApprovalRequest",
+    "ArtifactView",
     "AuditEvent",
     "CallUsage",
     "CallView",
@@ -65,6 +67,8 @@ __all__ = [
     "fingerprint",
     "flow",
     "idempotency_key",
+    "load",
+    "log",
     "model_retries",
     "model_retry_policy",
     "named_run",
@@ -74,6 +78,7 @@ __all__ = [
     "retry_delay_in_call",
     "run_checkpoint",
     "run_checkpoint_async",
+    "save",
     "scope",
     "stop_retries_in_call",
     "wait",
@@ -83,6 +88,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {
+    "ArtifactView": "_client",
     "AuditEvent": "_client",
     "CallView": "_client",
     "Client": "_client",
@@ -128,6 +134,7 @@ if TYPE_CHECKING:
         request_approvals,
     )
     from kitaru_core._client import (
+        ArtifactView,
         AuditEvent,
         CallView,
         Client,

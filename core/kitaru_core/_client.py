@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from kitaru_core import _config, _runtime
+from kitaru_core import _artifacts, _config, _runtime
 from kitaru_core._api import FILE_ENTRY_PREFIX, Flow, submit_flow
-from kitaru_core._records import AuditRecord
+from kitaru_core._records import ArtifactRecord, AuditRecord
 from kitaru_core._serialization import TYPED_FORMAT, JsonCodec, import_callable
 from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store
 from kitaru_core.errors import (
@@ -93,6 +93,7 @@ class CallView(BaseModel):
         error: `Type: message` of a failed call.
         error_traceback: The failed call's formatted traceback.
         details: Adapter facts (tool name, arguments...).
+        metadata: What `log()` attached to the call.
     """
 
     sequence: int
@@ -113,6 +114,7 @@ class CallView(BaseModel):
     error: str | None = None
     error_traceback: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class WaitView(BaseModel):
@@ -228,6 +230,32 @@ class ExecutionSummary(BaseModel):
     ended_at: datetime | None
 
 
+class ArtifactView(BaseModel):
+    """One version of a named artifact of an execution (`save`).
+
+    Attributes:
+        execution_id: The execution that saved it.
+        name: The artifact's name.
+        version: Its version (1, 2, ...).
+        media_type: What it is, for previews (`text/markdown`, `image/png`, `application/json`...).
+        format: How the value is encoded (`json+typed/1`, or `pickle` where allowed).
+        size_bytes: Size of the encoded value.
+        call_key: The checkpoint call (or scope) that saved it; `None`: the flow's own code.
+        run_number: The run of the execution that saved it.
+        created_at: When it was saved.
+    """
+
+    execution_id: str
+    name: str
+    version: int
+    media_type: str
+    format: str
+    size_bytes: int
+    call_key: str | None
+    run_number: int
+    created_at: datetime
+
+
 class ExecutionDetail(ExecutionSummary):
     """An execution with its timeline.
 
@@ -237,6 +265,8 @@ class ExecutionDetail(ExecutionSummary):
         totals: Token and cost totals.
         output_preview: The first characters of the stored output, once completed.
         audit: Who answered, resumed, cancelled or replayed it, and when, oldest first.
+        metadata: What `log()` attached to the execution outside any checkpoint call.
+        artifacts: Its artifacts (`save`), by name, then version.
     """
 
     calls: list[CallView]
@@ -244,6 +274,8 @@ class ExecutionDetail(ExecutionSummary):
     totals: Totals
     output_preview: str | None = None
     audit: list[AuditEvent] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[ArtifactView] = Field(default_factory=list)
 
 
 class Client:
@@ -437,6 +469,7 @@ class Client:
             error=f"{call.error_type}: {call.error_message}" if call.error_type else None,
             error_traceback=call.error_traceback,
             details=call.details,
+            metadata=call.metadata,
         )
 
     @staticmethod
@@ -501,7 +534,27 @@ class Client:
             totals=totals,
             output_preview=self._preview(record.output),
             audit=[self._audit_event(event) for event in self.store.list_audit(execution_id)],
+            metadata=record.metadata,
+            artifacts=[_artifact_view(artifact) for artifact in self.store.list_artifacts(execution_id)],
         )
+
+    def list_artifacts(self, execution_id: str) -> list[ArtifactView]:
+        """Every version of every artifact of an execution, by name, then version.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+        """
+        return list_artifacts(self, execution_id)
+
+    def load_artifact(self, execution_id: str, name: str, version: int | None = None) -> Any:
+        """An artifact's value, exactly as saved (see `kitaru_core.load`)."""
+        return _artifacts.load_from(self.store, execution_id, name, version)
+
+    def artifact_content(
+        self, execution_id: str, name: str, version: int | None = None
+    ) -> tuple[ArtifactView, Any]:
+        """An artifact as data to show (bytes, str or JSON data), never rebuilding a class; see `artifact_content`."""
+        return artifact_content(self, execution_id, name, version)
 
     def get_output(self, execution_id: str, *, type_hint: Any = None) -> Any:
         """The stored output of a completed execution, exactly as the flow returned it.
@@ -919,3 +972,55 @@ def load_entry_point(entry_point: str, what: str) -> Flow[..., Any]:
     if not isinstance(target, Flow):
         raise ConfigurationError(f"{entry_point} is not a @flow.")
     return target  # pyright: ignore[reportUnknownVariableType]
+# -- metadata and artifacts --------------------------------------------------------------------------
+
+
+def _artifact_view(record: ArtifactRecord) -> ArtifactView:
+    return ArtifactView(
+        execution_id=record.execution_id,
+        name=record.name,
+        version=record.version,
+        media_type=record.media_type,
+        format=record.value.format,
+        size_bytes=record.value.size_bytes,
+        call_key=record.call_key,
+        run_number=record.run_number,
+        created_at=_time(record.created_at_epoch_s) or datetime.now(tz=UTC),
+    )
+
+
+def list_artifacts(client: Client, execution_id: str) -> list[ArtifactView]:
+    """Every version of every artifact of an execution, by name, then version (`Client.list_artifacts`)."""
+    client.store.get_execution(execution_id)
+    return [_artifact_view(record) for record in client.store.list_artifacts(execution_id)]
+
+
+def artifact_content(
+    client: Client, execution_id: str, name: str, version: int | None = None
+) -> tuple[ArtifactView, str | bytes | Any]:
+    """An artifact as data to show, without rebuilding any class (`Client.artifact_content`).
+
+    Returns:
+        `(view, content)`: `bytes` for a value saved as bytes, `str` for a string, else the JSON
+        data of the stored value (what JSON cannot carry in the codec's tagged form).
+
+    Raises:
+        ExecutionNotFoundError: No such execution.
+        ArtifactNotFoundError: No artifact of that name (or version).
+        SerializationError: It was stored with pickle (never unpickled for display) or is corrupt.
+    """
+    record = _artifacts.find(client.store, execution_id, name, version)
+    view = _artifact_view(record)
+    if record.value.format != TYPED_FORMAT:
+        raise SerializationError(
+            f"Artifact {name!r} version {record.version} of {execution_id!r} is stored as "
+            f"{record.value.format!r} ({record.value.size_bytes} bytes); it is shown only when stored as "
+            f"{TYPED_FORMAT} (pickle is never loaded for display). Read it with kitaru_core.load()."
+        )
+    try:
+        data = json.loads(client.store.load_value(record.value))
+        if isinstance(data, dict) and data.get("$kitaru") in {"bytes", "bytearray"}:  # pyright: ignore[reportUnknownMemberType]
+            return view, JsonCodec().decode(TYPED_FORMAT, json.dumps(data).encode())
+    except ValueError as error:
+        raise SerializationError(f"Artifact {name!r} of {execution_id!r} is corrupt: {error}") from error
+    return view, data

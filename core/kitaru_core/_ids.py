@@ -21,7 +21,14 @@ import unicodedata
 
 from kitaru_core.errors import InvalidIdError
 
-__all__ = ["MAX_ID_CHARACTERS", "check_execution_id", "check_queue_name", "check_wait_name", "fit_name"]
+__all__ = [
+    "MAX_ID_CHARACTERS",
+    "check_artifact_name",
+    "check_execution_id",
+    "check_queue_name",
+    "check_wait_name",
+    "fit_name",
+]
 
 MAX_ID_CHARACTERS = 200
 
@@ -79,6 +86,26 @@ def check_wait_name(value: object) -> str:
         InvalidIdError: It is not a valid wait name.
     """
     return _check(value, "wait name", "manager-approval")
+
+
+def check_artifact_name(value: object) -> str:
+    """Return `value` if it is a valid artifact name (same rule as execution ids).
+
+    Artifact names come from flow code and, through it, from models and tools: they are stored as
+    database values only, and every surface that shows or routes them encodes them (URL path
+    segments, `Content-Disposition` file names, HTML, Rich markup). Their values live in the
+    content-addressed artifact store, so a name never becomes a file path.
+
+    Raises:
+        InvalidIdError: It is not a valid artifact name.
+    """
+    name = _check(value, "artifact name", "report.md")
+    if name in {".", ".."}:
+        raise InvalidIdError(
+            f"{name!r} is not a valid artifact name: URLs resolve `.` and `..` away, so the dashboard "
+            "could not address it. Use another name, e.g. 'report.md'."
+        )
+    return name
 
 
 def fit_name(name: str) -> str:

@@ -51,6 +51,8 @@ class ExecutionRecord:
     ended_at_epoch_s: float | None
     lease_host_id: str | None = None
     lease_process_start_ticks: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict[str, Any])
+    """What `log()` attached to the execution outside any checkpoint call."""
 
 
 @dataclass
@@ -79,6 +81,8 @@ class CallRecord:
     output_tokens: int | None = None
     cost_usd: float | None = None
     details: dict[str, Any] = field(default_factory=dict[str, Any])
+    metadata: dict[str, Any] = field(default_factory=dict[str, Any])
+    """What `log()` attached to the call, written with its record."""
 
 
 @dataclass
@@ -168,4 +172,19 @@ def call_from_columns(row: Mapping[Any, Any]) -> CallRecord:
         output_tokens=row["output_tokens"],
         cost_usd=row["cost_usd"],
         details=json_or_report(row["details"], f"details of call {row['call_key']!r}") or {},
+        metadata=json_or_report(row.get("metadata"), f"metadata of call {row['call_key']!r}") or {},
     )
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """One version of a named artifact of an execution (`save`)."""
+
+    execution_id: str
+    name: str
+    version: int
+    call_key: str | None
+    media_type: str
+    value: StoredValue
+    run_number: int
+    created_at_epoch_s: float

@@ -394,6 +394,10 @@ class ExecutionContext:
         self._served: list[int] = []
         self._waits: dict[str, WaitRecord] = {wait.name: wait for wait in store.list_waits(record.id)}
         self._wait_names: dict[str, int] = {}
+        self.call_metadata: dict[str, dict[str, Any]] = {}
+        """What `log()` attached to calls running now, by call key; written with each call's record."""
+        self.save_counts: dict[tuple[str, str], int] = {}
+        """How many `save(name)` ran under each scope in this run, by `(scope, name)` (see `_artifacts`)."""
         self.cancel_requested = record.cancel_requested
         self.lease_lost = False
         # `lease_clock_s()` read just before the last write that confirmed the lease was sent: the
@@ -483,6 +487,7 @@ class ExecutionContext:
             StoreError: The store stayed unreachable for the retry budget (the run fails; it resumes later).
         """
         self.check_alive()
+        self.body_starts(_call.get())
         duration_s = self.settings.lease_duration_s
         if lease_clock_s() - self.lease_confirmed_at_s < duration_s / 2:
             return
@@ -500,6 +505,41 @@ class ExecutionContext:
         else:
             self.lease_lost = True  # the store answers too slowly to keep half a lease ahead
         self.check_alive()
+
+    def body_starts(self, call_key: str | None) -> None:
+        """A checkpoint body (first attempt or a retry) starts: its `save`s count from the first again.
+
+        So the saves of a retried attempt land on the versions of the attempt before it instead of
+        adding versions (`_artifacts.save`), as they do when a call runs again after a crash.
+        """
+        if call_key is None or not self.save_counts:  # the usual case: nothing saved in this run
+            return
+        with self._lock:
+            for counter in [c for c in self.save_counts if c[0] == call_key or c[0].startswith(call_key + "/")]:
+                del self.save_counts[counter]
+
+    def merge_call_metadata(self, call_key: str, metadata: dict[str, Any], check: Callable[[str], None]) -> None:
+        """Merge `metadata` into what `log()` attached to a running call (later keys win).
+
+        `check` gets the merged JSON text first and may refuse it (raise); nothing changes then.
+        """
+        with self._lock:
+            merged = {**self.call_metadata.get(call_key, {}), **metadata}
+            check(json.dumps(merged))
+            self.call_metadata[call_key] = merged
+
+    def next_save(self, scope: str, name: str) -> int:
+        """The occurrence (0, 1, ...) of this `save(name)` under `scope` in this run or attempt."""
+        with self._lock:
+            occurrence = self.save_counts.get((scope, name), 0)
+            self.save_counts[(scope, name)] = occurrence + 1
+        return occurrence
+
+    def take_call_metadata(self, call_key: str) -> str | None:
+        """The JSON text of what `log()` attached to a call so far (then forgotten), or `None`."""
+        with self._lock:
+            metadata = self.call_metadata.pop(call_key, None)
+        return json.dumps(metadata) if metadata else None
 
     def check_alive(self) -> None:
         """Raise the runtime signal if the execution was cancelled or its lease was lost."""
@@ -597,6 +637,7 @@ class ExecutionContext:
             "output_tokens": usage.output_tokens if usage else None,
             "cost_usd": usage.cost_usd if usage else None,
             "details": json.dumps(details, default=str) if details else None,
+            "metadata": self.take_call_metadata(key) if status != "started" else None,
         }
         lease = (self.execution_id, self.owner)
         if replace is not None:
@@ -652,6 +693,16 @@ class ExecutionContext:
 def current_execution() -> ExecutionContext | None:
     """The execution running in this context, or `None` outside any execution."""
     return _current.get()
+
+
+def current_call_key() -> str | None:
+    """The key of the checkpoint call whose body runs in this context, or `None` outside any call."""
+    return _call.get()
+
+
+def current_scope() -> str:
+    """The key the next checkpoint call is nested under here (`""` at the top of an execution)."""
+    return _scope.get()
 
 
 def idempotency_key() -> str:

@@ -36,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 from kitaru_core import _tables as tables
 from kitaru_core._records import (
     UNFINISHED_STATUSES,
+    ArtifactRecord,
     AuditRecord,
     CallRecord,
     ExecutionRecord,
@@ -84,6 +85,7 @@ def _execution(row: RowMapping) -> ExecutionRecord:
         ended_at_epoch_s=row["ended_at_epoch_s"],
         lease_host_id=row["lease_host_id"],
         lease_process_start_ticks=row["lease_process_start_ticks"],
+        metadata=json_or_report(row.get("metadata"), f"metadata of execution {row['id']!r}") or {},
     )
 
 
@@ -1173,6 +1175,7 @@ class Store:
                 "output_tokens": call.output_tokens,
                 "cost_usd": call.cost_usd,
                 "details": json.dumps({**call.details, "copied_from": source_id}),
+                "metadata": json.dumps(call.metadata) if call.metadata else None,
             }
             for call in calls
         ]
@@ -1495,6 +1498,161 @@ class Store:
         )
         row = self._read("look up a token", lambda connection: connection.execute(query).first())
         return row[0] if row is not None else None
+
+    # -- metadata and artifacts (`log`, `save`, `load`) -----------------------------------------
+
+    def merge_execution_metadata(self, execution_id: str, owner: str, metadata: dict[str, Any]) -> bool:
+        """Merge `metadata` into the execution's own metadata (later keys win), if `owner` holds the lease.
+
+        Merging by key makes the write idempotent: flow code that logs the same keys again on every
+        resume (or a retry after a lost acknowledgement) leaves one value per key.
+
+        Returns:
+            Whether it was written (`False`: another runner holds the execution now).
+
+        Raises:
+            StoreError: The database stayed unreachable for the retry budget.
+        """
+        t = tables.executions
+
+        def change(connection: Connection, _retry: bool) -> bool:
+            row = connection.execute(
+                select(t.c.metadata).where(t.c.id == execution_id, t.c.lease_owner == owner).with_for_update()
+            ).first()
+            if row is None:
+                return False
+            merged = {**(json_or_report(row[0], f"metadata of execution {execution_id!r}") or {}), **metadata}
+            connection.execute(
+                update(t)
+                .where(t.c.id == execution_id, t.c.lease_owner == owner)
+                .values(metadata=json.dumps(merged), updated_at_epoch_s=time.time())
+            )
+            return True
+
+        return self._write(f"log metadata of execution {execution_id!r}", change)
+
+    def save_artifact(
+        self,
+        execution_id: str,
+        owner: str,
+        *,
+        name: str,
+        save_key: str,
+        call_key: str | None,
+        media_type: str,
+        value: StoredValue,
+        run_number: int,
+    ) -> int:
+        """Store one version of a named artifact, idempotently per `save_key`; returns its version.
+
+        A new `save_key` gets the next version of `name` (1, 2, ...). A `save_key` that exists already
+        (the same `save` ran again: a call re-run after a crash, flow code on resume, a retry after a
+        lost acknowledgement) keeps its version and gets the new value, so no version is added.
+
+        Args:
+            execution_id: The execution.
+            owner: The runner's lease token: nothing is written unless it still holds the lease.
+            name: The artifact's name (checked by the caller).
+            save_key: SHA-256 hex of where the `save` happened in the execution.
+            call_key: The checkpoint call (or scope) it was saved in; `None` at the top of the flow.
+            media_type: What the value is, for previews (`text/markdown`, `image/png`...).
+            value: The encoded value (inline or in the artifact store).
+            run_number: The run of the execution that saved it.
+
+        Returns:
+            The version, or -1 when another runner holds the execution now (nothing written).
+
+        Raises:
+            StoreError: The database stayed unreachable for the retry budget.
+        """
+        a, e = tables.artifacts, tables.executions
+        columns = {
+            "call_key": call_key,
+            "media_type": media_type,
+            "value_format": value.format,
+            "value": value.payload,
+            "value_ref": value.reference,
+            "value_size_bytes": value.size_bytes,
+            "run_number": run_number,
+            "created_at_epoch_s": time.time(),
+        }
+
+        def change(connection: Connection, _retry: bool) -> int:
+            # FOR UPDATE (PostgreSQL) also serializes the saves of one execution: versions never collide
+            leased = connection.execute(
+                select(e.c.id).where(e.c.id == execution_id, e.c.lease_owner == owner).with_for_update()
+            ).first()
+            if leased is None:
+                return -1
+            existing = connection.execute(
+                select(a.c.version, a.c.value_format, a.c.value, a.c.value_ref).where(
+                    a.c.execution_id == execution_id, a.c.save_key == save_key
+                )
+            ).first()
+            if existing is not None and tuple(existing[1:]) == (value.format, value.payload, value.reference):
+                return int(existing[0])  # the same value saved again at the same place: nothing changes
+            # a new or rewritten artifact is a change of the execution (its change marker moves)
+            connection.execute(update(e).where(e.c.id == execution_id).values(updated_at_epoch_s=time.time()))
+            if existing is not None:
+                connection.execute(
+                    update(a).where(a.c.execution_id == execution_id, a.c.save_key == save_key).values(columns)
+                )
+                return int(existing[0])
+            latest = connection.execute(
+                select(func.max(a.c.version)).where(a.c.execution_id == execution_id, a.c.name == name)
+            ).scalar()
+            version = int(latest or 0) + 1
+            connection.execute(
+                insert(a).values(
+                    execution_id=execution_id, name=name, version=version, save_key=save_key, **columns
+                )
+            )
+            return version
+
+        return self._write(f"save artifact {name!r}", change)
+
+    @staticmethod
+    def _artifact(row: RowMapping) -> ArtifactRecord:
+        if "value" in row:
+            value = stored_value(row, "value")  # `value_format` is NOT NULL: always a value
+            assert value is not None
+        else:  # listed without the inline bytes
+            value = StoredValue(row["value_format"], None, row["value_ref"], row["value_size_bytes"])
+        return ArtifactRecord(
+            execution_id=row["execution_id"],
+            name=row["name"],
+            version=row["version"],
+            call_key=row["call_key"],
+            media_type=row["media_type"],
+            value=value,
+            run_number=row["run_number"],
+            created_at_epoch_s=row["created_at_epoch_s"],
+        )
+
+    def list_artifacts(self, execution_id: str, name: str | None = None) -> list[ArtifactRecord]:
+        """An execution's artifacts (or one name's versions), by name, then version.
+
+        The records carry no inline bytes (`value.payload` is `None`): read a value with `find_artifact`.
+        """
+        a = tables.artifacts
+        columns = [column for column in a.c if column.name != "value"]
+        query = select(*columns).where(a.c.execution_id == execution_id).order_by(a.c.name, a.c.version)
+        if name is not None:
+            query = query.where(a.c.name == name)
+        return self._read(
+            "list artifacts",
+            lambda connection: [self._artifact(row) for row in connection.execute(query).mappings()],
+        )
+
+    def find_artifact(self, execution_id: str, name: str, version: int | None = None) -> ArtifactRecord | None:
+        """One version of an artifact (default: the latest), or `None`."""
+        a = tables.artifacts
+        query = select(a).where(a.c.execution_id == execution_id, a.c.name == name)
+        query = (
+            query.where(a.c.version == version) if version is not None else query.order_by(a.c.version.desc())
+        )
+        row = self._read("read an artifact", lambda connection: connection.execute(query.limit(1)).mappings().first())
+        return self._artifact(row) if row else None
 
 
 def _actor_text(actor: tuple[str, str]) -> str:

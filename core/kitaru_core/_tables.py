@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 metadata = MetaData()
 
@@ -55,6 +55,8 @@ executions = Table(
     Column("ended_at_epoch_s", Float, nullable=True),
     # The queue a worker takes it from (revision 0006); executions not submitted are in "default".
     Column("queue", String(200), nullable=False, server_default="default"),
+    # JSON object `log()` attached to the execution outside any checkpoint call (revision 0007).
+    Column("metadata", Text, nullable=True),
     Index("ix_kitaru_executions_resume", "flow_name", "inputs_fingerprint", "status"),
     Index("ix_kitaru_executions_status", "status", "created_at_epoch_s"),
     Index("ix_kitaru_executions_queue", "status", "queue", "created_at_epoch_s"),
@@ -93,6 +95,8 @@ checkpoint_calls = Table(
     Column("output_tokens", Integer, nullable=True),
     Column("cost_usd", Float, nullable=True),
     Column("details", Text, nullable=True),
+    # JSON object `log()` attached to the call, written with its record (revision 0007).
+    Column("metadata", Text, nullable=True),
     Index("ix_kitaru_checkpoint_calls_execution", "execution_id", "call_key"),
 )
 
@@ -149,6 +153,34 @@ audit_events = Table(
     Column("details", Text, nullable=True),
     Column("at_epoch_s", Float, nullable=False),
     Index("ix_kitaru_audit_events_execution", "execution_id", "at_epoch_s"),
+)
+
+# Named, versioned artifacts of an execution (`save`/`load`, revision 0007). `save_key` is the SHA-256
+# of where the `save` happened (scope or call key, name, occurrence): a `save` that runs again at the
+# same place (a call re-run after a crash, flow code on resume) finds its row instead of adding a version.
+artifacts = Table(
+    "kitaru_artifacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "execution_id",
+        String(200),
+        ForeignKey("kitaru_executions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("save_key", String(64), nullable=False),
+    Column("call_key", Text, nullable=True),
+    Column("media_type", String(100), nullable=False),
+    Column("value_format", String(500), nullable=False),
+    Column("value", LargeBinary, nullable=True),
+    Column("value_ref", String(64), nullable=True),
+    Column("value_size_bytes", Integer, nullable=False),
+    Column("run_number", Integer, nullable=False),
+    Column("created_at_epoch_s", Float, nullable=False),
+    UniqueConstraint("execution_id", "name", "version", name="uq_kitaru_artifacts_version"),
+    UniqueConstraint("execution_id", "save_key", name="uq_kitaru_artifacts_save_key"),
 )
 
 # LangGraph's own checkpoints, kept by `kitaru_adapters.langgraph.KitaruSaver` (migration 0004).

@@ -196,6 +196,7 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
         )
     if detail.output_preview is not None:
         out.print(f"output: {escape(detail.output_preview)}", highlight=False)
+    print_metadata(detail, out)
     for event in detail.audit:
         what = f" {event.wait_name}" if event.wait_name else ""
         extra = "".join(f" {key}={value}" for key, value in event.details.items())
@@ -584,6 +585,71 @@ def workers_list(as_json: JsonOption = False) -> None:
             _when(_from_epoch(record.started_at_epoch_s)),
         )
     console.print(table)
+def _size(size_bytes: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size_bytes < 1024 or unit == "MiB":
+            return f"{size_bytes} {unit}" if unit == "B" else f"{size_bytes:.1f} {unit}"
+        size_bytes /= 1024  # pyright: ignore[reportAssignmentType]
+    return str(size_bytes)  # pragma: no cover - the loop always returns
+
+
+def print_metadata(detail: Any, out: Console) -> None:
+    """Print what `log()` attached to the execution and its calls, and how many artifacts it has."""
+    if getattr(detail, "metadata", None):
+        out.print(escape(f"metadata: {_preview(json.dumps(detail.metadata, ensure_ascii=False))}"), highlight=False)
+    for call in detail.calls:
+        if getattr(call, "metadata", None):
+            text = _preview(json.dumps(call.metadata, ensure_ascii=False))
+            out.print(escape(f"metadata of #{call.sequence} {call.key}: {text}"), highlight=False)
+    artifacts = getattr(detail, "artifacts", [])
+    if artifacts:
+        names = len({artifact.name for artifact in artifacts})
+        out.print(
+            escape(
+                f"artifacts: {names} name(s), {len(artifacts)} version(s): "
+                f"kitaru-adapters executions artifacts {shell_word(detail.id)}"
+            ),
+            highlight=False,
+        )
+
+
+def shell_word(text: str) -> str:
+    """`text` quoted for a POSIX shell when it needs it (ids may hold spaces, quotes, `$`...)."""
+    import shlex
+
+    return shlex.quote(text)
+
+
+@executions_app.command("artifacts")
+def artifacts(
+    execution_id: Annotated[str, typer.Argument(help="The execution id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """List an execution's artifacts (`save`): name, version, media type, format, size, created."""
+    rows = _checked(lambda: _client().list_artifacts(execution_id))
+    if as_json:
+        print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    table = Table(title=f"Artifacts of {escape(execution_id)}")
+    table.add_column("name", overflow="fold")
+    table.add_column("version", justify="right", no_wrap=True)
+    for column in ("media type", "format", "size", "created", "saved by"):
+        table.add_column(column, overflow="fold", justify="right" if column == "size" else "left")
+    for row in rows:
+        table.add_row(
+            escape(row.name),
+            str(row.version),
+            escape(row.media_type),
+            escape(row.format),
+            _size(row.size_bytes),
+            _when(row.created_at),
+            escape(row.call_key or "flow"),
+        )
+    console.print(table)
+    if not rows:
+        console.print(
+            "No artifacts: save one inside the execution with kitaru_core.save(name, value).", highlight=False
+        )
 
 
 def main() -> None:

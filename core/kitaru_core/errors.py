@@ -19,6 +19,7 @@ Exception
     ├── ExecutionError
     │   ├── ExecutionNotFoundError  no execution with that id
     │   ├── CallNotFoundError       no checkpoint call with that sequence number in the execution
+    │   ├── ArtifactNotFoundError   no artifact of that name (or version) in the execution
     │   ├── ExecutionLockedError    another live runner holds the execution's lease
     │   ├── LeaseLostError          this runner's lease was taken over while it ran
     │   ├── ExecutionCancelledError the execution was cancelled
@@ -41,6 +42,7 @@ from datetime import UTC, datetime
 
 __all__ = [
     "AdapterError",
+    "ArtifactNotFoundError",
     "CallNotFoundError",
     "ConfigurationError",
     "DivergenceError",
@@ -397,3 +399,23 @@ class InvalidAnswerError(WaitError):
 
 class AdapterError(KitaruError):
     """An agent-framework adapter cannot do what was asked (unsupported object or option)."""
+
+
+class ArtifactNotFoundError(ExecutionError):
+    """The execution has no artifact of that name, or not that version (`load`).
+
+    Attributes:
+        name: The artifact's name.
+        version: The version asked for (`None`: the latest).
+    """
+
+    def __init__(self, execution_id: str, name: str, version: int | None, known: list[str]) -> None:
+        self.name = name
+        self.version = version
+        what = f"artifact {name!r}" + (f" version {version}" if version is not None else "")
+        shown = ", ".join(repr(item) for item in known[:20]) or "none"
+        super().__init__(
+            execution_id,
+            f"Execution {execution_id!r} has no {what}. Its artifacts: {shown}. "
+            f"List them with: kitaru-adapters executions artifacts {execution_id}",
+        )

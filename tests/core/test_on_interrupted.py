@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,21 +117,6 @@ class Program:
         return subprocess.run(
             [*command, *args], capture_output=True, text=True, env=self.env, cwd=self.tmp_path, timeout=120
         )
-
-
-@pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store several processes share: a SQLite file or a fresh PostgreSQL database."""
-    if request.param == "sqlite-file":
-        url = f"sqlite:///{tmp_path / 'kitaru.db'}"
-    else:
-        from tests.conftest import _truncate_postgres  # pyright: ignore[reportPrivateUsage]
-
-        url = request.getfixturevalue("postgres_database")
-        _truncate_postgres(url)
-    kitaru_core.configure(store_url=url, artifacts_url=str(tmp_path / "artifacts"), reset=True)
-    yield url
-    kitaru_core.configure(reset=True)
 
 
 def refund_wait(execution_id: str) -> str:

@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "ApprovalDecision",
     "ApprovalPolicy",
     "ApprovalRequest",
+    "ArtifactView",
     "AuditEvent",
     "CallUsage",
     "CallView",
@@ -48,6 +49,8 @@ EXPECTED_ALL = [
     "fingerprint",
     "flow",
     "idempotency_key",
+    "load",
+    "log",
     "model_retries",
     "model_retry_policy",
     "named_run",
@@ -57,6 +60,7 @@ EXPECTED_ALL = [
     "retry_delay_in_call",
     "run_checkpoint",
     "run_checkpoint_async",
+    "save",
     "scope",
     "stop_retries_in_call",
     "wait",
@@ -65,6 +69,7 @@ EXPECTED_ALL = [
 
 EXPECTED_ERRORS_ALL = [
     "AdapterError",
+    "ArtifactNotFoundError",
     "CallNotFoundError",
     "ConfigurationError",
     "DivergenceError",

@@ -26,6 +26,7 @@ from kitaru_core import Client, ExecutionDetail, ExecutionSummary, WaitView
 from kitaru_core._ids import MAX_ID_CHARACTERS, check_execution_id, check_wait_name
 from kitaru_core._tokens import secret_digest
 from kitaru_core.errors import (
+    ArtifactNotFoundError,
     CallNotFoundError,
     ConfigurationError,
     ExecutionCancelledError,
@@ -217,6 +218,7 @@ class ApiError(Exception):
 _STATUS_OF_ERRORS: list[tuple[type[KitaruError], int]] = [
     (ExecutionNotFoundError, 404),
     (CallNotFoundError, 404),
+    (ArtifactNotFoundError, 404),
     (WaitNotFoundError, 404),
     (InvalidAnswerError, 422),
     (InvalidIdError, 422),
@@ -583,6 +585,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    from kitaru_core.server._artifacts import add_artifact_api
+
+    add_artifact_api(app, client, read_access)
 
     from kitaru_core.server._pages import add_pages
 

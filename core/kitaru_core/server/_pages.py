@@ -13,8 +13,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from kitaru_core import CallView, Client, ExecutionDetail, WaitView
-from kitaru_core.errors import ExecutionNotFoundError
+from kitaru_core._artifacts import MAX_VERSION
+from kitaru_core.errors import ArtifactNotFoundError, ExecutionNotFoundError
 from kitaru_core.server._app import COOKIE_NAME, PRINTABLE, ApiError, Auth, ExecutionId, valid_id
+from kitaru_core.server._artifacts import ArtifactName, artifact_page_context
 from kitaru_core.server._forms import answer_form
 from kitaru_core.server._guard import segment
 
@@ -230,6 +232,21 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(COOKIE_NAME)
         return response
+
+    @app.get("/executions/{execution_id}/artifacts/{name}", response_class=HTMLResponse, include_in_schema=False)
+    def artifact_page(  # pyright: ignore[reportUnusedFunction]
+        request: Request,
+        execution_id: ExecutionId,
+        name: ArtifactName,
+        version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
+    ) -> Response:
+        try:
+            context = artifact_page_context(client, execution_id, name, version)
+        except ApiError as error:
+            return render(request, "not_found.html", {"page": "", "message": error.body.message}, status_code=404)
+        except (ExecutionNotFoundError, ArtifactNotFoundError) as error:
+            return render(request, "not_found.html", {"page": "", "message": str(error)}, status_code=404)
+        return render(request, "artifact.html", {"page": "executions", **context})
 
 
 def here(request: Request) -> str:
