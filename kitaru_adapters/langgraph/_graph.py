@@ -21,6 +21,7 @@ from kitaru_adapters.langgraph._position import (
     enter_run,
     leave_run,
 )
+from kitaru_adapters.langgraph import _seams as seams
 from kitaru_adapters.langgraph._tools import install_tool_wraps
 from kitaru_core import (
     Client,
@@ -423,6 +424,7 @@ def durable(
             f"create_agent(...), an @entrypoint), got {type(graph).__qualname__}. Compile the graph first."
         )
     options = DurableOptions.build(name or default_name(graph), approve, approval_timeout)
+    seams.check()
     install_model_wraps()
     install_tool_wraps()
     object.__setattr__(graph, OPTIONS_ATTRIBUTE, options)

@@ -1,0 +1,64 @@
+"""Helpers for the adapters' seam tests: break a listed framework seam, read a range from pyproject.toml."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kitaru_adapters._seams import Seam
+
+
+def _owner_and_name(seam: Seam) -> tuple[Any, str]:
+    owner: Any = importlib.import_module(seam.module)
+    *path, name = seam.attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    return owner, name
+
+
+def break_attribute(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove the seam's attribute: from the module, or from every class in the owner's MRO defining it."""
+    owner, name = _owner_and_name(seam)
+    if isinstance(owner, type):
+        defining = [cls for cls in owner.__mro__ if name in vars(cls)]
+        assert defining, f"{seam.name}: no class in {owner.__mro__} defines {name}"
+        for cls in defining:
+            monkeypatch.delattr(cls, name)
+    else:
+        monkeypatch.delattr(owner, name, raising=False)
+        lazy = getattr(owner, "__getattr__", None)  # a module that imports its names on first use
+        if lazy is not None:
+
+            def without(attribute: str) -> Any:
+                if attribute == name:
+                    raise AttributeError(attribute)
+                return lazy(attribute)
+
+            monkeypatch.setattr(owner, "__getattr__", without)
+    assert not hasattr(owner, name), f"{seam.name} is still reachable after removing it"
+
+
+def change_signature(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace the seam's callable with one whose parameters are all renamed."""
+
+    def renamed(*arguments: Any, **options: Any) -> Any:
+        raise AssertionError("a seam with a changed signature must be refused before it is called")
+
+    owner, name = _owner_and_name(seam)
+    monkeypatch.setattr(owner, name, renamed)
+
+
+def declared_in_pyproject(root: Path, extra: str, distribution: str) -> str:
+    """The version range of `distribution` in our `extra`, as pyproject.toml writes it (`>=1.1.5,<1.3`)."""
+    with open(root / "pyproject.toml", "rb") as handle:
+        extras: list[str] = tomllib.load(handle)["project"]["optional-dependencies"][extra]
+    for line in extras:
+        match = re.match(r"^([A-Za-z0-9._-]+)(\[[^\]]*\])?(.*)$", line)
+        if match is not None and match.group(1) == distribution:
+            return match.group(3).strip()
+    raise AssertionError(f"pyproject.toml's {extra} extra does not name {distribution}")
