@@ -10,6 +10,7 @@ installed release, the supported range and every seam that broke.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import inspect
@@ -92,6 +93,41 @@ class Seam:
             except Exception as error:  # a seam check that cannot run is a broken seam
                 return f"its check failed with {type(error).__name__}: {error}"
         return None
+
+
+def field_names(owner: Any) -> set[str]:
+    """The field names of a dataclass or a pydantic model class."""
+    if dataclasses.is_dataclass(owner):
+        return {field.name for field in dataclasses.fields(owner)}
+    model_fields = getattr(owner, "model_fields", None)
+    return set(model_fields) if isinstance(model_fields, dict) else set()
+
+
+def fields_seam(module: str, owner: str, names: Sequence[str], *, purpose: str = "") -> Seam:
+    """A seam: the dataclass or pydantic model `module:owner` has the fields `names`.
+
+    Args:
+        module: The module defining the class.
+        owner: The class's name in `module`.
+        names: The fields the adapter reads or sets.
+        purpose: What the adapter uses them for.
+
+    Returns:
+        The seam, named `module:owner fields a, b, ...`.
+    """
+
+    def check() -> str | None:
+        missing = [name for name in names if name not in field_names(getattr(importlib.import_module(module), owner))]
+        return f"{owner} has no field {', '.join(missing)}" if missing else None
+
+    return Seam(
+        module,
+        owner,
+        check=check,
+        label=f"{module}:{owner} fields {', '.join(names)}",
+        private=any(name.startswith("_") for name in names),
+        purpose=purpose,
+    )
 
 
 def _parameters_problem(target: Any, parameters: Sequence[str]) -> str | None:

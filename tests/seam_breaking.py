@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 import tomllib
@@ -62,3 +63,15 @@ def declared_in_pyproject(root: Path, extra: str, distribution: str) -> str:
         if match is not None and match.group(1) == distribution:
             return match.group(3).strip()
     raise AssertionError(f"pyproject.toml's {extra} extra does not name {distribution}")
+
+
+def break_fields(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove the first field a `fields_seam` names from its dataclass or pydantic model."""
+    owner: Any = getattr(importlib.import_module(seam.module), seam.attribute)
+    name = seam.name.split(" fields ", 1)[1].split(", ")[0]
+    if dataclasses.is_dataclass(owner):
+        kept = {key: value for key, value in owner.__dataclass_fields__.items() if key != name}
+        monkeypatch.setattr(owner, "__dataclass_fields__", kept)
+    else:
+        kept = {key: value for key, value in owner.__pydantic_fields__.items() if key != name}
+        monkeypatch.setattr(owner, "__pydantic_fields__", kept)

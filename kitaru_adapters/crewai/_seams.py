@@ -8,24 +8,12 @@ decorates). Cheap: no LLM, crew or flow is built.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from kitaru_adapters._seams import Seam, check_seams, declared_range
+from kitaru_adapters._seams import Seam, check_seams, declared_range, fields_seam
 
 RATE_LIMIT_MARKER = "_crewai_rate_limit_wrapped"
 PERSISTENCE_MARKER = "__flow_persistence_config__"
-
-
-def _fields(module: str, owner: str, names: tuple[str, ...]) -> Seam:
-    """A seam: the pydantic model `module.owner` has the fields `names`."""
-
-    def check() -> str | None:
-        model: Any = getattr(importlib.import_module(module), owner)
-        missing = [name for name in names if name not in model.model_fields]
-        return f"{owner} has no field {', '.join(missing)}" if missing else None
-
-    return Seam(module, owner, check=check, label=f"{module}:{owner} fields {', '.join(names)}", private=False)
 
 
 def _check_original_role() -> str | None:
@@ -88,10 +76,13 @@ SEAMS: tuple[Seam, ...] = (
     Seam("crewai", "Crew.copy", ("self",), purpose="a copied durable crew stays durable"),
     Seam("crewai", "Crew._prepare_tools", ("self", "agent", "task", "tools"),
          purpose="overridden: the tools CrewAI adds per task (delegation, MCP, memory) are made durable"),
-    _fields("crewai", "Crew", ("agents", "tasks", "manager_agent", "manager_llm", "planning_llm", "chat_llm",
-                               "function_calling_llm", "stream", "name")),
-    _fields("crewai", "Agent", ("llm", "function_calling_llm", "tools", "agent_executor", "role")),
-    _fields("crewai", "Task", ("tools", "agent", "name", "id")),
+    fields_seam("crewai", "Crew", ("agents", "tasks", "manager_agent", "manager_llm", "planning_llm", "chat_llm",
+                               "function_calling_llm", "stream", "name"),
+                purpose="every LLM slot and agent of a crew is made durable; its name names the execution"),
+    fields_seam("crewai", "Agent", ("llm", "function_calling_llm", "tools", "agent_executor", "role"),
+                purpose="an agent's LLMs and tools are wrapped (set without validation)"),
+    fields_seam("crewai", "Task", ("tools", "agent", "name", "id"),
+                purpose="task tools are wrapped; task names label tool calls and waits"),
     Seam("crewai", "Agent", check=_check_original_role, label="crewai:Agent._original_role", private=True,
          purpose="a kickoff's identity uses the roles as written, before CrewAI interpolates the inputs"),
     Seam("crewai.utilities.llm_utils", "create_llm", ("llm_value",),
@@ -104,7 +95,8 @@ SEAMS: tuple[Seam, ...] = (
          purpose="patched: LLM classes defined later record their requests too"),
     Seam(BASE_LLM, "BaseLLM", check=_check_rate_limit_marker, label=f"the {RATE_LIMIT_MARKER} marker", private=True,
          purpose="the durable LLM's calls get no second rate-limit retry loop"),
-    _fields(BASE_LLM, "BaseLLM", ("model", "stop", "provider", "base_url", "api_key", "is_litellm")),
+    fields_seam(BASE_LLM, "BaseLLM", ("model", "stop", "provider", "base_url", "api_key", "is_litellm"),
+                purpose="the durable LLM mirrors the wrapped LLM's settings; model names price calls"),
     Seam(BASE_LLM, "call_stop_override", purpose="a call's stop words reach the wrapped LLM"),
     Seam(BASE_LLM, "call_stream_override", purpose="a call's streaming mode reaches the wrapped LLM"),
     Seam("crewai.utilities.internal_instructor", "InternalInstructor.to_pydantic", ("self",), private=True,
@@ -114,9 +106,10 @@ SEAMS: tuple[Seam, ...] = (
     # Tools.
     Seam("crewai.tools", "BaseTool._run", purpose="overridden by the durable tool: each run is a checkpoint call"),
     Seam("crewai.tools", "BaseTool._arun", purpose="overridden by the durable tool: async runs"),
-    _fields("crewai.tools", "BaseTool", ("name", "description", "args_schema", "result_schema", "env_vars",
+    fields_seam("crewai.tools", "BaseTool", ("name", "description", "args_schema", "result_schema", "env_vars",
                                          "cache_function", "result_as_answer", "max_usage_count",
-                                         "tool_failure_policy")),
+                                         "tool_failure_policy"),
+                purpose="the durable tool copies the wrapped tool's name, schema and flags"),
     # Human input.
     Seam(HUMAN_INPUT, "SyncHumanInputProvider._prompt_input", ("crew",),
          purpose="overridden: task feedback is a durable wait instead of stdin"),
@@ -130,7 +123,7 @@ SEAMS: tuple[Seam, ...] = (
          purpose="wrapped: each flow step is a checkpoint call"),
     Seam(FLOW, "Flow._restore_state", ("stored_state",), purpose="a served step restores the state it left"),
     Seam(FLOW, "Flow._copy_and_serialize_state", ("self",), purpose="the state a step leaves, stored with it"),
-    _fields(FLOW, "Flow", ("persistence",)),
+    fields_seam(FLOW, "Flow", ("persistence",), purpose="whether a flow persists its state"),
     Seam("crewai.flow.persistence", "persist", check=_check_persistence_marker,
          label=f"the {PERSISTENCE_MARKER} marker of @persist", private=True,
          purpose="a persisted flow's id names its execution"),

@@ -30,6 +30,7 @@ from agents.tool import (
 from pydantic import BaseModel
 
 from kitaru_adapters._subclasses import register_durable_subclass
+from kitaru_adapters.openai_agents import _seams as seams
 from kitaru_adapters.openai_agents._model import DurableModel, DurableModelProvider, jsonable
 from kitaru_adapters.openai_agents._tools import (
     ApprovalMode,
@@ -530,6 +531,7 @@ def durable(
             f"durable() from kitaru_adapters.openai_agents takes an agents.Agent, got {type(agent).__qualname__}."
         )
     options = _options(approve, approval_mode, approval_timeout, name, side_effects, on_interrupted)
+    seams.check()
     graph = _Graph(options, in_place=True)
     object.__setattr__(agent, OPTIONS_ATTRIBUTE, None)  # re-marked by prepare with the new options
     graph.prepare(agent)
@@ -565,6 +567,7 @@ class DurableRunner:
         on_interrupted: OnInterrupted | None = None,
     ) -> None:
         options = _options(approve, approval_mode, approval_timeout, name, side_effects, on_interrupted)
+        seams.check()
         _install()
         inner = get_default_agent_runner()
         self._runner = DurableAgentRunner(cast(DurableAgentRunner, inner).inner, options)

@@ -27,7 +27,7 @@ from kitaru_adapters._seams import Seam, reset_seam_checks
 from kitaru_adapters.crewai import durable
 from kitaru_adapters.crewai._seams import SEAMS
 from kitaru_core.errors import AdapterError
-from tests.seam_breaking import break_attribute, change_signature, declared_in_pyproject
+from tests.seam_breaking import break_attribute, break_fields, change_signature, declared_in_pyproject
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,14 +43,6 @@ def _fresh_checks() -> Iterator[None]:
     reset_seam_checks()
     yield
     reset_seam_checks()
-
-
-def _field_gone(model: Any, name: str) -> Callable[[pytest.MonkeyPatch], None]:
-    def apply(monkeypatch: pytest.MonkeyPatch) -> None:
-        fields = {key: value for key, value in model.__pydantic_fields__.items() if key != name}
-        monkeypatch.setattr(model, "__pydantic_fields__", fields)
-
-    return apply
 
 
 def _private_attribute_gone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,9 +76,7 @@ def _persist_marks_differently(monkeypatch: pytest.MonkeyPatch) -> None:
 def _breaker(seam: Seam) -> Callable[[pytest.MonkeyPatch], None]:
     """How CrewAI would break a seam that is not a plain attribute."""
     if " fields " in seam.name:
-        model: Any = getattr(__import__(seam.module, fromlist=[seam.attribute]), seam.attribute)
-        first = seam.name.split(" fields ", 1)[1].split(", ")[0]
-        return _field_gone(model, first)
+        return functools.partial(break_fields, seam)
     return {
         "crewai:Agent._original_role": _private_attribute_gone,
         "crewai.llms.base_llm:BaseLLM.__init_subclass__": lambda monkeypatch: monkeypatch.delattr(
