@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any, TypeVar
 
 from kitaru_core.errors import AdapterError
@@ -117,7 +117,9 @@ def fields_seam(module: str, owner: str, names: Sequence[str], *, purpose: str =
     """
 
     def check() -> str | None:
-        missing = [name for name in names if name not in field_names(getattr(importlib.import_module(module), owner))]
+        missing = [
+            name for name in names if name not in field_names(getattr(importlib.import_module(module), owner))
+        ]
         return f"{owner} has no field {', '.join(missing)}" if missing else None
 
     return Seam(
@@ -150,7 +152,7 @@ def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@lru_cache(maxsize=None)
+@cache
 def declared_range(extra: str, distribution: str) -> str:
     """The range of `distribution` our `extra` declares (`">=1.15.15,<1.16"`), from our package metadata.
 
@@ -258,9 +260,13 @@ def _message(
     related: Mapping[str, str] | None,
 ) -> str:
     found = [f"{distribution} {installed_version(distribution)} (supported: {distribution}{supported_range})"]
-    found += [f"{name} {installed_version(name)} (supported: {name}{span})" for name, span in (related or {}).items()]
+    found += [
+        f"{name} {installed_version(name)} (supported: {name}{span})"
+        for name, span in (related or {}).items()
+    ]
     lines = [
-        f"  - {seam.name} ({'private' if seam.is_private else 'public'}): {problem}" for seam, problem in broken
+        f"  - {seam.name} ({'private' if seam.is_private else 'public'}): {problem}"
+        for seam, problem in broken
     ]
     who = adapter or f"The {distribution} adapter"
     return (

@@ -13,6 +13,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
+from kitaru_adapters.langgraph import _seams as seams
 from kitaru_adapters.langgraph._model import install_model_wraps, jsonable
 from kitaru_adapters.langgraph._position import (
     DurableOptions,
@@ -21,7 +22,6 @@ from kitaru_adapters.langgraph._position import (
     enter_run,
     leave_run,
 )
-from kitaru_adapters.langgraph import _seams as seams
 from kitaru_adapters.langgraph._tools import install_tool_wraps
 from kitaru_core import (
     Client,

@@ -148,7 +148,9 @@ def _check_graph_attributes() -> str | None:
     _node_configs()
     graph = _probe().graph
     missing = [
-        name for name in ("checkpointer", "output_channels", "stream_mode", "nodes", "name") if not hasattr(graph, name)
+        name
+        for name in ("checkpointer", "output_channels", "stream_mode", "nodes", "name")
+        if not hasattr(graph, name)
     ]
     return f"a compiled graph has no {', '.join(missing)}" if missing else None
 
@@ -158,68 +160,167 @@ PREGEL = "langgraph.pregel"
 
 SEAMS: tuple[Seam, ...] = (
     # LangChain chat models: every model call of a graph goes through these.
-    Seam(CHAT_MODEL, "BaseChatModel._generate_with_cache", ("self", "messages", "stop", "run_manager"),
-         purpose="wrapped: each invoke/ainvoke model call is a checkpoint call"),
-    Seam(CHAT_MODEL, "BaseChatModel._agenerate_with_cache", ("self", "messages", "stop", "run_manager"),
-         purpose="wrapped: the async model call"),
-    Seam(CHAT_MODEL, "BaseChatModel.stream", ("self", "input", "config", "stop"),
-         purpose="wrapped: a direct stream() of a model"),
-    Seam(CHAT_MODEL, "BaseChatModel.astream", ("self", "input", "config", "stop"),
-         purpose="wrapped: a direct astream() of a model"),
-    Seam(CHAT_MODEL, "BaseChatModel._should_stream", ("async_api", "run_manager"),
-         purpose="whether LangChain streams a call to its callbacks (recorded chunks are replayed)"),
-    Seam(CHAT_MODEL, "BaseChatModel._convert_input",
-         purpose="the messages of a streamed request, for its fingerprint"),
-    Seam("langchain_core.outputs", "ChatGenerationChunk", ("message",),
-         purpose="replayed stream chunks handed to the callbacks"),
+    Seam(
+        CHAT_MODEL,
+        "BaseChatModel._generate_with_cache",
+        ("self", "messages", "stop", "run_manager"),
+        purpose="wrapped: each invoke/ainvoke model call is a checkpoint call",
+    ),
+    Seam(
+        CHAT_MODEL,
+        "BaseChatModel._agenerate_with_cache",
+        ("self", "messages", "stop", "run_manager"),
+        purpose="wrapped: the async model call",
+    ),
+    Seam(
+        CHAT_MODEL,
+        "BaseChatModel.stream",
+        ("self", "input", "config", "stop"),
+        purpose="wrapped: a direct stream() of a model",
+    ),
+    Seam(
+        CHAT_MODEL,
+        "BaseChatModel.astream",
+        ("self", "input", "config", "stop"),
+        purpose="wrapped: a direct astream() of a model",
+    ),
+    Seam(
+        CHAT_MODEL,
+        "BaseChatModel._should_stream",
+        ("async_api", "run_manager"),
+        purpose="whether LangChain streams a call to its callbacks (recorded chunks are replayed)",
+    ),
+    Seam(
+        CHAT_MODEL,
+        "BaseChatModel._convert_input",
+        purpose="the messages of a streamed request, for its fingerprint",
+    ),
+    Seam(
+        "langchain_core.outputs",
+        "ChatGenerationChunk",
+        ("message",),
+        purpose="replayed stream chunks handed to the callbacks",
+    ),
     Seam("langchain_core.outputs", "ChatResult", ("generations",), purpose="a served model result"),
     Seam("langchain_core.messages", "message_to_dict", ("message",), purpose="stores model results"),
     Seam("langchain_core.messages", "messages_from_dict", ("messages",), purpose="loads model results"),
     # LangChain tools: every tool call of a graph (ToolNode, agents) goes through these.
-    Seam("langchain_core.tools", "BaseTool.run", ("self", "tool_input", "tool_call_id"),
-         purpose="wrapped: each tool call is a checkpoint call"),
-    Seam("langchain_core.tools", "BaseTool.arun", ("self", "tool_input", "tool_call_id"),
-         purpose="wrapped: the async tool call"),
-    Seam("langchain_core.tools", "BaseTool._filter_injected_args", ("tool_input",),
-         purpose="leaves injected state and runtime out of a tool call's recorded arguments"),
+    Seam(
+        "langchain_core.tools",
+        "BaseTool.run",
+        ("self", "tool_input", "tool_call_id"),
+        purpose="wrapped: each tool call is a checkpoint call",
+    ),
+    Seam(
+        "langchain_core.tools",
+        "BaseTool.arun",
+        ("self", "tool_input", "tool_call_id"),
+        purpose="wrapped: the async tool call",
+    ),
+    Seam(
+        "langchain_core.tools",
+        "BaseTool._filter_injected_args",
+        ("tool_input",),
+        purpose="leaves injected state and runtime out of a tool call's recorded arguments",
+    ),
     # LangGraph graphs.
-    Seam(PREGEL, "Pregel.invoke", ("self", "input", "config"), purpose="subclassed: a run's durable boundary"),
+    Seam(
+        PREGEL, "Pregel.invoke", ("self", "input", "config"), purpose="subclassed: a run's durable boundary"
+    ),
     Seam(PREGEL, "Pregel.ainvoke", ("self", "input", "config"), purpose="subclassed: async boundary"),
-    Seam(PREGEL, "Pregel.stream", ("self", "input", "config", "stream_mode", "subgraphs"),
-         purpose="subclassed: a streamed run's boundary"),
-    Seam(PREGEL, "Pregel.astream", ("self", "input", "config", "stream_mode", "subgraphs"),
-         purpose="subclassed: an async streamed run's boundary"),
+    Seam(
+        PREGEL,
+        "Pregel.stream",
+        ("self", "input", "config", "stream_mode", "subgraphs"),
+        purpose="subclassed: a streamed run's boundary",
+    ),
+    Seam(
+        PREGEL,
+        "Pregel.astream",
+        ("self", "input", "config", "stream_mode", "subgraphs"),
+        purpose="subclassed: an async streamed run's boundary",
+    ),
     Seam(PREGEL, "Pregel.get_state", ("config",), purpose="the re-run rule reads the thread's state"),
     Seam(PREGEL, "Pregel.aget_state", ("config",), purpose="the same, for async entry points"),
-    Seam("langgraph.checkpoint.base", "BaseCheckpointSaver.list", ("config", "filter", "limit"),
-         purpose="the re-run rule finds the thread's latest input"),
-    Seam("langgraph.checkpoint.base", "BaseCheckpointSaver.alist", ("config", "filter", "limit"),
-         purpose="the same, for async entry points"),
+    Seam(
+        "langgraph.checkpoint.base",
+        "BaseCheckpointSaver.list",
+        ("config", "filter", "limit"),
+        purpose="the re-run rule finds the thread's latest input",
+    ),
+    Seam(
+        "langgraph.checkpoint.base",
+        "BaseCheckpointSaver.alist",
+        ("config", "filter", "limit"),
+        purpose="the same, for async entry points",
+    ),
     Seam("langgraph.config", "get_config", purpose="a call's position: the running node's config"),
     Seam("langgraph.types", "interrupt", ("value",), purpose="approval gates on graphs with a checkpointer"),
-    Seam("langgraph.types", "Command", ("update", "resume", "goto"), purpose="resume input; stored tool results"),
+    Seam(
+        "langgraph.types",
+        "Command",
+        ("update", "resume", "goto"),
+        purpose="resume input; stored tool results",
+    ),
     Seam("langgraph.types", "Send", ("node", "arg"), purpose="stored tool results"),
     Seam("langgraph.errors", "GraphBubbleUp", purpose="interrupts pass through a tool call unrecorded"),
     # What a running node sees: checked by running the probe graph.
-    Seam(PREGEL, check=_check_task_id, label=f"node config key configurable[{TASK_ID_KEY!r}]", private=True,
-         purpose="tells parallel tasks apart when counting a task's repeated calls"),
-    Seam(PREGEL, check=_check_checkpointer, label=f"node config key configurable[{CHECKPOINTER_KEY!r}]",
-         private=True, purpose="whether a graph run inside a node has a checkpointer (interrupt() approvals)"),
-    Seam(PREGEL, check=_check_namespace, label="node config key configurable['checkpoint_ns']", private=False,
-         purpose="the graph namespace of a call's position"),
-    Seam(PREGEL, check=_check_step_and_node, label="node metadata 'langgraph_step' and 'langgraph_node'",
-         private=False, purpose="the superstep and node of a call's position"),
-    Seam(PREGEL, check=lambda: _check_path("pull", PULL_MARKER), private=True,
-         label=f"node metadata 'langgraph_path' starting with {PULL_MARKER!r}", purpose="a call's task path"),
-    Seam(PREGEL, check=lambda: _check_path("push", PUSH_MARKER), private=True,
-         label=f"node metadata 'langgraph_path' of a Send task starting with {PUSH_MARKER!r}",
-         purpose="a Send task's path"),
-    Seam(PREGEL, check=_check_input_channel, private=True,
-         label=f"input checkpoints keep the input in channel {INPUT_CHANNEL!r}",
-         purpose="the re-run rule compares a call's input with the thread's latest"),
-    Seam(PREGEL, check=_check_graph_attributes, private=False,
-         label="compiled graph attributes checkpointer, output_channels, stream_mode, nodes, name",
-         purpose="the boundary, served outputs and default names"),
+    Seam(
+        PREGEL,
+        check=_check_task_id,
+        label=f"node config key configurable[{TASK_ID_KEY!r}]",
+        private=True,
+        purpose="tells parallel tasks apart when counting a task's repeated calls",
+    ),
+    Seam(
+        PREGEL,
+        check=_check_checkpointer,
+        label=f"node config key configurable[{CHECKPOINTER_KEY!r}]",
+        private=True,
+        purpose="whether a graph run inside a node has a checkpointer (interrupt() approvals)",
+    ),
+    Seam(
+        PREGEL,
+        check=_check_namespace,
+        label="node config key configurable['checkpoint_ns']",
+        private=False,
+        purpose="the graph namespace of a call's position",
+    ),
+    Seam(
+        PREGEL,
+        check=_check_step_and_node,
+        label="node metadata 'langgraph_step' and 'langgraph_node'",
+        private=False,
+        purpose="the superstep and node of a call's position",
+    ),
+    Seam(
+        PREGEL,
+        check=lambda: _check_path("pull", PULL_MARKER),
+        private=True,
+        label=f"node metadata 'langgraph_path' starting with {PULL_MARKER!r}",
+        purpose="a call's task path",
+    ),
+    Seam(
+        PREGEL,
+        check=lambda: _check_path("push", PUSH_MARKER),
+        private=True,
+        label=f"node metadata 'langgraph_path' of a Send task starting with {PUSH_MARKER!r}",
+        purpose="a Send task's path",
+    ),
+    Seam(
+        PREGEL,
+        check=_check_input_channel,
+        private=True,
+        label=f"input checkpoints keep the input in channel {INPUT_CHANNEL!r}",
+        purpose="the re-run rule compares a call's input with the thread's latest",
+    ),
+    Seam(
+        PREGEL,
+        check=_check_graph_attributes,
+        private=False,
+        label="compiled graph attributes checkpointer, output_channels, stream_mode, nodes, name",
+        purpose="the boundary, served outputs and default names",
+    ),
 )
 
 

@@ -122,7 +122,9 @@ def test_a_changed_field_or_marker_is_refused(seam: Seam, monkeypatch: pytest.Mo
     _expect_refusal(crew, seam)
 
 
-def test_the_rate_limit_marker_is_checked_by_what_crewai_does_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_rate_limit_marker_is_checked_by_what_crewai_does_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """`_crewai_rate_limit_wrapped` had no test: renaming it leaves every attribute in place."""
     crew = _crew()
     _marker_renamed(monkeypatch)

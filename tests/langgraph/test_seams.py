@@ -59,7 +59,9 @@ def _without(section: str, key: str) -> Callable[[pytest.MonkeyPatch], None]:
 
         def get_config() -> Any:
             config = dict(original())
-            config[section] = {name: value for name, value in (config.get(section) or {}).items() if name != key}
+            config[section] = {
+                name: value for name, value in (config.get(section) or {}).items() if name != key
+            }
             return config
 
         monkeypatch.setattr(langgraph.config, "get_config", get_config)
@@ -169,7 +171,10 @@ def test_the_silent_breaks_are_loud(constant: str, monkeypatch: pytest.MonkeyPat
     key = getattr(pregel_algorithm, constant)  # today's key, the one the adapter reads
     monkeypatch.setattr(pregel_algorithm, constant, "__pregel_renamed_by_a_release")
     # LangGraph itself runs on: nothing but the adapter would notice.
-    assert graph.invoke({"question": "still runs"}, {"configurable": {"thread_id": "plain"}})["answer"] == "STILL RUNS"
+    assert (
+        graph.invoke({"question": "still runs"}, {"configurable": {"thread_id": "plain"}})["answer"]
+        == "STILL RUNS"
+    )
     with pytest.raises(AdapterError, match=re.escape(f"configurable[{key!r}]")):
         durable(graph)
 
@@ -179,7 +184,9 @@ def test_the_supported_range_in_the_error_is_the_one_in_pyproject(monkeypatch: p
     break_attribute(seam, monkeypatch)
     message = _expect_refusal(seam)
     assert f"supported: langgraph{declared_in_pyproject(ROOT, 'langgraph', 'langgraph')})" in message
-    assert f"supported: langchain-core{declared_in_pyproject(ROOT, 'langgraph', 'langchain-core')})" in message
+    assert (
+        f"supported: langchain-core{declared_in_pyproject(ROOT, 'langgraph', 'langchain-core')})" in message
+    )
 
 
 def test_intact_seams_pass_and_the_check_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
