@@ -7,6 +7,7 @@ naming pydantic-ai-slim, the installed version, the supported range and the seam
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Callable, Iterator
@@ -123,7 +124,7 @@ def test_the_supported_range_in_the_error_is_the_one_in_pyproject(monkeypatch: p
 
 def test_intact_seams_pass_once(monkeypatch: pytest.MonkeyPatch) -> None:
     agent = durable(_agent())
-    assert agent.run_sync("hello").output
+    assert asyncio.run(agent.run("hello")).output  # run_sync would leave its event loop open
     _stream_bypasses_iter(monkeypatch)
     durable(_agent())  # checked once per process
     reset_seam_checks()
