@@ -54,12 +54,17 @@ def _run_probe() -> ProbeResult:
     builder = StateGraph(_ProbeState)
     for name in PROBE_NODES:
         builder.add_node(name, node(name))
-    builder.add_conditional_edges(START, lambda state: ["pull", Send("push", state)], ["pull", "push"])
-    graph = builder.compile(checkpointer=InMemorySaver(), name="kitaru-seam-probe")
+
+    def fan_out(state: _ProbeState) -> list[Any]:
+        return ["pull", Send("push", state)]
+
+    builder.add_conditional_edges(START, fan_out, ["pull", "push"])
+    checkpointer = InMemorySaver()
+    graph = builder.compile(checkpointer=checkpointer, name="kitaru-seam-probe")
     config: Any = {"configurable": {"thread_id": "kitaru-seam-probe"}}
     graph.invoke({"value": 1}, config)
     result.graph = graph
-    latest = next(iter(graph.checkpointer.list(config, filter={"source": "input"}, limit=1)), None)  # pyright: ignore[reportOptionalMemberAccess]
+    latest = next(iter(checkpointer.list(config, filter={"source": "input"}, limit=1)), None)
     result.latest_input = None if latest is None else latest.checkpoint["channel_values"].get(INPUT_CHANNEL)
     return result
 
