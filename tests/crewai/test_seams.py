@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterator
-from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,11 +22,11 @@ import crewai.flow.persistence
 from crewai import LLM, Agent, Crew, Task
 from crewai.llms.base_llm import BaseLLM
 
-from kitaru_adapters._seams import Seam, reset_seam_checks
+from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.crewai import durable
 from kitaru_adapters.crewai._seams import SEAMS
 from kitaru_core.errors import AdapterError
-from tests.seam_breaking import break_attribute, break_fields, change_signature, declared_in_pyproject
+from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,53 +72,22 @@ def _persist_marks_differently(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(crewai.flow.persistence, "persist", persist)
 
 
-def _breaker(seam: Seam) -> Callable[[pytest.MonkeyPatch], None]:
-    """How CrewAI would break a seam that is not a plain attribute."""
-    if " fields " in seam.name:
-        return functools.partial(break_fields, seam)
-    return {
-        "crewai:Agent._original_role": _private_attribute_gone,
-        "crewai.llms.base_llm:BaseLLM.__init_subclass__": lambda monkeypatch: monkeypatch.delattr(
-            BaseLLM, "__init_subclass__"
-        ),
-        "the _crewai_rate_limit_wrapped marker": _marker_renamed,
-        "the __flow_persistence_config__ marker of @persist": _persist_marks_differently,
-    }[seam.name]
+BREAKERS = {
+    "crewai:Agent._original_role": _private_attribute_gone,
+    "crewai.llms.base_llm:BaseLLM.__init_subclass__": lambda monkeypatch: monkeypatch.delattr(
+        BaseLLM, "__init_subclass__"
+    ),
+    "the _crewai_rate_limit_wrapped marker": _marker_renamed,
+    "the __flow_persistence_config__ marker of @persist": _persist_marks_differently,
+}
+"""How CrewAI would break each seam that is not a plain attribute (fields: `break_fields`)."""
 
 
-ATTRIBUTE_SEAMS = [seam for seam in SEAMS if seam.check is None]
-SIGNATURE_SEAMS = [seam for seam in ATTRIBUTE_SEAMS if seam.parameters]
 CHECK_SEAMS = [seam for seam in SEAMS if seam.check is not None]
 
-
-def _expect_refusal(crew: Crew, seam: Seam) -> str:
-    with pytest.raises(AdapterError) as raised:
-        durable(crew)
-    message = str(raised.value)
-    assert f"crewai {version('crewai')}" in message
-    assert f"  - {seam.name} (" in message
-    return message
-
-
-@pytest.mark.parametrize("seam", ATTRIBUTE_SEAMS, ids=lambda seam: seam.name)
-def test_a_removed_seam_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    crew = _crew()
-    break_attribute(seam, monkeypatch)
-    assert "is missing" in _expect_refusal(crew, seam)
-
-
-@pytest.mark.parametrize("seam", SIGNATURE_SEAMS, ids=lambda seam: seam.name)
-def test_a_changed_signature_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    crew = _crew()
-    change_signature(seam, monkeypatch)
-    assert "signature changed" in _expect_refusal(crew, seam)
-
-
-@pytest.mark.parametrize("seam", CHECK_SEAMS, ids=lambda seam: seam.name)
-def test_a_changed_field_or_marker_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    crew = _crew()
-    _breaker(seam)(monkeypatch)
-    _expect_refusal(crew, seam)
+test_a_removed_seam_is_refused, test_a_changed_signature_is_refused, test_a_broken_check_seam_is_refused = (
+    seam_tests(SEAMS, lambda: functools.partial(durable, _crew()), ("crewai",), BREAKERS)
+)
 
 
 def test_the_rate_limit_marker_is_checked_by_what_crewai_does_with_it(
@@ -137,7 +105,7 @@ def test_the_supported_range_in_the_error_is_the_one_in_pyproject(monkeypatch: p
     crew = _crew()
     seam = next(seam for seam in SEAMS if seam.attribute == "Crew._prepare_tools")
     break_attribute(seam, monkeypatch)
-    message = _expect_refusal(crew, seam)
+    message = expect_refusal(functools.partial(durable, crew), seam, "crewai")
     assert f"(supported: crewai{declared_in_pyproject(ROOT, 'crewai', 'crewai')})" in message
 
 

@@ -7,9 +7,9 @@ framework changed so a node no longer gets it) and `durable()` on a real compile
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -23,11 +23,11 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.pregel import Pregel
 
-from kitaru_adapters._seams import Seam, reset_seam_checks
+from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.langgraph import durable
 from kitaru_adapters.langgraph._seams import SEAMS
 from kitaru_core.errors import AdapterError
-from tests.seam_breaking import break_attribute, change_signature, declared_in_pyproject
+from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,40 +124,13 @@ CHECK_BREAKERS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "compiled graph attributes checkpointer, output_channels, stream_mode, nodes, name": _graph_attribute_gone,
 }
 
-ATTRIBUTE_SEAMS = [seam for seam in SEAMS if seam.check is None]
-SIGNATURE_SEAMS = [seam for seam in SEAMS if seam.check is None and seam.parameters]
 CHECK_SEAMS = [seam for seam in SEAMS if seam.check is not None]
 
-
-def _expect_refusal(seam: Seam) -> str:
-    graph = _graph()
-    with pytest.raises(AdapterError) as raised:
-        durable(graph)
-    message = str(raised.value)
-    assert f"langgraph {version('langgraph')}" in message
-    assert f"langchain-core {version('langchain-core')}" in message
-    assert f"  - {seam.name} (" in message
-    return message
-
-
-@pytest.mark.parametrize("seam", ATTRIBUTE_SEAMS, ids=lambda seam: seam.name)
-def test_a_removed_seam_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    break_attribute(seam, monkeypatch)
-    assert "is missing" in _expect_refusal(seam)
-
-
-@pytest.mark.parametrize("seam", SIGNATURE_SEAMS, ids=lambda seam: seam.name)
-def test_a_changed_signature_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    change_signature(seam, monkeypatch)
-    assert "signature changed" in _expect_refusal(seam)
-
-
-@pytest.mark.parametrize("seam", CHECK_SEAMS, ids=lambda seam: seam.name)
-def test_what_a_running_node_no_longer_gets_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    graph = _graph()
-    CHECK_BREAKERS[seam.name](monkeypatch)
-    with pytest.raises(AdapterError, match=re.escape(f"  - {seam.name} (")):
-        durable(graph)
+test_a_removed_seam_is_refused, test_a_changed_signature_is_refused, test_a_broken_check_seam_is_refused = (
+    seam_tests(
+        SEAMS, lambda: functools.partial(durable, _graph()), ("langgraph", "langchain-core"), CHECK_BREAKERS
+    )
+)
 
 
 def test_every_seam_that_is_not_an_attribute_has_a_breaker() -> None:
@@ -182,7 +155,7 @@ def test_the_silent_breaks_are_loud(constant: str, monkeypatch: pytest.MonkeyPat
 def test_the_supported_range_in_the_error_is_the_one_in_pyproject(monkeypatch: pytest.MonkeyPatch) -> None:
     seam = SEAMS[0]
     break_attribute(seam, monkeypatch)
-    message = _expect_refusal(seam)
+    message = expect_refusal(functools.partial(durable, _graph()), seam, "langgraph", "langchain-core")
     assert f"supported: langgraph{declared_in_pyproject(ROOT, 'langgraph', 'langgraph')})" in message
     assert (
         f"supported: langchain-core{declared_in_pyproject(ROOT, 'langgraph', 'langchain-core')})" in message

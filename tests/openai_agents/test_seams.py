@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Callable, Iterator
-from importlib.metadata import version
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,11 @@ import agents.handoffs
 from agents import Agent, Runner
 from agents.run import AgentRunner
 
-from kitaru_adapters._seams import Seam, reset_seam_checks
+from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.openai_agents import DurableRunner, durable
 from kitaru_adapters.openai_agents._seams import SEAMS
 from kitaru_core.errors import AdapterError
-from tests.seam_breaking import break_attribute, break_fields, change_signature, declared_in_pyproject
+from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,50 +70,19 @@ def _handoff_without_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(agents.handoffs, "handoff", handoff)
 
 
-def _breaker(seam: Seam) -> Callable[[pytest.MonkeyPatch], None]:
-    """How the SDK would break a seam that is not a plain attribute."""
-    if " fields " in seam.name:
-        return functools.partial(break_fields, seam)
-    return {
-        "Runner.run, run_sync and run_streamed use the default agent runner": _runner_bypassed,
-        "Agent.as_tool tools are marked _is_agent_tool (or tool_origin)": _agent_tools_unmarked,
-        "agents.handoffs:Handoff._agent_ref": _handoff_without_reference,
-    }[seam.name]
+BREAKERS = {
+    "Runner.run, run_sync and run_streamed use the default agent runner": _runner_bypassed,
+    "Agent.as_tool tools are marked _is_agent_tool (or tool_origin)": _agent_tools_unmarked,
+    "agents.handoffs:Handoff._agent_ref": _handoff_without_reference,
+}
+"""How the SDK would break each seam that is not a plain attribute (fields: `break_fields`)."""
 
 
-ATTRIBUTE_SEAMS = [seam for seam in SEAMS if seam.check is None]
-SIGNATURE_SEAMS = [seam for seam in ATTRIBUTE_SEAMS if seam.parameters]
 CHECK_SEAMS = [seam for seam in SEAMS if seam.check is not None]
 
-
-def _expect_refusal(agent: Agent[Any], seam: Seam) -> str:
-    with pytest.raises(AdapterError) as raised:
-        durable(agent)
-    message = str(raised.value)
-    assert f"openai-agents {version('openai-agents')}" in message
-    assert f"  - {seam.name} (" in message
-    return message
-
-
-@pytest.mark.parametrize("seam", ATTRIBUTE_SEAMS, ids=lambda seam: seam.name)
-def test_a_removed_seam_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = _agent()
-    break_attribute(seam, monkeypatch)
-    assert "is missing" in _expect_refusal(agent, seam)
-
-
-@pytest.mark.parametrize("seam", SIGNATURE_SEAMS, ids=lambda seam: seam.name)
-def test_a_changed_signature_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = _agent()
-    change_signature(seam, monkeypatch)
-    assert "signature changed" in _expect_refusal(agent, seam)
-
-
-@pytest.mark.parametrize("seam", CHECK_SEAMS, ids=lambda seam: seam.name)
-def test_a_changed_field_or_behaviour_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = _agent()
-    _breaker(seam)(monkeypatch)
-    _expect_refusal(agent, seam)
+test_a_removed_seam_is_refused, test_a_changed_signature_is_refused, test_a_broken_check_seam_is_refused = (
+    seam_tests(SEAMS, lambda: functools.partial(durable, _agent()), ("openai-agents",), BREAKERS)
+)
 
 
 def test_losing_the_handoff_agent_reference_is_caught_without_a_crash_test(
@@ -137,7 +105,7 @@ def test_the_supported_range_in_the_error_is_the_one_in_pyproject(monkeypatch: p
     agent = _agent()
     seam = next(seam for seam in SEAMS if seam.attribute == "Agent.get_all_tools")
     break_attribute(seam, monkeypatch)
-    message = _expect_refusal(agent, seam)
+    message = expect_refusal(functools.partial(durable, agent), seam, "openai-agents")
     range_in_pyproject = declared_in_pyproject(ROOT, "openai-agents", "openai-agents")
     assert f"(supported: openai-agents{range_in_pyproject})" in message
 

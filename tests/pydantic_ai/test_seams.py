@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Callable, Iterator
-from importlib.metadata import version
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,11 @@ pytest.importorskip("pydantic_ai")
 from pydantic_ai import Agent
 from pydantic_ai.models.test import TestModel
 
-from kitaru_adapters._seams import Seam, reset_seam_checks
+from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.pydantic_ai import durable
 from kitaru_adapters.pydantic_ai._seams import SEAMS
 from kitaru_core.errors import AdapterError
-from tests.seam_breaking import break_attribute, break_fields, change_signature, declared_in_pyproject
+from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,47 +56,17 @@ def _stream_bypasses_iter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Agent, "run_stream", run_stream)
 
 
-def _breaker(seam: Seam) -> Callable[[pytest.MonkeyPatch], None]:
-    if " fields " in seam.name:
-        return functools.partial(break_fields, seam)
-    return {
-        "Agent.run, run_sync, run_stream and run_stream_events go through Agent.iter": _stream_bypasses_iter,
-    }[seam.name]
+BREAKERS = {
+    "Agent.run, run_sync, run_stream and run_stream_events go through Agent.iter": _stream_bypasses_iter
+}
+"""How PydanticAI would break each seam that is not a plain attribute (fields: `break_fields`)."""
 
 
-ATTRIBUTE_SEAMS = [seam for seam in SEAMS if seam.check is None]
-SIGNATURE_SEAMS = [seam for seam in ATTRIBUTE_SEAMS if seam.parameters]
 CHECK_SEAMS = [seam for seam in SEAMS if seam.check is not None]
 
-
-def _expect_refusal(agent: Agent[None, str], seam: Seam) -> str:
-    with pytest.raises(AdapterError) as raised:
-        durable(agent)
-    message = str(raised.value)
-    assert f"pydantic-ai-slim {version('pydantic-ai-slim')}" in message
-    assert f"  - {seam.name} (" in message
-    return message
-
-
-@pytest.mark.parametrize("seam", ATTRIBUTE_SEAMS, ids=lambda seam: seam.name)
-def test_a_removed_seam_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = _agent()
-    break_attribute(seam, monkeypatch)
-    assert "is missing" in _expect_refusal(agent, seam)
-
-
-@pytest.mark.parametrize("seam", SIGNATURE_SEAMS, ids=lambda seam: seam.name)
-def test_a_changed_signature_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = _agent()
-    change_signature(seam, monkeypatch)
-    assert "signature changed" in _expect_refusal(agent, seam)
-
-
-@pytest.mark.parametrize("seam", CHECK_SEAMS, ids=lambda seam: seam.name)
-def test_a_changed_field_or_run_path_is_refused(seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = _agent()
-    _breaker(seam)(monkeypatch)
-    _expect_refusal(agent, seam)
+test_a_removed_seam_is_refused, test_a_changed_signature_is_refused, test_a_broken_check_seam_is_refused = (
+    seam_tests(SEAMS, lambda: functools.partial(durable, _agent()), ("pydantic-ai-slim",), BREAKERS)
+)
 
 
 def test_a_response_without_model_id_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,7 +86,7 @@ def test_the_supported_range_in_the_error_is_the_one_in_pyproject(monkeypatch: p
     agent = _agent()
     seam = next(seam for seam in SEAMS if seam.attribute == "AbstractCapability.wrap_tool_execute")
     break_attribute(seam, monkeypatch)
-    message = _expect_refusal(agent, seam)
+    message = expect_refusal(functools.partial(durable, agent), seam, "pydantic-ai-slim")
     range_in_pyproject = declared_in_pyproject(ROOT, "pydantic-ai", "pydantic-ai-slim")
     assert f"(supported: pydantic-ai-slim{range_in_pyproject})" in message
 
