@@ -219,17 +219,18 @@ def per_check(function: Callable[[], ResultT]) -> Callable[[], ResultT]:
 
 def check_seams(
     framework_distribution: str,
-    supported_range: str,
+    supported_range: str | Callable[[], str],
     seams: Sequence[Seam],
     *,
     adapter: str = "",
-    related: Mapping[str, str] | None = None,
+    related: Mapping[str, str | Callable[[], str]] | None = None,
 ) -> None:
     """Check every seam an adapter relies on, once per process (thread-safe; a success is cached).
 
     Args:
         framework_distribution: The framework's distribution name (`"crewai"`).
-        supported_range: The range our extra declares (`">=1.15.15,<1.16"`; see `declared_range`).
+        supported_range: The range our extra declares (`">=1.15.15,<1.16"`), or a function giving it
+            (see `declared_range`; called only when a seam is broken).
         seams: Every seam the adapter relies on.
         adapter: The adapter's module, for the message (`"kitaru_adapters.crewai"`).
         related: Other distributions the seams live in, with their supported ranges
@@ -254,14 +255,16 @@ def check_seams(
 
 def _message(
     distribution: str,
-    supported_range: str,
+    supported_range: str | Callable[[], str],
     broken: Sequence[tuple[Seam, str]],
     adapter: str,
-    related: Mapping[str, str] | None,
+    related: Mapping[str, str | Callable[[], str]] | None,
 ) -> str:
-    found = [f"{distribution} {installed_version(distribution)} (supported: {distribution}{supported_range})"]
+    found = [
+        f"{distribution} {installed_version(distribution)} (supported: {distribution}{_text(supported_range)})"
+    ]
     found += [
-        f"{name} {installed_version(name)} (supported: {name}{span})"
+        f"{name} {installed_version(name)} (supported: {name}{_text(span)})"
         for name, span in (related or {}).items()
     ]
     lines = [
@@ -277,6 +280,10 @@ def _message(
         + f"\nInstall a supported release (pip install 'kitaru-adapters[{_extra_hint(adapter, distribution)}]') "
         "or pin the framework to the supported range."
     )
+
+
+def _text(value: str | Callable[[], str]) -> str:
+    return value if isinstance(value, str) else value()
 
 
 def _extra_hint(adapter: str, distribution: str) -> str:

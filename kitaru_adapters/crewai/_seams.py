@@ -8,6 +8,7 @@ decorates). Cheap: no LLM, crew or flow is built.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from kitaru_adapters._seams import Seam, check_seams, declared_range, fields_seam
@@ -244,4 +245,9 @@ def check() -> None:
     Raises:
         AdapterError: A seam is missing or changed (names the version found and the supported range).
     """
-    check_seams("crewai", declared_range("crewai", "crewai"), SEAMS, adapter="kitaru_adapters.crewai")
+    check_seams(
+        "crewai",
+        functools.partial(declared_range, "crewai", "crewai"),
+        SEAMS,
+        adapter="kitaru_adapters.crewai",
+    )

@@ -9,6 +9,7 @@ sees. It takes a few milliseconds, once per process.
 from __future__ import annotations
 
 import contextvars
+import functools
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -337,8 +338,8 @@ def check() -> None:
     """
     check_seams(
         "langgraph",
-        declared_range("langgraph", "langgraph"),
+        functools.partial(declared_range, "langgraph", "langgraph"),
         SEAMS,
         adapter="kitaru_adapters.langgraph",
-        related={"langchain-core": declared_range("langgraph", "langchain-core")},
+        related={"langchain-core": functools.partial(declared_range, "langgraph", "langchain-core")},
     )

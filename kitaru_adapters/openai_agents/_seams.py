@@ -8,6 +8,7 @@ the default agent runner (where `durable()` installs the durable one). Cheap: no
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from kitaru_adapters._seams import Seam, check_seams, declared_range, fields_seam
@@ -217,7 +218,7 @@ def check() -> None:
     """
     check_seams(
         "openai-agents",
-        declared_range("openai-agents", "openai-agents"),
+        functools.partial(declared_range, "openai-agents", "openai-agents"),
         SEAMS,
         adapter="kitaru_adapters.openai_agents",
     )

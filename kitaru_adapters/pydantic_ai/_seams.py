@@ -9,6 +9,7 @@ goes through `iter` is checked by the names their code uses. Dataclass fields th
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -151,7 +152,7 @@ def check() -> None:
     """
     check_seams(
         "pydantic-ai-slim",
-        declared_range("pydantic-ai", "pydantic-ai-slim"),
+        functools.partial(declared_range, "pydantic-ai", "pydantic-ai-slim"),
         SEAMS,
         adapter="kitaru_adapters.pydantic_ai",
     )
