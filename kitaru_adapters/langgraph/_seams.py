@@ -70,11 +70,21 @@ def _run_probe() -> ProbeResult:
     return result
 
 
+def _run_probe_untraced() -> ProbeResult:
+    """The probe, never traced: with LangSmith tracing on it would otherwise send a run over the network."""
+    try:
+        from langsmith import tracing_context
+    except ImportError:  # pragma: no cover - langsmith comes with langchain-core
+        return _run_probe()
+    with tracing_context(enabled=False):
+        return _run_probe()
+
+
 @per_check
 def _probe() -> ProbeResult:
     # An empty context: a durable() call made inside a running graph must not nest the probe in it.
     try:
-        return contextvars.Context().run(_run_probe)
+        return contextvars.Context().run(_run_probe_untraced)
     except Exception as error:
         return ProbeResult(problem=f"the probe graph failed with {type(error).__name__}: {error}")
 

@@ -25,7 +25,7 @@ from langgraph.pregel import Pregel
 
 from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.langgraph import durable
-from kitaru_adapters.langgraph._seams import SEAMS
+from kitaru_adapters.langgraph._seams import SEAMS, _probe
 from kitaru_core.errors import AdapterError
 from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 
@@ -177,3 +177,13 @@ def test_the_docs_page_lists_every_seam() -> None:
     section = page.split("## Framework seams", 1)[1]
     missing = [seam.name for seam in SEAMS if f"`{seam.name}`" not in section]
     assert missing == []
+
+
+def test_the_probe_is_never_traced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With LangSmith tracing on, the probe graph must not send a run anywhere."""
+    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    monkeypatch.setenv("LANGSMITH_API_KEY", "not-used")
+    durable(_graph())
+    for config in _probe().configs.values():
+        handlers = getattr(config.get("callbacks"), "handlers", None) or []
+        assert [type(handler).__name__ for handler in handlers] == []
