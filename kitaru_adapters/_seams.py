@@ -80,9 +80,12 @@ class Seam:
         path: list[str] = []
         for part in filter(None, self.attribute.split(".")):
             path.append(part)
-            if not hasattr(target, part):
+            try:
+                target = getattr(target, part)
+            except AttributeError:
                 return f"{'.'.join(path)} is missing"
-            target = getattr(target, part)
+            except Exception as error:  # a lazy attribute that fails to load is as good as missing
+                return f"{'.'.join(path)} cannot be read ({type(error).__name__}: {error})"
         if self.parameters:
             problem = _parameters_problem(target, self.parameters)
             if problem is not None:

@@ -35,6 +35,16 @@ class Host:
         return handler(request)
 
 
+class _LazyModule:
+    """Stands in for a module whose lazy `__getattr__` fails to import what it names."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"importing {name} failed")
+
+
+LAZY = _LazyModule()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_checks() -> Iterator[None]:
     reset_seam_checks()
@@ -51,6 +61,7 @@ def test_a_seam_that_holds_passes() -> None:
     [
         (Seam("no_such_module_for_kitaru"), "cannot be imported"),
         (Seam(THIS, "Host.missing"), "Host.missing is missing"),
+        (Seam(THIS, "LAZY.Model"), "LAZY.Model cannot be read (RuntimeError: importing Model failed)"),
         (Seam(THIS, "Host.hook", ("request", "context")), "no parameter context"),
         (Seam(THIS, "THIS", ("value",)), "no longer callable"),
         (Seam(THIS, check=lambda: "the key moved"), "the key moved"),
