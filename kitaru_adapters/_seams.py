@@ -193,7 +193,11 @@ def installed_version(distribution: str) -> str:
 
 
 _checked: set[str] = set()
-_lock = threading.Lock()
+_checking: set[str] = set()
+# Reentrant: a check that builds a framework object (a probe agent) can reach `durable()` again in
+# the same thread (a hook that makes every constructed agent durable); that call must not wait for
+# the check it is part of.
+_lock = threading.RLock()
 _generation: list[int] = [0]
 
 ResultT = TypeVar("ResultT")
@@ -247,10 +251,14 @@ def check_seams(
     if key in _checked:
         return
     with _lock:
-        if key in _checked:
+        if key in _checked or key in _checking:  # done, or this thread is checking it right now
             return
-        _generation[0] += 1
-        broken = [(seam, problem) for seam in seams if (problem := seam.problem()) is not None]
+        _checking.add(key)
+        try:
+            _generation[0] += 1
+            broken = [(seam, problem) for seam in seams if (problem := seam.problem()) is not None]
+        finally:
+            _checking.discard(key)
         if broken:
             raise AdapterError(_message(framework_distribution, supported_range, broken, adapter, related))
         _checked.add(key)

@@ -181,3 +181,23 @@ def test_declared_ranges_are_the_ones_in_pyproject(extra: str, distribution: str
 
 def test_an_unknown_extra_has_no_range() -> None:
     assert declared_range("no-such-extra", "crewai") == "unknown"
+
+
+def test_a_check_that_reaches_durable_again_does_not_wait_for_itself() -> None:
+    """A probe builds a framework object; a user's hook may make it durable, which checks again."""
+    entered: list[int] = []
+
+    def probe() -> str | None:
+        entered.append(1)
+        check_seams("pytest", ">=8", seams)  # the nested durable() call, in the same thread
+        return None
+
+    seams = [Seam(THIS, check=probe)]
+    finished = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (check_seams("pytest", ">=8", seams), finished.set()), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=10)
+    assert finished.is_set(), "the check waited for itself"
+    assert entered == [1]
