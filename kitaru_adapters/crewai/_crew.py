@@ -17,6 +17,7 @@ from crewai.llms.base_llm import BaseLLM
 from crewai.utilities.llm_utils import create_llm
 
 from kitaru_adapters._subclasses import register_durable_subclass
+from kitaru_adapters.crewai import _seams as seams
 from kitaru_adapters.crewai._llm import DurableLLM, jsonable
 from kitaru_adapters.crewai._requests import install_request_recording
 from kitaru_adapters.crewai._steps import wrap_execute_method
@@ -511,6 +512,7 @@ def durable(
             f"durable(always_run=...) takes a list of flow step names, got the string {always_run!r}."
         )
     chosen = options or make_options(approve, approval_timeout, human_input, name, always_run, model_retries)
+    seams.check()
     install_request_recording()
     if target is None:
         return lambda decorated: durable(decorated, options=chosen)  # pyright: ignore[reportUnknownLambdaType]

@@ -13,6 +13,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
+from kitaru_adapters.langgraph import _seams as seams
 from kitaru_adapters.langgraph._model import install_model_wraps, jsonable
 from kitaru_adapters.langgraph._position import (
     DurableOptions,
@@ -429,6 +430,7 @@ def durable(
             f"create_agent(...), an @entrypoint), got {type(graph).__qualname__}. Compile the graph first."
         )
     options = DurableOptions.build(name or default_name(graph), approve, approval_timeout, model_retries)
+    seams.check()
     install_model_wraps()
     install_tool_wraps()
     object.__setattr__(graph, OPTIONS_ATTRIBUTE, options)

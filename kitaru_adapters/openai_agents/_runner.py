@@ -30,6 +30,7 @@ from agents.tool import (
 from pydantic import BaseModel
 
 from kitaru_adapters._subclasses import register_durable_subclass
+from kitaru_adapters.openai_agents import _seams as seams
 from kitaru_adapters.openai_agents._model import DurableModel, DurableModelProvider, jsonable
 from kitaru_adapters.openai_agents._tools import (
     ApprovalMode,
@@ -545,6 +546,7 @@ def durable(
     options = _options(
         approve, approval_mode, approval_timeout, name, side_effects, on_interrupted, model_retries
     )
+    seams.check()
     graph = _Graph(options, in_place=True)
     object.__setattr__(agent, OPTIONS_ATTRIBUTE, None)  # re-marked by prepare with the new options
     graph.prepare(agent)
@@ -584,6 +586,7 @@ class DurableRunner:
         options = _options(
             approve, approval_mode, approval_timeout, name, side_effects, on_interrupted, model_retries
         )
+        seams.check()
         _install()
         inner = get_default_agent_runner()
         self._runner = DurableAgentRunner(cast(DurableAgentRunner, inner).inner, options)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from pydantic_ai import Agent
 
 from kitaru_adapters._subclasses import register_durable_subclass
+from kitaru_adapters.pydantic_ai import _seams as seams
 from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
 from kitaru_core import ApprovalPolicy, OnInterrupted, RetryPolicy, SideEffectPolicy, durable_run
 from kitaru_core.errors import AdapterError
@@ -116,6 +117,7 @@ def durable(
         raise AdapterError(
             f"durable() from kitaru_adapters.pydantic_ai takes a pydantic_ai.Agent, got {type(agent).__qualname__}."
         )
+    seams.check()
     policy = ApprovalPolicy(approve)
     timeout_s = (
         approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
