@@ -30,6 +30,8 @@ def _check_rate_limit_marker() -> str | None:
 
     wrap: Any = getattr(BaseLLM, "_wrap_call_method", None)
     if wrap is None:
+        if "__init_subclass__" not in vars(BaseLLM):
+            return None  # releases before the rate-limit retry (1.15.15) wrap nothing: no marker needed
         return "BaseLLM._wrap_call_method, which reads the marker, is missing"
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -54,14 +56,6 @@ def _check_persistence_marker() -> str | None:
 
     if not hasattr(persist()(step), PERSISTENCE_MARKER):
         return f"@persist no longer marks what it decorates with {PERSISTENCE_MARKER} (persisted flows not recognised)"
-    return None
-
-
-def _check_init_subclass() -> str | None:
-    from crewai.llms.base_llm import BaseLLM
-
-    if "__init_subclass__" not in vars(BaseLLM):
-        return "BaseLLM no longer defines __init_subclass__ (LLM classes defined later would not be recorded)"
     return None
 
 
@@ -140,13 +134,6 @@ SEAMS: tuple[Seam, ...] = (
         purpose="wrapped in every LLM class: each request is recorded",
     ),
     Seam(BASE_LLM, "BaseLLM.acall", CALL_PARAMETERS, purpose="wrapped in every LLM class: async requests"),
-    Seam(
-        BASE_LLM,
-        "BaseLLM.__init_subclass__",
-        check=_check_init_subclass,
-        private=True,
-        purpose="patched: LLM classes defined later record their requests too",
-    ),
     Seam(
         BASE_LLM,
         "BaseLLM",

@@ -74,9 +74,6 @@ def _persist_marks_differently(monkeypatch: pytest.MonkeyPatch) -> None:
 
 BREAKERS = {
     "crewai:Agent._original_role": _private_attribute_gone,
-    "crewai.llms.base_llm:BaseLLM.__init_subclass__": lambda monkeypatch: monkeypatch.delattr(
-        BaseLLM, "__init_subclass__"
-    ),
     "the _crewai_rate_limit_wrapped marker": _marker_renamed,
     "the __flow_persistence_config__ marker of @persist": _persist_marks_differently,
 }
