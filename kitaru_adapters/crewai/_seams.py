@@ -9,6 +9,7 @@ decorates). Cheap: no LLM, crew or flow is built.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from typing import Any
 
 from kitaru_adapters._seams import Seam, check_seams, declared_range, fields_seam
@@ -30,8 +31,8 @@ def _check_rate_limit_marker() -> str | None:
 
     wrap: Any = getattr(BaseLLM, "_wrap_call_method", None)
     if wrap is None:
-        if "__init_subclass__" not in vars(BaseLLM):
-            return None  # releases before the rate-limit retry (1.15.15) wrap nothing: no marker needed
+        if importlib.util.find_spec("crewai.llms.retry") is None:
+            return None  # a release without CrewAI's rate-limit retry (1.15.15) wraps nothing: no marker needed
         return "BaseLLM._wrap_call_method, which reads the marker, is missing"
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -51,6 +51,8 @@ def _private_attribute_gone(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _marker_renamed(monkeypatch: pytest.MonkeyPatch) -> None:
     """BaseLLM as it would be if CrewAI renamed the marker its retry wrapper honours."""
+    if not hasattr(BaseLLM, "_wrap_call_method"):
+        pytest.skip("this crewai release has no rate-limit retry wrapper, so no marker to rename")
 
     def wrap_call_method(cls: Any, method_name: str) -> None:
         method = cls.__dict__.get(method_name)

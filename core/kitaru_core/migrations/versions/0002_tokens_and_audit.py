@@ -7,6 +7,8 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from kitaru_core.migrations._columns import drop_columns
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -46,5 +48,4 @@ def downgrade() -> None:
     op.drop_index("ix_kitaru_audit_events_execution", table_name="kitaru_audit_events")
     op.drop_table("kitaru_audit_events")
     op.drop_table("kitaru_api_tokens")
-    with op.batch_alter_table("kitaru_waits") as batch:
-        batch.drop_column("answered_by")
+    drop_columns("kitaru_waits", "answered_by")

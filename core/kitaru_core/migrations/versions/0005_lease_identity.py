@@ -7,6 +7,8 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from kitaru_core.migrations._columns import drop_columns
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -20,6 +22,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("kitaru_executions") as batch:
-        batch.drop_column("lease_process_start_ticks")
-        batch.drop_column("lease_host_id")
+    drop_columns("kitaru_executions", "lease_process_start_ticks", "lease_host_id")

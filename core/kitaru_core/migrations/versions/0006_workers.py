@@ -7,6 +7,8 @@ Revises: 0005
 import sqlalchemy as sa
 from alembic import op
 
+from kitaru_core.migrations._columns import drop_columns
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -35,5 +37,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("kitaru_workers")
     op.drop_index("ix_kitaru_executions_queue", table_name="kitaru_executions")
-    with op.batch_alter_table("kitaru_executions") as batch:
-        batch.drop_column("queue")
+    drop_columns("kitaru_executions", "queue")

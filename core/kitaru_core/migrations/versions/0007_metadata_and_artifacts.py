@@ -4,10 +4,10 @@ Revision ID: 0007
 Revises: 0006
 """
 
-import sqlite3
-
 import sqlalchemy as sa
 from alembic import op
+
+from kitaru_core.migrations._columns import drop_columns
 
 revision = "0007"
 down_revision = "0006"
@@ -45,22 +45,7 @@ def upgrade() -> None:
     )
 
 
-def _drop_metadata_column(table: str) -> None:
-    """Drop `metadata` without recreating the table where the database can.
-
-    SQLite's batch mode recreates a table to drop a column, and dropping `kitaru_executions` with
-    foreign keys on deletes every checkpoint call and wait through their `ON DELETE CASCADE`.
-    SQLite 3.35 and later drop a column in place, as PostgreSQL does.
-    """
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite" or sqlite3.sqlite_version_info >= (3, 35):
-        op.execute(f'ALTER TABLE {table} DROP COLUMN "metadata"')
-        return
-    with op.batch_alter_table(table) as batch:  # pragma: no cover - SQLite older than 3.35
-        batch.drop_column("metadata")
-
-
 def downgrade() -> None:
     op.drop_table("kitaru_artifacts")
-    _drop_metadata_column("kitaru_checkpoint_calls")
-    _drop_metadata_column("kitaru_executions")
+    drop_columns("kitaru_checkpoint_calls", "metadata")
+    drop_columns("kitaru_executions", "metadata")
