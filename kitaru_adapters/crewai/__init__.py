@@ -8,6 +8,7 @@ that need approval and `Task(human_input=True)` become durable waits. Needs the 
 
 try:
     import crewai  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    import genai_prices  # noqa: F401  # pyright: ignore[reportUnusedImport]
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     from kitaru_core.errors import MissingDependencyError
 

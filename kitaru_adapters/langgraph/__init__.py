@@ -8,6 +8,7 @@ Needs the `langgraph` extra: `pip install "kitaru-adapters[langgraph]"`.
 """
 
 try:
+    import genai_prices  # noqa: F401  # pyright: ignore[reportUnusedImport]
     import langchain_core  # noqa: F401  # pyright: ignore[reportUnusedImport]
     import langgraph  # noqa: F401  # pyright: ignore[reportUnusedImport]
 except ImportError as error:  # pragma: no cover - exercised only without the extra

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import genai_prices
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import (
     AIMessageChunk,
@@ -202,15 +203,14 @@ def _cost_usd(model_name: str | None, input_tokens: int, output_tokens: int, cac
     if not model_name:
         return None
     try:
-        from genai_prices import Usage as PriceUsage
-        from genai_prices import calc_price
-
-        price = calc_price(
-            PriceUsage(input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached),
+        price = genai_prices.calc_price(
+            genai_prices.Usage(
+                input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached
+            ),
             model_ref=model_name,
         )
         return float(price.total_price)
-    except (ImportError, LookupError, ValueError, TypeError):
+    except (LookupError, ValueError, TypeError):
         return None
 
 

@@ -7,6 +7,7 @@ Needs the `openai-agents` extra: `pip install "kitaru-adapters[openai-agents]"`.
 
 try:
     import agents  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    import genai_prices  # noqa: F401  # pyright: ignore[reportUnusedImport]
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     from kitaru_core.errors import MissingDependencyError
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import genai_prices
 from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
 from agents.items import ModelResponse, TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
@@ -148,12 +149,9 @@ def response_usage(model_name: str | None) -> Any:
         cost: float | None = None
         if model_name:
             try:
-                from genai_prices import Usage as PriceUsage
-                from genai_prices import calc_price
-
                 cached = usage.input_tokens_details.cached_tokens or 0
-                price = calc_price(
-                    PriceUsage(
+                price = genai_prices.calc_price(
+                    genai_prices.Usage(
                         input_tokens=usage.input_tokens,
                         output_tokens=usage.output_tokens,
                         cache_read_tokens=cached,
@@ -161,7 +159,7 @@ def response_usage(model_name: str | None) -> Any:
                     model_ref=model_name,
                 )
                 cost = float(price.total_price)
-            except (ImportError, LookupError, ValueError, TypeError):
+            except (LookupError, ValueError, TypeError):
                 cost = None
         return CallUsage(
             model_name=model_name,
