@@ -37,7 +37,6 @@ from kitaru_adapters.crewai._llm import (
     sending_recorded_request,
 )
 from kitaru_core import CallUsage, run_checkpoint
-from kitaru_core.errors import AdapterError
 
 _MARK = "__kitaru_records_requests__"
 _CALL_PARAMETERS = inspect.signature(BaseLLM.call).parameters
@@ -155,30 +154,15 @@ def _recording_to_pydantic(method: Callable[..., Any]) -> Callable[..., Any]:
     return to_pydantic
 
 
-def _crewai_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("crewai")
-    except PackageNotFoundError:
-        return "(version unknown)"
-
-
 def install_request_recording() -> None:
     """Record every model request CrewAI sends inside an execution (once per process; idempotent).
 
-    Raises:
-        AdapterError: `InternalInstructor.to_pydantic` is not where crewai 1.15 has it.
+    Called by `durable()` after `_seams.check()`, which raises `AdapterError` (naming the version
+    found) when `InternalInstructor.to_pydantic` or another seam used here is missing or changed.
     """
     if _installed:
         return
-    to_pydantic = InternalInstructor.__dict__.get("to_pydantic")
-    if to_pydantic is None or not callable(to_pydantic):
-        raise AdapterError(
-            "kitaru_adapters.crewai records CrewAI's structured-output requests through "
-            f"InternalInstructor.to_pydantic, which crewai {_crewai_version()} does not have; install a "
-            "supported release (pip install 'kitaru-adapters[crewai]')."
-        )
+    to_pydantic = InternalInstructor.to_pydantic
     _installed.append(True)
     # BaseLLM defines its own `__init_subclass__` in newer releases; older ones inherit pydantic's.
     own = BaseLLM.__dict__.get("__init_subclass__")
