@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kitaru_adapters._seams import Seam
+from kitaru_core.adapters import Seam
 from kitaru_core.errors import AdapterError
 
 

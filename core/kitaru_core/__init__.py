@@ -11,25 +11,20 @@ This module imports no agent framework.
 from typing import TYPE_CHECKING
 
 from kitaru_core import errors
-from kitaru_core._api import Checkpoint, Flow, checkpoint, durable_run, execution, flow, named_run
+from kitaru_core._api import Checkpoint, Flow, checkpoint, execution, flow, named_run
 from kitaru_core._artifacts import load, log, save
 from kitaru_core._config import Settings, configure
 from kitaru_core._runtime import (
-    CallUsage,
     OnInterrupted,
     RetryPolicy,
     WaitSpec,
-    current_execution,
     idempotency_key,
-    retry_delay_in_call,
-    run_checkpoint,
-    run_checkpoint_async,
     scope,
-    stop_retries_in_call,
     wait,
     wait_all,
 )
-from kitaru_core._serialization import Codec, JsonCodec, fingerprint
+from kitaru_core._serialization import Codec, JsonCodec
+from kitaru_core._view import CurrentExecution, current_execution
 
 __all__ = [
     "ApprovalDecision",
@@ -37,11 +32,11 @@ __all__ = [
     "ApprovalRequest",
     "ArtifactView",
     "AuditEvent",
-    "CallUsage",
     "CallView",
     "Checkpoint",
     "Client",
     "Codec",
+    "CurrentExecution",
     "ExecutionDetail",
     "ExecutionSummary",
     "Flow",
@@ -51,7 +46,6 @@ __all__ = [
     "OnInterrupted",
     "RetryPolicy",
     "Settings",
-    "SideEffectPolicy",
     "Totals",
     "WaitSpec",
     "WaitView",
@@ -61,31 +55,38 @@ __all__ = [
     "classify_model_error",
     "configure",
     "current_execution",
-    "durable_run",
     "errors",
     "execution",
-    "fingerprint",
     "flow",
     "idempotency_key",
     "load",
     "log",
     "model_retries",
-    "model_retry_policy",
     "named_run",
     "request_approval",
-    "request_approval_together",
     "request_approvals",
-    "retry_delay_in_call",
-    "run_checkpoint",
-    "run_checkpoint_async",
     "save",
     "scope",
-    "stop_retries_in_call",
     "wait",
     "wait_all",
 ]
 
 __version__ = "0.1.0"
+
+# Names kitaru_core 0.1 exported for adapters: importable from here still (0.1 code keeps working),
+# but no longer part of the user API; they live in `kitaru_core.adapters`.
+_MOVED_TO_ADAPTERS = {
+    "CallUsage": "_runtime",
+    "durable_run": "_api",
+    "fingerprint": "_serialization",
+    "model_retry_policy": "_model_retries",
+    "request_approval_together": "_approvals",
+    "retry_delay_in_call": "_runtime",
+    "run_checkpoint": "_runtime",
+    "run_checkpoint_async": "_runtime",
+    "SideEffectPolicy": "_interrupted",
+    "stop_retries_in_call": "_runtime",
+}
 
 _LAZY = {
     "ArtifactView": "_client",
@@ -101,21 +102,22 @@ _LAZY = {
     "ApprovalRequest": "_approvals",
     "approval_wait_name": "_approvals",
     "request_approval": "_approvals",
-    "request_approval_together": "_approvals",
     "request_approvals": "_approvals",
-    "SideEffectPolicy": "_interrupted",
     "Worker": "_workers",
     "ModelErrorClass": "_model_retries",
     "ModelRetryPolicy": "_model_retries",
     "classify_model_error": "_model_retries",
     "model_retries": "_model_retries",
-    "model_retry_policy": "_model_retries",
 }
 
 
 def __getattr__(name: str) -> object:
-    """Import the client and approvals (and pydantic, SQLAlchemy) only when first used."""
-    module = _LAZY.get(name)
+    """Import the client and approvals (and pydantic, SQLAlchemy) only when first used.
+
+    Also serves the names 0.1 exported for adapters (`run_checkpoint`, `fingerprint`, ...), which
+    moved to `kitaru_core.adapters`.
+    """
+    module = _LAZY.get(name) or _MOVED_TO_ADAPTERS.get(name)
     if module is not None:
         import importlib
 
@@ -124,14 +126,17 @@ def __getattr__(name: str) -> object:
 
 
 if TYPE_CHECKING:
+    from kitaru_core._api import durable_run as durable_run
     from kitaru_core._approvals import (
         ApprovalDecision,
         ApprovalPolicy,
         ApprovalRequest,
         approval_wait_name,
         request_approval,
-        request_approval_together,
         request_approvals,
+    )
+    from kitaru_core._approvals import (
+        request_approval_together as request_approval_together,
     )
     from kitaru_core._client import (
         ArtifactView,
@@ -143,12 +148,30 @@ if TYPE_CHECKING:
         Totals,
         WaitView,
     )
-    from kitaru_core._interrupted import SideEffectPolicy
+    from kitaru_core._interrupted import SideEffectPolicy as SideEffectPolicy
     from kitaru_core._model_retries import (
         ModelErrorClass,
         ModelRetryPolicy,
         classify_model_error,
         model_retries,
-        model_retry_policy,
     )
+    from kitaru_core._model_retries import (
+        model_retry_policy as model_retry_policy,
+    )
+    from kitaru_core._runtime import (
+        CallUsage as CallUsage,
+    )
+    from kitaru_core._runtime import (
+        retry_delay_in_call as retry_delay_in_call,
+    )
+    from kitaru_core._runtime import (
+        run_checkpoint as run_checkpoint,
+    )
+    from kitaru_core._runtime import (
+        run_checkpoint_async as run_checkpoint_async,
+    )
+    from kitaru_core._runtime import (
+        stop_retries_in_call as stop_retries_in_call,
+    )
+    from kitaru_core._serialization import fingerprint as fingerprint
     from kitaru_core._workers import Worker

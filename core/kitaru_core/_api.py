@@ -17,7 +17,6 @@ from kitaru_core import _config
 from kitaru_core._ids import check_execution_id, check_queue_name, fit_name
 from kitaru_core._records import StoredValue
 from kitaru_core._runtime import (
-    ExecutionContext,
     ExecutionRun,
     Kind,
     OnDivergence,
@@ -33,6 +32,7 @@ from kitaru_core._runtime import (
     scope,
 )
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint, unstorable_type
+from kitaru_core._view import CurrentExecution
 from kitaru_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -338,7 +338,7 @@ def execution(
     inputs: Any = None,
     fresh: bool = False,
     entry_point: str | None = None,
-) -> Generator[ExecutionContext]:
+) -> Generator[CurrentExecution]:
     """Run the code inside as a named, resumable execution.
 
     Framework calls made inside (agent runs of durable agents, checkpoints, waits) are recorded
@@ -354,7 +354,7 @@ def execution(
         entry_point: `module:function` of an importable `@flow` that resumes it (for the CLI).
 
     Yields:
-        The running execution's context (its `execution_id` attribute names it).
+        A frozen view of the running execution (`CurrentExecution`: its `execution_id` names it).
 
     Raises:
         ExecutionLockedError: Another live runner holds the execution.
@@ -369,7 +369,7 @@ def execution(
                 f"Cannot start execution {execution_id!r} inside execution {active.execution_id!r}: "
                 "executions do not nest. Call the inner code directly, or run it as a separate flow."
             )
-        yield active
+        yield CurrentExecution.of(active)
         return
     fingerprint_input, stored_inputs = _inputs_for_storage(inputs) if inputs is not None else (None, None)
     store, record = open_or_find(
@@ -381,7 +381,7 @@ def execution(
         fresh=fresh,
     )
     with ExecutionRun(store, record.id, resumable_by_cli=entry_point is not None) as context:
-        yield context
+        yield CurrentExecution.of(context)
 
 
 _named_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("kitaru_named_run", default=None)

@@ -16,9 +16,8 @@ from crewai.flow.flow import Flow
 from crewai.llms.base_llm import BaseLLM
 from crewai.utilities.llm_utils import create_llm
 
-from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.crewai import _seams as seams
-from kitaru_adapters.crewai._llm import DurableLLM, jsonable
+from kitaru_adapters.crewai._llm import DurableLLM
 from kitaru_adapters.crewai._requests import install_request_recording
 from kitaru_adapters.crewai._steps import wrap_execute_method
 from kitaru_adapters.crewai._tools import (
@@ -27,13 +26,14 @@ from kitaru_adapters.crewai._tools import (
     _task_labels,  # pyright: ignore[reportPrivateUsage]
     durable_tool,
 )
-from kitaru_core import (
+from kitaru_core import RetryPolicy, current_execution
+from kitaru_core.adapters import (
     ApprovalPolicy,
-    RetryPolicy,
-    current_execution,
     durable_run,
     fingerprint,
+    jsonable,
     model_retries,
+    register_durable_subclass,
     scope,
 )
 from kitaru_core.errors import AdapterError, ConfigurationError

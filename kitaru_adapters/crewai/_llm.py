@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import json
 from collections.abc import Generator
 from typing import Any
 
-# Imported here, once, in the importing thread: a first import of genai_prices (which imports
-# httpx2) from many threads at once, as 30 crews kicked off in parallel used to do on their first
-# recorded LLM call, can hand a thread a partially initialized module (`ImportError: cannot import
-# name 'URL' from partially initialized module 'httpx2'`).
-import genai_prices
 from crewai.llms.base_llm import BaseLLM, call_stop_override, call_stream_override
 from pydantic import BaseModel, ConfigDict, Field
 
-from kitaru_core import (
+from kitaru_core import current_execution
+from kitaru_core.adapters import (
     CallUsage,
-    current_execution,
+    cost_usd,
     fingerprint,
+    jsonable,
     model_retry_policy,
     run_checkpoint,
     run_checkpoint_async,
@@ -67,28 +63,6 @@ def records_now() -> bool:
     That is inside an execution and not inside a recorded call's own request.
     """
     return current_execution() is not None and not _recording.get()
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON form of what CrewAI passes to and gets from an LLM, for fingerprints and storage.
-
-    Pydantic models (OpenAI's tool-call objects, structured outputs) become their JSON dump with
-    `None` fields left out, so a tool call loaded from the store and the live one compare equal;
-    classes (a `response_model`) become their JSON schema; other objects their `repr`.
-    """
-    if isinstance(value, BaseModel):
-        return jsonable(value.model_dump(mode="json", exclude_none=True))
-    if isinstance(value, type) and issubclass(value, BaseModel):
-        return value.model_json_schema()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items() if item is not None}  # pyright: ignore[reportUnknownVariableType]
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]  # pyright: ignore[reportUnknownVariableType]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return repr(value)
 
 
 def _tool_identity(tool: Any) -> Any:
@@ -198,23 +172,6 @@ class LLMResponseCodec:
         return document["data"]
 
 
-def _cost_usd(
-    model_name: str | None, input_tokens: int, output_tokens: int, cached_tokens: int
-) -> float | None:
-    if not model_name:
-        return None
-    try:
-        price = genai_prices.calc_price(
-            genai_prices.Usage(
-                input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached_tokens
-            ),
-            model_ref=model_name,
-        )
-        return float(price.total_price)
-    except (LookupError, ValueError, TypeError):
-        return None
-
-
 def llm_checkpoint_options(
     identity: dict[str, Any],
     response_model: Any,
@@ -257,7 +214,7 @@ def measured_usage(
         model_name=model_name,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cost_usd=_cost_usd(model_name, input_tokens, output_tokens, cached_tokens),
+        cost_usd=cost_usd(model_name, input_tokens, output_tokens, cached_tokens),
     )
 
 

@@ -36,7 +36,7 @@ from kitaru_adapters.crewai._llm import (
     records_now,
     sending_recorded_request,
 )
-from kitaru_core import CallUsage, run_checkpoint
+from kitaru_core.adapters import CallUsage, run_checkpoint
 
 _MARK = "__kitaru_records_requests__"
 _CALL_PARAMETERS = inspect.signature(BaseLLM.call).parameters

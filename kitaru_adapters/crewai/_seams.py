@@ -12,7 +12,7 @@ import functools
 import importlib.util
 from typing import Any
 
-from kitaru_adapters._seams import Seam, check_seams, declared_range, fields_seam
+from kitaru_core.adapters import Seam, check_seams, declared_range, fields_seam
 
 RATE_LIMIT_MARKER = "_crewai_rate_limit_wrapped"
 PERSISTENCE_MARKER = "__flow_persistence_config__"

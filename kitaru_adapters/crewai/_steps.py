@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kitaru_adapters.crewai._llm import jsonable
-from kitaru_core import current_execution, run_checkpoint_async
+from kitaru_core import current_execution
+from kitaru_core.adapters import jsonable, run_checkpoint_async
 from kitaru_core.errors import SerializationError
 
 STEP_FORMAT = "json:crewai.FlowStep"

@@ -13,23 +13,20 @@ from crewai.core.providers.human_input import SyncHumanInputProvider
 from crewai.tools import BaseTool
 from pydantic import ConfigDict, Field
 
-from kitaru_core import (
+from kitaru_core import RetryPolicy, current_execution, wait
+from kitaru_core.adapters import (
+    APPROVAL_BATCH_WINDOW_S,
     ApprovalPolicy,
     ApprovalRequest,
-    RetryPolicy,
-    current_execution,
     fingerprint,
     request_approval_together,
     run_checkpoint,
     run_checkpoint_async,
-    wait,
 )
 
 ARGUMENTS_DIGEST_CHARACTERS = 12
 BLOCKED_TEXT = "Tool execution blocked by hook. Tool: {tool}"
 """CrewAI's own text for a tool call a `before_tool_call` hook blocked (1.15); a denial returns it."""
-APPROVAL_BATCH_WINDOW_S = 0.05
-"""How long the first gated call of a turn waits for parallel siblings (threads) to join its batch."""
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,8 @@ from kitaru_adapters.langgraph._position import (
     leave_run,
 )
 from kitaru_adapters.langgraph._tools import install_tool_wraps
-from kitaru_core import (
-    Client,
-    RetryPolicy,
-    current_execution,
-    durable_run,
-    execution,
-    fingerprint,
-    run_checkpoint,
-    scope,
-)
+from kitaru_core import Client, RetryPolicy, current_execution, execution
+from kitaru_core.adapters import durable_run, fingerprint, register_durable_subclass, run_checkpoint, scope
 from kitaru_core.errors import AdapterError, ExecutionNotFoundError
 
 GraphT = TypeVar("GraphT", bound=Pregel[Any, Any, Any, Any])
@@ -354,12 +346,7 @@ def _durable_class(base: type[Any]) -> type[Any]:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
 
-    DurableGraph.__name__ = base.__name__
-    DurableGraph.__qualname__ = base.__qualname__
-    DurableGraph.__module__ = base.__module__
-    DurableGraph.__doc__ = base.__doc__
-    _durable_classes[base] = DurableGraph
-    return DurableGraph
+    return register_durable_subclass(base, DurableGraph, _durable_classes)
 
 
 def durable(

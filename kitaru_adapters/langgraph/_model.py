@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import inspect
 import json
 import queue
@@ -19,7 +20,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import genai_prices
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import (
     AIMessageChunk,
@@ -28,17 +28,21 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import BaseModel
 
-from kitaru_adapters._streaming import final_once_relayed, relay_while_running
 from kitaru_adapters.langgraph._position import Position, active_run, current_position
-from kitaru_core import (
+from kitaru_core.adapters import (
+    UNCONVERTED,
     CallUsage,
+    cost_usd,
+    final_once_relayed,
     fingerprint,
     model_retry_policy,
+    relay_while_running,
     run_checkpoint,
     run_checkpoint_async,
+    stable_text,
 )
+from kitaru_core.adapters import jsonable as shared_jsonable
 from kitaru_core.errors import AdapterError, SerializationError
 
 CHAT_RESULT_FORMAT = "json:langchain.ChatResult"
@@ -50,25 +54,24 @@ WRAPPED_MARKER = "__kitaru_langgraph_wrapped__"
 def jsonable(value: Any) -> Any:
     """A JSON form of LangChain values (messages, pydantic models, containers) for fingerprints.
 
-    Other objects are represented by their `repr`, or by their type alone when the `repr` names a
-    memory address; such values do not tell calls apart.
+    `kitaru_core.adapters.jsonable`'s rules, with LangChain messages as `message_identity` gives
+    them. As 0.1 wrote them (fingerprints recorded then still match): dataclass instances are their
+    `repr`, classes their JSON schema or qualified name. Other objects are represented by their
+    `repr`, or by their type alone when the `repr` names a memory address; such values do not tell
+    calls apart.
     """
+    return shared_jsonable(value, convert=_langchain_form)
+
+
+def _langchain_form(value: Any) -> Any:
     if isinstance(value, BaseMessage):
         return message_identity(value)
-    if isinstance(value, BaseModel):
-        return jsonable(value.model_dump(mode="json", exclude_none=True))
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items() if item is not None}  # pyright: ignore[reportUnknownVariableType]
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]  # pyright: ignore[reportUnknownVariableType]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
     if isinstance(value, type):
         schema = getattr(value, "model_json_schema", None)
         return schema() if callable(schema) else value.__qualname__
-    text = repr(value)
-    # A default repr names a memory address, which differs in every process: keep the type only.
-    return f"<{type(value).__qualname__}>" if " at 0x" in text else text
+    if dataclasses.is_dataclass(value):
+        return stable_text(value, repr(value))
+    return UNCONVERTED
 
 
 def message_identity(message: BaseMessage) -> dict[str, Any]:
@@ -199,21 +202,6 @@ class MessageCodec:
 # -- usage -------------------------------------------------------------------------------------------
 
 
-def _cost_usd(model_name: str | None, input_tokens: int, output_tokens: int, cached: int) -> float | None:
-    if not model_name:
-        return None
-    try:
-        price = genai_prices.calc_price(
-            genai_prices.Usage(
-                input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached
-            ),
-            model_ref=model_name,
-        )
-        return float(price.total_price)
-    except (LookupError, ValueError, TypeError):
-        return None
-
-
 def message_usage(message: BaseMessage, fallback_model: str | None) -> CallUsage:
     """Tokens and cost (genai-prices, where the model is known) of one AI message."""
     usage = getattr(message, "usage_metadata", None) or {}
@@ -224,7 +212,7 @@ def message_usage(message: BaseMessage, fallback_model: str | None) -> CallUsage
     details = usage.get("input_token_details") or {}
     cost = None
     if input_tokens is not None and output_tokens is not None:
-        cost = _cost_usd(model_name, input_tokens, output_tokens, details.get("cache_read") or 0)
+        cost = cost_usd(model_name, input_tokens, output_tokens, details.get("cache_read") or 0)
     return CallUsage(
         model_name=model_name, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost
     )

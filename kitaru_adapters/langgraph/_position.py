@@ -11,7 +11,8 @@ from typing import Any
 
 from langgraph.config import get_config
 
-from kitaru_core import ApprovalPolicy, RetryPolicy, current_execution
+from kitaru_core import RetryPolicy, current_execution
+from kitaru_core.adapters import ApprovalPolicy
 
 NS_SEPARATOR = "|"
 TASK_ID_SEPARATOR = ":"

@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from kitaru_adapters._seams import Seam, check_seams, declared_range, per_check
+from kitaru_core.adapters import Seam, check_seams, declared_range, per_check
 
 TASK_ID_KEY = "__pregel_task_id"
 CHECKPOINTER_KEY = "__pregel_checkpointer"

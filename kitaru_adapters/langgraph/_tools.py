@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from kitaru_adapters.langgraph._model import jsonable
 from kitaru_adapters.langgraph._position import Position, current_position
-from kitaru_core import (
+from kitaru_core import JsonCodec
+from kitaru_core.adapters import (
     ApprovalDecision,
     ApprovalRequest,
-    JsonCodec,
     fingerprint,
     request_approval_together,
     run_checkpoint,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import re
@@ -13,7 +12,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import genai_prices
 from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
 from agents.items import ModelResponse, TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
@@ -25,14 +23,18 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsa
 from pydantic import BaseModel, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from kitaru_adapters._streaming import final_once_relayed, relay_while_running
-from kitaru_core import (
+from kitaru_core import current_execution
+from kitaru_core.adapters import (
+    UNCONVERTED,
     CallUsage,
-    current_execution,
+    cost_usd,
+    final_once_relayed,
     fingerprint,
     model_retry_policy,
+    relay_while_running,
     run_checkpoint_async,
 )
+from kitaru_core.adapters import jsonable as shared_jsonable
 from kitaru_core.errors import AdapterError, SerializationError
 
 OUTPUT_ADAPTER: TypeAdapter[list[TResponseOutputItem]] = TypeAdapter(list[TResponseOutputItem])
@@ -52,20 +54,15 @@ class StreamedModelResponse(ModelResponse):
 def jsonable(value: Any) -> Any:
     """A JSON form of SDK values (pydantic models, dataclasses, containers) for fingerprints.
 
-    Keys whose value is `None` are left out: an output item the SDK built from a live response
-    omits unset fields, the same item loaded from the store may carry them as `null`.
+    `kitaru_core.adapters.jsonable`'s rules (keys whose value is `None` are left out: an output item
+    the SDK built from a live response omits unset fields, the same item loaded from the store may
+    carry them as `null`), except that a class is its `repr`, as 0.1 recorded it.
     """
-    if isinstance(value, BaseModel):
-        return jsonable(value.model_dump(mode="json", exclude_none=True))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items() if item is not None}  # pyright: ignore[reportUnknownVariableType]
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]  # pyright: ignore[reportUnknownVariableType]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return repr(value)
+    return shared_jsonable(value, convert=_class_repr)
+
+
+def _class_repr(value: Any) -> Any:
+    return repr(value) if isinstance(value, type) else UNCONVERTED
 
 
 def _tool_identity(tool: Tool) -> dict[str, Any]:
@@ -146,21 +143,16 @@ def response_usage(model_name: str | None) -> Any:
 
     def usage_of(response: ModelResponse) -> CallUsage:
         usage = response.usage
-        cost: float | None = None
-        if model_name:
-            try:
-                cached = usage.input_tokens_details.cached_tokens or 0
-                price = genai_prices.calc_price(
-                    genai_prices.Usage(
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                        cache_read_tokens=cached,
-                    ),
-                    model_ref=model_name,
-                )
-                cost = float(price.total_price)
-            except (LookupError, ValueError, TypeError):
-                cost = None
+        cost = (
+            cost_usd(
+                model_name,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.input_tokens_details.cached_tokens or 0,
+            )
+            if model_name
+            else None
+        )
         return CallUsage(
             model_name=model_name,
             input_tokens=usage.input_tokens,

@@ -29,7 +29,6 @@ from agents.tool import (
 )
 from pydantic import BaseModel
 
-from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.openai_agents import _seams as seams
 from kitaru_adapters.openai_agents._model import DurableModel, DurableModelProvider, jsonable
 from kitaru_adapters.openai_agents._tools import (
@@ -38,15 +37,14 @@ from kitaru_adapters.openai_agents._tools import (
     durable_handoff,
     durable_tool,
 )
-from kitaru_core import (
+from kitaru_core import OnInterrupted, RetryPolicy, current_execution
+from kitaru_core.adapters import (
     ApprovalPolicy,
-    OnInterrupted,
-    RetryPolicy,
     SideEffectPolicy,
-    current_execution,
     durable_run,
     fingerprint,
     model_retries,
+    register_durable_subclass,
     run_checkpoint_async,
 )
 from kitaru_core.errors import AdapterError, ConfigurationError, InterruptedCallError

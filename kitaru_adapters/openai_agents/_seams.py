@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from kitaru_adapters._seams import Seam, check_seams, declared_range, fields_seam
+from kitaru_core.adapters import Seam, check_seams, declared_range, fields_seam
 
 RUNNER_NAMES = frozenset({"DEFAULT_AGENT_RUNNER", "get_default_agent_runner"})
 MODEL_PARAMETERS = (

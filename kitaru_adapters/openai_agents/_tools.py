@@ -16,13 +16,12 @@ from agents.tool import DEFAULT_APPROVAL_REJECTION_MESSAGE, FunctionTool
 from agents.tool_context import ToolContext
 from pydantic import BaseModel, TypeAdapter
 
-from kitaru_core import (
+from kitaru_core import JsonCodec, RetryPolicy, current_execution
+from kitaru_core.adapters import (
+    APPROVAL_BATCH_WINDOW_S,
     ApprovalPolicy,
     ApprovalRequest,
-    JsonCodec,
-    RetryPolicy,
     SideEffectPolicy,
-    current_execution,
     request_approval_together,
     run_checkpoint_async,
     scope,
@@ -149,10 +148,6 @@ async def _declared_approval(
         decided = rule(context, arguments, context.tool_call_id)
         return bool(await decided) if inspect.isawaitable(decided) else bool(decided)
     return bool(rule)
-
-
-APPROVAL_BATCH_WINDOW_S = 0.05
-"""How long the first gated call of a turn waits for its parallel siblings (asyncio tasks) to join."""
 
 
 def is_wrapped(tool: FunctionTool) -> bool:

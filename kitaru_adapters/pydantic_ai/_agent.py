@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 from pydantic_ai import Agent
 
-from kitaru_adapters._subclasses import register_durable_subclass
 from kitaru_adapters.pydantic_ai import _seams as seams
 from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
-from kitaru_core import ApprovalPolicy, OnInterrupted, RetryPolicy, SideEffectPolicy, durable_run
+from kitaru_core import OnInterrupted, RetryPolicy
+from kitaru_core.adapters import ApprovalPolicy, SideEffectPolicy, durable_run, register_durable_subclass
 from kitaru_core.errors import AdapterError
 
 AgentT = TypeVar("AgentT", bound=Agent[Any, Any])

@@ -36,11 +36,11 @@ from pydantic_ai.tools import (
     ToolDenied,
 )
 
-from kitaru_core import (
+from kitaru_core import RetryPolicy
+from kitaru_core.adapters import (
     ApprovalPolicy,
     ApprovalRequest,
     CallUsage,
-    RetryPolicy,
     SideEffectPolicy,
     fingerprint,
     model_retry_policy,

@@ -13,7 +13,7 @@ import functools
 import inspect
 from typing import Any
 
-from kitaru_adapters._seams import Seam, check_seams, declared_range, fields_seam
+from kitaru_core.adapters import Seam, check_seams, declared_range, fields_seam
 
 # Each run method of `Agent` and a method it runs through on its way to `iter` (where the
 # capability is added): `run_sync` runs `run`, `run_stream_events` runs `run`, `run` and

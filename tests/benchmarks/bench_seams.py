@@ -12,7 +12,7 @@ import importlib
 import statistics
 import time
 
-from kitaru_adapters._seams import reset_seam_checks
+from kitaru_core.adapters import reset_seam_checks
 
 
 def main() -> None:

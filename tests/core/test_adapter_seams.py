@@ -1,4 +1,4 @@
-"""`kitaru_adapters._seams`: seams checked once per process, thread-safe, with an error naming everything.
+"""`kitaru_core.adapters` seam checks: seams checked once per process, thread-safe, with an error naming everything.
 
 Framework-free: the seams here point into the standard library and this module, so the machinery is
 tested without any adapter installed (each adapter's own seams are tested in its environment).
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kitaru_adapters._seams import (
+from kitaru_core.adapters import (
     Seam,
     check_seams,
     declared_range,

@@ -19,11 +19,11 @@ EXPECTED_ALL = [
     "ApprovalRequest",
     "ArtifactView",
     "AuditEvent",
-    "CallUsage",
     "CallView",
     "Checkpoint",
     "Client",
     "Codec",
+    "CurrentExecution",
     "ExecutionDetail",
     "ExecutionSummary",
     "Flow",
@@ -33,7 +33,6 @@ EXPECTED_ALL = [
     "OnInterrupted",
     "RetryPolicy",
     "Settings",
-    "SideEffectPolicy",
     "Totals",
     "WaitSpec",
     "WaitView",
@@ -43,28 +42,62 @@ EXPECTED_ALL = [
     "classify_model_error",
     "configure",
     "current_execution",
-    "durable_run",
     "errors",
     "execution",
-    "fingerprint",
     "flow",
     "idempotency_key",
     "load",
     "log",
     "model_retries",
-    "model_retry_policy",
     "named_run",
+    "request_approval",
+    "request_approvals",
+    "save",
+    "scope",
+    "wait",
+    "wait_all",
+]
+
+MOVED_TO_ADAPTERS = ['CallUsage', 'SideEffectPolicy', 'durable_run', 'fingerprint', 'model_retry_policy', 'request_approval_together', 'retry_delay_in_call', 'run_checkpoint', 'run_checkpoint_async', 'stop_retries_in_call']
+"""What 0.1 exported for adapters: out of `__all__`, still importable from `kitaru_core`."""
+
+EXPECTED_ADAPTERS_ALL = [
+    "APPROVAL_BATCH_WINDOW_S",
+    "UNCONVERTED",
+    "ApprovalDecision",
+    "ApprovalPolicy",
+    "ApprovalRequest",
+    "CallUsage",
+    "Seam",
+    "SideEffectPolicy",
+    "approval_wait_name",
+    "canonical_json",
+    "check_seams",
+    "cost_usd",
+    "declared_range",
+    "durable_run",
+    "execution_context",
+    "field_names",
+    "fields_seam",
+    "final_once_relayed",
+    "fingerprint",
+    "installed_version",
+    "jsonable",
+    "model_retries",
+    "model_retry_policy",
+    "per_check",
+    "register_durable_subclass",
+    "relay_while_running",
     "request_approval",
     "request_approval_together",
     "request_approvals",
+    "reset_seam_checks",
     "retry_delay_in_call",
     "run_checkpoint",
     "run_checkpoint_async",
-    "save",
     "scope",
+    "stable_text",
     "stop_retries_in_call",
-    "wait",
-    "wait_all",
 ]
 
 EXPECTED_ERRORS_ALL = [
@@ -119,6 +152,35 @@ def test_all_lists_exactly_the_public_names() -> None:
     lazy = set(kitaru_core._LAZY)  # the client's and the approvals' names, imported on first use
     assert not eager & lazy
     assert eager | lazy == set(EXPECTED_ALL)
+    assert not set(kitaru_core._MOVED_TO_ADAPTERS) & (eager | lazy)
+
+
+@pytest.mark.parametrize("name", MOVED_TO_ADAPTERS)
+def test_names_moved_to_the_adapter_api_stay_importable_from_kitaru_core(name: str) -> None:
+    """0.1 code importing them from `kitaru_core` keeps working, without a warning; same object."""
+    import warnings
+
+    import kitaru_core.adapters
+
+    assert name not in kitaru_core.__all__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        namespace: dict[str, object] = {}
+        exec(f"from kitaru_core import {name}", namespace)
+    assert namespace[name] is getattr(kitaru_core.adapters, name)
+
+
+def test_adapters_all_lists_exactly_its_names_and_each_is_importable() -> None:
+    import kitaru_core.adapters
+
+    assert sorted(kitaru_core.adapters.__all__) == sorted(EXPECTED_ADAPTERS_ALL)
+    for name in EXPECTED_ADAPTERS_ALL:
+        namespace: dict[str, object] = {}
+        exec(f"from kitaru_core.adapters import {name}", namespace)
+        assert namespace[name] is getattr(kitaru_core.adapters, name)
+        value = namespace[name]
+        if callable(value):
+            assert inspect.getdoc(value), f"kitaru_core.adapters.{name} has no docstring"
 
 
 def test_errors_all_lists_exactly_the_public_names() -> None:
@@ -195,6 +257,14 @@ def _modules_loaded_by(code: str) -> list[str]:
 
 def test_import_kitaru_core_imports_no_framework_nor_storage_library() -> None:
     assert _modules_loaded_by("import kitaru_core") == []
+
+
+def test_import_kitaru_core_adapters_imports_no_framework() -> None:
+    assert _modules_loaded_by("import kitaru_core.adapters") == []
+
+
+def test_import_kitaru_core_does_not_import_the_adapter_api() -> None:
+    assert _modules_loaded_by("import kitaru_core; import sys; assert 'kitaru_core.adapters' not in sys.modules") == []
 
 
 def test_import_kitaru_adapters_star_imports_no_framework() -> None:

@@ -22,9 +22,9 @@ import crewai.flow.persistence
 from crewai import LLM, Agent, Crew, Task
 from crewai.llms.base_llm import BaseLLM
 
-from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.crewai import durable
 from kitaru_adapters.crewai._seams import SEAMS
+from kitaru_core.adapters import reset_seam_checks
 from kitaru_core.errors import AdapterError
 from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 

@@ -23,9 +23,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.pregel import Pregel
 
-from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.langgraph import durable
 from kitaru_adapters.langgraph._seams import SEAMS, _probe
+from kitaru_core.adapters import reset_seam_checks
 from kitaru_core.errors import AdapterError
 from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 

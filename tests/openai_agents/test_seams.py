@@ -22,9 +22,9 @@ import agents.handoffs
 from agents import Agent, Runner
 from agents.run import AgentRunner
 
-from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.openai_agents import DurableRunner, durable
 from kitaru_adapters.openai_agents._seams import SEAMS
+from kitaru_core.adapters import reset_seam_checks
 from kitaru_core.errors import AdapterError
 from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 

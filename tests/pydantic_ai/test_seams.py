@@ -21,9 +21,9 @@ pytest.importorskip("pydantic_ai")
 from pydantic_ai import Agent
 from pydantic_ai.models.test import TestModel
 
-from kitaru_adapters._seams import reset_seam_checks
 from kitaru_adapters.pydantic_ai import durable
 from kitaru_adapters.pydantic_ai._seams import SEAMS
+from kitaru_core.adapters import reset_seam_checks
 from kitaru_core.errors import AdapterError
 from tests.seam_breaking import break_attribute, declared_in_pyproject, expect_refusal, seam_tests
 

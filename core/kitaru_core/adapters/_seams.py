@@ -3,8 +3,8 @@
 An adapter hooks a framework at named places (a method it wraps, a class it subclasses, a private
 attribute it reads, a config key the framework puts in a running node's config, a marker the
 framework reads off a function). The day a release renames one of them, model or tool calls would
-silently stop being checkpoints. Each adapter lists its seams (`<adapter>/_seams.py`) and its
-`durable()` calls `check_seams` first: a missing or changed seam raises `AdapterError` naming the
+silently stop being checkpoints. Each adapter lists its seams (`kitaru_adapters/<adapter>/_seams.py`)
+and its `durable()` calls `check_seams` first: a missing or changed seam raises `AdapterError` naming the
 installed release, the supported range and every seam that broke.
 """
 
