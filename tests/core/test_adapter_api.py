@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +88,7 @@ ADDRESS_SAMPLES: list[Any] = [
     {Opaque(): 1},
     Settings(temperature=0.1, stop=[Opaque()]),  # pyright: ignore[reportArgumentType]
     lambda: None,
-    threading_lock := __import__("threading").Lock(),
+    threading.Lock(),
     object(),
 ]
 
@@ -102,7 +104,6 @@ def test_fingerprint_json_never_contains_a_memory_address(value: Any) -> None:
     # The core's own fingerprint gives no JSON for such values rather than one naming an address.
     own = canonical_json(value)
     assert own is None or not MEMORY_ADDRESS.search(own), own
-    assert threading_lock is not None
 
 
 def test_jsonable_keeps_the_type_of_an_object_whose_repr_names_an_address() -> None:
@@ -243,3 +244,30 @@ def test_the_adapters_import_shared_helpers_only_from_the_adapter_api() -> None:
             assert other is None or other.group(1) == adapter, f"{path.relative_to(ROOT)}: {stripped}"
     assert not (ROOT / "kitaru_adapters" / "_seams.py").exists()
     assert kitaru_core.adapters.__name__ == "kitaru_core.adapters"
+
+
+def test_the_writing_an_adapter_example_runs_as_written(tmp_path: Path) -> None:
+    markdown = (ROOT / "docs" / "reference" / "adapters.md").read_text(encoding="utf-8")
+    [block] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+        if "# toy_adapter.py" in block
+    ]
+    (tmp_path / "toy_adapter.py").write_text(block, encoding="utf-8")
+    environment = {
+        **os.environ,
+        "KITARU_INTERACTIVE": "false",
+        "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
+        "KITARU_STORE_URL": f"sqlite:///{tmp_path / 'kitaru.db'}",
+        "KITARU_ARTIFACTS_URL": str(tmp_path / "artifacts"),
+    }
+    result = subprocess.run(
+        [sys.executable, "toy_adapter.py"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
