@@ -11,6 +11,7 @@ import shutil
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,43 @@ def test_a_store_written_by_revision_0001_resumes(tmp_path: Path) -> None:
         runs.clear()
         assert reply.run("T-7", execution_id="golden-1") == "sent: draft for T-7"
         assert runs == Counter()  # the completed call was served from the old store
+        assert client.get_execution("golden-1").status == "completed"
+    finally:
+        configure(reset=True)
+
+
+@pytest.mark.parametrize("import_from", ["kitaru_core.adapters", "kitaru_core"])
+def test_adapter_api_code_resumes_a_store_written_by_revision_0001(import_from: str, tmp_path: Path) -> None:
+    """Code recording calls the way adapters do (the 0.1 import path or `kitaru_core.adapters`) resumes it.
+
+    The completed call is served (its key and input fingerprint still match), the answered wait
+    returns its answer, and the user's view of the execution counts the resumed run.
+    """
+    database = tmp_path / "kitaru.db"
+    shutil.copy(GOLDEN, database)
+    configure(store_url=f"sqlite:///{database}", artifacts_url=str(tmp_path / "artifacts"), reset=True)
+    namespace: dict[str, object] = {}
+    exec(f"from {import_from} import run_checkpoint", namespace)
+    run_checkpoint: Any = namespace["run_checkpoint"]
+    ran: list[str] = []
+
+    def body(ticket: str) -> str:
+        ran.append(ticket)
+        return f"draft for {ticket}"
+
+    try:
+        client = Client()
+        client.answer("golden-1", "go", True)
+        with kitaru_core.execution("golden-1", name="golden-store-flow") as run:
+            text = run_checkpoint("draft", body, "T-7", inputs={"ticket": "T-7"})
+            answer = wait("go", question=f"Send {text!r}?", schema=bool)
+        assert (text, answer, ran) == ("draft for T-7", True, [])
+        assert (run.execution_id, run.flow_name, run.run_number, run.served_completed) == (
+            "golden-1",
+            "golden-store-flow",
+            2,
+            False,
+        )
         assert client.get_execution("golden-1").status == "completed"
     finally:
         configure(reset=True)
