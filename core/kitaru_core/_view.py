@@ -35,14 +35,22 @@ class CurrentExecution:
 
     @classmethod
     def of(cls, context: ExecutionContext) -> CurrentExecution:
-        """The view of a runtime context."""
-        return cls(
-            execution_id=context.execution_id,
-            flow_name=context.flow_name,
-            entry_point=context.entry_point,
-            run_number=context.run_number,
-            served_completed=context.served_completed,
-        )
+        """The view of a runtime context (made once per run: nothing it shows changes during a run)."""
+        attributes = vars(context)  # kept on the context: adapters ask for it on every call
+        view = attributes.get(_VIEW_ATTRIBUTE)
+        if not isinstance(view, CurrentExecution):
+            view = cls(
+                execution_id=context.execution_id,
+                flow_name=context.flow_name,
+                entry_point=context.entry_point,
+                run_number=context.run_number,
+                served_completed=context.served_completed,
+            )
+            attributes[_VIEW_ATTRIBUTE] = view
+        return view
+
+
+_VIEW_ATTRIBUTE = "_kitaru_user_view"
 
 
 def current_execution() -> CurrentExecution | None:
