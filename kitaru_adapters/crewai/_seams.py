@@ -8,11 +8,10 @@ decorates). Cheap: no LLM, crew or flow is built.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from typing import Any
 
-from kitaru_core.adapters import Seam, check_seams, declared_range, fields_seam
+from kitaru_core.adapters import Seam, fields_seam, seam_check
 
 RATE_LIMIT_MARKER = "_crewai_rate_limit_wrapped"
 PERSISTENCE_MARKER = "__flow_persistence_config__"
@@ -227,15 +226,5 @@ SEAMS: tuple[Seam, ...] = (
 )
 
 
-def check() -> None:
-    """Check every seam once per process.
-
-    Raises:
-        AdapterError: A seam is missing or changed (names the version found and the supported range).
-    """
-    check_seams(
-        "crewai",
-        functools.partial(declared_range, "crewai", "crewai"),
-        SEAMS,
-        adapter="kitaru_adapters.crewai",
-    )
+check = seam_check("crewai", "crewai", SEAMS, adapter="kitaru_adapters.crewai")
+"""Check every seam once per process; raises `AdapterError` naming the version found and the supported range."""

@@ -9,11 +9,10 @@ sees. It takes a few milliseconds, once per process.
 from __future__ import annotations
 
 import contextvars
-import functools
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from kitaru_core.adapters import Seam, check_seams, declared_range, per_check
+from kitaru_core.adapters import Seam, per_check, seam_check
 
 TASK_ID_KEY = "__pregel_task_id"
 CHECKPOINTER_KEY = "__pregel_checkpointer"
@@ -340,16 +339,7 @@ SEAMS: tuple[Seam, ...] = (
 )
 
 
-def check() -> None:
-    """Check every seam once per process.
-
-    Raises:
-        AdapterError: A seam is missing or changed (names the versions found and the supported ranges).
-    """
-    check_seams(
-        "langgraph",
-        functools.partial(declared_range, "langgraph", "langgraph"),
-        SEAMS,
-        adapter="kitaru_adapters.langgraph",
-        related={"langchain-core": functools.partial(declared_range, "langgraph", "langchain-core")},
-    )
+check = seam_check(
+    "langgraph", "langgraph", SEAMS, adapter="kitaru_adapters.langgraph", related=["langchain-core"]
+)
+"""Check every seam once per process; raises `AdapterError` naming the version found and the supported range."""

@@ -8,10 +8,9 @@ the default agent runner (where `durable()` installs the durable one). Cheap: no
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from kitaru_core.adapters import Seam, check_seams, declared_range, fields_seam
+from kitaru_core.adapters import Seam, fields_seam, seam_check
 
 RUNNER_NAMES = frozenset({"DEFAULT_AGENT_RUNNER", "get_default_agent_runner"})
 MODEL_PARAMETERS = (
@@ -210,15 +209,5 @@ SEAMS: tuple[Seam, ...] = (
 )
 
 
-def check() -> None:
-    """Check every seam once per process.
-
-    Raises:
-        AdapterError: A seam is missing or changed (names the version found and the supported range).
-    """
-    check_seams(
-        "openai-agents",
-        functools.partial(declared_range, "openai-agents", "openai-agents"),
-        SEAMS,
-        adapter="kitaru_adapters.openai_agents",
-    )
+check = seam_check("openai-agents", "openai-agents", SEAMS, adapter="kitaru_adapters.openai_agents")
+"""Check every seam once per process; raises `AdapterError` naming the version found and the supported range."""

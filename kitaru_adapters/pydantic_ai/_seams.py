@@ -9,11 +9,10 @@ goes through `iter` is checked by the names their code uses. Dataclass fields th
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any
 
-from kitaru_core.adapters import Seam, check_seams, declared_range, fields_seam
+from kitaru_core.adapters import Seam, fields_seam, seam_check
 
 # Each run method of `Agent` and a method it runs through on its way to `iter` (where the
 # capability is added): `run_sync` runs `run`, `run_stream_events` runs `run`, `run` and
@@ -144,15 +143,5 @@ SEAMS: tuple[Seam, ...] = (
 )
 
 
-def check() -> None:
-    """Check every seam once per process.
-
-    Raises:
-        AdapterError: A seam is missing or changed (names the version found and the supported range).
-    """
-    check_seams(
-        "pydantic-ai-slim",
-        functools.partial(declared_range, "pydantic-ai", "pydantic-ai-slim"),
-        SEAMS,
-        adapter="kitaru_adapters.pydantic_ai",
-    )
+check = seam_check("pydantic-ai", "pydantic-ai-slim", SEAMS, adapter="kitaru_adapters.pydantic_ai")
+"""Check every seam once per process; raises `AdapterError` naming the version found and the supported range."""

@@ -21,6 +21,7 @@ from kitaru_core.adapters import (
     fields_seam,
     per_check,
     reset_seam_checks,
+    seam_check,
 )
 from kitaru_core.errors import AdapterError
 
@@ -201,3 +202,23 @@ def test_a_check_that_reaches_durable_again_does_not_wait_for_itself() -> None:
     worker.join(timeout=10)
     assert finished.is_set(), "the check waited for itself"
     assert entered == [1]
+
+
+def test_seam_check_names_the_ranges_the_extra_declares() -> None:
+    """`seam_check` builds an adapter's `check()`: the framework's range and related ones from our extra."""
+    check = seam_check(
+        "langgraph",
+        "pytest",  # not in the langgraph extra: "unknown"
+        [Seam(THIS, "Host.gone")],
+        adapter="kitaru_adapters.langgraph",
+        related=["langchain-core"],
+    )
+    with pytest.raises(AdapterError) as raised:
+        check()
+    message = str(raised.value)
+    assert "(supported: pytestunknown)" in message
+    assert f"(supported: langchain-core{declared_range('langgraph', 'langchain-core')})" in message
+    assert "Host.gone is missing" in message
+    assert "pip install 'kitaru-adapters[langgraph]'" in message
+    reset_seam_checks()
+    seam_check("langgraph", "pytest", [Seam(THIS, "Host.hook")], adapter="kitaru_adapters.langgraph")()

@@ -96,6 +96,7 @@ EXPECTED_ADAPTERS_ALL = [
     "run_checkpoint",
     "run_checkpoint_async",
     "scope",
+    "seam_check",
     "stable_text",
     "stop_retries_in_call",
 ]

@@ -22,8 +22,8 @@ The pieces:
   into durable waits answered by an `ApprovalDecision`.
 - **Streaming**: `relay_while_running` passes a streamed response's items on while the checkpoint
   call that records it runs; `final_once_relayed` stops retries once something was passed on.
-- **Seams**: `Seam`, `fields_seam`, `per_check` and `check_seams` check, when `durable()` is first
-  called, that every framework internal the adapter relies on is still there;
+- **Seams**: `Seam`, `fields_seam`, `per_check` and `check_seams` (or `seam_check`) check, when
+  `durable()` is first called, that every framework internal the adapter relies on is still there;
   `declared_range` / `installed_version` name the supported and installed releases.
 - **Durable subclasses**: `register_durable_subclass` dresses a durable subclass as its framework
   class.
@@ -85,6 +85,7 @@ from kitaru_core.adapters._seams import (
     installed_version,
     per_check,
     reset_seam_checks,
+    seam_check,
 )
 from kitaru_core.adapters._shared import (
     APPROVAL_BATCH_WINDOW_S,
@@ -132,6 +133,7 @@ __all__ = [
     "run_checkpoint",
     "run_checkpoint_async",
     "scope",
+    "seam_check",
     "stable_text",
     "stop_retries_in_call",
 ]

@@ -11,6 +11,7 @@ installed release, the supported range and every seam that broke.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import inspect
@@ -262,6 +263,38 @@ def check_seams(
         if broken:
             raise AdapterError(_message(framework_distribution, supported_range, broken, adapter, related))
         _checked.add(key)
+
+
+def seam_check(
+    extra: str, distribution: str, seams: Sequence[Seam], *, adapter: str, related: Sequence[str] = ()
+) -> Callable[[], None]:
+    """The `check()` an adapter's `durable()` calls first: `check_seams` with the ranges our extra declares.
+
+    Args:
+        extra: The kitaru-adapters extra (`"pydantic-ai"`).
+        distribution: The framework's distribution name (`"pydantic-ai-slim"`).
+        seams: Every seam the adapter relies on.
+        adapter: The adapter's module, for the message (`"kitaru_adapters.pydantic_ai"`).
+        related: Other distributions the seams live in, whose ranges `extra` declares too
+            (`["langchain-core"]`).
+
+    Returns:
+        A function without arguments that checks every seam once per process and raises
+        `AdapterError` (naming the versions found and the supported ranges) when one is missing or
+        changed.
+    """
+
+    def check() -> None:
+        check_seams(
+            distribution,
+            functools.partial(declared_range, extra, distribution),
+            seams,
+            adapter=adapter,
+            related={name: functools.partial(declared_range, extra, name) for name in related} or None,
+        )
+
+    check.__doc__ = f"Check every seam {adapter} relies on, once per process (see `seam_check`)."
+    return check
 
 
 def _message(
