@@ -25,7 +25,9 @@ PROMPT = "How is the weather in Paris?"
 SCRIPT = Script(
     rules=[
         Rule(when_last_tool_result_contains="sunny", text="It is {last_tool_result}."),
-        Rule(when_tools_offered="get_weather", tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"})]),
+        Rule(
+            when_tools_offered="get_weather", tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"})]
+        ),
     ],
     model_names=("gpt-4o-mini",),
 )
@@ -101,7 +103,9 @@ def openai_agents(base_url: str) -> dict[str, Any]:
     agents = [Agent(name="weather", tools=[get_weather]) for _ in range(THREADS)]
     errors = race(agents, durable)
     client = AsyncOpenAI(base_url=base_url, api_key="scripted", max_retries=0)
-    config = RunConfig(model_provider=OpenAIProvider(openai_client=client, use_responses=False), model="gpt-4o-mini")
+    config = RunConfig(
+        model_provider=OpenAIProvider(openai_client=client, use_responses=False), model="gpt-4o-mini"
+    )
     output = Runner.run_sync(agents[0], PROMPT, run_config=config).final_output
     runner = get_default_agent_runner()
     return {
@@ -179,7 +183,9 @@ def langgraph(base_url: str) -> dict[str, Any]:
     )
     graphs = [create_agent(model, [get_weather], name="weather") for _ in range(THREADS)]
     errors = race(graphs, durable)
-    result = graphs[0].invoke({"messages": [HumanMessage(PROMPT)]}, {"configurable": {"thread_id": "weather"}})
+    result = graphs[0].invoke(
+        {"messages": [HumanMessage(PROMPT)]}, {"configurable": {"thread_id": "weather"}}
+    )
     return {
         "errors": errors,
         "wrapped_once": _model._original["_generate_with_cache"] is generate  # pyright: ignore[reportPrivateUsage]
@@ -189,7 +195,12 @@ def langgraph(base_url: str) -> dict[str, Any]:
     }
 
 
-ADAPTERS = {"pydantic_ai": pydantic_ai, "openai_agents": openai_agents, "crewai": crewai, "langgraph": langgraph}
+ADAPTERS = {
+    "pydantic_ai": pydantic_ai,
+    "openai_agents": openai_agents,
+    "crewai": crewai,
+    "langgraph": langgraph,
+}
 
 
 def main() -> None:

@@ -14,7 +14,13 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     raise MissingDependencyError("openai-agents", "openai-agents") from error
 
 from kitaru_adapters.openai_agents._model import DurableModel, DurableModelProvider, model_request_identity
-from kitaru_adapters.openai_agents._runner import DurableAgentRunner, DurableRunner, durable, is_durable, undurable
+from kitaru_adapters.openai_agents._runner import (
+    DurableAgentRunner,
+    DurableRunner,
+    durable,
+    is_durable,
+    undurable,
+)
 from kitaru_adapters.openai_agents._tools import DurableOptions, restore_context, snapshot_context
 
 __all__ = [

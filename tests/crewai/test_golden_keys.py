@@ -75,6 +75,6 @@ def test_streamed_kickoff_keys_and_fingerprints(
     assert streamed.result.raw == OUTPUT
     close_clients(crew)
     # Streamed LLM calls key and fingerprint like plain ones: a run may resume in the other mode.
-    assert recorded("golden-streamed") == [
-        (f"{KICKOFF_SCOPE}{key}", value) for key, value in EXPECTED
-    ], f"crewai {version('crewai')}"
+    assert recorded("golden-streamed") == [(f"{KICKOFF_SCOPE}{key}", value) for key, value in EXPECTED], (
+        f"crewai {version('crewai')}"
+    )

@@ -25,7 +25,10 @@ def script() -> Script:
     return Script(
         [
             Rule(when_last_tool_result_contains="sunny", text="It is {last_tool_result}."),
-            Rule(when_tools_offered="get_weather", tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"})]),
+            Rule(
+                when_tools_offered="get_weather",
+                tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"})],
+            ),
         ],
         model_names=["gpt-4o-mini"],
     )
@@ -35,7 +38,9 @@ def test_durable_from_many_threads_at_once_wraps_once(tmp_path: Path) -> None:
     run_concurrent_durable("langgraph", tmp_path)
 
 
-def test_undurable_returns_the_graph_to_its_plain_state(model_server: ModelServer, sqlite_file_store: str) -> None:
+def test_undurable_returns_the_graph_to_its_plain_state(
+    model_server: ModelServer, sqlite_file_store: str
+) -> None:
     runs: list[str] = []
 
     @tool

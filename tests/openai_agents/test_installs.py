@@ -23,7 +23,10 @@ def script() -> Script:
     return Script(
         rules=[
             Rule(when_last_tool_result_contains="sunny", text="It is {last_tool_result}."),
-            Rule(when_tools_offered="get_weather", tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"})]),
+            Rule(
+                when_tools_offered="get_weather",
+                tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"})],
+            ),
         ],
         model_names=("gpt-4o-mini",),
     )
@@ -58,10 +61,12 @@ def test_undurable_returns_the_agent_and_its_handoffs_to_their_plain_state(
     assert [call.kind for call in Client().get_execution(summary.id).calls] == ["model", "tool", "model"]
 
     assert undurable(agent) is agent
-    assert type(agent) is Agent and type(helper) is Agent
+    assert type(agent) is Agent
+    assert type(helper) is Agent
     assert agent.model is model
     assert agent.handoffs == plain_handoffs
-    assert not is_durable(agent) and not is_durable(helper)
+    assert not is_durable(agent)
+    assert not is_durable(helper)
     assert Runner.run_sync(agent, PROMPT, run_config=config).final_output == "It is sunny in Paris."
     assert len(Client().list_executions()) == 1  # recorded nowhere
     assert runs == ["Paris", "Paris"]

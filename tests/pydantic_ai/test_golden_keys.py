@@ -29,7 +29,9 @@ from kitaru_core.testing import Rule, Script, ScriptedModelServer, ScriptedToolC
 SCRIPT = Script(
     rules=[
         Rule(when_last_tool_result_contains="sunny", text="It is {last_tool_result}."),
-        Rule(when_tools_offered="get_weather", tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"})]),
+        Rule(
+            when_tools_offered="get_weather", tool_calls=[ScriptedToolCall("get_weather", {"city": "Paris"})]
+        ),
     ],
     model_names=("gpt-4o-mini",),
 )
