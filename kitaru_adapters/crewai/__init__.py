@@ -14,7 +14,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
     raise MissingDependencyError("crewai", "crewai") from error
 
-from kitaru_adapters.crewai._crew import durable, is_durable, prepare_crew
+from kitaru_adapters.crewai._crew import durable, is_durable, prepare_crew, undurable
 from kitaru_adapters.crewai._llm import DurableLLM, llm_request_identity
 from kitaru_adapters.crewai._tools import (
     DurableHumanInputProvider,
@@ -33,4 +33,5 @@ __all__ = [
     "llm_request_identity",
     "prepare_crew",
     "tool_call_discriminator",
+    "undurable",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import threading
 import weakref
 from collections.abc import Callable, Generator, Sequence
 from datetime import timedelta
@@ -23,6 +24,7 @@ from kitaru_adapters.crewai._steps import wrap_execute_method
 from kitaru_adapters.crewai._tools import (
     DurableHumanInputProvider,
     DurableOptions,
+    DurableTool,
     _task_labels,  # pyright: ignore[reportPrivateUsage]
     durable_tool,
 )
@@ -44,6 +46,9 @@ SCOPE_DIGEST_CHARACTERS = 12
 LLM_SLOTS = ("manager_llm", "planning_llm", "chat_llm", "function_calling_llm")
 _durable_classes: dict[type[Any], type[Any]] = {}
 _options: dict[int, DurableOptions] = {}
+# Held while a durable class is made or `Crew.kickoff` is wrapped: two threads calling `durable()`
+# at once never make two durable subclasses of one class nor wrap a method twice.
+_install_lock = threading.RLock()
 
 
 def _remember(target: Any, options: DurableOptions) -> None:
@@ -173,6 +178,11 @@ def _crew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Generato
 
 def _durable_crew_class(base: type[Crew]) -> type[Crew]:
     """A subclass of a Crew class whose kickoffs are executions (methods only: no new fields)."""
+    with _install_lock:
+        return _make_durable_crew_class(base)
+
+
+def _make_durable_crew_class(base: type[Crew]) -> type[Crew]:
     cached = _durable_classes.get(base)
     if cached is not None:
         return cached
@@ -225,6 +235,11 @@ def _install_crew_hook() -> None:
     Installed once, the first time a Flow is made durable; outside a durable Flow (and for crews
     already made durable) the original methods run unchanged.
     """
+    with _install_lock:
+        _install_crew_hook_once()
+
+
+def _install_crew_hook_once() -> None:
     if _crew_hook:
         return
     _crew_hook.append(True)
@@ -325,6 +340,11 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
 
 
 def _durable_flow_class(base: type[Any]) -> type[Any]:
+    with _install_lock:
+        return _make_durable_flow_class(base)
+
+
+def _make_durable_flow_class(base: type[Any]) -> type[Any]:
     cached = _durable_classes.get(base)
     if cached is not None:
         return cached
@@ -543,3 +563,76 @@ def durable(
         f"durable() from kitaru_adapters.crewai takes a Crew, a Flow, a @CrewBase class or a @crew method, "
         f"got {type(target).__qualname__}."
     )
+
+
+def _plain_llm(value: Any) -> Any:
+    return value.wrapped if isinstance(value, DurableLLM) else value
+
+
+def _plain_tools(tools: list[Any] | None) -> list[Any] | None:
+    if not tools:
+        return tools
+    return [tool.wrapped if isinstance(tool, DurableTool) else tool for tool in tools]
+
+
+def _plain_agent(agent: Any, seen: set[int]) -> None:
+    if agent is None or id(agent) in seen:
+        return
+    seen.add(id(agent))
+    fields = vars(agent)
+    for slot in ("llm", "function_calling_llm"):
+        if isinstance(fields.get(slot), DurableLLM):
+            _set_field(agent, slot, _plain_llm(fields[slot]))
+    if fields.get("tools"):
+        _set_field(agent, "tools", _plain_tools(fields["tools"]))
+    executor = fields.get("agent_executor")
+    if executor is not None:
+        for slot in ("llm", "function_calling_llm"):
+            if isinstance(getattr(executor, slot, None), DurableLLM):
+                setattr(executor, slot, _plain_llm(getattr(executor, slot)))
+
+
+def undurable(target: T) -> T:
+    """Return a crew or flow object made durable by `durable()` to its plain state, in place.
+
+    For a crew: its class becomes its original class again, every LLM slot holds the LLM that
+    its `DurableLLM` wrapped (a model name given as a string stays the LLM made from it) and every
+    tool is the tool its `DurableTool` wrapped; for a flow: its class becomes its original class
+    again. Later kickoffs record nothing and open no execution. The process-wide recording of
+    `BaseLLM` requests stays installed: it records only inside an execution. Calls already recorded
+    stay in the store; `durable(target)` again records again. An object that is not durable is
+    returned unchanged.
+
+    Args:
+        target: A `Crew` or `Flow` object.
+
+    Returns:
+        The same object.
+
+    Raises:
+        AdapterError: `target` is not a `Crew` or `Flow` object (a decorated class or `@crew` method
+            cannot be undone).
+    """
+    if not isinstance(target, Crew | Flow):
+        raise AdapterError(
+            f"undurable() from kitaru_adapters.crewai takes a Crew or Flow object, got "
+            f"{type(target).__qualname__}; a class or @crew method decorated with durable stays durable."
+        )
+    with _install_lock:
+        if isinstance(target, Crew):
+            seen: set[int] = set()
+            for agent in target.agents:
+                _plain_agent(agent, seen)
+            _plain_agent(target.manager_agent, seen)
+            for task in target.tasks:
+                _plain_agent(task.agent, seen)
+                if task.tools:
+                    _set_field(task, "tools", _plain_tools(task.tools))
+            fields = vars(target)
+            for slot in LLM_SLOTS:
+                if isinstance(fields.get(slot), DurableLLM):
+                    _set_field(target, slot, _plain_llm(fields[slot]))
+        if type(target) in _durable_classes.values():
+            target.__class__ = type(target).__bases__[0]
+        _options.pop(id(target), None)
+    return target

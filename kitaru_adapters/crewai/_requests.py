@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,8 @@ from kitaru_core.adapters import CallUsage, run_checkpoint
 _MARK = "__kitaru_records_requests__"
 _CALL_PARAMETERS = inspect.signature(BaseLLM.call).parameters
 _installed: list[bool] = []
+# Two threads installing at once would each wrap what the other just wrapped.
+_install_lock = threading.Lock()
 
 
 def _bind_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
@@ -160,6 +163,11 @@ def install_request_recording() -> None:
     Called by `durable()` after `_seams.check()`, which raises `AdapterError` (naming the version
     found) when `InternalInstructor.to_pydantic` or another seam used here is missing or changed.
     """
+    with _install_lock:
+        _install_request_recording()
+
+
+def _install_request_recording() -> None:
     if _installed:
         return
     to_pydantic = InternalInstructor.to_pydantic

@@ -16,7 +16,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
     raise MissingDependencyError("langgraph", "langgraph") from error
 
-from kitaru_adapters.langgraph._graph import durable, is_durable
+from kitaru_adapters.langgraph._graph import durable, is_durable, undurable
 from kitaru_adapters.langgraph._position import DurableOptions
 from kitaru_adapters.langgraph._saver import KitaruSaver
 from kitaru_adapters.langgraph._tools import parse_decision
@@ -27,4 +27,5 @@ __all__ = [
     "durable",
     "is_durable",
     "parse_decision",
+    "undurable",
 ]

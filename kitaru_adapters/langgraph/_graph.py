@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import threading
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -31,6 +32,9 @@ GraphT = TypeVar("GraphT", bound=Pregel[Any, Any, Any, Any])
 
 OPTIONS_ATTRIBUTE = "__kitaru_durable_options__"
 _durable_classes: dict[type[Any], type[Any]] = {}
+# Held while a durable class is made or a graph's class is swapped: two threads calling `durable()`
+# at once never make two durable subclasses of one class nor swap a graph's class twice.
+_install_lock = threading.RLock()
 _END = object()
 DEFAULT_GRAPH_NAME = "LangGraph"
 
@@ -257,6 +261,11 @@ def served_stream(graph: Pregel[Any, Any, Any, Any], output: Any, kwargs: dict[s
 
 def _durable_class(base: type[Any]) -> type[Any]:
     """A subclass of a compiled graph's class whose entry points open the durable boundary."""
+    with _install_lock:
+        return _make_durable_class(base)
+
+
+def _make_durable_class(base: type[Any]) -> type[Any]:
     cached = _durable_classes.get(base)
     if cached is not None:
         return cached
@@ -420,7 +429,31 @@ def durable(
     seams.check()
     install_model_wraps()
     install_tool_wraps()
-    object.__setattr__(graph, OPTIONS_ATTRIBUTE, options)
-    if type(graph) not in _durable_classes.values():
-        graph.__class__ = _durable_class(type(graph))
+    with _install_lock:
+        object.__setattr__(graph, OPTIONS_ATTRIBUTE, options)
+        if type(graph) not in _durable_classes.values():
+            graph.__class__ = _durable_class(type(graph))
+    return graph
+
+
+def undurable(graph: GraphT) -> GraphT:
+    """Return a graph made durable by `durable()` to its plain state, in place, and return it.
+
+    The graph's class becomes its original class again and its durable options are removed:
+    later runs record nothing and open no execution. The process-wide wraps of `BaseChatModel`
+    and `BaseTool` stay: they record only inside a durable graph run. Calls already recorded stay
+    in the store; `durable(graph)` again records again. A graph that is not durable is returned
+    unchanged.
+
+    Args:
+        graph: The compiled graph.
+
+    Returns:
+        The same graph object.
+    """
+    with _install_lock:
+        if type(graph) in _durable_classes.values():
+            graph.__class__ = type(graph).__bases__[0]
+        if OPTIONS_ATTRIBUTE in vars(graph):
+            object.__delattr__(graph, OPTIONS_ATTRIBUTE)
     return graph

@@ -261,6 +261,7 @@ def _options(
 # -- the wraps ---------------------------------------------------------------------------------------
 
 _original: dict[str, Any] = {}
+_install_lock = threading.Lock()
 
 
 def _streams(model: BaseChatModel, run_manager: Any, async_api: bool, kwargs: dict[str, Any]) -> bool:
@@ -488,6 +489,11 @@ async def _astream(
 
 def install_model_wraps() -> None:
     """Wrap `BaseChatModel` once per process (the wraps do nothing outside durable graph runs)."""
+    with _install_lock:  # a second thread must not take our wrap for the original and call itself
+        _install_model_wraps()
+
+
+def _install_model_wraps() -> None:
     if getattr(BaseChatModel._generate_with_cache, WRAPPED_MARKER, False):
         return
     replacements: dict[str, Any] = {

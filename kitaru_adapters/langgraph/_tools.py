@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -218,6 +219,7 @@ def _gate(
 # -- the wraps -----------------------------------------------------------------------------------------
 
 _original: dict[str, Any] = {}
+_install_lock = threading.Lock()
 
 
 def _checkpoint_options(
@@ -322,6 +324,11 @@ async def _arun(
 
 def install_tool_wraps() -> None:
     """Wrap `BaseTool.run` / `arun` once per process (they do nothing outside durable graph runs)."""
+    with _install_lock:  # a second thread must not take our wrap for the original and call itself
+        _install_tool_wraps()
+
+
+def _install_tool_wraps() -> None:
     if getattr(BaseTool.run, WRAPPED_MARKER, False):
         return
     for attribute, replacement in (("run", _run), ("arun", _arun)):

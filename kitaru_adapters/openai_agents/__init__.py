@@ -14,7 +14,13 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     raise MissingDependencyError("openai-agents", "openai-agents") from error
 
 from kitaru_adapters.openai_agents._model import DurableModel, DurableModelProvider, model_request_identity
-from kitaru_adapters.openai_agents._runner import DurableAgentRunner, DurableRunner, durable, is_durable
+from kitaru_adapters.openai_agents._runner import (
+    DurableAgentRunner,
+    DurableRunner,
+    durable,
+    is_durable,
+    undurable,
+)
 from kitaru_adapters.openai_agents._tools import DurableOptions, restore_context, snapshot_context
 
 __all__ = [
@@ -28,4 +34,5 @@ __all__ = [
     "model_request_identity",
     "restore_context",
     "snapshot_context",
+    "undurable",
 ]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import threading
 import weakref
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from datetime import timedelta
@@ -54,7 +55,11 @@ AgentT = TypeVar("AgentT", bound=Agent[Any])
 OPTIONS_ATTRIBUTE = "__kitaru_durable_options__"
 CLONE_ATTRIBUTE = "__kitaru_durable_clone__"
 GRAPH_ATTRIBUTE = "__kitaru_durable_graph__"
+PLAIN_ATTRIBUTE = "__kitaru_plain_state__"
 _durable_classes: dict[type[Any], type[Any]] = {}
+# Held while a durable class is made, an agent graph is changed in place or the default runner is
+# installed: two threads calling `durable()` at once never wrap anything twice.
+_install_lock = threading.RLock()
 # Options of the durable run this task is in: agents reached from it (agents used as tools) run
 # durably too, inside the same execution.
 _active_options: contextvars.ContextVar[DurableOptions | None] = contextvars.ContextVar(
@@ -75,6 +80,11 @@ def _refuse_local_tool(tool: Tool) -> None:
 
 def _durable_class(base: type[Any]) -> type[Any]:
     """A subclass of an Agent class whose tool lists come back with every function tool made durable."""
+    with _install_lock:
+        return _make_durable_class(base)
+
+
+def _make_durable_class(base: type[Any]) -> type[Any]:
     cached = _durable_classes.get(base)
     if cached is not None:
         return cached
@@ -117,6 +127,8 @@ class _Graph:
             target = agent.clone()
             object.__setattr__(target, CLONE_ATTRIBUTE, True)
         memo[id(agent)] = memo[id(target)] = target
+        if self.in_place and PLAIN_ATTRIBUTE not in vars(target):  # what `undurable` puts back
+            object.__setattr__(target, PLAIN_ATTRIBUTE, (target.model, list(target.handoffs)))
         if getattr(target, OPTIONS_ATTRIBUTE, None) is None or not self.in_place:
             object.__setattr__(target, OPTIONS_ATTRIBUTE, self.options)
         if type(target) not in _durable_classes.values():
@@ -433,9 +445,10 @@ class DurableAgentRunner:
 
 def _install() -> None:
     """Route `Runner.run*` through `DurableAgentRunner` (once), keeping the previous default inside it."""
-    current = get_default_agent_runner()
-    if not isinstance(current, DurableAgentRunner):
-        set_default_agent_runner(cast(AgentRunner, DurableAgentRunner(current)))
+    with _install_lock:
+        current = get_default_agent_runner()
+        if not isinstance(current, DurableAgentRunner):
+            set_default_agent_runner(cast(AgentRunner, DurableAgentRunner(current)))
 
 
 def _options(
@@ -545,11 +558,51 @@ def durable(
         approve, approval_mode, approval_timeout, name, side_effects, on_interrupted, model_retries
     )
     seams.check()
-    graph = _Graph(options, in_place=True)
-    object.__setattr__(agent, OPTIONS_ATTRIBUTE, None)  # re-marked by prepare with the new options
-    graph.prepare(agent)
-    object.__setattr__(agent, GRAPH_ATTRIBUTE, graph)
-    _install()
+    with _install_lock:
+        graph = _Graph(options, in_place=True)
+        object.__setattr__(agent, OPTIONS_ATTRIBUTE, None)  # re-marked by prepare with the new options
+        graph.prepare(agent)
+        object.__setattr__(agent, GRAPH_ATTRIBUTE, graph)
+        _install()
+    return agent
+
+
+def undurable(agent: AgentT) -> AgentT:
+    """Return an agent made durable by `durable()`, and every agent its handoffs reach, to their plain state.
+
+    In place: each agent's class becomes its original class again, its `model` and `handoffs` are
+    the values they had before `durable()`, and its durable options are removed, so later runs
+    record nothing and open no execution. The default runner `durable()` installed stays: it runs
+    agents that are not durable unchanged. Calls already recorded stay in the store;
+    `durable(agent)` again records again. An agent that is not durable is returned unchanged.
+
+    Args:
+        agent: The starting agent given to `durable()`.
+
+    Returns:
+        The same agent object.
+    """
+    with _install_lock:
+        pending: list[Any] = [agent]
+        seen: set[int] = set()
+        while pending:
+            current = pending.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            plain = vars(current).get(PLAIN_ATTRIBUTE)
+            if plain is not None:
+                current.model, current.handoffs = plain[0], list(plain[1])
+            for attribute in (PLAIN_ATTRIBUTE, OPTIONS_ATTRIBUTE, GRAPH_ATTRIBUTE):
+                if attribute in vars(current):
+                    object.__delattr__(current, attribute)
+            if type(current) in _durable_classes.values():
+                current.__class__ = type(current).__bases__[0]
+            for item in current.handoffs:
+                reference = getattr(item, "_agent_ref", None) if isinstance(item, Handoff) else None
+                reached = item if isinstance(item, Agent) else reference() if callable(reference) else None
+                if reached is not None:
+                    pending.append(reached)
     return agent
 
 

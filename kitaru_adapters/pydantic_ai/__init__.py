@@ -12,7 +12,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
     raise MissingDependencyError("pydantic-ai-slim", "pydantic-ai") from error
 
-from kitaru_adapters.pydantic_ai._agent import durable, is_durable
+from kitaru_adapters.pydantic_ai._agent import durable, is_durable, undurable
 from kitaru_adapters.pydantic_ai._capability import DurableCapability, model_request_identity
 
-__all__ = ["DurableCapability", "durable", "is_durable", "model_request_identity"]
+__all__ = ["DurableCapability", "durable", "is_durable", "model_request_identity", "undurable"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -11,18 +12,27 @@ from pydantic_ai import Agent
 
 from kitaru_adapters.pydantic_ai import _seams as seams
 from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
-from kitaru_core import OnInterrupted, RetryPolicy
+from kitaru_core import OnInterrupted, RetryPolicy, current_execution
 from kitaru_core.adapters import ApprovalPolicy, SideEffectPolicy, durable_run, register_durable_subclass
-from kitaru_core.errors import AdapterError
+from kitaru_core.errors import AdapterError, ConfigurationError
 
 AgentT = TypeVar("AgentT", bound=Agent[Any, Any])
 
 _CAPABILITY_ATTRIBUTE = "__kitaru_durable_capability__"
+_NAMED_ATTRIBUTE = "__kitaru_durable_named__"
 _durable_classes: dict[type[Any], type[Any]] = {}
+# Held while a class is made or an agent's class is swapped, so two threads calling `durable()` at
+# once never build two durable subclasses of one class nor swap an agent's class twice.
+_install_lock = threading.RLock()
 
 
 def _durable_class(base: type[Any]) -> type[Any]:
     """A subclass of `base` whose public `iter` (behind run, run_sync, run_stream...) adds our capability."""
+    with _install_lock:
+        return _make_durable_class(base)
+
+
+def _make_durable_class(base: type[Any]) -> type[Any]:
     cached = _durable_classes.get(base)
     if cached is not None:
         return cached
@@ -38,6 +48,8 @@ def _durable_class(base: type[Any]) -> type[Any]:
             **kwargs: Any,
         ) -> AsyncGenerator[Any]:
             capability: DurableCapability = getattr(self, _CAPABILITY_ATTRIBUTE)
+            if not getattr(self, _NAMED_ATTRIBUTE, True) and current_execution() is None:
+                raise unnamed_agent_error()
             name = f"pydantic_ai:{capability.agent_name()}"
             with durable_run(name, inputs=run_inputs(user_prompt, message_history)):
                 async with super().iter(
@@ -49,6 +61,17 @@ def _durable_class(base: type[Any]) -> type[Any]:
                     yield run
 
     return register_durable_subclass(base, DurableAgent, _durable_classes)
+
+
+def unnamed_agent_error() -> ConfigurationError:
+    """The error for a top-level run of an agent made durable without a name."""
+    return ConfigurationError(
+        "This durable PydanticAI agent has no name, and a run outside a @flow or execution(...) is an "
+        "execution found again by the agent's name and prompt after a crash: two unnamed agents given "
+        "the same prompt would share one execution and serve each other's recorded calls. "
+        'Name it: Agent(..., name="support") or durable(agent, name="support") (keep the name stable), '
+        "or run it inside a @flow or `with execution(...)`."
+    )
 
 
 def is_durable(agent: Agent[Any, Any]) -> bool:
@@ -94,6 +117,8 @@ def durable(
         agent: The agent to make durable.
         approve: Tool names that need approval, or `callable(tool_name, arguments) -> bool`.
         name: Name used in execution names and keys; default: the agent's `name` (keep it stable).
+            Required (here or on the agent) for runs outside a `@flow` or `execution(...)`: they
+            would otherwise share one execution identity with every other unnamed agent.
         approval_timeout: How long an approval wait polls the store before the execution
             suspends (`timedelta` or seconds). Default: suspend at once unless at a terminal.
         side_effects: Tool names whose interrupted calls ask a person (`["refund"]`), or a mapping
@@ -111,7 +136,8 @@ def durable(
     Raises:
         AdapterError: `agent` is not a PydanticAI `Agent`.
         ConfigurationError: `approve` or `side_effects` is a string instead of a list of names, or
-            a mode is not `"retry"`, `"ask"` or `"fail"`.
+            a mode is not `"retry"`, `"ask"` or `"fail"`. A run of an agent given no name raises it
+            outside a `@flow` or `execution(...)`.
     """
     if not isinstance(agent, Agent):  # pyright: ignore[reportUnnecessaryIsInstance] - checked at run time
         raise AdapterError(
@@ -133,9 +159,33 @@ def durable(
         side_effects=SideEffectPolicy(side_effects, on_interrupted),
         model_retries=model_retries,
     )
-    object.__setattr__(agent, _CAPABILITY_ATTRIBUTE, capability)
-    if not is_durable_class(type(agent)):
-        agent.__class__ = _durable_class(type(agent))
+    with _install_lock:
+        object.__setattr__(agent, _CAPABILITY_ATTRIBUTE, capability)
+        object.__setattr__(agent, _NAMED_ATTRIBUTE, bool(name or agent.name))
+        if not is_durable_class(type(agent)):
+            agent.__class__ = _durable_class(type(agent))
+    return agent
+
+
+def undurable(agent: AgentT) -> AgentT:
+    """Return an agent made durable by `durable()` to its plain state, in place, and return it.
+
+    The agent's class becomes its original class again and the durable capability is removed:
+    later runs record nothing and open no execution. Calls already recorded stay in the store;
+    `durable(agent)` again records again. An agent that is not durable is returned unchanged.
+
+    Args:
+        agent: The agent.
+
+    Returns:
+        The same agent object.
+    """
+    with _install_lock:
+        if is_durable_class(type(agent)):
+            agent.__class__ = type(agent).__bases__[0]
+        for attribute in (_CAPABILITY_ATTRIBUTE, _NAMED_ATTRIBUTE):
+            if hasattr(agent, attribute):
+                object.__delattr__(agent, attribute)
     return agent
 
 

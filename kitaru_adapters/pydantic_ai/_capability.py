@@ -74,6 +74,9 @@ PER_RUN_FIELDS = frozenset(
         "provider_details",
     }
 )
+# Where a model response came from (PydanticAI stamps `ModelResponse.provider_url`, the provider's
+# base URL with its host and port): a deployment detail, not something the model sees.
+RESPONSE_ENDPOINT_FIELDS = frozenset({"provider_url"})
 FRAMEWORK_CALL_ID_PREFIX = "pyd_ai_"
 APPROVAL_METADATA_KEY = "kitaru_requires_approval"
 
@@ -89,6 +92,7 @@ def _normalize(value: Any) -> Any:
             key: _normalize(item)
             for key, item in mapping.items()
             if key not in PER_RUN_FIELDS
+            and not (key in RESPONSE_ENDPOINT_FIELDS and mapping.get("kind") == "response")
             and not (key == "tool_call_id" and str(item).startswith(FRAMEWORK_CALL_ID_PREFIX))
         }
     if isinstance(value, list):

@@ -46,6 +46,7 @@ def test_public_names() -> None:
             "llm_request_identity",
             "prepare_crew",
             "tool_call_discriminator",
+            "undurable",
         ]
     )
 

@@ -346,7 +346,10 @@ def test_usage_and_cost_are_recorded_from_a_real_http_model(tmp_path: Path) -> N
         async def ask() -> str:
             client = openai.AsyncOpenAI(base_url=server.base_url, api_key="scripted", max_retries=0)
             agent = durable(
-                Agent(OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client)))
+                Agent(
+                    OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client)),
+                    name="priced",
+                )
             )
             try:
                 with execution("priced"):
