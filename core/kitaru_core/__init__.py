@@ -37,6 +37,8 @@ __all__ = [
     "ApprovalRequest",
     "ArtifactView",
     "AuditEvent",
+    "Budget",
+    "BudgetView",
     "CallUsage",
     "CallView",
     "Checkpoint",
@@ -57,6 +59,7 @@ __all__ = [
     "WaitView",
     "Worker",
     "approval_wait_name",
+    "budget_scope",
     "checkpoint",
     "classify_model_error",
     "configure",
@@ -110,6 +113,9 @@ _LAZY = {
     "classify_model_error": "_model_retries",
     "model_retries": "_model_retries",
     "model_retry_policy": "_model_retries",
+    "Budget": "_budgets",
+    "BudgetView": "_budgets",
+    "budget_scope": "_budgets",
 }
 
 
@@ -133,6 +139,7 @@ if TYPE_CHECKING:
         request_approval_together,
         request_approvals,
     )
+    from kitaru_core._budgets import Budget, BudgetView, budget_scope
     from kitaru_core._client import (
         ArtifactView,
         AuditEvent,
