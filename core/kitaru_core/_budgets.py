@@ -119,6 +119,15 @@ class Budget:
                 "model_calls=... (for no budget, pass budget=None)."
             )
 
+    @staticmethod
+    def checked(budget: Any, where: str) -> Budget | None:
+        """`budget` if it is a `Budget` or `None` (for `budget=` parameters); else a clear error.
+
+        Raises:
+            ConfigurationError: `budget` is something else (a number, a dict...); the message names `where`.
+        """
+        return check_budget(budget, where)
+
     def limits(self) -> dict[str, float]:
         """The limits given, by dimension (`usd`, `input_tokens`, `output_tokens`, `model_calls`)."""
         values = {

@@ -39,6 +39,7 @@ from pydantic_ai.tools import (
 from kitaru_core import (
     ApprovalPolicy,
     ApprovalRequest,
+    Budget,
     CallUsage,
     RetryPolicy,
     SideEffectPolicy,
@@ -252,6 +253,8 @@ class DurableCapability(AbstractCapability[Any]):
         side_effects: What a later run does with a tool call cut off inside its body, per tool.
         model_retries: How a failed model request is retried inside its checkpoint call; `None`:
             `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`.
+        budget: Limits on what the execution's model calls may spend; `None`: the enclosing
+            execution's (a `@flow(budget=...)`), else none.
     """
 
     agent_name: Callable[[], str]
@@ -259,6 +262,7 @@ class DurableCapability(AbstractCapability[Any]):
     approval_timeout_s: float | None = None
     side_effects: SideEffectPolicy = field(default_factory=SideEffectPolicy)
     model_retries: RetryPolicy | None = None
+    budget: Budget | None = None
 
     def get_ordering(self) -> CapabilityOrdering:
         """Sit outside every other capability, so what they do is inside the recorded calls."""
