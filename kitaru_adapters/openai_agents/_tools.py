@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter
 from kitaru_core import (
     ApprovalPolicy,
     ApprovalRequest,
+    Budget,
     JsonCodec,
     RetryPolicy,
     SideEffectPolicy,
@@ -50,6 +51,8 @@ class DurableOptions:
         side_effects: What a later run does with a tool call cut off inside its body, per tool.
         model_retries: How a failed model call is retried inside its checkpoint call; `None`:
             `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`.
+        budget: Limits on what the execution's model calls may spend; `None`: the enclosing
+            execution's (a `@flow(budget=...)`), else none.
     """
 
     policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
@@ -58,6 +61,7 @@ class DurableOptions:
     name: str | None = None
     side_effects: SideEffectPolicy = dataclasses.field(default_factory=SideEffectPolicy)
     model_retries: RetryPolicy | None = None
+    budget: Budget | None = None
 
 
 # -- the run context ---------------------------------------------------------------------------------
