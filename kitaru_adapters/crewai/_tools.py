@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 from kitaru_core import (
     ApprovalPolicy,
     ApprovalRequest,
+    Budget,
     RetryPolicy,
     current_execution,
     fingerprint,
@@ -46,6 +47,8 @@ class DurableOptions:
         always_run: Flow steps (method names) that run on every kickoff instead of being served.
         model_retries: How a failed LLM call is retried inside its checkpoint call; `None`:
             `kitaru_core.model_retries(...)` around the kickoff, else `ModelRetryPolicy()`.
+        budget: Limits on what the execution's LLM calls may spend; `None`: the enclosing
+            execution's (a `@flow(budget=...)`), else none.
     """
 
     policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
@@ -54,6 +57,7 @@ class DurableOptions:
     name: str | None = None
     always_run: frozenset[str] = frozenset()
     model_retries: RetryPolicy | None = None
+    budget: Budget | None = None
 
 
 # -- which task a call belongs to ----------------------------------------------------------------------
