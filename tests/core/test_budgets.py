@@ -261,3 +261,29 @@ def test_killed_and_resumed_the_spend_counts_each_live_call_once(shared_store: s
     assert detail.budget is not None
     assert detail.budget.spent["model_calls"] == 4
     assert detail.budget.limits == {"model_calls": 4}
+
+
+# -- the docs' example, as written ---------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_the_docs_example_runs_as_written(tmp_path: Path) -> None:
+    import re
+
+    markdown = (DOCS / "concepts.md").read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL) if "# budget_example.py" in b]
+    [printed] = [b for b in re.findall(r"```text\n(.*?)```", markdown.split("# budget_example.py", 1)[1], flags=re.DOTALL)][:1]
+    (tmp_path / "budget_example.py").write_text(block, encoding="utf-8")
+    environment = {
+        **os.environ,
+        "KITARU_INTERACTIVE": "false",
+        "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
+        "KITARU_STORE_URL": f"sqlite:///{tmp_path / 'kitaru.db'}",
+        "KITARU_ARTIFACTS_URL": str(tmp_path / "artifacts"),
+    }
+    result = subprocess.run(
+        [sys.executable, "budget_example.py"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == printed.strip().splitlines()
