@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 
 from kitaru_core import Budget, CallUsage, Client, flow, run_checkpoint
-from kitaru_core.errors import ConfigurationError, ExecutionCancelledError, ExecutionWaitingError, InvalidAnswerError
+from kitaru_core.errors import (
+    ConfigurationError,
+    ExecutionCancelledError,
+    ExecutionWaitingError,
+    InvalidAnswerError,
+)
 from tests._kill_inside import kill_when_inside
 
 PRICE_USD = 0.5
@@ -97,7 +102,8 @@ def test_a_stop_answer_cancels_the_execution_with_its_reason(sqlite_file_store: 
     detail = Client().get_execution("b-stop")
     assert detail.status == "cancelled"
     assert detail.error == "kitaru_core._budgets.BudgetStopped: budget: too expensive for a draft"
-    assert detail.budget is not None and detail.budget.stopped == "too expensive for a draft"
+    assert detail.budget is not None
+    assert detail.budget.stopped == "too expensive for a draft"
     with pytest.raises(ExecutionCancelledError):  # a cancelled execution does not run again
         stopped.run(execution_id="b-stop")
 
@@ -136,7 +142,8 @@ def test_unknown_cost_stops_a_usd_budget_and_says_so(sqlite_file_store: str) -> 
     detail = Client().get_execution("b-unpriced")
     [wait] = detail.waits
     assert "cost unknown for 1 model call(s) (no price for 'priced-model')" in wait.question
-    assert detail.budget is not None and detail.budget.cost_unknown_calls == 1
+    assert detail.budget is not None
+    assert detail.budget.cost_unknown_calls == 1
     assert detail.budget.spent["input_tokens"] == 100  # tokens still count
     Client().answer("b-unpriced", "budget", {"action": "raise"})  # go on, counting known prices only
     assert len(unpriced.run(execution_id="b-unpriced")) == 3
@@ -170,7 +177,7 @@ def test_invalid_budgets_and_answers_are_refused(sqlite_file_store: str) -> None
         Budget(model_calls=True)
     with pytest.raises(ConfigurationError, match="finite"):
         Budget(usd=math.nan)
-    with pytest.raises(ConfigurationError, match="must be a kitaru_core.Budget"):
+    with pytest.raises(ConfigurationError, match=r"must be a kitaru_core\.Budget"):
         flow(budget=5.0)(lambda: None)  # type: ignore[arg-type]
 
     @flow(name="refusing", budget=Budget(model_calls=0))
