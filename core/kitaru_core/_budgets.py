@@ -188,31 +188,57 @@ def counts_toward_budget(record: CallRecord) -> bool:
     )
 
 
+@dataclass
+class _Tally:
+    """Running totals of the records that count, each record id once."""
+
+    seen: set[int] = field(default_factory=set[int])
+    usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_calls: int = 0
+    cost_unknown_calls: int = 0
+    cost_unknown_models: list[str] = field(default_factory=list[str])
+
+    def add(self, record: CallRecord) -> None:
+        if record.id in self.seen or not counts_toward_budget(record):
+            return
+        self.seen.add(record.id)
+        self.model_calls += 1
+        self.input_tokens += record.input_tokens or 0
+        self.output_tokens += record.output_tokens or 0
+        if record.cost_usd is not None:
+            self.usd += record.cost_usd
+        elif record.input_tokens is not None or record.output_tokens is not None:
+            self.cost_unknown_calls += 1
+            model = record.model_name or "unknown model"
+            if model not in self.cost_unknown_models:
+                self.cost_unknown_models.append(model)
+
+    def spend(self) -> BudgetSpend:
+        return BudgetSpend(
+            self.usd,
+            self.input_tokens,
+            self.output_tokens,
+            self.model_calls,
+            self.cost_unknown_calls,
+            tuple(self.cost_unknown_models),
+        )
+
+
 def spend_of(records: Iterable[CallRecord]) -> BudgetSpend:
     """The spend of an execution from its call records (superseded ones included).
 
     Args:
-        records: Call records of one execution, each once.
+        records: Call records of one execution (a record id given twice counts once).
 
     Returns:
         The totals of the records that count (`counts_toward_budget`).
     """
-    usd, input_tokens, output_tokens, calls, unknown = 0.0, 0, 0, 0, 0
-    unknown_models: list[str] = []
+    tally = _Tally()
     for record in records:
-        if not counts_toward_budget(record):
-            continue
-        calls += 1
-        input_tokens += record.input_tokens or 0
-        output_tokens += record.output_tokens or 0
-        if record.cost_usd is not None:
-            usd += record.cost_usd
-        elif record.input_tokens is not None or record.output_tokens is not None:
-            unknown += 1
-            model = record.model_name or "unknown model"
-            if model not in unknown_models:
-                unknown_models.append(model)
-    return BudgetSpend(usd, input_tokens, output_tokens, calls, unknown, tuple(unknown_models))
+        tally.add(record)
+    return tally.spend()
 
 
 class BudgetAnswer(BaseModel):
@@ -289,7 +315,9 @@ def budget_scope(budget: Budget | None) -> Generator[Budget | None]:
 class _State:
     """The budget bookkeeping of one run of an execution (rebuilt from the store every run)."""
 
-    records: dict[int, CallRecord] = field(default_factory=dict[int, "CallRecord"])
+    tally: _Tally = field(default_factory=_Tally)
+    let_through: dict[str, None] = field(default_factory=dict[str, None])
+    """Keys of the model calls let through in this run whose records were not counted yet."""
     raised: dict[str, float] = field(default_factory=dict[str, float])
     cost_acknowledged: bool = False
     written: dict[str, Any] | None = None
@@ -302,8 +330,7 @@ def _state(context: _runtime.ExecutionContext) -> _State:
         return state
     fresh = _State()
     for record in context.store.load_calls(context.execution_id, include_superseded=True):
-        if record.kind == "model":
-            fresh.records[record.id] = record
+        fresh.tally.add(record)
     context.budget_state = fresh
     return fresh
 
@@ -376,16 +403,22 @@ def check_before_model_call(context: _runtime.ExecutionContext, call_key: str) -
         return
     state = _state(context)
     with state.lock:
-        for record in context.call_records():
-            if record.kind == "model":
-                state.records[record.id] = record
-        spend = spend_of(state.records.values())
+        # The calls let through before this one have committed by now (or are still running, in
+        # parallel): count what they recorded. O(calls in flight), not O(calls of the execution).
+        for key in list(state.let_through):
+            record = context.stored_call(key)
+            if record is not None and record.status != "started":
+                state.tally.add(record)
+                del state.let_through[key]
+        spend = state.tally.spend()
         limits = {**budget.limits(), **state.raised}
     initial = budget.limits()
     while True:
         reached, unknown = _reached(limits, spend, state)
         _record_budget(context, state, {"initial": initial, "limits": limits})
         if not reached and not unknown:
+            with state.lock:
+                state.let_through[call_key] = None
             return
         metadata = {
             "kind": "budget",

@@ -572,11 +572,6 @@ class ExecutionContext:
             discriminator = f"{discriminator}#{occurrence + 1}"
         return f"{parent}/{name}:{discriminator}" if parent else f"{name}:{discriminator}"
 
-    def call_records(self) -> list[CallRecord]:
-        """The live (not superseded) records of this execution's calls, as known to this run."""
-        with self._lock:
-            return list(self._calls.values())
-
     def stored_call(self, key: str) -> CallRecord | None:
         """The live (not superseded) record of `key`, if any."""
         return self._calls.get(key)
