@@ -80,3 +80,20 @@ def check_completed_without_repeats(server: ScriptedModelServer, execution_id: s
     assert detail.budget.spent["model_calls"] == 3
     assert [call.source for call in detail.calls if call.kind == "model"] == ["store", "store", "live"]
     return detail
+
+
+def stop_from_cli(store_url: str, execution_id: str) -> None:
+    """Answer the budget wait `stop` with a reason, through the CLI."""
+    value = json.dumps({"action": "stop", "reason": "over the limit"})
+    cli(store_url, "executions", "answer", execution_id, "budget", "--value", value)
+
+
+def check_cancelled_with_reason(server: ScriptedModelServer, execution_id: str) -> None:
+    """No third request; the execution `cancelled`, its error and budget naming the reason."""
+    assert server.request_count == 2
+    detail = Client().get_execution(execution_id)
+    assert detail.status == "cancelled"
+    assert detail.error is not None
+    assert detail.error.endswith("budget: over the limit")
+    assert detail.budget is not None
+    assert detail.budget.stopped == "over the limit"
