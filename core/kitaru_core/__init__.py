@@ -32,6 +32,8 @@ __all__ = [
     "ApprovalRequest",
     "ArtifactView",
     "AuditEvent",
+    "Budget",
+    "BudgetView",
     "CallView",
     "Checkpoint",
     "Client",
@@ -108,6 +110,8 @@ _LAZY = {
     "ModelRetryPolicy": "_model_retries",
     "classify_model_error": "_model_retries",
     "model_retries": "_model_retries",
+    "Budget": "_budgets",
+    "BudgetView": "_budgets",
 }
 
 
@@ -138,6 +142,7 @@ if TYPE_CHECKING:
     from kitaru_core._approvals import (
         request_approval_together as request_approval_together,
     )
+    from kitaru_core._budgets import Budget, BudgetView
     from kitaru_core._client import (
         ArtifactView,
         AuditEvent,

@@ -36,6 +36,7 @@ from kitaru_core._view import CurrentExecution
 from kitaru_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from kitaru_core._budgets import Budget
     from kitaru_core._store import Store
 
 P = ParamSpec("P")
@@ -521,9 +522,10 @@ def durable_run(
 class Flow(Generic[P, R]):
     """A function whose calls are durable executions (see `flow`)."""
 
-    def __init__(self, function: Callable[P, R], *, name: str | None) -> None:
+    def __init__(self, function: Callable[P, R], *, name: str | None, budget: Budget | None = None) -> None:
         self.function = function
         self.name = name or function.__qualname__
+        self.budget = _checked_budget(budget, f"@flow on {function.__qualname__}")
         self.is_async = inspect.iscoroutinefunction(function)
         self.signature = inspect.signature(function)
         functools.update_wrapper(self, function)
@@ -587,12 +589,12 @@ class Flow(Generic[P, R]):
         if self.is_async:
             return self._run_async(args, kwargs, execution_id, fresh)  # type: ignore[return-value]
         if current_execution() is not None:
-            with scope(f"flow:{self.name}"):
+            with scope(f"flow:{self.name}"), _budget_scope(self.budget):
                 return self.function(*args, **kwargs)
         run, stored = self._prepare(args, kwargs, execution_id, fresh)
         if run is None:
             return stored
-        with run:
+        with run, _budget_scope(self.budget):
             result = self.function(*args, **kwargs)
             run.output = self._store_output(run, result)
         return result
@@ -601,12 +603,12 @@ class Flow(Generic[P, R]):
         self, args: tuple[Any, ...], kwargs: dict[str, Any], execution_id: str | None, fresh: bool
     ) -> Any:
         if current_execution() is not None:
-            with scope(f"flow:{self.name}"):
+            with scope(f"flow:{self.name}"), _budget_scope(self.budget):
                 return await self.function(*args, **kwargs)  # type: ignore[misc]
         run, stored = self._prepare(args, kwargs, execution_id, fresh)
         if run is None:
             return stored
-        with run:
+        with run, _budget_scope(self.budget):
             result = await self.function(*args, **kwargs)  # type: ignore[misc]
             run.output = self._store_output(run, result)
         return result
@@ -663,10 +665,14 @@ def flow(function: Callable[P, R], /) -> Flow[P, R]: ...
 
 
 @overload
-def flow(*, name: str | None = None) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+def flow(
+    *, name: str | None = None, budget: Budget | None = None
+) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
-def flow(function: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+def flow(
+    function: Callable[..., Any] | None = None, /, *, name: str | None = None, budget: Budget | None = None
+) -> Any:
     """Mark a function (sync or async) whose calls are durable executions.
 
     Calling the flow starts an execution, or resumes the unfinished (crashed, failed or waiting)
@@ -678,22 +684,44 @@ def flow(function: Callable[..., Any] | None = None, /, *, name: str | None = No
     Args:
         function: The function, when used as `@flow` without parentheses.
         name: The flow's name in the store; default: the function's qualified name. Keep it stable.
+        budget: Limits on what the execution's model calls may spend (`Budget(usd=5.0)`): when one
+            is reached, the run stops before the next model call at a durable wait named `budget`
+            (see docs/concepts.md "Budgets"). Default: no budget.
 
     Returns:
         A `Flow` wrapping the function, or a decorator that makes one.
 
     Raises:
-        ConfigurationError: The return annotation names a type the default codec cannot store and
+        ConfigurationError: `budget` is not a `Budget`. The return annotation names a type the default codec cannot store and
             pickle is not allowed (`configure(allow_pickle=True)`); checked at the first call when
             a forward reference cannot be resolved yet.
     """
 
     def decorate(target: Callable[..., Any]) -> Flow[..., Any]:
-        return Flow(target, name=name)
+        return Flow(target, name=name, budget=budget)
 
     if function is not None:
         return decorate(function)
     return decorate
+
+
+def _checked_budget(budget: Any, where: str) -> Budget | None:
+    if budget is None:
+        return None
+    from kitaru_core._budgets import check_budget  # pydantic is imported only when budgets are used
+
+    return check_budget(budget, where)
+
+
+@contextmanager
+def _budget_scope(budget: Budget | None) -> Generator[None]:
+    if budget is None:  # the usual case: no import, no context variable
+        yield
+        return
+    from kitaru_core._budgets import budget_scope
+
+    with budget_scope(budget):
+        yield
 
 
 def submit_flow(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from kitaru_core import _artifacts, _config, _runtime
 from kitaru_core._api import FILE_ENTRY_PREFIX, Flow, submit_flow
+from kitaru_core._budgets import BudgetView, budget_view
 from kitaru_core._records import ArtifactRecord, AuditRecord
 from kitaru_core._serialization import TYPED_FORMAT, JsonCodec, import_callable
 from kitaru_core._store import CallRecord, ExecutionRecord, Store, WaitRecord, open_store
@@ -267,6 +268,7 @@ class ExecutionDetail(ExecutionSummary):
         audit: Who answered, resumed, cancelled or replayed it, and when, oldest first.
         metadata: What `log()` attached to the execution outside any checkpoint call.
         artifacts: Its artifacts (`save`), by name, then version.
+        budget: Its budget (limits in force, spent so far), when a `Budget` applies to it; `None` otherwise.
     """
 
     calls: list[CallView]
@@ -276,6 +278,7 @@ class ExecutionDetail(ExecutionSummary):
     audit: list[AuditEvent] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     artifacts: list[ArtifactView] = Field(default_factory=list)
+    budget: BudgetView | None = None
 
 
 class Client:
@@ -536,6 +539,7 @@ class Client:
             audit=[self._audit_event(event) for event in self.store.list_audit(execution_id)],
             metadata=record.metadata,
             artifacts=[_artifact_view(artifact) for artifact in self.store.list_artifacts(execution_id)],
+            budget=budget_view(record.metadata, calls),
         )
 
     def list_artifacts(self, execution_id: str) -> list[ArtifactView]:

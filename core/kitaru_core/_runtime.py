@@ -398,6 +398,8 @@ class ExecutionContext:
         """What `log()` attached to calls running now, by call key; written with each call's record."""
         self.save_counts: dict[tuple[str, str], int] = {}
         """How many `save(name)` ran under each scope in this run, by `(scope, name)` (see `_artifacts`)."""
+        self.budget_state: Any = None
+        """The budget bookkeeping of this run (`kitaru_core._budgets`), made at the first model call."""
         self.cancel_requested = record.cancel_requested
         self.lease_lost = False
         # `lease_clock_s()` read just before the last write that confirmed the lease was sent: the
@@ -688,6 +690,20 @@ class ExecutionContext:
     def remember_wait(self, record: WaitRecord) -> None:
         """Keep a fresh copy of a wait record."""
         self._waits[record.name] = record
+
+
+model_call_gate: Callable[[ExecutionContext, str], None] | None = None
+"""Called with the context and the call key before each live model call (`kitaru_core._budgets` sets it)."""
+
+
+def enter_scope(key: str) -> contextvars.Token[str]:
+    """Make `key` the current scope (waits asked now are shown with it); undo with `leave_scope`."""
+    return _scope.set(key)
+
+
+def leave_scope(token: contextvars.Token[str]) -> None:
+    """Undo `enter_scope`."""
+    _scope.reset(token)
 
 
 def current_execution() -> ExecutionContext | None:
@@ -1138,6 +1154,8 @@ def run_checkpoint(
     )
     if plan is None:
         return stored
+    if kind == "model" and model_call_gate is not None:
+        model_call_gate(plan.context, plan.key)  # budgets: may stop at a wait before the call is sent
     with plan.running():
         while True:
             plan.context.ensure_lease()  # fencing: no body starts without the lease
@@ -1194,6 +1212,8 @@ async def run_checkpoint_async(
     )
     if plan is None:
         return stored
+    if kind == "model" and model_call_gate is not None:
+        model_call_gate(plan.context, plan.key)  # budgets: may stop at a wait before the call is sent
     with plan.running():
         while True:
             plan.context.ensure_lease()  # fencing: no body starts without the lease
@@ -1590,8 +1610,14 @@ class ExecutionRun:
             ]
             raise ExecutionWaitingError(self.execution_id, pending, self.resumable_by_cli) from None
         if isinstance(signal, CancelExecution):
-            self.store.finish_execution(self.execution_id, owner, status="cancelled")
-            raise ExecutionCancelledError(self.execution_id) from None
+            reason: str | None = getattr(signal, "reason", None)  # a budget wait answered `stop`
+            self.store.finish_execution(
+                self.execution_id,
+                owner,
+                status="cancelled",
+                error=(_qualified_name(type(signal)), reason, "") if reason else None,
+            )
+            raise ExecutionCancelledError(self.execution_id, reason) from None
         if isinstance(signal, LeaseLost):
             raise LeaseLostError(self.execution_id) from None
         if isinstance(signal, StopRun):  # a worker is shutting down: another one continues at once

@@ -186,6 +186,10 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
         f"{totals.input_tokens}/{totals.output_tokens} ({_money(totals.cost_usd)}); reused in the latest run "
         f"{totals.reused_input_tokens}/{totals.reused_output_tokens} ({_money(totals.reused_cost_usd)})"
     )
+    if getattr(detail, "budget", None) is not None:
+        from kitaru_core._budgets import describe_budget
+
+        out.print(escape(f"budget: {describe_budget(detail.budget)}"), highlight=False)
     for wait in detail.waits:
         answer = _preview(json.dumps(wait.answer)) if wait.status == "answered" else "—"
         by = f"  by {wait.answered_by}" if wait.answered_by else ""

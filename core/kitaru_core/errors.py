@@ -250,11 +250,14 @@ class LeaseLostError(ExecutionError):
 class ExecutionCancelledError(ExecutionError):
     """The execution was cancelled (by `Client.cancel` or the CLI) before or while it ran."""
 
-    def __init__(self, execution_id: str) -> None:
+    def __init__(self, execution_id: str, reason: str | None = None) -> None:
+        self.reason = reason
+        """Why, when the execution stopped itself (a budget wait answered `stop`), else `None`."""
+        because = f" ({reason})" if reason else ""
         super().__init__(
             execution_id,
-            f"Execution {execution_id!r} was cancelled. Start a new one with fresh=True, or replay it with: "
-            f"kitaru-adapters executions replay {execution_id}",
+            f"Execution {execution_id!r} was cancelled{because}. Start a new one with fresh=True, or replay it "
+            f"with: kitaru-adapters executions replay {execution_id}",
         )
 
 

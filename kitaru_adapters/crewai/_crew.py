@@ -28,9 +28,10 @@ from kitaru_adapters.crewai._tools import (
     _task_labels,  # pyright: ignore[reportPrivateUsage]
     durable_tool,
 )
-from kitaru_core import RetryPolicy, current_execution
+from kitaru_core import Budget, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     ApprovalPolicy,
+    budget_scope,
     durable_run,
     fingerprint,
     jsonable,
@@ -167,6 +168,7 @@ def _crew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Generato
         retries = contextlib.ExitStack()
         if options.model_retries is not None:
             retries.enter_context(model_retries(options.model_retries))
+        retries.enter_context(budget_scope(options.budget))  # checked before each LLM call (the core)
         try:
             yield
         finally:
@@ -421,6 +423,7 @@ def make_options(
     name: str | None,
     always_run: Sequence[str] = (),
     model_retries: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> DurableOptions:
     """Build `DurableOptions` from `durable()`'s keyword arguments."""
     timeout_s = (
@@ -433,6 +436,7 @@ def make_options(
         name=name,
         always_run=frozenset(always_run),
         model_retries=model_retries,
+        budget=Budget.checked(budget, "durable()"),
     )
 
 
@@ -447,6 +451,7 @@ def durable(
     name: str | None = None,
     always_run: Sequence[str] = (),
     model_retries: RetryPolicy | None = None,
+    budget: Budget | None = None,
     options: DurableOptions | None = None,
 ) -> T: ...
 
@@ -462,6 +467,7 @@ def durable(
     name: str | None = None,
     always_run: Sequence[str] = (),
     model_retries: RetryPolicy | None = None,
+    budget: Budget | None = None,
     options: DurableOptions | None = None,
 ) -> Callable[[T], T]: ...
 
@@ -476,6 +482,7 @@ def durable(
     name: str | None = None,
     always_run: Sequence[str] = (),
     model_retries: RetryPolicy | None = None,
+    budget: Budget | None = None,
     options: DurableOptions | None = None,
 ) -> Any:
     """Make a CrewAI crew, flow or `@CrewBase` project durable.
@@ -518,6 +525,10 @@ def durable(
             honouring `Retry-After`, timeouts, connection and 5xx errors; never 401/403 or other
             4xx). Default: `kitaru_core.model_retries(...)` around the kickoff, else
             `ModelRetryPolicy()`. CrewAI's own rate-limit retry is turned off inside recorded calls.
+        budget: Limits on what the execution's LLM calls may spend (`Budget(usd=5.0)`): when one
+            is reached, the kickoff stops before the next LLM call at a durable wait named
+            `budget`, answered `{"action": "raise", "usd": 8.0}` or `{"action": "stop", "reason":
+            "..."}`. Default: the enclosing `@flow(budget=...)`'s, else none.
         options: Ready-made options (overrides the other keyword arguments).
 
     Returns:
@@ -525,13 +536,15 @@ def durable(
 
     Raises:
         AdapterError: `target` is none of the accepted kinds, or a class without a `@crew` method.
-        ConfigurationError: `approve` is a string instead of a list.
+        ConfigurationError: `approve` is a string instead of a list, or `budget` is not a `Budget`.
     """
     if isinstance(always_run, str):
         raise ConfigurationError(
             f"durable(always_run=...) takes a list of flow step names, got the string {always_run!r}."
         )
-    chosen = options or make_options(approve, approval_timeout, human_input, name, always_run, model_retries)
+    chosen = options or make_options(
+        approve, approval_timeout, human_input, name, always_run, model_retries, budget
+    )
     seams.check()
     install_request_recording()
     if target is None:

@@ -13,7 +13,7 @@ from crewai.core.providers.human_input import SyncHumanInputProvider
 from crewai.tools import BaseTool
 from pydantic import ConfigDict, Field
 
-from kitaru_core import RetryPolicy, current_execution, wait
+from kitaru_core import Budget, RetryPolicy, current_execution, wait
 from kitaru_core.adapters import (
     APPROVAL_BATCH_WINDOW_S,
     ApprovalPolicy,
@@ -43,6 +43,8 @@ class DurableOptions:
         always_run: Flow steps (method names) that run on every kickoff instead of being served.
         model_retries: How a failed LLM call is retried inside its checkpoint call; `None`:
             `kitaru_core.model_retries(...)` around the kickoff, else `ModelRetryPolicy()`.
+        budget: Limits on what the execution's LLM calls may spend; `None`: the enclosing
+            execution's (a `@flow(budget=...)`), else none.
     """
 
     policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
@@ -51,6 +53,7 @@ class DurableOptions:
     name: str | None = None
     always_run: frozenset[str] = frozenset()
     model_retries: RetryPolicy | None = None
+    budget: Budget | None = None
 
 
 # -- which task a call belongs to ----------------------------------------------------------------------

@@ -24,8 +24,15 @@ from kitaru_adapters.langgraph._position import (
     leave_run,
 )
 from kitaru_adapters.langgraph._tools import install_tool_wraps
-from kitaru_core import Client, RetryPolicy, current_execution, execution
-from kitaru_core.adapters import durable_run, fingerprint, register_durable_subclass, run_checkpoint, scope
+from kitaru_core import Budget, Client, RetryPolicy, current_execution, execution
+from kitaru_core.adapters import (
+    budget_scope,
+    durable_run,
+    fingerprint,
+    register_durable_subclass,
+    run_checkpoint,
+    scope,
+)
 from kitaru_core.errors import AdapterError, ExecutionNotFoundError
 
 GraphT = TypeVar("GraphT", bound=Pregel[Any, Any, Any, Any])
@@ -87,20 +94,21 @@ def graph_boundary(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -
     name = f"langgraph:{options.name}"
     thread_id = thread_id_of(config)
     try:
-        if current_execution() is not None:
-            with scope(name, discriminator=thread_id):
-                yield
-        elif thread_id is not None:
-            turn = None if run.has_checkpointer else _next_turn(thread_id, input)
-            with execution(thread_id, name=name, inputs={"thread_id": thread_id}):
-                if turn is None:
+        with budget_scope(options.budget):  # checked before each chat model call (the core)
+            if current_execution() is not None:
+                with scope(name, discriminator=thread_id):
                     yield
-                else:
-                    with _in_turn(*turn):
+            elif thread_id is not None:
+                turn = None if run.has_checkpointer else _next_turn(thread_id, input)
+                with execution(thread_id, name=name, inputs={"thread_id": thread_id}):
+                    if turn is None:
                         yield
-        else:
-            with durable_run(name, inputs={"input": jsonable(input)}):
-                yield
+                    else:
+                        with _in_turn(*turn):
+                            yield
+            else:
+                with durable_run(name, inputs={"input": jsonable(input)}):
+                    yield
     finally:
         leave_run(token)
 
@@ -365,6 +373,7 @@ def durable(
     approval_timeout: timedelta | float | None = None,
     name: str | None = None,
     model_retries: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> GraphT:
     """Make a compiled LangGraph graph durable, in place, and return it.
 
@@ -412,20 +421,27 @@ def durable(
             limits honouring `Retry-After`, timeouts, connection and 5xx errors; never 401/403 or
             other 4xx). Default: `kitaru_core.model_retries(...)` around the run, else
             `ModelRetryPolicy()`; `ModelRetryPolicy(max_attempts=1)` turns retries off.
+        budget: Limits on what the execution's chat model calls may spend (`Budget(usd=5.0)`):
+            when one is reached, the run stops before the next chat model call at a durable wait
+            named `budget`, answered `{"action": "raise", "usd": 8.0}` or `{"action": "stop",
+            "reason": "..."}` (always a `kitaru_core` wait, also with a checkpointer). Default: the
+            enclosing `@flow(budget=...)`'s, else none.
 
     Returns:
         The same graph object (its class becomes a subclass with the same name).
 
     Raises:
         AdapterError: `graph` is not a compiled LangGraph graph (`Pregel`).
-        ConfigurationError: `approve` is a string instead of a list.
+        ConfigurationError: `approve` is a string instead of a list, or `budget` is not a `Budget`.
     """
     if not isinstance(graph, Pregel):  # pyright: ignore[reportUnnecessaryIsInstance] - checked at run time
         raise AdapterError(
             "durable() from kitaru_adapters.langgraph takes a compiled graph (StateGraph.compile(), "
             f"create_agent(...), an @entrypoint), got {type(graph).__qualname__}. Compile the graph first."
         )
-    options = DurableOptions.build(name or default_name(graph), approve, approval_timeout, model_retries)
+    options = DurableOptions.build(
+        name or default_name(graph), approve, approval_timeout, model_retries, budget
+    )
     seams.check()
     install_model_wraps()
     install_tool_wraps()

@@ -11,7 +11,7 @@ from typing import Any
 
 from langgraph.config import get_config
 
-from kitaru_core import RetryPolicy, current_execution
+from kitaru_core import Budget, RetryPolicy, current_execution
 from kitaru_core.adapters import ApprovalPolicy
 
 NS_SEPARATOR = "|"
@@ -30,12 +30,15 @@ class DurableOptions:
             (used when the graph has no checkpointer).
         model_retries: How a failed chat model call is retried inside its checkpoint call; `None`:
             `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`.
+        budget: Limits on what the execution's chat model calls may spend; `None`: the enclosing
+            execution's (a `@flow(budget=...)`), else none.
     """
 
     name: str
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     approval_timeout_s: float | None = None
     model_retries: RetryPolicy | None = None
+    budget: Budget | None = None
 
     @classmethod
     def build(
@@ -44,6 +47,7 @@ class DurableOptions:
         approve: Any,
         approval_timeout: timedelta | float | None,
         model_retries: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> DurableOptions:
         """Options from `durable()`'s keyword arguments."""
         timeout_s = (
@@ -54,6 +58,7 @@ class DurableOptions:
             policy=ApprovalPolicy(approve),
             approval_timeout_s=timeout_s,
             model_retries=model_retries,
+            budget=Budget.checked(budget, "durable()"),
         )
 
 

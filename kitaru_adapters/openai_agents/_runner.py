@@ -38,10 +38,11 @@ from kitaru_adapters.openai_agents._tools import (
     durable_handoff,
     durable_tool,
 )
-from kitaru_core import OnInterrupted, RetryPolicy, current_execution
+from kitaru_core import Budget, OnInterrupted, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     ApprovalPolicy,
     SideEffectPolicy,
+    budget_scope,
     durable_run,
     fingerprint,
     model_retries,
@@ -286,6 +287,7 @@ def _durable_boundary(
         retries = contextlib.ExitStack()
         if options.model_retries is not None:  # for the model calls of this run (see DurableModel)
             retries.enter_context(model_retries(options.model_retries))
+        retries.enter_context(budget_scope(options.budget))  # checked before each model call (the core)
         try:
             changed = {key: value for key, value in kwargs.items() if key != "execution_id"}
             changed["run_config"] = _run_config(kwargs.get("run_config"))
@@ -459,6 +461,7 @@ def _options(
     side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
     on_interrupted: OnInterrupted | None = None,
     model_retries: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> DurableOptions:
     if approval_mode not in ("wait", "interrupt"):
         raise ConfigurationError(
@@ -475,6 +478,7 @@ def _options(
         name=name,
         side_effects=SideEffectPolicy(side_effects, on_interrupted),
         model_retries=model_retries,
+        budget=Budget.checked(budget, "durable()"),
     )
 
 
@@ -493,6 +497,7 @@ def durable(
     side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
     on_interrupted: OnInterrupted | None = None,
     model_retries: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> AgentT:
     """Make an OpenAI Agents SDK agent durable, in place, and return it.
 
@@ -540,6 +545,10 @@ def durable(
             honouring `Retry-After`, timeouts, connection and 5xx errors; never 401/403 or other
             4xx). Default: `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`;
             `ModelRetryPolicy(max_attempts=1)` turns retries off.
+        budget: Limits on what the execution's model calls may spend (`Budget(usd=5.0)`): when one
+            is reached, the run stops before the next model call at a durable wait named `budget`,
+            answered `{"action": "raise", "usd": 8.0}` or `{"action": "stop", "reason": "..."}`.
+            Default: the enclosing `@flow(budget=...)`'s, else none.
 
     Returns:
         The same agent object.
@@ -547,15 +556,15 @@ def durable(
     Raises:
         AdapterError: `agent` is not an `agents.Agent`; or, when it runs, one of its tools runs
             locally through its own executor (computer, local shell, apply-patch, custom tools).
-        ConfigurationError: `approve` or `side_effects` is a string instead of a list, or
-            `approval_mode` or an `on_interrupted` mode is unknown.
+        ConfigurationError: `approve` or `side_effects` is a string instead of a list,
+            `approval_mode` or an `on_interrupted` mode is unknown, or `budget` is not a `Budget`.
     """
     if not isinstance(agent, Agent):  # pyright: ignore[reportUnnecessaryIsInstance] - checked at run time
         raise AdapterError(
             f"durable() from kitaru_adapters.openai_agents takes an agents.Agent, got {type(agent).__qualname__}."
         )
     options = _options(
-        approve, approval_mode, approval_timeout, name, side_effects, on_interrupted, model_retries
+        approve, approval_mode, approval_timeout, name, side_effects, on_interrupted, model_retries, budget
     )
     seams.check()
     with _install_lock:
@@ -621,6 +630,7 @@ class DurableRunner:
             to `"retry"`, `"ask"` or `"fail"` (see `durable`).
         on_interrupted: The mode of tools `side_effects` does not name.
         model_retries: How a failed model call is retried (see `durable`).
+        budget: Limits on what the execution's model calls may spend (see `durable`).
     """
 
     def __init__(
@@ -633,9 +643,17 @@ class DurableRunner:
         side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
         on_interrupted: OnInterrupted | None = None,
         model_retries: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> None:
         options = _options(
-            approve, approval_mode, approval_timeout, name, side_effects, on_interrupted, model_retries
+            approve,
+            approval_mode,
+            approval_timeout,
+            name,
+            side_effects,
+            on_interrupted,
+            model_retries,
+            budget,
         )
         seams.check()
         _install()

@@ -16,7 +16,7 @@ from agents.tool import DEFAULT_APPROVAL_REJECTION_MESSAGE, FunctionTool
 from agents.tool_context import ToolContext
 from pydantic import BaseModel, TypeAdapter
 
-from kitaru_core import JsonCodec, RetryPolicy, current_execution
+from kitaru_core import Budget, JsonCodec, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     APPROVAL_BATCH_WINDOW_S,
     ApprovalPolicy,
@@ -49,6 +49,8 @@ class DurableOptions:
         side_effects: What a later run does with a tool call cut off inside its body, per tool.
         model_retries: How a failed model call is retried inside its checkpoint call; `None`:
             `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`.
+        budget: Limits on what the execution's model calls may spend; `None`: the enclosing
+            execution's (a `@flow(budget=...)`), else none.
     """
 
     policy: ApprovalPolicy = dataclasses.field(default_factory=ApprovalPolicy)
@@ -57,6 +59,7 @@ class DurableOptions:
     name: str | None = None
     side_effects: SideEffectPolicy = dataclasses.field(default_factory=SideEffectPolicy)
     model_retries: RetryPolicy | None = None
+    budget: Budget | None = None
 
 
 # -- the run context ---------------------------------------------------------------------------------

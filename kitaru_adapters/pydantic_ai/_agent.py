@@ -12,8 +12,14 @@ from pydantic_ai import Agent
 
 from kitaru_adapters.pydantic_ai import _seams as seams
 from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_inputs
-from kitaru_core import OnInterrupted, RetryPolicy, current_execution
-from kitaru_core.adapters import ApprovalPolicy, SideEffectPolicy, durable_run, register_durable_subclass
+from kitaru_core import Budget, OnInterrupted, RetryPolicy, current_execution
+from kitaru_core.adapters import (
+    ApprovalPolicy,
+    SideEffectPolicy,
+    budget_scope,
+    durable_run,
+    register_durable_subclass,
+)
 from kitaru_core.errors import AdapterError, ConfigurationError
 
 AgentT = TypeVar("AgentT", bound=Agent[Any, Any])
@@ -51,7 +57,10 @@ def _make_durable_class(base: type[Any]) -> type[Any]:
             if not getattr(self, _NAMED_ATTRIBUTE, True) and current_execution() is None:
                 raise unnamed_agent_error()
             name = f"pydantic_ai:{capability.agent_name()}"
-            with durable_run(name, inputs=run_inputs(user_prompt, message_history)):
+            with (
+                budget_scope(capability.budget),
+                durable_run(name, inputs=run_inputs(user_prompt, message_history)),
+            ):
                 async with super().iter(
                     user_prompt,
                     message_history=message_history,
@@ -88,6 +97,7 @@ def durable(
     side_effects: Sequence[str] | Mapping[str, OnInterrupted] | None = None,
     on_interrupted: OnInterrupted | None = None,
     model_retries: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> AgentT:
     """Make a PydanticAI agent durable, in place, and return it.
 
@@ -129,15 +139,19 @@ def durable(
             limits honouring `Retry-After`, timeouts, connection and 5xx errors; never 401/403 or
             other 4xx). Default: `kitaru_core.model_retries(...)` around the run, else
             `ModelRetryPolicy()`; `ModelRetryPolicy(max_attempts=1)` turns retries off.
+        budget: Limits on what the execution's model requests may spend (`Budget(usd=5.0)`): when
+            one is reached, the run stops before the next model request at a durable wait named
+            `budget`, answered `{"action": "raise", "usd": 8.0}` or `{"action": "stop", "reason":
+            "..."}`. Default: the enclosing `@flow(budget=...)`'s, else none.
 
     Returns:
         The same agent object.
 
     Raises:
         AdapterError: `agent` is not a PydanticAI `Agent`.
-        ConfigurationError: `approve` or `side_effects` is a string instead of a list of names, or
-            a mode is not `"retry"`, `"ask"` or `"fail"`. A run of an agent given no name raises it
-            outside a `@flow` or `execution(...)`.
+        ConfigurationError: `approve` or `side_effects` is a string instead of a list of names, a
+            mode is not `"retry"`, `"ask"` or `"fail"`, or `budget` is not a `Budget`. A run of an
+            agent given no name raises it outside a `@flow` or `execution(...)`.
     """
     if not isinstance(agent, Agent):  # pyright: ignore[reportUnnecessaryIsInstance] - checked at run time
         raise AdapterError(
@@ -158,6 +172,7 @@ def durable(
         approval_timeout_s=timeout_s,
         side_effects=SideEffectPolicy(side_effects, on_interrupted),
         model_retries=model_retries,
+        budget=Budget.checked(budget, "durable()"),
     )
     with _install_lock:
         object.__setattr__(agent, _CAPABILITY_ATTRIBUTE, capability)

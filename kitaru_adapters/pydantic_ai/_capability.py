@@ -40,6 +40,7 @@ from kitaru_core import RetryPolicy
 from kitaru_core.adapters import (
     ApprovalPolicy,
     ApprovalRequest,
+    Budget,
     CallUsage,
     SideEffectPolicy,
     fingerprint,
@@ -256,6 +257,8 @@ class DurableCapability(AbstractCapability[Any]):
         side_effects: What a later run does with a tool call cut off inside its body, per tool.
         model_retries: How a failed model request is retried inside its checkpoint call; `None`:
             `kitaru_core.model_retries(...)` around the run, else `ModelRetryPolicy()`.
+        budget: Limits on what the execution's model calls may spend; `None`: the enclosing
+            execution's (a `@flow(budget=...)`), else none.
     """
 
     agent_name: Callable[[], str]
@@ -263,6 +266,7 @@ class DurableCapability(AbstractCapability[Any]):
     approval_timeout_s: float | None = None
     side_effects: SideEffectPolicy = field(default_factory=SideEffectPolicy)
     model_retries: RetryPolicy | None = None
+    budget: Budget | None = None
 
     def get_ordering(self) -> CapabilityOrdering:
         """Sit outside every other capability, so what they do is inside the recorded calls."""

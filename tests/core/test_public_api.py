@@ -19,6 +19,8 @@ EXPECTED_ALL = [
     "ApprovalRequest",
     "ArtifactView",
     "AuditEvent",
+    "Budget",
+    "BudgetView",
     "CallView",
     "Checkpoint",
     "Client",
@@ -58,7 +60,18 @@ EXPECTED_ALL = [
     "wait_all",
 ]
 
-MOVED_TO_ADAPTERS = ['CallUsage', 'SideEffectPolicy', 'durable_run', 'fingerprint', 'model_retry_policy', 'request_approval_together', 'retry_delay_in_call', 'run_checkpoint', 'run_checkpoint_async', 'stop_retries_in_call']
+MOVED_TO_ADAPTERS = [
+    "CallUsage",
+    "SideEffectPolicy",
+    "durable_run",
+    "fingerprint",
+    "model_retry_policy",
+    "request_approval_together",
+    "retry_delay_in_call",
+    "run_checkpoint",
+    "run_checkpoint_async",
+    "stop_retries_in_call",
+]
 """What 0.1 exported for adapters: out of `__all__`, still importable from `kitaru_core`."""
 
 EXPECTED_ADAPTERS_ALL = [
@@ -265,7 +278,10 @@ def test_import_kitaru_core_adapters_imports_no_framework() -> None:
 
 
 def test_import_kitaru_core_does_not_import_the_adapter_api() -> None:
-    assert _modules_loaded_by("import kitaru_core; import sys; assert 'kitaru_core.adapters' not in sys.modules") == []
+    assert (
+        _modules_loaded_by("import kitaru_core; import sys; assert 'kitaru_core.adapters' not in sys.modules")
+        == []
+    )
 
 
 def test_import_kitaru_adapters_star_imports_no_framework() -> None:

@@ -65,6 +65,7 @@ from kitaru_core._approvals import (
     request_approval_together,
     request_approvals,
 )
+from kitaru_core._budgets import budget_scope
 from kitaru_core._interrupted import SideEffectPolicy
 from kitaru_core._model_retries import model_retries, model_retry_policy
 from kitaru_core._runtime import (
@@ -108,6 +109,7 @@ __all__ = [
     "Seam",
     "SideEffectPolicy",
     "approval_wait_name",
+    "budget_scope",
     "canonical_json",
     "check_seams",
     "cost_usd",
