@@ -1,0 +1,157 @@
+"""A deliberately slow store and an event-loop lag meter, for the async I/O tests of every adapter.
+
+`slow_store()` makes the configured store sleep on every commit (a SQLAlchemy engine event) and on
+every artifact write and read, as a database or object store far away would. `LoopLagMeter` runs a
+heartbeat task on the event loop (sleep 10 ms, again and again) and records by how much each sleep
+overshot: a loop blocked by store I/O overshoots by the store's delay, a free loop by a few ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+STORE_DELAY_S = 0.15
+"""How long each commit (and artifact access) of the slow store takes, in seconds."""
+
+MAX_LAG_S = 0.05
+"""The bound on the event loop's lag while calls are recorded: far below one slow commit."""
+
+TICK_S = 0.01
+
+
+@dataclass
+class SlowStore:
+    """What the slow store saw: how many slow operations ran, and on which threads."""
+
+    delay_s: float
+    operations: int = 0
+    threads: set[str] = field(default_factory=set[str])
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def slow_down(self) -> None:
+        """Sleep `delay_s` (the calling thread, as slow I/O would) and count the operation."""
+        with self._lock:
+            self.operations += 1
+            self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay_s)
+
+
+_STORE_METHODS_NOT_SLOWED = {"close", "prepare_value", "load_value"}  # values: the artifact store is slowed
+
+
+@contextmanager
+def slow_store(delay_s: float = STORE_DELAY_S) -> Iterator[SlowStore]:
+    """Make the store the current settings point at slow: each store operation sleeps `delay_s` first.
+
+    Every public method of the `Store` (reads, writes, lease renewals) and every artifact write and
+    read sleeps on the thread that calls it, as a database or object store far away would.
+
+    Yields:
+        The counters of slow operations (`operations`, and the `threads` that ran them).
+    """
+    from kitaru_core._runtime import get_store
+
+    store = get_store()
+    slow = SlowStore(delay_s)
+
+    def slowly(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            slow.slow_down()
+            return function(*args, **kwargs)
+
+        return run
+
+    names = [
+        name
+        for name in dir(type(store))
+        if not name.startswith("_") and name not in _STORE_METHODS_NOT_SLOWED and callable(getattr(store, name))
+    ]
+    targets: list[tuple[Any, str]] = [(store, name) for name in names]
+    targets += [(store.artifacts, "put"), (store.artifacts, "get")]
+    for owner, name in targets:
+        setattr(owner, name, slowly(getattr(owner, name)))
+    try:
+        yield slow
+    finally:
+        for owner, name in targets:
+            delattr(owner, name)  # the class's method again
+
+
+class LoopLagMeter:
+    """Measure how late the event loop runs a 10 ms heartbeat while the code inside runs.
+
+    Use as `async with LoopLagMeter() as meter:`; afterwards `meter.max_lag_s` is the largest
+    overshoot of one 10 ms sleep in seconds, and `meter.ticks` how many sleeps were measured.
+    """
+
+    def __init__(self) -> None:
+        self.max_lag_s = 0.0
+        self.ticks = 0
+        self.late_stacks: list[str] = []
+        """Where the loop's thread was while a tick was late by over half the bound (for failure messages)."""
+        self._task: asyncio.Task[None] | None = None
+        self._last_tick_s = time.monotonic()
+        self._stop = threading.Event()
+        self._loop_thread = threading.get_ident()
+        self._watchdog = threading.Thread(target=self._watch, name="loop-lag-watchdog", daemon=True)
+
+    async def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            self._last_tick_s = time.monotonic()
+            await asyncio.sleep(TICK_S)
+            self.max_lag_s = max(self.max_lag_s, loop.time() - before - TICK_S)
+            self.ticks += 1
+
+    def _watch(self) -> None:
+        while not self._stop.wait(TICK_S / 2):
+            names = {thread.ident: thread.name for thread in threading.enumerate()}
+            if time.monotonic() - self._last_tick_s > TICK_S + MAX_LAG_S / 2:
+                frames = sys._current_frames()  # pyright: ignore[reportPrivateUsage]
+                if len(self.late_stacks) < 20:
+                    self.late_stacks.append(
+                        "\n".join(
+                            f"[{names.get(ident, ident)}]\n" + "".join(traceback.format_stack(frame)[-4:])
+                            for ident, frame in frames.items()
+                            if ident != threading.get_ident()
+                        )
+                    )
+
+    async def __aenter__(self) -> LoopLagMeter:
+        self._loop_thread = threading.get_ident()
+        self._task = asyncio.create_task(self._beat())
+        await asyncio.sleep(0)  # the heartbeat starts before the measured code
+        self._watchdog.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._task is not None
+        self._stop.set()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+
+def assert_loop_stayed_free(meter: LoopLagMeter, slow: SlowStore, *, at_least: int = 3) -> None:
+    """Assert the measured code recorded through the slow store and the loop never lagged past the bound."""
+    assert slow.operations >= at_least, f"only {slow.operations} slow store operations: nothing was recorded"
+    assert "MainThread" not in slow.threads, "store I/O ran on the event loop's thread"
+    assert meter.ticks > 0
+    assert meter.max_lag_s < MAX_LAG_S, (
+        f"the event loop lagged {meter.max_lag_s * 1000:.0f} ms (bound {MAX_LAG_S * 1000:.0f} ms) "
+        f"while {slow.operations} store operations took {slow.delay_s * 1000:.0f} ms each; the loop's "
+        f"thread meanwhile:\n" + "\n---\n".join(meter.late_stacks[:3])
+    )
