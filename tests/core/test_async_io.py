@@ -81,8 +81,12 @@ def test_async_execution_block_with_concurrent_calls_keeps_keys_and_loop_free(sq
     assert stored.status == "completed"
     assert [keys[f"work:{index}"].output for index in range(3)] != [None] * 3
     seen.clear()
-    with slow_store() as slow:  # served in the same order: nothing runs again
-        assert asyncio.run(run(labels)) == [label.upper() for label in labels]
+
+    async def served() -> list[str]:
+        async with execution("async-io-block", name="block"):
+            return await asyncio.gather(*(run_checkpoint_async("work", work, label) for label in labels))
+
+    assert asyncio.run(served()) == [label.upper() for label in labels]  # in the same order: nothing runs
     assert seen == []
 
 
