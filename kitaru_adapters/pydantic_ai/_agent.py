@@ -39,7 +39,7 @@ def _durable_class(base: type[Any]) -> type[Any]:
         ) -> AsyncGenerator[Any]:
             capability: DurableCapability = getattr(self, _CAPABILITY_ATTRIBUTE)
             name = f"pydantic_ai:{capability.agent_name()}"
-            with durable_run(name, inputs=run_inputs(user_prompt, message_history)):
+            async with durable_run(name, inputs=run_inputs(user_prompt, message_history)):  # store I/O off the loop
                 async with super().iter(
                     user_prompt,
                     message_history=message_history,
