@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,10 +161,8 @@ class LoopLagMeter:
         assert self._task is not None
         self._stop.set()
         self._task.cancel()
-        try:
+        with suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 def assert_loop_stayed_free(meter: LoopLagMeter, slow: SlowStore, *, at_least: int = 3) -> None:

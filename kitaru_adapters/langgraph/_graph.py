@@ -372,16 +372,18 @@ def _durable_class(base: type[Any]) -> type[Any]:
 
             async def pump() -> None:
                 try:
-                    async with agraph_boundary(self, input, config):
-                        async with contextlib.aclosing(base.astream(self, input, config, **kwargs)) as stream:
-                            iterator = aiter(stream)
-                            while True:
-                                await wanted.get()
-                                try:
-                                    item = await anext(iterator)
-                                except StopAsyncIteration:
-                                    break
-                                items.put_nowait((item,))
+                    async with (
+                        agraph_boundary(self, input, config),
+                        contextlib.aclosing(base.astream(self, input, config, **kwargs)) as stream,
+                    ):
+                        iterator = aiter(stream)
+                        while True:
+                            await wanted.get()
+                            try:
+                                item = await anext(iterator)
+                            except StopAsyncIteration:
+                                break
+                            items.put_nowait((item,))
                 finally:
                     items.put_nowait(_END)
 

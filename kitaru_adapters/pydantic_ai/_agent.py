@@ -39,14 +39,16 @@ def _durable_class(base: type[Any]) -> type[Any]:
         ) -> AsyncGenerator[Any]:
             capability: DurableCapability = getattr(self, _CAPABILITY_ATTRIBUTE)
             name = f"pydantic_ai:{capability.agent_name()}"
-            async with durable_run(name, inputs=run_inputs(user_prompt, message_history)):  # store I/O off the loop
-                async with super().iter(
+            async with (
+                durable_run(name, inputs=run_inputs(user_prompt, message_history)),  # store I/O off the loop
+                super().iter(
                     user_prompt,
                     message_history=message_history,
                     capabilities=[*(capabilities or ()), capability],
                     **kwargs,
-                ) as run:
-                    yield run
+                ) as run,
+            ):
+                yield run
 
     return register_durable_subclass(base, DurableAgent, _durable_classes)
 

@@ -19,7 +19,7 @@ from tests._loop_lag import LoopLagMeter, assert_loop_stayed_free, slow_store
 
 from .conftest import ModelServer
 from .test_adapter import QUESTIONS, Notes, graph_calls
-from .test_adapter import script as script  # noqa: F401  (the scripted model's rules)
+from .test_adapter import script as script
 
 
 def async_graph(server: ModelServer, checkpointer: Any = None) -> Any:
