@@ -8,12 +8,18 @@ import hashlib
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Coroutine, Generator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from kitaru_core import _config
+from kitaru_core._async_io import off_loop
 from kitaru_core._ids import check_execution_id, check_queue_name, fit_name
 from kitaru_core._records import StoredValue
 from kitaru_core._runtime import (
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T_co = TypeVar("T_co", covariant=True)
 
 FILE_ENTRY_PREFIX = "file:"
 
@@ -331,8 +338,109 @@ def _stored_inputs_value(stored_inputs: tuple[str, bytes] | None) -> StoredValue
     return StoredValue(format_, payload, None, len(payload))
 
 
-@contextmanager
+class SyncOrAsync(Generic[T_co]):
+    """A context manager for both `with` (blocking) and `async with` (store I/O off the event loop)."""
+
+    def __init__(
+        self,
+        sync: Callable[[], AbstractContextManager[T_co]],
+        async_: Callable[[], AbstractAsyncContextManager[T_co]],
+    ) -> None:
+        self._make_sync = sync
+        self._make_async = async_
+        self._sync: AbstractContextManager[T_co] | None = None
+        self._async: AbstractAsyncContextManager[T_co] | None = None
+
+    def __enter__(self) -> T_co:
+        self._sync = self._make_sync()
+        return self._sync.__enter__()
+
+    def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> bool | None:
+        assert self._sync is not None
+        return self._sync.__exit__(error_type, error, traceback)
+
+    async def __aenter__(self) -> T_co:
+        self._async = self._make_async()
+        return await self._async.__aenter__()
+
+    async def __aexit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> bool | None:
+        assert self._async is not None
+        return await self._async.__aexit__(error_type, error, traceback)
+
+
 def execution(
+    execution_id: str | None = None,
+    *,
+    name: str = "execution",
+    inputs: Any = None,
+    fresh: bool = False,
+    entry_point: str | None = None,
+) -> SyncOrAsync[CurrentExecution]:
+    """Run the code inside as a named, resumable execution (`with`, or `async with` in async code).
+
+    With `async with` the store I/O of opening and closing the run (and of the checkpoint calls
+    made through `run_checkpoint_async`) runs on a worker thread, so the event loop never waits
+    for the database or the artifact store.
+
+    Args:
+        execution_id: The execution's id, an idempotency key (e.g. `"ticket-42"`).
+        name: What the execution runs, shown in listings (the flow name).
+        inputs: JSON-able inputs identifying the execution when no id is given.
+        fresh: Always start a new execution.
+        entry_point: `module:function` of an importable `@flow` that resumes it (for the CLI).
+
+    Returns:
+        A context manager that gives a frozen view of the running execution
+        (`CurrentExecution`: its `execution_id` names it); see `_execution` for what it does.
+
+    Raises:
+        ExecutionLockedError: Another live runner holds the execution.
+        ExecutionWaitingError: The code inside stopped at a wait (the execution is `waiting`).
+        ExecutionCancelledError: The execution was cancelled.
+        ConfigurationError: Nested inside another execution with a different id.
+    """
+    options: dict[str, Any] = {"name": name, "inputs": inputs, "fresh": fresh, "entry_point": entry_point}
+    return SyncOrAsync(
+        lambda: _execution(execution_id, **options), lambda: _execution_async(execution_id, **options)
+    )
+
+
+@asynccontextmanager
+async def _execution_async(
+    execution_id: str | None,
+    *,
+    name: str,
+    inputs: Any,
+    fresh: bool,
+    entry_point: str | None,
+) -> AsyncGenerator[CurrentExecution]:
+    """`_execution` for `async with`: the same run, its store I/O on worker threads."""
+    active = current_execution()
+    if active is not None:
+        if execution_id is not None and execution_id != active.execution_id:
+            raise ConfigurationError(
+                f"Cannot start execution {execution_id!r} inside execution {active.execution_id!r}: "
+                "executions do not nest. Call the inner code directly, or run it as a separate flow."
+            )
+        yield CurrentExecution.of(active)
+        return
+    fingerprint_input, stored_inputs = _inputs_for_storage(inputs) if inputs is not None else (None, None)
+    store, record = await off_loop(
+        None,
+        open_or_find,
+        execution_id,
+        flow_name=name,
+        entry_point=entry_point,
+        inputs=fingerprint_input,
+        inputs_value=_stored_inputs_value(stored_inputs),
+        fresh=fresh,
+    )
+    async with ExecutionRun(store, record.id, resumable_by_cli=entry_point is not None) as context:
+        yield CurrentExecution.of(context)
+
+
+@contextmanager
+def _execution(
     execution_id: str | None = None,
     *,
     name: str = "execution",
@@ -470,8 +578,56 @@ def identity_execution_id(base: str, inputs: Any) -> str:
     return _turn_id(base, latest + 1)
 
 
-@contextmanager
 def durable_run(
+    name: str, *, inputs: Any = None, execution_id: str | None = None, identity: str | None = None
+) -> SyncOrAsync[str]:
+    """Mark one top-level run of an agent, crew or graph (used by adapters); `with` or `async with`.
+
+    See `_durable_run` for the rule; `async with` does the same with its store I/O on worker
+    threads (adapters use it on their async paths, so the event loop never waits for the store).
+
+    Args:
+        name: The agent's name, e.g. `pydantic_ai:support_agent`.
+        inputs: JSON-able inputs of the run (prompt, history...) identifying it for resume.
+        execution_id: The run's explicit identity: its first turn's execution id.
+        identity: An identity the framework names (a session id, a thread id).
+
+    Returns:
+        A context manager that gives the id of the execution the run belongs to.
+    """
+    return SyncOrAsync(
+        lambda: _durable_run(name, inputs=inputs, execution_id=execution_id, identity=identity),
+        lambda: _durable_run_async(name, inputs=inputs, execution_id=execution_id, identity=identity),
+    )
+
+
+def _run_identity(name: str, inputs: Any, execution_id: str | None, identity: str | None) -> str | None:
+    """The identity base of a top-level run (`None`: anonymous); see `_durable_run`."""
+    base = check_execution_id(execution_id) if execution_id is not None else _named_run.get()
+    if base is None and identity is not None:
+        digest = hashlib.sha256(f"{name}\x00{identity}".encode()).hexdigest()[:24]
+        base = f"run-{digest}"
+    return base
+
+
+@asynccontextmanager
+async def _durable_run_async(
+    name: str, *, inputs: Any, execution_id: str | None, identity: str | None
+) -> AsyncGenerator[str]:
+    """`_durable_run` for `async with`: the turn lookup and the run's store I/O on worker threads."""
+    active = current_execution()
+    if active is not None:
+        with scope(name):
+            yield active.execution_id
+        return
+    base = _run_identity(name, inputs, execution_id, identity)
+    resolved = await off_loop(None, identity_execution_id, base, inputs) if base is not None else None
+    async with _execution_async(resolved, name=name, inputs=inputs, fresh=False, entry_point=None) as context:
+        yield context.execution_id
+
+
+@contextmanager
+def _durable_run(
     name: str, *, inputs: Any = None, execution_id: str | None = None, identity: str | None = None
 ) -> Generator[str]:
     """Mark one top-level run of an agent, crew or graph (used by adapters).
@@ -507,12 +663,9 @@ def durable_run(
         with scope(name):
             yield active.execution_id
         return
-    base = check_execution_id(execution_id) if execution_id is not None else _named_run.get()
-    if base is None and identity is not None:
-        digest = hashlib.sha256(f"{name}\x00{identity}".encode()).hexdigest()[:24]
-        base = f"run-{digest}"
+    base = _run_identity(name, inputs, execution_id, identity)
     resolved = identity_execution_id(base, inputs) if base is not None else None
-    with execution(resolved, name=name, inputs=inputs) as context:
+    with _execution(resolved, name=name, inputs=inputs) as context:
         yield context.execution_id
 
 
@@ -605,12 +758,13 @@ class Flow(Generic[P, R]):
         if current_execution() is not None:
             with scope(f"flow:{self.name}"), _budget_scope(self.budget):
                 return await self.function(*args, **kwargs)  # type: ignore[misc]
-        run, stored = self._prepare(args, kwargs, execution_id, fresh)
+        run, stored = await off_loop(None, self._prepare, args, kwargs, execution_id, fresh)
         if run is None:
             return stored
-        with run, _budget_scope(self.budget):
-            result = await self.function(*args, **kwargs)  # type: ignore[misc]
-            run.output = self._store_output(run, result)
+        async with run:
+            with _budget_scope(self.budget):
+                result = await self.function(*args, **kwargs)  # type: ignore[misc]
+            run.output = await off_loop(current_execution(), self._store_output, run, result)
         return result
 
     def submit(self, *args: Any, execution_id: str | None = None, queue: str = "default", **kwargs: Any) -> str:

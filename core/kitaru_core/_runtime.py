@@ -14,8 +14,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -804,11 +804,7 @@ class _Plan:
         With `on_interrupted="ask"` or `"fail"` a `started` record is committed first, so a later
         run can tell that this attempt was cut off inside the body.
         """
-        self.started_at_epoch_s = time.time()
-        self.started_monotonic_s = time.monotonic()
-        self.attempts = self.first_attempt
-        if self.on_interrupted != "retry":
-            self.started = self._record("started", None, None, None)
+        self._begin()
         call_token = _call.set(self.key)
         scope_token = _scope.set(self.key)
         plan_token = _running_plan.set(self)
@@ -819,6 +815,34 @@ class _Plan:
             # without a `started` record. Anything else (a kill, Ctrl-C) leaves the record `started`.
             if self.started is not None and isinstance(find_signal(error), SuspendExecution | StopRun):
                 self.context.discard_started(self.started)
+            raise
+        finally:
+            _running_plan.reset(plan_token)
+            _scope.reset(scope_token)
+            _call.reset(call_token)
+
+    def _begin(self) -> None:
+        """Start the clock; with `on_interrupted="ask"` or `"fail"` commit the `started` record."""
+        self.started_at_epoch_s = time.time()
+        self.started_monotonic_s = time.monotonic()
+        self.attempts = self.first_attempt
+        if self.on_interrupted != "retry":
+            self.started = self._record("started", None, None, None)
+
+    @asynccontextmanager
+    async def running_async(self) -> AsyncGenerator[None]:
+        """`running` for async bodies: its store writes run on the execution's I/O lane, off the loop."""
+        from kitaru_core._async_io import off_loop
+
+        await off_loop(self.context, self._begin)
+        call_token = _call.set(self.key)
+        scope_token = _scope.set(self.key)
+        plan_token = _running_plan.set(self)
+        try:
+            yield
+        except BaseException as error:
+            if self.started is not None and isinstance(find_signal(error), SuspendExecution | StopRun):
+                await off_loop(self.context, self.context.discard_started, self.started)
             raise
         finally:
             _running_plan.reset(plan_token)
@@ -1194,9 +1218,13 @@ async def run_checkpoint_async(
     """
     import asyncio
 
+    from kitaru_core._async_io import off_loop
+
     if _current.get() is None:
         return await function(*args, **kwargs)
-    plan, stored = _plan(
+    plan, stored = await off_loop(  # reads (and may load an artifact) on the execution's I/O lane
+        _current.get(),
+        _plan,
         name,
         discriminator=discriminator,
         kind=kind,
@@ -1213,17 +1241,20 @@ async def run_checkpoint_async(
     if plan is None:
         return stored
     if kind == "model" and model_call_gate is not None:
-        model_call_gate(plan.context, plan.key)  # budgets: may stop at a wait before the call is sent
-    with plan.running():
+        # budgets: may stop at a wait before the call is sent; it reads the store and may poll a
+        # wait, so it runs on a thread of its own (not the execution's lane, which it could hold up)
+        await off_loop(None, model_call_gate, plan.context, plan.key)
+    async with plan.running_async():
         while True:
-            plan.context.ensure_lease()  # fencing: no body starts without the lease
+            await off_loop(plan.context, plan.context.ensure_lease)  # fencing: no body starts without the lease
             try:
                 output = await function(*args, **kwargs)
                 break
             except Exception as error:
-                await asyncio.sleep(plan.retry_delay_s(error))  # records the failure and re-raises when final
+                # records the failure and re-raises when final
+                await asyncio.sleep(await off_loop(plan.context, plan.retry_delay_s, error))
                 plan.context.check_alive()
-    plan.commit(output, usage)
+    await off_loop(plan.context, plan.commit, output, usage)  # committed before it is returned
     return output
 
 
@@ -1576,6 +1607,42 @@ class ExecutionRun:
         self.output: StoredValue | None = None
 
     def __enter__(self) -> ExecutionContext:
+        context = self.start()
+        self.bind()
+        return context
+
+    def __exit__(self, error_type: Any, error: BaseException | None, _traceback: Any) -> None:
+        self.unbind()
+        self.finish(error)
+
+    async def __aenter__(self) -> ExecutionContext:
+        """`__enter__` for async code: the lease and the loading run on the execution's I/O lane."""
+        from kitaru_core._async_io import Lane, adopt_lane
+
+        lane = Lane(self.execution_id)
+        try:
+            context = await lane.run(self.start)
+        except BaseException:
+            lane.close()
+            raise
+        adopt_lane(context, lane)
+        self.bind()
+        return context
+
+    async def __aexit__(self, error_type: Any, error: BaseException | None, _traceback: Any) -> None:
+        """`__exit__` for async code: the outcome is recorded on the execution's I/O lane."""
+        from kitaru_core._async_io import off_loop, release_lane
+
+        context = self.context
+        assert context is not None
+        self.unbind()
+        try:
+            await off_loop(context, self.finish, error)
+        finally:
+            release_lane(context)
+
+    def start(self) -> ExecutionContext:
+        """Take the lease, load the execution's calls and waits, start the heartbeat (blocking I/O)."""
         settings = _config.current_settings()
         completed_before = self.store.get_execution(self.execution_id).status == "completed"
         sent_at_s = lease_clock_s()  # before the lease is written: the lease lasts at least D from here
@@ -1585,15 +1652,28 @@ class ExecutionRun:
         _active_owners.add(owner)
         context.start_heartbeat()
         self.context = context
-        self._tokens = (_current.set(context), _scope.set(""), _call.set(None))
         return context
 
-    def __exit__(self, error_type: Any, error: BaseException | None, _traceback: Any) -> None:
-        context = self.context
-        assert context is not None
+    def bind(self) -> None:
+        """Make the started run the current execution of this context (at the top scope)."""
+        self._tokens = (_current.set(self.context), _scope.set(""), _call.set(None))
+
+    def unbind(self) -> None:
+        """Undo `bind`."""
         _current.reset(self._tokens[0])
         _scope.reset(self._tokens[1])
         _call.reset(self._tokens[2])
+
+    def finish(self, error: BaseException | None) -> None:
+        """Stop the heartbeat and record the run's outcome (blocking I/O); raises the caller's error.
+
+        Raises:
+            ExecutionWaitingError: The run stopped at a wait.
+            ExecutionCancelledError: The execution was cancelled.
+            LeaseLostError: Another runner took the execution over.
+        """
+        context = self.context
+        assert context is not None
         context.stop_heartbeat()
         _active_owners.discard(context.owner)
         context.flush_served()

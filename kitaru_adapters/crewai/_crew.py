@@ -7,7 +7,7 @@ import contextvars
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, cast, overload
 
@@ -143,9 +143,8 @@ def run_identity(crew: Crew, inputs: Any) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _crew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Generator[None]:
-    """Open (or join) the kickoff's execution with the crew prepared, task labels and human input set."""
+def _kickoff_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Any:
+    """The kickoff's scope (inside an execution) or its `durable_run` (`with`, or `async with` off the loop)."""
     prepare_crew(crew, options)
     name = f"crewai:{options.name or crew.name or 'crew'}"
     identity = run_identity(crew, inputs)
@@ -154,28 +153,51 @@ def _crew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Generato
         # which kickoffs arrive: crews kicked off in parallel (`kickoff_async` in a flow step) get
         # the same keys on every run, whichever thread enters first.
         digest = fingerprint(identity)
-        boundary = scope(name, digest[:SCOPE_DIGEST_CHARACTERS] if digest else None)
+        return scope(name, digest[:SCOPE_DIGEST_CHARACTERS] if digest else None)
+    return durable_run(name, inputs=identity)
+
+
+@contextlib.contextmanager
+def _crew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> Generator[None]:
+    """Open (or join) the kickoff's execution with the crew prepared, task labels and human input set."""
+    with _kickoff_boundary(crew, options, inputs), _inside_kickoff(crew, options):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _acrew_boundary(crew: Crew, options: DurableOptions, inputs: Any) -> AsyncGenerator[None]:
+    """`_crew_boundary` for `akickoff`: the execution's store I/O runs off the event loop."""
+    boundary = _kickoff_boundary(crew, options, inputs)
+    if hasattr(boundary, "__aenter__"):  # the kickoff's own execution (not a scope of an enclosing one)
+        async with boundary:
+            with _inside_kickoff(crew, options):
+                yield
     else:
-        boundary = durable_run(name, inputs=identity)
-    with boundary:
-        labels = _task_labels.get() or {}
-        labels_token = _task_labels.set({**labels, **task_labels(crew)})
-        provider_token = (
-            set_provider(DurableHumanInputProvider(options.approval_timeout_s))
-            if options.human_input
-            else None
-        )
-        retries = contextlib.ExitStack()
-        if options.model_retries is not None:
-            retries.enter_context(model_retries(options.model_retries))
-        retries.enter_context(budget_scope(options.budget))  # checked before each LLM call (the core)
-        try:
+        with boundary, _inside_kickoff(crew, options):
             yield
-        finally:
-            retries.close()
-            if provider_token is not None:
-                reset_provider(provider_token)
-            _task_labels.reset(labels_token)
+
+
+@contextlib.contextmanager
+def _inside_kickoff(crew: Crew, options: DurableOptions) -> Generator[None]:
+    """Task labels, the human input provider and model retries for the kickoff's execution."""
+    labels = _task_labels.get() or {}
+    labels_token = _task_labels.set({**labels, **task_labels(crew)})
+    provider_token = (
+        set_provider(DurableHumanInputProvider(options.approval_timeout_s))
+        if options.human_input
+        else None
+    )
+    retries = contextlib.ExitStack()
+    if options.model_retries is not None:
+        retries.enter_context(model_retries(options.model_retries))
+    retries.enter_context(budget_scope(options.budget))  # checked before each LLM call (the core)
+    try:
+        yield
+    finally:
+        retries.close()
+        if provider_token is not None:
+            reset_provider(provider_token)
+        _task_labels.reset(labels_token)
 
 
 def _durable_crew_class(base: type[Crew]) -> type[Crew]:
@@ -201,7 +223,7 @@ def _make_durable_crew_class(base: type[Crew]) -> type[Crew]:
             options = options_of(self)
             if options is None or self.stream:
                 return await super().akickoff(inputs, *args, **kwargs)
-            with _crew_boundary(self, options, inputs):
+            async with _acrew_boundary(self, options, inputs):
                 return await super().akickoff(inputs, *args, **kwargs)
 
         def _prepare_tools(self, agent: Any, task: Any, tools: list[Any]) -> list[Any]:
@@ -323,7 +345,7 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
         # `kickoff(inputs={"id": ...})` resumes (or serves) the execution of that id.
         flow_id = persisted_flow_id(self, inputs)
         execution_id = f"{name}:{flow_id}" if flow_id is not None else None
-        with durable_run(name, inputs=flow_identity(self, inputs), execution_id=execution_id):
+        async with durable_run(name, inputs=flow_identity(self, inputs), execution_id=execution_id):
             flow_token = _flow_options.set(options)
             provider_token = (
                 set_provider(DurableHumanInputProvider(options.approval_timeout_s))

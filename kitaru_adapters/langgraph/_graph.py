@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import threading
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from kitaru_core.adapters import (
     fingerprint,
     register_durable_subclass,
     run_checkpoint,
+    run_checkpoint_async,
     scope,
 )
 from kitaru_core.errors import AdapterError, ExecutionNotFoundError
@@ -113,6 +114,37 @@ def graph_boundary(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -
         leave_run(token)
 
 
+@contextlib.asynccontextmanager
+async def agraph_boundary(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any) -> AsyncGenerator[None]:
+    """`graph_boundary` for `ainvoke` / `astream`: the execution's store I/O runs off the event loop."""
+    options = options_of(graph)
+    if options is None or active_run() is not None:
+        yield
+        return
+    run = GraphRun(options, has_checkpointer=_has_checkpointer(graph, config))
+    token = enter_run(run)
+    name = f"langgraph:{options.name}"
+    thread_id = thread_id_of(config)
+    try:
+        with budget_scope(options.budget):  # checked before each chat model call (the core)
+            if current_execution() is not None:
+                with scope(name, discriminator=thread_id):
+                    yield
+            elif thread_id is not None:
+                turn = None if run.has_checkpointer else await asyncio.to_thread(_next_turn, thread_id, input)
+                async with execution(thread_id, name=name, inputs={"thread_id": thread_id}):
+                    if turn is None:
+                        yield
+                    else:
+                        async with _ain_turn(*turn):
+                            yield
+            else:
+                async with durable_run(name, inputs={"input": jsonable(input)}):
+                    yield
+    finally:
+        leave_run(token)
+
+
 TURN = "langgraph:turn"
 
 
@@ -151,6 +183,21 @@ def _in_turn(number: int, digest: str) -> Generator[None]:
     run_checkpoint(TURN, lambda: number, discriminator=f"{number}.{digest}", kind="user", inputs=None)
     if number == 1:
         yield  # the first turn's keys are those of threads recorded before turns were marked
+        return
+    with scope("turn", discriminator=str(number)):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _ain_turn(number: int, digest: str) -> AsyncGenerator[None]:
+    """`_in_turn` for the async entry points (the turn marker is committed off the event loop)."""
+
+    async def turn_number() -> int:
+        return number
+
+    await run_checkpoint_async(TURN, turn_number, discriminator=f"{number}.{digest}", kind="user", inputs=None)
+    if number == 1:
+        yield
         return
     with scope("turn", discriminator=str(number)):
         yield
@@ -253,7 +300,7 @@ async def aplan_call(graph: Pregel[Any, Any, Any, Any], input: Any, config: Any)
     async for item in checkpointer.alist(config, filter={"source": "input"}, limit=1):
         latest = item
         break
-    return _plan(graph, state, latest, input, config)
+    return await asyncio.to_thread(_plan, graph, state, latest, input, config)  # reads the store
 
 
 def served_stream(graph: Pregel[Any, Any, Any, Any], output: Any, kwargs: dict[str, Any]) -> list[Any]:
@@ -290,7 +337,7 @@ def _make_durable_class(base: type[Any]) -> type[Any]:
             input, served = await aplan_call(self, input, config)
             if served is not RUN:
                 return served
-            with graph_boundary(self, input, config):
+            async with agraph_boundary(self, input, config):
                 return await base.ainvoke(self, input, config, **kwargs)
 
         def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Iterator[Any]:
@@ -335,16 +382,18 @@ def _make_durable_class(base: type[Any]) -> type[Any]:
 
             async def pump() -> None:
                 try:
-                    with graph_boundary(self, input, config):
-                        async with contextlib.aclosing(base.astream(self, input, config, **kwargs)) as stream:
-                            iterator = aiter(stream)
-                            while True:
-                                await wanted.get()
-                                try:
-                                    item = await anext(iterator)
-                                except StopAsyncIteration:
-                                    break
-                                items.put_nowait((item,))
+                    async with (
+                        agraph_boundary(self, input, config),
+                        contextlib.aclosing(base.astream(self, input, config, **kwargs)) as stream,
+                    ):
+                        iterator = aiter(stream)
+                        while True:
+                            await wanted.get()
+                            try:
+                                item = await anext(iterator)
+                            except StopAsyncIteration:
+                                break
+                            items.put_nowait((item,))
                 finally:
                     items.put_nowait(_END)
 

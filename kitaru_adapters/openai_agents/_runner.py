@@ -8,7 +8,7 @@ import contextvars
 import dataclasses
 import threading
 import weakref
-from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
@@ -264,11 +264,10 @@ def run_inputs(input: Any, session: Session | None) -> dict[str, Any]:
     return {"input": identity, "session": getattr(session, "session_id", None) if session else None}
 
 
-@contextlib.contextmanager
-def _durable_boundary(
+def _boundary_run(
     options: DurableOptions, agent: Any, input: Any, kwargs: dict[str, Any], *, in_place: bool
-) -> Generator[tuple[Any, dict[str, Any]]]:
-    """Open (or join) the execution, and give the prepared agent and the run's keyword arguments."""
+) -> tuple[Any, Any]:
+    """The prepared agent and the run's `durable_run` (use it with `with`, or `async with` off the loop)."""
     graph = getattr(agent, GRAPH_ATTRIBUTE, None) if in_place else None
     if not isinstance(graph, _Graph) or graph.options is not options:
         graph = _Graph(options, in_place=in_place)
@@ -277,34 +276,62 @@ def _durable_boundary(
     execution_id: str | None = kwargs.get("execution_id")
     session_id = getattr(session, "session_id", None) if session is not None else None
     name = f"openai_agents:{options.name or agent.name}"
-    with durable_run(
+    run = durable_run(
         name,
         inputs=run_inputs(input, session) if current_execution() is None else None,
         execution_id=execution_id,
         identity=None if session_id is None else f"session:{session_id}",
-    ):
-        token = _active_options.set(options)
-        retries = contextlib.ExitStack()
-        if options.model_retries is not None:  # for the model calls of this run (see DurableModel)
-            retries.enter_context(model_retries(options.model_retries))
-        retries.enter_context(budget_scope(options.budget))  # checked before each model call (the core)
-        try:
-            changed = {key: value for key, value in kwargs.items() if key != "execution_id"}
-            changed["run_config"] = _run_config(kwargs.get("run_config"))
-            if session is not None:
-                context = current_execution()
-                served = context is not None and context.served_completed
-                changed["session"] = _DurableSession(session, served=served)
+    )
+    return prepared, run
+
+
+@contextlib.contextmanager
+def _durable_boundary(
+    options: DurableOptions, agent: Any, input: Any, kwargs: dict[str, Any], *, in_place: bool
+) -> Generator[tuple[Any, dict[str, Any]]]:
+    """Open (or join) the execution, and give the prepared agent and the run's keyword arguments."""
+    prepared, run = _boundary_run(options, agent, input, kwargs, in_place=in_place)
+    with run, _inside_boundary(options, kwargs) as changed:
+        yield prepared, changed
+
+
+@contextlib.asynccontextmanager
+async def _durable_boundary_async(
+    options: DurableOptions, agent: Any, input: Any, kwargs: dict[str, Any], *, in_place: bool
+) -> AsyncGenerator[tuple[Any, dict[str, Any]]]:
+    """`_durable_boundary` for `Runner.run`: the execution's store I/O runs off the event loop."""
+    prepared, run = _boundary_run(options, agent, input, kwargs, in_place=in_place)
+    async with run:
+        with _inside_boundary(options, kwargs) as changed:
             yield prepared, changed
-        except AgentsException as error:
-            # The SDK wraps a tool's error in `UserError`; an interrupted call must reach the caller as itself.
-            interrupted = _interrupted_cause(error)
-            if interrupted is None:
-                raise
-            raise interrupted from None
-        finally:
-            retries.close()
-            _active_options.reset(token)
+
+
+@contextlib.contextmanager
+def _inside_boundary(options: DurableOptions, kwargs: dict[str, Any]) -> Generator[dict[str, Any]]:
+    """Inside the run's execution: the options, model retries and session for the run; its keyword arguments."""
+    session: Session | None = kwargs.get("session")
+    token = _active_options.set(options)
+    retries = contextlib.ExitStack()
+    if options.model_retries is not None:  # for the model calls of this run (see DurableModel)
+        retries.enter_context(model_retries(options.model_retries))
+    retries.enter_context(budget_scope(options.budget))  # checked before each model call (the core)
+    try:
+        changed = {key: value for key, value in kwargs.items() if key != "execution_id"}
+        changed["run_config"] = _run_config(kwargs.get("run_config"))
+        if session is not None:
+            context = current_execution()
+            served = context is not None and context.served_completed
+            changed["session"] = _DurableSession(session, served=served)
+        yield changed
+    except AgentsException as error:
+        # The SDK wraps a tool's error in `UserError`; an interrupted call must reach the caller as itself.
+        interrupted = _interrupted_cause(error)
+        if interrupted is None:
+            raise
+        raise interrupted from None
+    finally:
+        retries.close()
+        _active_options.reset(token)
 
 
 def _interrupted_cause(error: BaseException) -> InterruptedCallError | None:
@@ -404,7 +431,10 @@ class DurableAgentRunner:
         options, in_place = self._options(starting_agent)
         if options is None:
             return await self.inner.run(starting_agent, input, **kwargs)
-        with _durable_boundary(options, starting_agent, input, kwargs, in_place=in_place) as (agent, changed):
+        async with _durable_boundary_async(options, starting_agent, input, kwargs, in_place=in_place) as (
+            agent,
+            changed,
+        ):
             return await self.inner.run(agent, input, **changed)
 
     def run_sync(self, starting_agent: Any, input: Any, **kwargs: Any) -> RunResult:

@@ -57,16 +57,16 @@ def _make_durable_class(base: type[Any]) -> type[Any]:
             if not getattr(self, _NAMED_ATTRIBUTE, True) and current_execution() is None:
                 raise unnamed_agent_error()
             name = f"pydantic_ai:{capability.agent_name()}"
-            with (
-                budget_scope(capability.budget),
-                durable_run(name, inputs=run_inputs(user_prompt, message_history)),
-            ):
-                async with super().iter(
-                    user_prompt,
-                    message_history=message_history,
-                    capabilities=[*(capabilities or ()), capability],
-                    **kwargs,
-                ) as run:
+            with budget_scope(capability.budget):
+                async with (
+                    durable_run(name, inputs=run_inputs(user_prompt, message_history)),  # store I/O off the loop
+                    super().iter(
+                        user_prompt,
+                        message_history=message_history,
+                        capabilities=[*(capabilities or ()), capability],
+                        **kwargs,
+                    ) as run,
+                ):
                     yield run
 
     return register_durable_subclass(base, DurableAgent, _durable_classes)

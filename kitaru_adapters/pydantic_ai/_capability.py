@@ -388,7 +388,8 @@ class DurableCapability(AbstractCapability[Any]):
         """Turn every approval PydanticAI asks for into a durable wait; leave external calls deferred."""
         if not requests.approvals:
             return None
-        decisions = request_approvals(
+        decisions = await asyncio.to_thread(  # the waits poll the store: off the event loop, as in other adapters
+            request_approvals,
             [
                 ApprovalRequest(call.tool_name, _arguments_of(call.args), call.tool_call_id)
                 for call in requests.approvals
