@@ -1,0 +1,229 @@
+"""Benchmark of the store at scale: a page of the executions list at 100,000 executions.
+
+Not a test (pytest does not collect it). Run it in the environment of the core tests:
+
+    .nox/tests_core/bin/python tests/benchmarks/bench_store.py [--executions N] [--repeat R] [--backend B]
+
+For each backend (SQLite file, PostgreSQL when it answers) it fills a fresh store with N executions
+(20 flows, statuses mostly `completed`, creation times one second apart), then times what the CLI,
+`Client.list_executions` and the dashboard's list page run: a page of 50 (`Store.list_executions`) and
+its total (`Store.count_executions`), unfiltered and filtered by status, flow, both, and creation
+time. Each figure is the median of `--repeat` runs. The same queries are then timed again after
+dropping the list indexes of revision 0008 (the "before" figures: the schema of revision 0007), so
+both sides are measured in the same run on the same data. The query plans (SQLite `EXPLAIN QUERY
+PLAN`, PostgreSQL `EXPLAIN`) of the indexed queries are printed to show the index each one uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+
+from kitaru_core import _tables as tables
+from kitaru_core._store import Store
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+FLOWS = [f"flow_{i:02d}" for i in range(20)]
+BUDGET_MS = 20.0  # design.md §7: a page of executions at 100,000 executions
+
+# Revision 0008's list indexes, and the index of 0007 they replace (the "before" schema).
+NEW_INDEXES = [
+    "ix_kitaru_executions_created",
+    "ix_kitaru_executions_status_created",
+    "ix_kitaru_executions_flow_created",
+    "ix_kitaru_executions_status_updated",
+]
+
+
+def _status(i: int) -> str:
+    if i % 1000 == 7:
+        return "waiting"
+    if i % 500 == 3:
+        return "running"
+    if i % 20 == 1:
+        return "failed"
+    if i % 250 == 5:
+        return "cancelled"
+    return "completed"
+
+
+def fill(store: Store, count: int) -> float:
+    """Insert `count` executions in batches; returns the newest creation time."""
+    start = time.time() - count
+    rows: list[dict[str, Any]] = []
+    with store.engine.begin() as connection:
+        for i in range(count):
+            created = start + i
+            rows.append(
+                {
+                    "id": f"exec-{i:07d}-{uuid.uuid4().hex[:8]}",
+                    "flow_name": FLOWS[(i * 7) % len(FLOWS)],
+                    "inputs_fingerprint": f"{i:064x}",
+                    "status": _status(i),
+                    "run_count": 1,
+                    "cancel_requested": False,
+                    "created_at_epoch_s": created,
+                    "updated_at_epoch_s": created + 3,
+                    "ended_at_epoch_s": created + 3,
+                    "queue": "default",
+                }
+            )
+            if len(rows) == 10_000:
+                connection.execute(sqlalchemy.insert(tables.executions), rows)
+                rows = []
+        if rows:
+            connection.execute(sqlalchemy.insert(tables.executions), rows)
+    return start + count
+
+
+Case = tuple[str, dict[str, Any]]
+
+
+def cases(newest: float) -> list[Case]:
+    return [
+        ("unfiltered", {}),
+        ("unfiltered, page 20 (offset 950)", {"offset": 950}),
+        ("status=failed", {"statuses": ["failed"]}),
+        ("status=running|waiting", {"statuses": ["running", "waiting"]}),
+        ("status=completed", {"statuses": ["completed"]}),
+        ("flow=flow_07", {"flow_name": "flow_07"}),
+        ("flow=flow_07 & status=failed", {"flow_name": "flow_07", "statuses": ["failed"]}),
+        ("created in the last hour", {"created_after_epoch_s": newest - 3600}),
+    ]
+
+
+def _median_ms(action: Callable[[], object], repeat: int) -> float:
+    action()  # warm-up (statement cache, pages in memory)
+    samples: list[float] = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def measure(store: Store, newest: float, repeat: int) -> dict[str, tuple[float, float]]:
+    """Per case: (page of 50 ms, total count ms), medians."""
+    figures: dict[str, tuple[float, float]] = {}
+    for name, filters in cases(newest):
+        page_filters = {key: value for key, value in filters.items() if key != "offset"}
+        offset = filters.get("offset", 0)
+        page_ms = _median_ms(
+            lambda page_filters=page_filters, offset=offset: store.list_executions(
+                **page_filters, limit=50, offset=offset
+            ),
+            repeat,
+        )
+        count_ms = _median_ms(lambda page_filters=page_filters: store.count_executions(**page_filters), repeat)
+        figures[name] = (page_ms, count_ms)
+    return figures
+
+
+def plans(store: Store, newest: float) -> None:
+    """Print the query plan of each page query."""
+    dialect = store.engine.dialect
+    t = tables.executions
+    for name, filters in cases(newest):
+        page_filters = {key: value for key, value in filters.items() if key != "offset"}
+        query = (
+            sqlalchemy.select(t)
+            .where(*Store._execution_filters(  # pyright: ignore[reportPrivateUsage]
+                page_filters.get("statuses", ()),
+                page_filters.get("flow_name"),
+                page_filters.get("created_after_epoch_s"),
+                None,
+            ))
+            .order_by(t.c.created_at_epoch_s.desc(), t.c.id)
+            .limit(50)
+            .offset(filters.get("offset", 0))
+        )
+        compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+        prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
+        with store.engine.connect() as connection:
+            rows = connection.exec_driver_sql(prefix + str(compiled)).all()
+        lines = [str(row[-1]) for row in rows]
+        print(f"    plan [{name}]: " + " | ".join(line.strip() for line in lines))
+
+
+def drop_new_indexes(store: Store) -> None:
+    with store.engine.begin() as connection:
+        for index in NEW_INDEXES:
+            connection.exec_driver_sql(f"DROP INDEX IF EXISTS {index}")
+        connection.exec_driver_sql(
+            "CREATE INDEX IF NOT EXISTS ix_kitaru_executions_status "
+            "ON kitaru_executions (status, created_at_epoch_s)"
+        )
+        if store.engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("ANALYZE kitaru_executions")
+
+
+def run_backend(label: str, url: str, artifacts: str, count: int, repeat: int) -> None:
+    store = Store(url, artifacts)
+    start = time.perf_counter()
+    newest = fill(store, count)
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE kitaru_executions")
+    print(f"\n{label}: {count:,} executions inserted in {time.perf_counter() - start:.1f} s ({url})")
+    after = measure(store, newest, repeat)
+    plans(store, newest)
+    drop_new_indexes(store)
+    before = measure(store, newest, repeat)
+    print(f"  {'query':34} {'page before':>12} {'page after':>11} {'ratio':>7}   {'count before':>12} {'count after':>11}")
+    for name in after:
+        page_after, count_after = after[name]
+        page_before, count_before = before[name]
+        verdict = "PASS" if page_after < BUDGET_MS else "OVER"
+        print(
+            f"  {name:34} {page_before:9.2f} ms {page_after:8.2f} ms {page_before / page_after:6.1f}x"
+            f"   {count_before:9.2f} ms {count_after:8.2f} ms   page {verdict} (< {BUDGET_MS:g} ms)"
+        )
+    store.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--executions", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--backend", choices=["all", "sqlite", "postgres"], default="all")
+    parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    args = parser.parse_args()
+    print(
+        f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
+        f"SQLAlchemy {sqlalchemy.__version__}; medians of {args.repeat} runs"
+    )
+    with tempfile.TemporaryDirectory(prefix="kitaru-bench-store-") as directory:
+        if args.backend in {"all", "sqlite"}:
+            url = f"sqlite:///{Path(directory, 'kitaru.db')}"
+            run_backend("SQLite file (WAL)", url, str(Path(directory, "artifacts")), args.executions, args.repeat)
+        if args.backend in {"all", "postgres"}:
+            admin = sqlalchemy.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
+            name = f"kitaru_bench_{uuid.uuid4().hex[:10]}"
+            try:
+                with admin.connect() as connection:
+                    connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            except sqlalchemy.exc.OperationalError as error:
+                print(f"\nPostgreSQL skipped: {args.postgres_url} does not answer ({error.orig})")
+                return 0
+            url = args.postgres_url.rsplit("/", 1)[0] + f"/{name}"
+            try:
+                run_backend("PostgreSQL", url, str(Path(directory, "artifacts-pg")), args.executions, args.repeat)
+            finally:
+                with admin.connect() as connection:
+                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
