@@ -308,6 +308,7 @@ def get_store() -> Store:
         settings.inline_limit_bytes,
         retry_budget_s=settings.store_retry_budget_s,
         sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
 
 

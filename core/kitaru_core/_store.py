@@ -303,13 +303,16 @@ def _is_in_memory(url: str) -> bool:
     return url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"}
 
 
-def _make_engine(url: str, busy_timeout_s: Callable[[], float]) -> Engine:
+def _make_engine(
+    url: str, busy_timeout_s: Callable[[], float], synchronous: Callable[[], str] = lambda: "full"
+) -> Engine:
     """The engine: PostgreSQL with a pre-pinged pool; SQLite in WAL mode, reads deferred, writes immediate.
 
     On SQLite a transaction begun on a connection with the execution option `kitaru_read` starts
     with a plain (deferred) `BEGIN`, which in WAL mode reads a snapshot without taking any lock a
     writer could wait on; every other transaction starts with `BEGIN IMMEDIATE` (takes the write
-    lock at once, so two writers never fail on a read-to-write upgrade).
+    lock at once, so two writers never fail on a read-to-write upgrade). A SQLite file runs
+    `PRAGMA synchronous=` `synchronous()` on each new connection (`"full"` or `"normal"`).
     """
     if not _is_sqlite(url):
         connect_args = {"connect_timeout": 10} if "psycopg" in url.split("://", 1)[0] else {}
@@ -333,6 +336,8 @@ def _make_engine(url: str, busy_timeout_s: Callable[[], float]) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
         if not in_memory:
             cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL is SQLite's default; NORMAL in WAL skips the fsync of each commit (process-crash durable).
+            cursor.execute("PRAGMA synchronous=NORMAL" if synchronous() == "normal" else "PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -356,6 +361,8 @@ class Store:
         retry_budget_s: Seconds an operation retries a lost connection or a serialization failure
             (exponential backoff, 0.05 s doubling up to 2 s) before it raises `StoreError`.
         sqlite_busy_timeout_s: Seconds a SQLite write waits for another process's write lock.
+        sqlite_synchronous: `"full"` (a commit survives a power loss) or `"normal"` (SQLite WAL
+            `synchronous=NORMAL`: a commit survives a process crash, not a power loss).
 
     Every operation is safe to retry: one whose commit succeeded but whose acknowledgement was lost
     recognises its own write on the next attempt (a checkpoint call is never recorded twice).
@@ -373,14 +380,16 @@ class Store:
         inline_limit_bytes: int = 64 * 1024,
         retry_budget_s: float = 30.0,
         sqlite_busy_timeout_s: float = 30.0,
+        sqlite_synchronous: str = "full",
     ) -> None:
         self.url = url
+        self.sqlite_synchronous = sqlite_synchronous
         self.inline_limit_bytes = inline_limit_bytes
         self.retry_budget_s = retry_budget_s
         self.sqlite_busy_timeout_s = sqlite_busy_timeout_s
         self.retries = 0  # transient faults retried so far (read by tests and benchmarks)
         self.artifacts = ArtifactStore(artifacts_url)
-        self.engine = _make_engine(url, lambda: self.sqlite_busy_timeout_s)
+        self.engine = _make_engine(url, lambda: self.sqlite_busy_timeout_s, lambda: self.sqlite_synchronous)
         self._writer = self.engine  # SQLite: BEGIN IMMEDIATE
         self._reader = self.engine.execution_options(kitaru_read=True)  # SQLite: deferred BEGIN, no lock
         self._write_lock = threading.RLock()
@@ -1671,11 +1680,12 @@ def open_store(
     *,
     retry_budget_s: float = 30.0,
     sqlite_busy_timeout_s: float = 30.0,
+    sqlite_synchronous: str = "full",
 ) -> Store:
     """A process-wide cached `Store` for these settings (in-memory SQLite is one shared database).
 
-    The retry budget and the SQLite busy timeout of a cached store follow the latest call (a new
-    busy timeout applies to connections opened from then on).
+    The retry budget, the SQLite busy timeout and the SQLite synchronous mode of a cached store follow
+    the latest call (a new busy timeout or synchronous mode applies to connections opened from then on).
     """
     key = (url, artifacts_url, inline_limit_bytes)
     with _stores_lock:
@@ -1687,12 +1697,14 @@ def open_store(
                 inline_limit_bytes=inline_limit_bytes,
                 retry_budget_s=retry_budget_s,
                 sqlite_busy_timeout_s=sqlite_busy_timeout_s,
+                sqlite_synchronous=sqlite_synchronous,
             )
             _stores[key] = store
         else:
             store.retry_budget_s = retry_budget_s
-            if store.sqlite_busy_timeout_s != sqlite_busy_timeout_s:
+            if (store.sqlite_busy_timeout_s, store.sqlite_synchronous) != (sqlite_busy_timeout_s, sqlite_synchronous):
                 store.sqlite_busy_timeout_s = sqlite_busy_timeout_s
+                store.sqlite_synchronous = sqlite_synchronous
                 if not _is_in_memory(url):
-                    store.engine.dispose()  # pooled connections carry the old busy timeout
+                    store.engine.dispose()  # pooled connections carry the old busy timeout and mode
         return store

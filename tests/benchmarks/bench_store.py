@@ -191,18 +191,99 @@ def run_backend(label: str, url: str, artifacts: str, count: int, repeat: int) -
     store.close()
 
 
+# -- SQLite durability: synchronous=FULL against NORMAL ---------------------------------------------
+
+
+def bare_commits_us(path: Path, synchronous: str, commits: int) -> float:
+    """Median µs of BEGIN IMMEDIATE + one small INSERT + COMMIT (stdlib sqlite3, WAL, this synchronous)."""
+    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    connection.execute("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, key TEXT, payload BLOB)")
+    samples: list[float] = []
+    for i in range(-20, commits):
+        start = time.perf_counter_ns()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO rows (key, payload) VALUES (?, ?)", (f"step:{i}", b"1"))
+        connection.execute("COMMIT")
+        if i >= 0:
+            samples.append((time.perf_counter_ns() - start) / 1000)
+    connection.close()
+    return statistics.median(samples)
+
+
+def recorded_calls_us(directory: Path, synchronous: str, calls: int) -> float:
+    """Median µs of one live `@checkpoint` call in a flow on a SQLite file with this synchronous mode."""
+    import kitaru_core
+    from kitaru_core import checkpoint, flow
+
+    timings: list[float] = []
+
+    @checkpoint(name="bench_store.step")
+    def step(i: int) -> int:
+        return i + 1
+
+    @flow(name="bench_store.calls")
+    def calls_flow(tag: str, n: int) -> None:
+        for i in range(n):
+            start = time.perf_counter_ns()
+            step(i)
+            timings.append((time.perf_counter_ns() - start) / 1000)
+
+    kitaru_core.configure(
+        store_url=f"sqlite:///{directory / f'calls-{synchronous}.db'}",
+        artifacts_url=str(directory / "artifacts"),
+        sqlite_synchronous=synchronous.lower(),
+    )
+    calls_flow(uuid.uuid4().hex, 20)  # warm-up: first connection, adapters
+    timings.clear()
+    calls_flow(uuid.uuid4().hex, calls)
+    kitaru_core.configure(reset=True)
+    return statistics.median(timings)
+
+
+def run_durability(directory: Path, commits: int, calls: int, repeat: int) -> None:
+    """FULL and NORMAL measured alternately, `repeat` rounds; medians of the per-round medians."""
+    figures: dict[str, list[float]] = {"bare FULL": [], "bare NORMAL": [], "call FULL": [], "call NORMAL": []}
+    for round_ in range(repeat):
+        for mode in ("FULL", "NORMAL"):
+            figures[f"bare {mode}"].append(bare_commits_us(directory / f"bare-{mode}-{round_}.db", mode, commits))
+            figures[f"call {mode}"].append(recorded_calls_us(directory / f"r{round_}", mode, calls))
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    print(f"\nSQLite durability ({repeat} rounds alternating FULL/NORMAL; {commits} commits, {calls} calls each):")
+    for name, values in figures.items():
+        print(f"  {name:12} median {median[name]:8.1f} µs   rounds: " + ", ".join(f"{v:.0f}" for v in values))
+    print(
+        f"  NORMAL/FULL: bare commit {median['bare NORMAL'] / median['bare FULL']:.3f}x, "
+        f"recorded call {median['call NORMAL'] / median['call FULL']:.3f}x; recorded call / bare commit: "
+        f"FULL {median['call FULL'] / median['bare FULL']:.1f}x, NORMAL {median['call NORMAL'] / median['bare NORMAL']:.1f}x"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executions", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--backend", choices=["all", "sqlite", "postgres"], default="all")
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    parser.add_argument(
+        "--section", choices=["all", "list", "durability"], default="all", help="What to measure."
+    )
+    parser.add_argument("--commits", type=int, default=1000, help="Bare commits per durability round.")
+    parser.add_argument("--calls", type=int, default=500, help="Recorded calls per durability round.")
+    parser.add_argument("--dir", default=None, help="Where the temporary directory goes (default $TMPDIR).")
     args = parser.parse_args()
     print(
         f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
         f"SQLAlchemy {sqlalchemy.__version__}; medians of {args.repeat} runs"
     )
-    with tempfile.TemporaryDirectory(prefix="kitaru-bench-store-") as directory:
+    with tempfile.TemporaryDirectory(prefix="kitaru-bench-store-", dir=args.dir) as directory:
+        if args.section in {"all", "durability"}:
+            for round_ in range(3):
+                Path(directory, f"r{round_}").mkdir()
+            run_durability(Path(directory), args.commits, args.calls, min(args.repeat, 3))
+        if args.section not in {"all", "list"}:
+            return 0
         if args.backend in {"all", "sqlite"}:
             url = f"sqlite:///{Path(directory, 'kitaru.db')}"
             run_backend("SQLite file (WAL)", url, str(Path(directory, "artifacts")), args.executions, args.repeat)
