@@ -1156,6 +1156,52 @@ class Store:
         statement = update(t).where(t.c.id.in_(list(served))).values(last_served_run=run_number)
         self._write("note served checkpoint calls", lambda connection, _retry: connection.execute(statement))
 
+    def record_served_run(self, execution_id: str, served: Sequence[int]) -> int | None:
+        """Record a run of a completed execution that served every call from the store, in one commit.
+
+        The run took no lease (nothing ran): its run count grows by one and the served calls are
+        marked with it, as `try_acquire_lease`, `mark_served` and `finish_execution` would do in three.
+        Nothing changes when the execution is no longer completed or a live runner holds its lease.
+
+        Args:
+            execution_id: The execution.
+            served: Ids of the calls the run served.
+
+        Returns:
+            The run's number, or `None` when nothing was recorded.
+
+        Raises:
+            StoreError: The database stayed unreachable for the retry budget.
+        """
+        e, c = tables.executions, tables.checkpoint_calls
+
+        def change(connection: Connection, retry: bool) -> int | None:
+            if retry and served:  # an earlier attempt may have committed: its marks are there
+                marked = connection.execute(
+                    select(e.c.run_count).where(
+                        e.c.id == execution_id,
+                        exists().where(c.c.id == served[0], c.c.last_served_run == e.c.run_count),
+                    )
+                ).scalar()
+                if marked is not None:
+                    return int(marked)
+            now = time.time()
+            run_number = connection.execute(
+                update(e)
+                .where(
+                    e.c.id == execution_id,
+                    e.c.status == "completed",
+                    or_(e.c.lease_owner.is_(None), e.c.lease_expires_at_epoch_s < now),
+                )
+                .values(run_count=e.c.run_count + 1, updated_at_epoch_s=now)
+                .returning(e.c.run_count)
+            ).scalar()
+            if run_number is not None and served:
+                connection.execute(update(c).where(c.c.id.in_(list(served))).values(last_served_run=run_number))
+            return run_number
+
+        return self._write(f"record a served run of execution {execution_id!r}", change)
+
     def copy_calls(self, source_id: str, target_id: str, calls: Sequence[CallRecord]) -> None:
         """Copy call records into another execution (replay)."""
         t = tables.checkpoint_calls

@@ -95,7 +95,7 @@ def test_sqlite_synchronous_is_full_by_default_and_normal_when_asked(
 
 
 def test_a_bad_sqlite_synchronous_mode_names_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigurationError, match='"full".*"normal".*got \'off\''):
+    with pytest.raises(ConfigurationError, match=r'"full".*"normal".*got \'off\''):
         configure(sqlite_synchronous="off")
     monkeypatch.setenv("KITARU_SQLITE_SYNCHRONOUS", "extra")
     with pytest.raises(ConfigurationError, match="got 'extra'"):

@@ -55,3 +55,106 @@ def test_a_page_of_the_executions_list_is_read_from_an_index_in_list_order(
     assert index in plan, plan
     assert "TEMP B-TREE" not in plan, plan  # SQLite: no sort, the index gives the order
     assert "Sort" not in plan, plan  # PostgreSQL: the same
+
+
+class StatementCounter:
+    """Counts SQL statements and commits on an engine (SQLAlchemy events), by kind."""
+
+    def __init__(self, engine: sqlalchemy.Engine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+        self.commits = 0
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.statements.append(" ".join(statement.split())[:60])
+
+    def _commit(self, _conn: Any) -> None:
+        self.commits += 1
+
+    def __enter__(self) -> StatementCounter:
+        sqlalchemy.event.listen(self.engine, "before_cursor_execute", self._statement)
+        sqlalchemy.event.listen(self.engine, "commit", self._commit)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        sqlalchemy.event.remove(self.engine, "before_cursor_execute", self._statement)
+        sqlalchemy.event.remove(self.engine, "commit", self._commit)
+
+    @property
+    def writes(self) -> list[str]:
+        return [s for s in self.statements if s.split(" ", 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}]
+
+
+def test_running_a_completed_named_run_again_serves_it_with_one_commit(shared_store: str) -> None:
+    from kitaru_core import Client, checkpoint, execution
+    from kitaru_core._runtime import get_store
+
+    runs: list[int] = []
+
+    @checkpoint(name="double")
+    def double(value: int) -> int:
+        runs.append(value)
+        return value * 2
+
+    def run() -> list[int]:
+        with execution("served-again", name="served-again"):
+            return [double(value) for value in range(3)]
+
+    assert run() == [0, 2, 4]
+    with StatementCounter(get_store().engine) as counter:
+        assert run() == [0, 2, 4]
+    assert runs == [0, 1, 2]  # served: no body ran again
+    # One commit records the served run (run count, which calls were served); no lease is taken
+    # because no body runs (before: lease, served marks and finish were three commits).
+    assert counter.commits == 1, counter.statements
+    assert len(counter.writes) == 2, counter.writes
+    detail = Client().get_execution("served-again")
+    assert (detail.status, detail.run_count) == ("completed", 2)
+    assert [call.source for call in detail.calls] == ["store"] * 3
+
+
+def test_a_served_rerun_that_reaches_a_new_call_takes_the_lease_before_its_body(shared_store: str) -> None:
+    from kitaru_core import Client, checkpoint, execution
+    from kitaru_core._runtime import get_store
+
+    seen: list[tuple[str, str | None]] = []
+
+    @checkpoint(name="step")
+    def step(value: int) -> int:
+        record = get_store().get_execution("grown")
+        seen.append((record.status, record.lease_owner))
+        return value + 1
+
+    with execution("grown", name="grown"):
+        step(1)
+    seen.clear()
+    with execution("grown", name="grown"):
+        assert step(1) == 2  # served, no lease taken
+        assert step(2) == 3  # new: the body runs under a lease taken just before it
+    assert len(seen) == 1
+    assert seen[0][0] == "running"
+    assert seen[0][1] is not None
+    detail = Client().get_execution("grown")
+    assert (detail.status, detail.run_count) == ("completed", 2)
+    assert [call.source for call in detail.calls] == ["store", "live"]
+
+
+def test_a_served_rerun_that_raises_is_recorded_failed_as_before(shared_store: str) -> None:
+    from kitaru_core import Client, checkpoint, execution
+
+    @checkpoint(name="step")
+    def step(value: int) -> int:
+        return value + 1
+
+    with execution("served-then-raises", name="served-then-raises"):
+        step(1)
+
+    def served_then_raise() -> None:
+        with execution("served-then-raises", name="served-then-raises"):
+            step(1)
+            raise RuntimeError("after the served call")
+
+    with pytest.raises(RuntimeError, match="after the served call"):
+        served_then_raise()
+    detail = Client().get_execution("served-then-raises")
+    assert (detail.status, detail.run_count) == ("failed", 2)
