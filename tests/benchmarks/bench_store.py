@@ -260,6 +260,60 @@ def run_durability(directory: Path, commits: int, calls: int, repeat: int) -> No
     )
 
 
+# -- resume memory per stored call ------------------------------------------------------------------
+
+
+def run_memory(directory: Path, calls: int) -> None:
+    """Memory a resume holds per stored call: what loading an execution's records keeps (tracemalloc)."""
+    import gc
+    import tracemalloc
+
+    import kitaru_core
+    from kitaru_core import _config, checkpoint, flow
+    from kitaru_core._runtime import ExecutionContext, get_store
+
+    @checkpoint(name="bench_store.memory_step")
+    def step(i: int) -> int:
+        return i + 1
+
+    @flow(name="bench_store.memory")
+    def memory_flow(n: int) -> None:
+        for i in range(n):
+            step(i)
+        raise RuntimeError("stop: the next run resumes")
+
+    kitaru_core.configure(
+        store_url=f"sqlite:///{directory / 'memory.db'}",
+        artifacts_url=str(directory / "artifacts"),
+        sqlite_synchronous="normal",  # only the filling is faster; loading is the same
+    )
+    try:
+        memory_flow(calls)
+    except RuntimeError:
+        pass
+    store = get_store()
+    [record] = store.list_executions(flow_name="bench_store.memory", limit=1)
+    settings = _config.current_settings()
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    context = ExecutionContext(store, record, "bench", settings)  # what a resume loads before serving
+    gc.collect()
+    retained = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    values = sum(
+        sys.getsizeof(call.output.payload)
+        for call in [context.stored_call(f"bench_store.memory_step:{i}") for i in range(calls)]
+        if call is not None and call.output is not None and call.output.payload is not None
+    )
+    kitaru_core.configure(reset=True)
+    print(
+        f"\nResume memory ({calls:,} stored calls, tracemalloc of the loaded records): "
+        f"{retained / calls:.0f} B per call, of which values {values / calls:.0f} B, "
+        f"beyond the values {(retained - values) / calls:.0f} B; total {retained / 1e6:.1f} MB"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executions", type=int, default=100_000)
@@ -267,10 +321,11 @@ def main() -> int:
     parser.add_argument("--backend", choices=["all", "sqlite", "postgres"], default="all")
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument(
-        "--section", choices=["all", "list", "durability"], default="all", help="What to measure."
+        "--section", choices=["all", "list", "durability", "memory"], default="all", help="What to measure."
     )
     parser.add_argument("--commits", type=int, default=1000, help="Bare commits per durability round.")
     parser.add_argument("--calls", type=int, default=500, help="Recorded calls per durability round.")
+    parser.add_argument("--memory-calls", type=int, default=20_000, help="Stored calls for the memory figure.")
     parser.add_argument("--dir", default=None, help="Where the temporary directory goes (default $TMPDIR).")
     args = parser.parse_args()
     print(
@@ -282,6 +337,8 @@ def main() -> int:
             for round_ in range(3):
                 Path(directory, f"r{round_}").mkdir()
             run_durability(Path(directory), args.commits, args.calls, min(args.repeat, 3))
+        if args.section in {"all", "memory"}:
+            run_memory(Path(directory), args.memory_calls)
         if args.section not in {"all", "list"}:
             return 0
         if args.backend in {"all", "sqlite"}:
