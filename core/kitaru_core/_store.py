@@ -30,7 +30,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
 from kitaru_core import _tables as tables
@@ -303,6 +310,36 @@ def _is_in_memory(url: str) -> bool:
     return url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"}
 
 
+PING_AFTER_IDLE_S = 1.0
+"""A pooled PostgreSQL connection idle for longer is pinged when checked out (a dead one is replaced)."""
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat idle for `PING_AFTER_IDLE_S` or more.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: one extra round trip per recorded call.
+    A connection used within the last second is not pinged; if it died anyway (the server restarted
+    just now) the statement fails, SQLAlchemy invalidates the pool, and the store's retry runs it
+    again on a new connection.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:  # pyright: ignore[reportUnusedFunction]
+        record.info["kitaru_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:  # pyright: ignore[reportUnusedFunction]
+        idle_since = record.info.get("kitaru_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(f"the pooled connection is gone: {error}") from error
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer a ping")
+
+
 def _make_engine(
     url: str, busy_timeout_s: Callable[[], float], synchronous: Callable[[], str] = lambda: "full"
 ) -> Engine:
@@ -316,7 +353,9 @@ def _make_engine(
     """
     if not _is_sqlite(url):
         connect_args = {"connect_timeout": 10} if "psycopg" in url.split("://", 1)[0] else {}
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
+        engine = create_engine(url, pool_size=5, max_overflow=5, connect_args=connect_args)
+        _ping_idle_connections(engine)
+        return engine
     in_memory = _is_in_memory(url)
     if not in_memory:
         database = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
@@ -392,6 +431,13 @@ class Store:
         self.engine = _make_engine(url, lambda: self.sqlite_busy_timeout_s, lambda: self.sqlite_synchronous)
         self._writer = self.engine  # SQLite: BEGIN IMMEDIATE
         self._reader = self.engine.execution_options(kitaru_read=True)  # SQLite: deferred BEGIN, no lock
+        # PostgreSQL: a single-statement write in autocommit is its own transaction: one round trip
+        # instead of BEGIN, the statement and COMMIT (it is durable when the statement returns).
+        self._autocommit = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else None
+        )
         self._write_lock = threading.RLock()
         self._sqlite_insert: tuple[str, list[str]] | None = None
         self._sqlite_finish: tuple[str, list[str]] | None = None
@@ -1035,6 +1081,10 @@ class Store:
                     return int(earlier)
             if leased is not None and self._sqlite_insert is not None:
                 return self._record_call_sqlite(leased, supersede_ids)
+            if leased is not None and self._autocommit is not None and not supersede_ids:
+                with self._write_lock, self._autocommit.connect() as connection:
+                    row_id = connection.execute(_INSERT_CALL_IF_LEASED, leased).scalar()
+                return int(row_id) if row_id is not None else -1  # None: another runner holds the lease
             with self._write_lock, self._writer.begin() as connection:
                 if leased is None:
                     row_id = connection.execute(_INSERT_CALL, values).scalar()

@@ -17,13 +17,14 @@ PLAN`, PostgreSQL `EXPLAIN`) of the indexed queries are printed to show the inde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -314,17 +315,127 @@ def run_memory(directory: Path, calls: int) -> None:
     )
 
 
+# -- throughput against process count ---------------------------------------------------------------
+
+
+def _worker(kind: str, url: str, calls: int, ready: Path, go: Path) -> None:
+    """One process of the scaling measurement: `calls` recorded calls (`kitaru`) or bare inserts (`bare`)."""
+    tag = uuid.uuid4().hex
+    if kind == "kitaru":
+        import kitaru_core
+        from kitaru_core import checkpoint, flow
+
+        @checkpoint(name="bench_store.scale_step")
+        def step(i: int) -> int:
+            return i + 1
+
+        @flow(name="bench_store.scale")
+        def scale(tag: str, n: int) -> None:
+            for i in range(n):
+                step(i)
+
+        kitaru_core.configure(store_url=url, artifacts_url=str(ready.parent / "artifacts"))
+        scale(f"warm-{tag}", 3)
+        run: Callable[[], object] = lambda: scale(tag, calls)
+    elif url.startswith("sqlite"):
+        connection = sqlite3.connect(url.split("///", 1)[1], isolation_level=None, timeout=60)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE IF NOT EXISTS bare_rows (id INTEGER PRIMARY KEY, tag TEXT, i INTEGER)")
+
+        def run() -> None:
+            for i in range(calls):
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("INSERT INTO bare_rows (tag, i) VALUES (?, ?)", (tag, i))
+                connection.execute("COMMIT")
+    else:
+        import psycopg
+
+        connection = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+        with connection.transaction():
+            connection.execute("CREATE TABLE IF NOT EXISTS bare_rows (id SERIAL PRIMARY KEY, tag TEXT, i INTEGER)")
+
+        def run() -> None:
+            for i in range(calls):
+                with connection.transaction():
+                    connection.execute("INSERT INTO bare_rows (tag, i) VALUES (%s, %s)", (tag, i))
+    ready.touch()
+    while not go.exists():
+        time.sleep(0.005)
+    run()
+
+
+def _scaling_round(kind: str, url: str, processes: int, calls: int, directory: Path) -> float:
+    """Calls per second of `processes` processes started together (after all have imported and warmed up)."""
+    import subprocess
+
+    go = directory / f"go-{uuid.uuid4().hex}"
+    readies = [directory / f"ready-{uuid.uuid4().hex}" for _ in range(processes)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", kind, url, str(calls), str(ready), str(go)],
+        )
+        for ready in readies
+    ]
+    while not all(ready.exists() for ready in readies):
+        if any(child.poll() not in (None, 0) for child in children):
+            raise RuntimeError("a scaling worker failed")
+        time.sleep(0.01)
+    start = time.perf_counter()
+    go.touch()
+    for child in children:
+        if child.wait() != 0:
+            raise RuntimeError("a scaling worker failed")
+    return processes * calls / (time.perf_counter() - start)
+
+
+def run_scaling(label: str, url: str, directory: Path, calls: int, counts: list[int]) -> None:
+    print(f"\nThroughput against process count, {label} ({calls} calls per process; recorded / bare insert loop):")
+    for processes in counts:
+        kitaru = _scaling_round("kitaru", url, processes, calls, directory)
+        bare = _scaling_round("bare", url, processes, calls, directory)
+        print(
+            f"  {processes} processes: recorded {kitaru:8.0f} calls/s, bare {bare:8.0f} inserts/s, "
+            f"ratio {kitaru / bare:.2f}x"
+        )
+
+
+@contextlib.contextmanager
+def _postgres_database(admin_url: str) -> Iterator[str | None]:
+    """A fresh PostgreSQL database for the benchmark (dropped afterwards), or `None` when none answers."""
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"kitaru_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sqlalchemy.exc.OperationalError as error:
+        print(f"\nPostgreSQL skipped: {admin_url} does not answer ({error.orig})")
+        yield None
+        return
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        kind, url, calls, ready, go = sys.argv[2:7]
+        _worker(kind, url, int(calls), Path(ready), Path(go))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executions", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--backend", choices=["all", "sqlite", "postgres"], default="all")
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument(
-        "--section", choices=["all", "list", "durability", "memory"], default="all", help="What to measure."
+        "--section", choices=["all", "list", "durability", "memory", "scaling"], default="all", help="What to measure."
     )
     parser.add_argument("--commits", type=int, default=1000, help="Bare commits per durability round.")
     parser.add_argument("--calls", type=int, default=500, help="Recorded calls per durability round.")
+    parser.add_argument("--scaling-calls", type=int, default=200, help="Calls per process in the scaling figure.")
+    parser.add_argument("--processes", default="1,2,4,8", help="Process counts of the scaling figure.")
     parser.add_argument("--memory-calls", type=int, default=20_000, help="Stored calls for the memory figure.")
     parser.add_argument("--dir", default=None, help="Where the temporary directory goes (default $TMPDIR).")
     args = parser.parse_args()
@@ -337,6 +448,15 @@ def main() -> int:
             for round_ in range(3):
                 Path(directory, f"r{round_}").mkdir()
             run_durability(Path(directory), args.commits, args.calls, min(args.repeat, 3))
+        if args.section in {"all", "scaling"}:
+            counts = [int(count) for count in args.processes.split(",")]
+            if args.backend in {"all", "sqlite"}:
+                url = f"sqlite:///{Path(directory, 'scaling.db')}"
+                run_scaling("SQLite file (WAL, synchronous=FULL)", url, Path(directory), args.scaling_calls, counts)
+            if args.backend in {"all", "postgres"}:
+                with _postgres_database(args.postgres_url) as url:
+                    if url is not None:
+                        run_scaling("PostgreSQL", url, Path(directory), args.scaling_calls, counts)
         if args.section in {"all", "memory"}:
             run_memory(Path(directory), args.memory_calls)
         if args.section not in {"all", "list"}:

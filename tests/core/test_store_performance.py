@@ -158,3 +158,59 @@ def test_a_served_rerun_that_raises_is_recorded_failed_as_before(shared_store: s
         served_then_raise()
     detail = Client().get_execution("served-then-raises")
     assert (detail.status, detail.run_count) == ("failed", 2)
+
+
+@pytest.mark.postgres
+def test_a_recorded_call_costs_one_round_trip_on_postgresql(postgres_database: str, tmp_path: Any) -> None:
+    """Counted in libpq's protocol trace: each Sync or simple Query the client sends is one round trip."""
+    import os
+    import uuid
+
+    import kitaru_core
+    from kitaru_core import checkpoint, flow
+    from kitaru_core._runtime import get_store
+
+    @checkpoint(name="step")
+    def step(value: int) -> int:
+        return value + 1
+
+    @flow(name="round-trips")
+    def calls(tag: str, count: int) -> None:
+        for value in range(count):
+            step(value)
+
+    kitaru_core.configure(
+        store_url=postgres_database, artifacts_url=str(tmp_path / "artifacts"), lease_duration_s=600, reset=True
+    )
+    trace_path = tmp_path / "libpq.trace"
+    trace_path.touch()
+    descriptor = os.open(trace_path, os.O_WRONLY | os.O_APPEND)
+    traced: list[Any] = []
+
+    def trace(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if all(dbapi_connection.pgconn is not seen for seen in traced):
+            dbapi_connection.pgconn.trace(descriptor)
+            traced.append(dbapi_connection.pgconn)
+
+    def round_trips(count: int) -> tuple[int, int]:
+        os.ftruncate(descriptor, 0)
+        with StatementCounter(get_store().engine) as counter:
+            calls(uuid.uuid4().hex, count)
+        sent = [line for line in trace_path.read_text().splitlines() if "\tF\t" in line]
+        return sum(1 for line in sent if "\tSync" in line or "\tQuery" in line), len(counter.statements)
+
+    try:
+        calls("warm-up", 3)
+        sqlalchemy.event.listen(get_store().engine, "checkout", trace)
+        empty, empty_statements = round_trips(0)
+        full, full_statements = round_trips(20)
+    finally:
+        for pgconn in traced:
+            pgconn.untrace()
+        os.close(descriptor)
+        sqlalchemy.event.remove(get_store().engine, "checkout", trace)
+        kitaru_core.configure(reset=True)
+    assert full_statements - empty_statements == 20  # one statement per call (SQLAlchemy events)
+    # design.md §7: at most 2 round trips per call. Today about one (an autocommit INSERT ... RETURNING;
+    # a heartbeat or an idle ping may add one now and then); before: 4 (ping, BEGIN, INSERT, COMMIT).
+    assert full - empty <= 25, (empty, full)
