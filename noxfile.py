@@ -16,6 +16,7 @@ Sessions:
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
     fuzz_crashes       the crash fuzz at scale (150 generated programs killed with SIGKILL; `-- N` for N)
     bench              the core benchmark (prints figures; not a test)
+    bench_store        the store at scale: executions list at 100,000 executions, SQLite and PostgreSQL
     bench_openai_agents what the OpenAI Agents adapter adds to a run, and what a resume saves
     bench_crewai       what the CrewAI adapter adds to a kickoff, and what a resume saves
     demo_crewai        a durable CrewAI order desk, killed with SIGKILL and resumed
@@ -362,6 +363,13 @@ def bench(session: nox.Session) -> None:
     """The core benchmark: checkpoint record/serve medians, resume of 1,000 calls, import time."""
     _install(session)
     session.run("python", "tests/benchmarks/bench_core.py", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON)
+def bench_store(session: nox.Session) -> None:
+    """The store at scale: a page of the executions list at 100,000 executions, before/after its indexes."""
+    _install(session)
+    session.run("python", "tests/benchmarks/bench_store.py", *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)

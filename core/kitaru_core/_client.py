@@ -297,6 +297,7 @@ class Client:
             settings.inline_limit_bytes,
             retry_budget_s=settings.store_retry_budget_s,
             sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )
 
     # -- reading --------------------------------------------------------------------------------

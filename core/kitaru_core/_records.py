@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,7 +15,7 @@ ExecutionStatus = Literal["queued", "running", "waiting", "completed", "failed",
 UNFINISHED_STATUSES: tuple[str, ...] = ("queued", "running", "waiting", "failed")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredValue:
     """A serialized value: inline bytes or a reference into the artifact store."""
 
@@ -55,9 +56,13 @@ class ExecutionRecord:
     """What `log()` attached to the execution outside any checkpoint call."""
 
 
-@dataclass
+@dataclass(slots=True)
 class CallRecord:
-    """One row of the checkpoint calls table."""
+    """One row of the checkpoint calls table.
+
+    Slotted, with its repeated strings (execution id, name, kind, status, formats) shared: a resume
+    holds one per stored call, so its size is the resume's memory per call beyond the values.
+    """
 
     id: int
     execution_id: str
@@ -135,7 +140,7 @@ def stored_value(row: Mapping[Any, Any], prefix: str) -> StoredValue | None:
     payload = row[prefix]
     reference = row[f"{prefix}_ref"]
     size = row.get(f"{prefix}_size_bytes") or (len(payload) if payload is not None else 0)
-    return StoredValue(format=format_, payload=payload, reference=reference, size_bytes=size)
+    return StoredValue(format=sys.intern(format_), payload=payload, reference=reference, size_bytes=size)
 
 
 def json_or_report(raw: str | None, what: str) -> Any:
@@ -151,12 +156,12 @@ def call_from_columns(row: Mapping[Any, Any]) -> CallRecord:
     """A `CallRecord` from a row of the checkpoint calls table (or the same columns as a dict)."""
     return CallRecord(
         id=row["id"],
-        execution_id=row["execution_id"],
+        execution_id=sys.intern(row["execution_id"]),
         call_key=row["call_key"],
-        name=row["name"],
-        kind=row["kind"],
+        name=sys.intern(row["name"]),
+        kind=sys.intern(row["kind"]),
         sequence=row["sequence"],
-        status=row["status"],
+        status=sys.intern(row["status"]),
         fingerprint=row["fingerprint"],
         output=stored_value(row, "output"),
         error_type=row["error_type"],
@@ -167,7 +172,7 @@ def call_from_columns(row: Mapping[Any, Any]) -> CallRecord:
         last_served_run=row["last_served_run"],
         started_at_epoch_s=row["started_at_epoch_s"],
         ended_at_epoch_s=row["ended_at_epoch_s"],
-        model_name=row["model_name"],
+        model_name=sys.intern(row["model_name"]) if row["model_name"] is not None else None,
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
         cost_usd=row["cost_usd"],

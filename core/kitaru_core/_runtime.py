@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -308,6 +309,7 @@ def get_store() -> Store:
         settings.inline_limit_bytes,
         retry_budget_s=settings.store_retry_budget_s,
         sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
 
 
@@ -378,7 +380,9 @@ class ExecutionContext:
         self.execution_id = record.id
         self.flow_name = record.flow_name
         self.entry_point = record.entry_point
-        self.owner = owner
+        self._owner = owner
+        self.lease_deferred = False
+        """A served re-run of a completed execution: no lease yet; the first write takes it (`owner`)."""
         self.settings = settings
         self.run_number = record.run_count
         self.served_completed = False
@@ -413,6 +417,31 @@ class ExecutionContext:
         )
 
     # lease ------------------------------------------------------------------------------------------
+
+    @property
+    def owner(self) -> str:
+        """This run's lease token; a run whose lease was deferred takes the lease here, before any write."""
+        if self.lease_deferred:
+            self.take_deferred_lease()
+        return self._owner
+
+    def take_deferred_lease(self) -> None:
+        """Take the lease of a served re-run of a completed execution, before its first write or body.
+
+        Raises:
+            ExecutionLockedError: A live runner holds the execution now.
+            ExecutionCancelledError: The execution was cancelled meanwhile.
+        """
+        with self._confirm_lock:
+            if not self.lease_deferred:
+                return
+            sent_at_s = lease_clock_s()
+            record, owner = acquire(self.store, self.execution_id, self.settings)
+            self._owner, self.run_number = owner, record.run_count
+            self.lease_confirmed_at_s = sent_at_s
+            self.lease_deferred = False
+        _active_owners.add(owner)
+        self.start_heartbeat()
 
     def start_heartbeat(self) -> None:
         """Start renewing the lease every third of its duration."""
@@ -489,6 +518,8 @@ class ExecutionContext:
             StoreError: The store stayed unreachable for the retry budget (the run fails; it resumes later).
         """
         self.check_alive()
+        if self.lease_deferred:
+            self.take_deferred_lease()
         self.body_starts(_call.get())
         duration_s = self.settings.lease_duration_s
         if lease_clock_s() - self.lease_confirmed_at_s < duration_s / 2:
@@ -581,10 +612,15 @@ class ExecutionContext:
         with self._lock:
             self._served.append(record.id)
 
-    def flush_served(self) -> None:
-        """Write which calls this run served from the store."""
+    def take_served(self) -> list[int]:
+        """The ids of the calls this run served from the store and has not written yet (then forgotten)."""
         with self._lock:
             served, self._served = self._served, []
+        return served
+
+    def flush_served(self) -> None:
+        """Write which calls this run served from the store."""
+        served = self.take_served()
         try:
             self.store.mark_served(served, self.run_number)
         except StoreError as error:
@@ -612,6 +648,7 @@ class ExecutionContext:
         `replace` is this run's `started` record of the call (`on_interrupted="ask"/"fail"`): it is
         updated in place to the outcome instead of a new record being inserted.
         """
+        lease = (self.execution_id, self.owner)  # first: a deferred lease is taken here (sets `run_number`)
         with self._lock:
             self._sequence += 1
             sequence = self._sequence
@@ -641,7 +678,6 @@ class ExecutionContext:
             "details": json.dumps(details, default=str) if details else None,
             "metadata": self.take_call_metadata(key) if status != "started" else None,
         }
-        lease = (self.execution_id, self.owner)
         if replace is not None:
             row_id = replace.id if self.store.finish_started_call(replace.id, values, lease=lease) else -1
         else:
@@ -1644,13 +1680,28 @@ class ExecutionRun:
     def start(self) -> ExecutionContext:
         """Take the lease, load the execution's calls and waits, start the heartbeat (blocking I/O)."""
         settings = _config.current_settings()
-        completed_before = self.store.get_execution(self.execution_id).status == "completed"
-        sent_at_s = lease_clock_s()  # before the lease is written: the lease lasts at least D from here
-        record, owner = acquire(self.store, self.execution_id, settings)
-        context = ExecutionContext(self.store, record, owner, settings, lease_confirmed_at_s=sent_at_s)
+        before = self.store.get_execution(self.execution_id)
+        completed_before = before.status == "completed"
+        if (
+            completed_before
+            and not before.cancel_requested
+            and not lease_is_live(before)
+            and lease_handoff is None
+        ):
+            # Served again: every call is expected from the store, so no lease (and no commit) is
+            # taken now. The first write or checkpoint body takes it (fencing holds); the served
+            # run is recorded with one commit at the end (`Store.record_served_run`).
+            context = ExecutionContext(
+                self.store, replace_fields(before, run_count=before.run_count + 1), "", settings
+            )
+            context.lease_deferred = True
+        else:
+            sent_at_s = lease_clock_s()  # before the lease is written: the lease lasts at least D from here
+            record, owner = acquire(self.store, self.execution_id, settings)
+            context = ExecutionContext(self.store, record, owner, settings, lease_confirmed_at_s=sent_at_s)
+            _active_owners.add(owner)
+            context.start_heartbeat()
         context.served_completed = completed_before
-        _active_owners.add(owner)
-        context.start_heartbeat()
         self.context = context
         return context
 
@@ -1674,6 +1725,18 @@ class ExecutionRun:
         """
         context = self.context
         assert context is not None
+        if context.lease_deferred:
+            if error is None:  # nothing was written: one commit records the served run
+                try:
+                    self.store.record_served_run(self.execution_id, context.take_served())
+                except StoreError as store_error:
+                    logger.warning("kitaru: could not record the served run of %s: %s", self.execution_id, store_error)
+                return
+            try:  # the run ends otherwise than completed: record that as any run does, under the lease
+                context.take_deferred_lease()
+            except Exception as lease_error:
+                logger.warning("kitaru: could not record the outcome of %s: %s", self.execution_id, lease_error)
+                return
         context.stop_heartbeat()
         _active_owners.discard(context.owner)
         context.flush_served()

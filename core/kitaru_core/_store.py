@@ -30,7 +30,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
 from kitaru_core import _tables as tables
@@ -303,17 +310,52 @@ def _is_in_memory(url: str) -> bool:
     return url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"}
 
 
-def _make_engine(url: str, busy_timeout_s: Callable[[], float]) -> Engine:
+PING_AFTER_IDLE_S = 1.0
+"""A pooled PostgreSQL connection idle for longer is pinged when checked out (a dead one is replaced)."""
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat idle for `PING_AFTER_IDLE_S` or more.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: one extra round trip per recorded call.
+    A connection used within the last second is not pinged; if it died anyway (the server restarted
+    just now) the statement fails, SQLAlchemy invalidates the pool, and the store's retry runs it
+    again on a new connection.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:  # pyright: ignore[reportUnusedFunction]
+        record.info["kitaru_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:  # pyright: ignore[reportUnusedFunction]
+        idle_since = record.info.get("kitaru_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(f"the pooled connection is gone: {error}") from error
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer a ping")
+
+
+def _make_engine(
+    url: str, busy_timeout_s: Callable[[], float], synchronous: Callable[[], str] = lambda: "full"
+) -> Engine:
     """The engine: PostgreSQL with a pre-pinged pool; SQLite in WAL mode, reads deferred, writes immediate.
 
     On SQLite a transaction begun on a connection with the execution option `kitaru_read` starts
     with a plain (deferred) `BEGIN`, which in WAL mode reads a snapshot without taking any lock a
     writer could wait on; every other transaction starts with `BEGIN IMMEDIATE` (takes the write
-    lock at once, so two writers never fail on a read-to-write upgrade).
+    lock at once, so two writers never fail on a read-to-write upgrade). A SQLite file runs
+    `PRAGMA synchronous=` `synchronous()` on each new connection (`"full"` or `"normal"`).
     """
     if not _is_sqlite(url):
         connect_args = {"connect_timeout": 10} if "psycopg" in url.split("://", 1)[0] else {}
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
+        engine = create_engine(url, pool_size=5, max_overflow=5, connect_args=connect_args)
+        _ping_idle_connections(engine)
+        return engine
     in_memory = _is_in_memory(url)
     if not in_memory:
         database = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
@@ -333,6 +375,8 @@ def _make_engine(url: str, busy_timeout_s: Callable[[], float]) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
         if not in_memory:
             cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL is SQLite's default; NORMAL in WAL skips the fsync of each commit (process-crash durable).
+            cursor.execute("PRAGMA synchronous=NORMAL" if synchronous() == "normal" else "PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -356,6 +400,8 @@ class Store:
         retry_budget_s: Seconds an operation retries a lost connection or a serialization failure
             (exponential backoff, 0.05 s doubling up to 2 s) before it raises `StoreError`.
         sqlite_busy_timeout_s: Seconds a SQLite write waits for another process's write lock.
+        sqlite_synchronous: `"full"` (a commit survives a power loss) or `"normal"` (SQLite WAL
+            `synchronous=NORMAL`: a commit survives a process crash, not a power loss).
 
     Every operation is safe to retry: one whose commit succeeded but whose acknowledgement was lost
     recognises its own write on the next attempt (a checkpoint call is never recorded twice).
@@ -373,16 +419,25 @@ class Store:
         inline_limit_bytes: int = 64 * 1024,
         retry_budget_s: float = 30.0,
         sqlite_busy_timeout_s: float = 30.0,
+        sqlite_synchronous: str = "full",
     ) -> None:
         self.url = url
+        self.sqlite_synchronous = sqlite_synchronous
         self.inline_limit_bytes = inline_limit_bytes
         self.retry_budget_s = retry_budget_s
         self.sqlite_busy_timeout_s = sqlite_busy_timeout_s
         self.retries = 0  # transient faults retried so far (read by tests and benchmarks)
         self.artifacts = ArtifactStore(artifacts_url)
-        self.engine = _make_engine(url, lambda: self.sqlite_busy_timeout_s)
+        self.engine = _make_engine(url, lambda: self.sqlite_busy_timeout_s, lambda: self.sqlite_synchronous)
         self._writer = self.engine  # SQLite: BEGIN IMMEDIATE
         self._reader = self.engine.execution_options(kitaru_read=True)  # SQLite: deferred BEGIN, no lock
+        # PostgreSQL: a single-statement write in autocommit is its own transaction: one round trip
+        # instead of BEGIN, the statement and COMMIT (it is durable when the statement returns).
+        self._autocommit = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else None
+        )
         self._write_lock = threading.RLock()
         self._sqlite_insert: tuple[str, list[str]] | None = None
         self._sqlite_finish: tuple[str, list[str]] | None = None
@@ -1026,6 +1081,10 @@ class Store:
                     return int(earlier)
             if leased is not None and self._sqlite_insert is not None:
                 return self._record_call_sqlite(leased, supersede_ids)
+            if leased is not None and self._autocommit is not None and not supersede_ids:
+                with self._write_lock, self._autocommit.connect() as connection:
+                    row_id = connection.execute(_INSERT_CALL_IF_LEASED, leased).scalar()
+                return int(row_id) if row_id is not None else -1  # None: another runner holds the lease
             with self._write_lock, self._writer.begin() as connection:
                 if leased is None:
                     row_id = connection.execute(_INSERT_CALL, values).scalar()
@@ -1146,6 +1205,52 @@ class Store:
         t = tables.checkpoint_calls
         statement = update(t).where(t.c.id.in_(list(served))).values(last_served_run=run_number)
         self._write("note served checkpoint calls", lambda connection, _retry: connection.execute(statement))
+
+    def record_served_run(self, execution_id: str, served: Sequence[int]) -> int | None:
+        """Record a run of a completed execution that served every call from the store, in one commit.
+
+        The run took no lease (nothing ran): its run count grows by one and the served calls are
+        marked with it, as `try_acquire_lease`, `mark_served` and `finish_execution` would do in three.
+        Nothing changes when the execution is no longer completed or a live runner holds its lease.
+
+        Args:
+            execution_id: The execution.
+            served: Ids of the calls the run served.
+
+        Returns:
+            The run's number, or `None` when nothing was recorded.
+
+        Raises:
+            StoreError: The database stayed unreachable for the retry budget.
+        """
+        e, c = tables.executions, tables.checkpoint_calls
+
+        def change(connection: Connection, retry: bool) -> int | None:
+            if retry and served:  # an earlier attempt may have committed: its marks are there
+                marked = connection.execute(
+                    select(e.c.run_count).where(
+                        e.c.id == execution_id,
+                        exists().where(c.c.id == served[0], c.c.last_served_run == e.c.run_count),
+                    )
+                ).scalar()
+                if marked is not None:
+                    return int(marked)
+            now = time.time()
+            run_number = connection.execute(
+                update(e)
+                .where(
+                    e.c.id == execution_id,
+                    e.c.status == "completed",
+                    or_(e.c.lease_owner.is_(None), e.c.lease_expires_at_epoch_s < now),
+                )
+                .values(run_count=e.c.run_count + 1, updated_at_epoch_s=now)
+                .returning(e.c.run_count)
+            ).scalar()
+            if run_number is not None and served:
+                connection.execute(update(c).where(c.c.id.in_(list(served))).values(last_served_run=run_number))
+            return run_number
+
+        return self._write(f"record a served run of execution {execution_id!r}", change)
 
     def copy_calls(self, source_id: str, target_id: str, calls: Sequence[CallRecord]) -> None:
         """Copy call records into another execution (replay)."""
@@ -1671,11 +1776,12 @@ def open_store(
     *,
     retry_budget_s: float = 30.0,
     sqlite_busy_timeout_s: float = 30.0,
+    sqlite_synchronous: str = "full",
 ) -> Store:
     """A process-wide cached `Store` for these settings (in-memory SQLite is one shared database).
 
-    The retry budget and the SQLite busy timeout of a cached store follow the latest call (a new
-    busy timeout applies to connections opened from then on).
+    The retry budget, the SQLite busy timeout and the SQLite synchronous mode of a cached store follow
+    the latest call (a new busy timeout or synchronous mode applies to connections opened from then on).
     """
     key = (url, artifacts_url, inline_limit_bytes)
     with _stores_lock:
@@ -1687,12 +1793,14 @@ def open_store(
                 inline_limit_bytes=inline_limit_bytes,
                 retry_budget_s=retry_budget_s,
                 sqlite_busy_timeout_s=sqlite_busy_timeout_s,
+                sqlite_synchronous=sqlite_synchronous,
             )
             _stores[key] = store
         else:
             store.retry_budget_s = retry_budget_s
-            if store.sqlite_busy_timeout_s != sqlite_busy_timeout_s:
+            if (store.sqlite_busy_timeout_s, store.sqlite_synchronous) != (sqlite_busy_timeout_s, sqlite_synchronous):
                 store.sqlite_busy_timeout_s = sqlite_busy_timeout_s
+                store.sqlite_synchronous = sqlite_synchronous
                 if not _is_in_memory(url):
-                    store.engine.dispose()  # pooled connections carry the old busy timeout
+                    store.engine.dispose()  # pooled connections carry the old busy timeout and mode
         return store

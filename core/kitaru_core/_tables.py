@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 metadata = MetaData()
 
@@ -58,8 +58,32 @@ executions = Table(
     # JSON object `log()` attached to the execution outside any checkpoint call (revision 0007).
     Column("metadata", Text, nullable=True),
     Index("ix_kitaru_executions_resume", "flow_name", "inputs_fingerprint", "status"),
-    Index("ix_kitaru_executions_status", "status", "created_at_epoch_s"),
     Index("ix_kitaru_executions_queue", "status", "queue", "created_at_epoch_s"),
+)
+
+# What the executions list (CLI, `Client.list_executions`, the HTTP API and the dashboard) sorts and
+# filters by, newest first with the id as tie-break, exactly as the list's ORDER BY (revision 0008;
+# `ix_kitaru_executions_status_created` replaces 0007's `ix_kitaru_executions_status`): a page of 50
+# reads 50 index entries instead of scanning and sorting the table. Workers take running and waiting
+# executions oldest update first (`ix_kitaru_executions_status_updated`).
+Index("ix_kitaru_executions_created", executions.c.created_at_epoch_s.desc(), executions.c.id)
+Index(
+    "ix_kitaru_executions_status_created",
+    executions.c.status,
+    executions.c.created_at_epoch_s.desc(),
+    executions.c.id,
+)
+Index(
+    "ix_kitaru_executions_flow_created",
+    executions.c.flow_name,
+    executions.c.created_at_epoch_s.desc(),
+    executions.c.id,
+)
+Index(
+    "ix_kitaru_executions_status_updated",
+    executions.c.status,
+    executions.c.updated_at_epoch_s,
+    executions.c.id,
 )
 
 checkpoint_calls = Table(

@@ -68,3 +68,36 @@ def test_bad_configuration_is_reported_clearly(monkeypatch: pytest.MonkeyPatch, 
     with pytest.raises(ConfigurationError, match="Cannot read the config file"):
         current_settings()
     (tmp_path / "config.toml").unlink()
+
+
+def _synchronous_of_a_store_connection(url: str) -> int:
+    from kitaru_core._runtime import get_store
+
+    with get_store().engine.connect() as connection:
+        return int(connection.exec_driver_sql("PRAGMA synchronous").scalar() or -1)
+
+
+def test_sqlite_synchronous_is_full_by_default_and_normal_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KITARU_SQLITE_SYNCHRONOUS", raising=False)
+    url = f"sqlite:///{tmp_path / 'kitaru.db'}"
+    configure(store_url=url, artifacts_url=str(tmp_path / "artifacts"))
+    assert current_settings().sqlite_synchronous == "full"
+    assert _synchronous_of_a_store_connection(url) == 2  # FULL
+    (tmp_path / "config.toml").write_text('[kitaru]\nsqlite_synchronous = "normal"\n', encoding="utf-8")
+    assert current_settings().sqlite_synchronous == "normal"
+    assert _synchronous_of_a_store_connection(url) == 1  # NORMAL: the cached store reopened its connections
+    monkeypatch.setenv("KITARU_SQLITE_SYNCHRONOUS", "FULL")
+    assert current_settings().sqlite_synchronous == "full"
+    assert configure(sqlite_synchronous="normal").sqlite_synchronous == "normal"
+    assert _synchronous_of_a_store_connection(url) == 1
+
+
+def test_a_bad_sqlite_synchronous_mode_names_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match=r'"full".*"normal".*got \'off\''):
+        configure(sqlite_synchronous="off")
+    monkeypatch.setenv("KITARU_SQLITE_SYNCHRONOUS", "extra")
+    with pytest.raises(ConfigurationError, match="got 'extra'"):
+        current_settings()
+    monkeypatch.delenv("KITARU_SQLITE_SYNCHRONOUS")
