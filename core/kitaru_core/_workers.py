@@ -606,3 +606,107 @@ class Worker:
         logger.info(
             "kitaru worker %s: stopped after starting %d execution(s)", self.id, self.started_executions
         )
+
+
+# -- handing executions to workers (the server's "resume") ---------------------------------------
+
+
+def queue_name_of(entry: str) -> str:
+    """The queue name of a worker's queue entry as the workers table holds it (`NAME` or `NAME:LIMIT`)."""
+    name, separator, limit = entry.rpartition(":")
+    return name if separator and limit.isdigit() else entry
+
+
+def live_workers_for(store: Store, queue: str, *, now: float | None = None) -> list[WorkerRecord]:
+    """The `alive` workers (a heartbeat within three heartbeat intervals) that take from `queue`."""
+    moment = time.time() if now is None else now
+    return [
+        record
+        for record in list_workers(store)
+        if record.state(moment) == "alive" and queue in {queue_name_of(entry) for entry in record.queues}
+    ]
+
+
+def execution_queue(store: Store, execution_id: str) -> str:
+    """The worker queue of an execution (`default` for executions not submitted).
+
+    Raises:
+        ExecutionNotFoundError: No such execution.
+    """
+    from kitaru_core.errors import ExecutionNotFoundError
+
+    t = tables.executions
+    queue = store._read(  # pyright: ignore[reportPrivateUsage]
+        f"read the queue of execution {execution_id!r}",
+        lambda connection: connection.execute(select(t.c.queue).where(t.c.id == execution_id)).scalar(),
+    )
+    if queue is None:
+        raise ExecutionNotFoundError(execution_id)
+    return str(queue)
+
+
+def hand_to_worker(store: Store, execution_id: str) -> ExecutionRecord:
+    """Mark an unfinished execution for a worker to resume: it becomes `queued` (nothing runs here).
+
+    The checks are those of `Client.resume_in_background`; the change is a compare-and-set on the
+    status and lease owner seen, so an execution a runner took meanwhile is not touched. A worker
+    serving the execution's queue then claims it like a submitted one; completed calls are served
+    from the store and answered waits return their answers. A retry scheduled for a failed
+    execution is replaced by this resume.
+
+    Args:
+        store: The store.
+        execution_id: The execution.
+
+    Returns:
+        The execution as it was before it was queued.
+
+    Raises:
+        ExecutionNotFoundError: No such execution.
+        ExecutionError: It has completed already.
+        ExecutionCancelledError: It was cancelled.
+        ExecutionLockedError: A live runner holds it (or it changed hands while it was queued).
+        ConfigurationError: It has no importable `@flow` entry point, so no worker could run it.
+    """
+    from kitaru_core._client import _not_resumable_message  # pyright: ignore[reportPrivateUsage]
+    from kitaru_core.errors import ExecutionCancelledError, ExecutionError, ExecutionLockedError
+
+    record = store.get_execution(execution_id)
+    if record.status == "completed":
+        raise ExecutionError(
+            execution_id,
+            f"Execution {execution_id!r} has completed; there is nothing to resume. "
+            f"Start a new one, or replay it with: kitaru-adapters executions replay {execution_id}",
+        )
+    if record.status == "cancelled" or record.cancel_requested:
+        raise ExecutionCancelledError(execution_id)
+    if record.status == "queued":
+        return record  # a worker takes it already
+    if record.status == "running" and not _runner_gone(record, time.time(), _config.current_settings().lease_duration_s):
+        expires_in_s = max(0.0, (record.lease_expires_at_epoch_s or 0.0) - time.time())
+        raise ExecutionLockedError(execution_id, f"{record.lease_host}:{record.lease_pid}", expires_in_s)
+    if not record.entry_point:
+        raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
+    t = tables.executions
+    seen_owner = t.c.lease_owner.is_(None) if record.lease_owner is None else t.c.lease_owner == record.lease_owner
+
+    def change(connection: Connection, retry: bool) -> bool:
+        result = connection.execute(
+            update(t)
+            .where(t.c.id == execution_id, t.c.status == record.status, seen_owner)
+            .values(
+                status="queued",
+                lease_owner=None,
+                lease_expires_at_epoch_s=None,
+                retry_at_epoch_s=None,
+                updated_at_epoch_s=time.time(),
+            )
+        )
+        if result.rowcount == 1:
+            return True
+        return retry and connection.execute(select(t.c.status).where(t.c.id == execution_id)).scalar() == "queued"
+
+    if not store._write(f"queue execution {execution_id!r} for a worker", change):  # pyright: ignore[reportPrivateUsage]
+        current = store.get_execution(execution_id)
+        raise ExecutionLockedError(execution_id, f"{current.lease_host}:{current.lease_pid}", 0.0)
+    return record
