@@ -42,7 +42,7 @@ from kitaru_core.errors import (
     WaitNotFoundError,
 )
 from kitaru_core.server._guard import Guard, RequestTooLargeError, unescape_segment
-from kitaru_core.server._handoff import hand_to_live_worker
+from kitaru_core.server._handoff import WorkerView, hand_to_live_worker, worker_views
 from kitaru_core.server._settings import ServerSettings
 
 COOKIE_NAME = "kitaru_token"
@@ -484,8 +484,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         """Waits without an answer, oldest first, each with its question and JSON schema."""
         return client.pending_waits(execution_id)
 
-    def start_resume(execution_id: str, who: tuple[str, str]) -> ResumeStarted:
-        if hand_to_live_worker(client, execution_id, who):
+    def start_resume(execution_id: str, who: tuple[str, str], *, after_answer: bool = False) -> ResumeStarted:
+        if hand_to_live_worker(client, execution_id, who, after_answer=after_answer):
             return ResumeStarted(execution_id=execution_id, queued_for_worker=True)
         log_path = settings.resume_log_dir / f"{_safe(execution_id)}-{int(time.time() * 1000)}.log"
         pid = client.resume_in_background(execution_id, log_path=log_path, actor=who)
@@ -532,7 +532,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 result.resume_skipped = f"Not resumed: waits still pending: {', '.join(still_pending)}."
             else:
                 try:
-                    result.resumed = start_resume(execution_id, who)
+                    result.resumed = start_resume(execution_id, who, after_answer=True)
                 except KitaruError as error:
                     result.resume_skipped = f"Not resumed: {error}"
         return result
@@ -563,6 +563,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
         The token's name is recorded as who resumed it.
         """
         return start_resume(valid_id(execution_id, "execution_id"), who)
+
+    @app.get("/api/workers", dependencies=reads, tags=["workers"])
+    def workers() -> list[WorkerView]:  # pyright: ignore[reportUnusedFunction]
+        """Every worker the store has seen (as `kitaru-adapters workers list`), the most recently started first."""
+        return worker_views(client)
 
     @app.post(
         "/api/executions/{execution_id}/cancel", dependencies=writes, tags=["executions"], responses=not_found
