@@ -43,6 +43,7 @@ __all__ = [
     "Client",
     "Codec",
     "ExecutionDetail",
+    "ExecutionRetryPolicy",
     "ExecutionSummary",
     "Flow",
     "JsonCodec",
@@ -105,6 +106,7 @@ _LAZY = {
     "request_approvals": "_approvals",
     "SideEffectPolicy": "_interrupted",
     "Worker": "_workers",
+    "ExecutionRetryPolicy": "_execution_retries",
     "ModelErrorClass": "_model_retries",
     "ModelRetryPolicy": "_model_retries",
     "classify_model_error": "_model_retries",
@@ -143,6 +145,7 @@ if TYPE_CHECKING:
         Totals,
         WaitView,
     )
+    from kitaru_core._execution_retries import ExecutionRetryPolicy
     from kitaru_core._interrupted import SideEffectPolicy
     from kitaru_core._model_retries import (
         ModelErrorClass,

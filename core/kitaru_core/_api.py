@@ -521,9 +521,11 @@ def durable_run(
 class Flow(Generic[P, R]):
     """A function whose calls are durable executions (see `flow`)."""
 
-    def __init__(self, function: Callable[P, R], *, name: str | None) -> None:
+    def __init__(self, function: Callable[P, R], *, name: str | None, retry: RetryPolicy | None = None) -> None:
         self.function = function
         self.name = name or function.__qualname__
+        self.retry = retry
+        """How a worker retries a failed execution of this flow (`ExecutionRetryPolicy`); `None`: never."""
         self.is_async = inspect.iscoroutinefunction(function)
         self.signature = inspect.signature(function)
         functools.update_wrapper(self, function)
@@ -663,10 +665,14 @@ def flow(function: Callable[P, R], /) -> Flow[P, R]: ...
 
 
 @overload
-def flow(*, name: str | None = None) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+def flow(
+    *, name: str | None = None, retry: RetryPolicy | None = None
+) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
-def flow(function: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+def flow(
+    function: Callable[..., Any] | None = None, /, *, name: str | None = None, retry: RetryPolicy | None = None
+) -> Any:
     """Mark a function (sync or async) whose calls are durable executions.
 
     Calling the flow starts an execution, or resumes the unfinished (crashed, failed or waiting)
@@ -678,6 +684,10 @@ def flow(function: Callable[..., Any] | None = None, /, *, name: str | None = No
     Args:
         function: The function, when used as `@flow` without parentheses.
         name: The flow's name in the store; default: the function's qualified name. Keep it stable.
+        retry: How a worker retries a failed execution of this flow, later and from its stored
+            calls (an `ExecutionRetryPolicy` retries by the class of the error: rate limits,
+            timeouts, connection and server errors); default: never. A flow called directly
+            raises its error to the caller as always; executions a worker runs are retried.
 
     Returns:
         A `Flow` wrapping the function, or a decorator that makes one.
@@ -689,7 +699,7 @@ def flow(function: Callable[..., Any] | None = None, /, *, name: str | None = No
     """
 
     def decorate(target: Callable[..., Any]) -> Flow[..., Any]:
-        return Flow(target, name=name)
+        return Flow(target, name=name, retry=retry)
 
     if function is not None:
         return decorate(function)

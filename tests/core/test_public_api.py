@@ -25,6 +25,7 @@ EXPECTED_ALL = [
     "Client",
     "Codec",
     "ExecutionDetail",
+    "ExecutionRetryPolicy",
     "ExecutionSummary",
     "Flow",
     "JsonCodec",

@@ -33,6 +33,7 @@ import kitaru_core
 from kitaru_core import Client, Worker
 from kitaru_core import _tables as tables
 from kitaru_core._runtime import get_store
+from kitaru_core._workers import retry_state
 from kitaru_core.errors import ConfigurationError, InvalidIdError
 
 PROGRAM = Path(__file__).with_name("workers_program.py")
@@ -241,6 +242,59 @@ def test_a_wait_answered_through_the_client_is_resumed_by_a_running_worker(
     _until(lambda: _status(execution_id) == "completed", 60, "the resume", log)
     assert Client().get_output(execution_id) == "go on: True"
     assert {name: len(pids) for name, pids in _effects(effects).items()} == {"a-0": 1, "a-1": 1}
+    assert _stop(worker) == 0
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def test_a_failed_execution_is_retried_by_error_class_and_its_completed_calls_are_served(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"
+    log = tmp_path / "worker.log"
+    worker = _start_worker(environment, log, "--concurrency", "4")
+    runs = {
+        "server": (2, 503),  # a 5xx twice: retried, completes on the third attempt
+        "limit": (5, 429),  # a rate limit every time: retried until the 3 attempts are used up
+        "auth": (5, 401),  # authentication: never retried
+        "bug": (5, 0),  # an ordinary bug: never retried
+    }
+    ids = {
+        name: Client().submit("workers_program:retried", name, str(effects), failures, status_code)
+        for name, (failures, status_code) in runs.items()
+    }
+    client = Client()
+    expected = {
+        "server": ("completed", 2, 3),
+        "limit": ("failed", 2, 3),
+        "auth": ("failed", 0, 1),
+        "bug": ("failed", 0, 1),
+    }
+
+    def outcome() -> dict[str, tuple[str, int, int]]:
+        return {
+            name: (_status(ids[name]), retry_state(get_store(), ids[name]).retries, _lines(effects / f"{name}-flaky"))
+            for name in runs
+            if (effects / f"{name}-flaky").exists()
+        }
+
+    _until(lambda: outcome() == expected, 60, "every execution to complete or fail for good", log)
+    time.sleep(1.0)  # the worker looks several times more: nothing is retried again
+    assert outcome() == expected
+    assert all(retry_state(get_store(), ids[name]).retry_at_epoch_s is None for name in runs)
+    # the call before the failing one ran once: the retries served it from the store
+    assert all(len(_effects(effects)[f"{name}-0"]) == 1 for name in runs)
+    assert client.get_output(ids["server"]) == "ok"
+    scheduled = [event.details for event in client.get_execution(ids["server"]).audit if event.action == "retry scheduled"]
+    assert [(details["attempt"], details["error"]) for details in scheduled] == [
+        (2, "server (ProviderError)"),
+        (3, "server (ProviderError)"),
+    ]
+    shown = _cli(environment, "executions", "show", ids["server"])
+    assert "attempts: 3 (retried 2 time(s) by a worker)" in shown.stdout, shown.stdout
+    assert "retry scheduled" in shown.stdout
     assert _stop(worker) == 0
 
 
