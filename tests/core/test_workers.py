@@ -228,20 +228,23 @@ def test_a_runner_killed_mid_run_is_taken_over_without_running_a_completed_call_
     assert _stop(worker) == 0
 
 
-def test_a_wait_answered_through_the_client_is_resumed_by_a_running_worker(
+def test_a_wait_answered_through_the_client_or_the_cli_is_resumed_by_a_running_worker(
     environment: dict[str, str], tmp_path: Path
 ) -> None:
     effects = tmp_path / "effects"
     log = tmp_path / "worker.log"
-    worker = _start_worker(environment, log)
+    worker = _start_worker(environment, log, "--concurrency", "2")
     execution_id = Client().submit("workers_program:approved", "a", str(effects))
-    _until(lambda: _status(execution_id) == "waiting", 60, "the wait", log)
+    by_cli = Client().submit("workers_program:approved", "c", str(effects))
+    _until(lambda: _status(execution_id) == _status(by_cli) == "waiting", 60, "the waits", log)
     time.sleep(0.3)  # a pending wait is not taken
-    assert _status(execution_id) == "waiting"
+    assert _status(execution_id) == _status(by_cli) == "waiting"
     Client().answer(execution_id, "go-on", True)
-    _until(lambda: _status(execution_id) == "completed", 60, "the resume", log)
-    assert Client().get_output(execution_id) == "go on: True"
-    assert {name: len(pids) for name, pids in _effects(effects).items()} == {"a-0": 1, "a-1": 1}
+    answered = _cli(environment, "executions", "answer", by_cli, "go-on", "--value", "false")
+    assert answered.returncode == 0, answered.stderr
+    _until(lambda: _status(execution_id) == _status(by_cli) == "completed", 60, "the resumes", log)
+    assert (Client().get_output(execution_id), Client().get_output(by_cli)) == ("go on: True", "go on: False")
+    assert {name: len(pids) for name, pids in _effects(effects).items()} == {"a-0": 1, "a-1": 1, "c-0": 1, "c-1": 1}
     assert _stop(worker) == 0
 
 
@@ -551,3 +554,17 @@ def test_the_docs_example_submits_and_a_worker_runs_it(environment: dict[str, st
     [row] = [row for row in listed() if row["pid"] == limited.pid]
     assert (row["state"], row["queues"], row["concurrency"]) == ("alive", ["default", "emails:5"], 4)
     assert _stop(limited) == 0
+
+
+def test_the_docs_retry_example_retries_transient_errors_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "reports.py").write_text(_docs_block("python", "# reports.py"), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import reports  # pyright: ignore[reportMissingImports]
+
+    policy = reports.daily_report.retry
+    rate_limited = workers_program.ProviderError(429)
+    assert policy.next_delay_s(rate_limited, 1, 0.0) is not None
+    assert 15.0 <= policy.next_delay_s(workers_program.ProviderError(503), 1, 0.0) <= 30.0
+    assert policy.next_delay_s(rate_limited, 4, 0.0) is None  # 4 attempts used up
+    for error in (workers_program.ProviderError(401), workers_program.ProviderError(400), KeyError("bug")):
+        assert policy.next_delay_s(error, 1, 0.0) is None
