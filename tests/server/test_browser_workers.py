@@ -62,11 +62,15 @@ def test_the_workers_page_shows_each_worker_with_hostile_names_as_text(
         Client().store,
         "hostile",
         {
-            "host": HOSTILE_HOST, "host_id": "another-host", "pid": 4242,
-            "queues": json.dumps([f"{HOSTILE_QUEUE}:3", "plain"]), "concurrency": 2,
-            "running": json.dumps([HOSTILE_EXECUTION]), "started_at_epoch_s": now - 50,
+            "host": HOSTILE_HOST,
+            "host_id": "another-host",
+            "pid": 4242,
+            "queues": json.dumps([f"{HOSTILE_QUEUE}:3", "plain"]),
+            "concurrency": 2,
+            "running": json.dumps([HOSTILE_EXECUTION]),
+            "started_at_epoch_s": now - 50,
             "heartbeat_at_epoch_s": now - 2,
-        },  # fmt: skip
+        },
         create=True,
     )
     page.goto("/workers")
@@ -88,9 +92,9 @@ def test_the_workers_page_shows_each_worker_with_hostile_names_as_text(
 
     with server.client() as http:  # the API gives the same rows
         listed = http.get("/api/workers").json()
-    assert [(row["id"], row["host"], row["queues"], row["running"]) for row in listed if row["id"] == "hostile"] == [
-        ("hostile", HOSTILE_HOST, [f"{HOSTILE_QUEUE}:3", "plain"], [HOSTILE_EXECUTION])
-    ]
+    assert [
+        (row["id"], row["host"], row["queues"], row["running"]) for row in listed if row["id"] == "hostile"
+    ] == [("hostile", HOSTILE_HOST, [f"{HOSTILE_QUEUE}:3", "plain"], [HOSTILE_EXECUTION])]
 
 
 def test_an_approval_clicked_in_the_page_is_resumed_by_the_worker(
@@ -113,9 +117,12 @@ def test_an_approval_clicked_in_the_page_is_resumed_by_the_worker(
     expect(page.locator("#execution-header .badge").first).to_have_text("completed", timeout=30_000)
     expect(page.locator("body")).to_contain_text("queued_for_worker")  # the audit trail says who resumed it
     resumed_at = float((effects / "page-resumed").read_text().split()[1])
-    print(f"\napproved in the browser -> the worker's child started the next call in {resumed_at - clicked_at:.3f} s")
+    print(
+        f"\napproved in the browser -> the worker's child started the next call in {resumed_at - clicked_at:.3f} s"
+    )
     shoot(page, "workers-approved")
     imported = importers(markers)
     assert server.process.pid not in imported
     children = {pid for pid, parent in imported.items() if parent == worker.pid}
-    assert len(children) >= 2 and set(imported) - {os.getpid()} == children, (imported, log.read_text())
+    assert len(children) >= 2, (imported, log.read_text())
+    assert set(imported) - {os.getpid()} == children, (imported, log.read_text())

@@ -121,7 +121,10 @@ def test_with_a_live_worker_the_server_hands_answers_and_resumes_to_it_and_impor
         print(f"\nanswered through the HTTP API -> the worker's child started the next call in "
               f"{resumed_at - sent_at:.3f} s")  # fmt: skip
         assert client.get_output(execution_id) == "resumed"
-        assert [len((effects / name).read_text().splitlines()) for name in ("api-before", "api-resumed")] == [1, 1]
+        assert [len((effects / name).read_text().splitlines()) for name in ("api-before", "api-resumed")] == [
+            1,
+            1,
+        ]
         audit = [(event.action, event.details) for event in client.get_execution(execution_id).audit]
         assert ("resume", {"queued_for_worker": True, "workers": 1}) in audit
 
@@ -143,7 +146,8 @@ def test_with_a_live_worker_the_server_hands_answers_and_resumes_to_it_and_impor
     imported = importers(markers)
     assert server.process.pid not in imported
     children = {pid for pid, parent in imported.items() if parent == worker.pid}
-    assert len(children) >= 3 and set(imported) - {os.getpid()} == children, (imported, log.read_text())
+    assert len(children) >= 3, (imported, log.read_text())
+    assert set(imported) - {os.getpid()} == children, (imported, log.read_text())
     assert not server.log_dir.exists() or not list(server.log_dir.glob("*.log"))  # no background resume
 
 
@@ -158,8 +162,12 @@ def test_without_a_live_worker_the_server_resumes_in_a_background_process(
         "concurrency": 1, "running": "[]", "started_at_epoch_s": now - 100, "heartbeat_at_epoch_s": now - 60,
     }  # fmt: skip
     _save_worker(store, "stale", row, create=True)
-    _save_worker(store, "stopped", {**row, "heartbeat_at_epoch_s": now, "stopped_at_epoch_s": now}, create=True)
-    _save_worker(store, "other-queue", {**row, "heartbeat_at_epoch_s": now, "queues": '["emails"]'}, create=True)
+    _save_worker(
+        store, "stopped", {**row, "heartbeat_at_epoch_s": now, "stopped_at_epoch_s": now}, create=True
+    )
+    _save_worker(
+        store, "other-queue", {**row, "heartbeat_at_epoch_s": now, "queues": '["emails"]'}, create=True
+    )
     assert live_workers_for(store, "default") == []
     _save_worker(store, "live", {**row, "heartbeat_at_epoch_s": now}, create=True)
     assert [record.id for record in live_workers_for(store, "default")] == ["live"]

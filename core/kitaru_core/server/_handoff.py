@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel
 
 from kitaru_core import Client
-from kitaru_core.errors import ExecutionLockedError
 from kitaru_core._workers import execution_queue, hand_to_worker, list_workers, live_workers_for
+from kitaru_core.errors import ExecutionLockedError
 
 
 def hand_to_live_worker(
