@@ -40,6 +40,7 @@ __all__ = [
     "Codec",
     "CurrentExecution",
     "ExecutionDetail",
+    "ExecutionRetryPolicy",
     "ExecutionSummary",
     "Flow",
     "JsonCodec",
@@ -106,6 +107,7 @@ _LAZY = {
     "request_approval": "_approvals",
     "request_approvals": "_approvals",
     "Worker": "_workers",
+    "ExecutionRetryPolicy": "_execution_retries",
     "ModelErrorClass": "_model_retries",
     "ModelRetryPolicy": "_model_retries",
     "classify_model_error": "_model_retries",
@@ -153,6 +155,7 @@ if TYPE_CHECKING:
         Totals,
         WaitView,
     )
+    from kitaru_core._execution_retries import ExecutionRetryPolicy
     from kitaru_core._interrupted import SideEffectPolicy as SideEffectPolicy
     from kitaru_core._model_retries import (
         ModelErrorClass,

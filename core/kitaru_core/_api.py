@@ -675,10 +675,19 @@ def _durable_run(
 class Flow(Generic[P, R]):
     """A function whose calls are durable executions (see `flow`)."""
 
-    def __init__(self, function: Callable[P, R], *, name: str | None, budget: Budget | None = None) -> None:
+    def __init__(
+        self,
+        function: Callable[P, R],
+        *,
+        name: str | None,
+        budget: Budget | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.function = function
         self.name = name or function.__qualname__
         self.budget = _checked_budget(budget, f"@flow on {function.__qualname__}")
+        self.retry = retry
+        """How a worker retries a failed execution of this flow (`ExecutionRetryPolicy`); `None`: never."""
         self.is_async = inspect.iscoroutinefunction(function)
         self.signature = inspect.signature(function)
         functools.update_wrapper(self, function)
@@ -820,12 +829,17 @@ def flow(function: Callable[P, R], /) -> Flow[P, R]: ...
 
 @overload
 def flow(
-    *, name: str | None = None, budget: Budget | None = None
+    *, name: str | None = None, budget: Budget | None = None, retry: RetryPolicy | None = None
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
 def flow(
-    function: Callable[..., Any] | None = None, /, *, name: str | None = None, budget: Budget | None = None
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    budget: Budget | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Any:
     """Mark a function (sync or async) whose calls are durable executions.
 
@@ -841,18 +855,22 @@ def flow(
         budget: Limits on what the execution's model calls may spend (`Budget(usd=5.0)`): when one
             is reached, the run stops before the next model call at a durable wait named `budget`
             (see docs/concepts.md "Budgets"). Default: no budget.
+        retry: How a worker retries a failed execution of this flow, later and from its stored
+            calls (an `ExecutionRetryPolicy` retries by the class of the error: rate limits,
+            timeouts, connection and server errors); default: never. A flow called directly
+            raises its error to the caller as always; executions a worker runs are retried.
 
     Returns:
         A `Flow` wrapping the function, or a decorator that makes one.
 
     Raises:
-        ConfigurationError: `budget` is not a `Budget`. The return annotation names a type the default codec cannot store and
-            pickle is not allowed (`configure(allow_pickle=True)`); checked at the first call when
-            a forward reference cannot be resolved yet.
+        ConfigurationError: `budget` is not a `Budget`; or the return annotation names a type the
+            default codec cannot store and pickle is not allowed (`configure(allow_pickle=True)`);
+            checked at the first call when a forward reference cannot be resolved yet.
     """
 
     def decorate(target: Callable[..., Any]) -> Flow[..., Any]:
-        return Flow(target, name=name, budget=budget)
+        return Flow(target, name=name, budget=budget, retry=retry)
 
     if function is not None:
         return decorate(function)

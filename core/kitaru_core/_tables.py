@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0010"
 
 metadata = MetaData()
 
@@ -57,6 +57,10 @@ executions = Table(
     Column("queue", String(200), nullable=False, server_default="default"),
     # JSON object `log()` attached to the execution outside any checkpoint call (revision 0007).
     Column("metadata", Text, nullable=True),
+    # Execution retries by a worker (revision 0010): failed attempts retried so far, and when the
+    # next retry of a `failed` execution is due (`None`: none scheduled).
+    Column("retry_attempts", Integer, nullable=False, server_default="0"),
+    Column("retry_at_epoch_s", Float, nullable=True),
     Index("ix_kitaru_executions_resume", "flow_name", "inputs_fingerprint", "status"),
     Index("ix_kitaru_executions_queue", "status", "queue", "created_at_epoch_s"),
 )

@@ -5,6 +5,9 @@ takes the execution's lease over from the worker's claim (`_runtime.lease_handof
 like `kitaru-adapters executions resume` does (`Client.resume`). SIGTERM or SIGINT make the run stop
 before its next checkpoint body and release its lease with the execution `queued`.
 
+A run that fails is retried later by a worker when its flow asks for it (`@flow(retry=...)`,
+`_workers.schedule_retry`).
+
 Exit codes: 0 the run ended (completed, stopped at a wait, or stopped and released); 1 the flow
 failed (recorded in the store) or the execution could not be run; 4 stopped before it started;
 5 the store could not be reached before the run started (the worker queues the execution again).
@@ -53,7 +56,14 @@ def main(argv: list[str]) -> int:
         except StoreError:
             traceback.print_exc()
             return EXIT_STORE_UNAVAILABLE
-        client.resume(execution_id, audit=False)
+        try:
+            client.resume(execution_id, audit=False)
+        except Exception as error:
+            from kitaru_core.errors import ExecutionWaitingError
+
+            if not isinstance(error, ExecutionWaitingError) and _runtime.find_signal(error) is None:
+                _schedule_retry(client, execution_id, error)
+            raise
     except BaseException as error:
         from kitaru_core.errors import ExecutionWaitingError
 
@@ -64,6 +74,18 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         return EXIT_FAILED
     return 0
+
+
+def _schedule_retry(client: Any, execution_id: str, error: Exception) -> None:
+    """Ask the flow's `retry` policy whether a worker retries the failed execution, and when."""
+    from kitaru_core._workers import schedule_retry
+    from kitaru_core.errors import KitaruError
+
+    try:
+        policy = getattr(client.load_flow(execution_id), "retry", None)
+        schedule_retry(client.store, execution_id, error, policy)
+    except (KitaruError, OSError):  # the failure stays recorded; only its retry is lost
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ What a worker takes, from its queues (executions not submitted are in the `defau
 1. `queued` executions (`Flow.submit`, `Client.submit`, `kitaru-adapters executions submit`);
 2. `running` executions whose runner is gone: its lease expired, or it is on this host and its
    process is dead or replaced (`_runtime.lease_is_live`, the rule every takeover follows);
-3. `waiting` executions whose waits are all answered.
+3. `waiting` executions whose waits are all answered;
+4. `failed` executions whose flow asked for retries (`@flow(retry=ExecutionRetryPolicy(...))`),
+   once the retry the failed run scheduled is due (`schedule_retry`).
 
 Only executions with an importable entry point (a module-level `@flow`) are taken. Claiming is one
 write transaction: on PostgreSQL the candidate rows are read `FOR UPDATE SKIP LOCKED` (workers skip
@@ -51,7 +53,7 @@ __all__ = ["Claim", "Worker", "WorkerRecord", "claim_executions", "list_workers"
 
 logger = logging.getLogger(__name__)
 
-ClaimReason = Literal["queued", "runner gone", "answered"]
+ClaimReason = Literal["queued", "runner gone", "answered", "retry"]
 WORKER_HEARTBEAT_S = 5.0
 """Seconds between two heartbeats of a worker's row; a row silent for three of them is `gone`."""
 
@@ -147,7 +149,21 @@ def claim_executions(
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [("runner gone", gone), ("answered", answered), ("queued", queued)]
+        retry = (
+            select(t)
+            .where(
+                t.c.status == "failed",
+                in_queues,
+                importable,
+                not_cancelled,
+                t.c.retry_at_epoch_s.is_not(None),
+                t.c.retry_at_epoch_s <= now,
+            )
+            .order_by(t.c.retry_at_epoch_s, t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [("runner gone", gone), ("answered", answered), ("retry", retry), ("queued", queued)]
 
     def change(connection: Connection, retry: bool) -> list[Claim]:
         if retry:  # an earlier attempt may have committed: its claims carry this batch's tokens
@@ -191,6 +207,7 @@ def claim_executions(
                         lease_process_start_ticks=start_ticks,
                         lease_expires_at_epoch_s=now + lease_duration_s,
                         status="running",
+                        retry_at_epoch_s=None,
                         updated_at_epoch_s=now,
                     )
                 )
@@ -606,3 +623,209 @@ class Worker:
         logger.info(
             "kitaru worker %s: stopped after starting %d execution(s)", self.id, self.started_executions
         )
+
+
+# -- handing executions to workers (the server's "resume") ---------------------------------------
+
+
+def queue_name_of(entry: str) -> str:
+    """The queue name of a worker's queue entry as the workers table holds it (`NAME` or `NAME:LIMIT`)."""
+    name, separator, limit = entry.rpartition(":")
+    return name if separator and limit.isdigit() else entry
+
+
+def live_workers_for(store: Store, queue: str, *, now: float | None = None) -> list[WorkerRecord]:
+    """The `alive` workers (a heartbeat within three heartbeat intervals) that take from `queue`."""
+    moment = time.time() if now is None else now
+    return [
+        record
+        for record in list_workers(store)
+        if record.state(moment) == "alive" and queue in {queue_name_of(entry) for entry in record.queues}
+    ]
+
+
+def execution_queue(store: Store, execution_id: str) -> str:
+    """The worker queue of an execution (`default` for executions not submitted).
+
+    Raises:
+        ExecutionNotFoundError: No such execution.
+    """
+    from kitaru_core.errors import ExecutionNotFoundError
+
+    t = tables.executions
+    queue = store._read(  # pyright: ignore[reportPrivateUsage]
+        f"read the queue of execution {execution_id!r}",
+        lambda connection: connection.execute(select(t.c.queue).where(t.c.id == execution_id)).scalar(),
+    )
+    if queue is None:
+        raise ExecutionNotFoundError(execution_id)
+    return str(queue)
+
+
+def hand_to_worker(store: Store, execution_id: str) -> ExecutionRecord:
+    """Mark an unfinished execution for a worker to resume: it becomes `queued` (nothing runs here).
+
+    The checks are those of `Client.resume_in_background`; the change is a compare-and-set on the
+    status and lease owner seen, so an execution a runner took meanwhile is not touched. A worker
+    serving the execution's queue then claims it like a submitted one; completed calls are served
+    from the store and answered waits return their answers. A retry scheduled for a failed
+    execution is replaced by this resume.
+
+    Args:
+        store: The store.
+        execution_id: The execution.
+
+    Returns:
+        The execution as it was before it was queued.
+
+    Raises:
+        ExecutionNotFoundError: No such execution.
+        ExecutionError: It has completed already.
+        ExecutionCancelledError: It was cancelled.
+        ExecutionLockedError: A live runner holds it (or it changed hands while it was queued).
+        ConfigurationError: It has no importable `@flow` entry point, so no worker could run it.
+    """
+    from kitaru_core._client import _not_resumable_message  # pyright: ignore[reportPrivateUsage]
+    from kitaru_core.errors import ExecutionCancelledError, ExecutionError, ExecutionLockedError
+
+    record = store.get_execution(execution_id)
+    if record.status == "completed":
+        raise ExecutionError(
+            execution_id,
+            f"Execution {execution_id!r} has completed; there is nothing to resume. "
+            f"Start a new one, or replay it with: kitaru-adapters executions replay {execution_id}",
+        )
+    if record.status == "cancelled" or record.cancel_requested:
+        raise ExecutionCancelledError(execution_id)
+    if record.status == "queued":
+        return record  # a worker takes it already
+    if record.status == "running" and not _runner_gone(record, time.time(), _config.current_settings().lease_duration_s):
+        expires_in_s = max(0.0, (record.lease_expires_at_epoch_s or 0.0) - time.time())
+        raise ExecutionLockedError(execution_id, f"{record.lease_host}:{record.lease_pid}", expires_in_s)
+    if not record.entry_point:
+        raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
+    t = tables.executions
+    seen_owner = t.c.lease_owner.is_(None) if record.lease_owner is None else t.c.lease_owner == record.lease_owner
+
+    def change(connection: Connection, retry: bool) -> bool:
+        result = connection.execute(
+            update(t)
+            .where(t.c.id == execution_id, t.c.status == record.status, seen_owner)
+            .values(
+                status="queued",
+                lease_owner=None,
+                lease_expires_at_epoch_s=None,
+                retry_at_epoch_s=None,
+                updated_at_epoch_s=time.time(),
+            )
+        )
+        if result.rowcount == 1:
+            return True
+        return retry and connection.execute(select(t.c.status).where(t.c.id == execution_id)).scalar() == "queued"
+
+    if not store._write(f"queue execution {execution_id!r} for a worker", change):  # pyright: ignore[reportPrivateUsage]
+        current = store.get_execution(execution_id)
+        raise ExecutionLockedError(execution_id, f"{current.lease_host}:{current.lease_pid}", 0.0)
+    return record
+
+
+# -- retries of failed executions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryState:
+    """How often a worker retried an execution, and when it retries next (`None`: not scheduled)."""
+
+    retries: int
+    retry_at_epoch_s: float | None
+
+
+def retry_state(store: Store, execution_id: str) -> RetryState:
+    """The retries of an execution so far and the next one's due time.
+
+    Raises:
+        ExecutionNotFoundError: No such execution.
+    """
+    from kitaru_core.errors import ExecutionNotFoundError
+
+    t = tables.executions
+    row = store._read(  # pyright: ignore[reportPrivateUsage]
+        f"read the retries of execution {execution_id!r}",
+        lambda connection: connection.execute(
+            select(t.c.retry_attempts, t.c.retry_at_epoch_s).where(t.c.id == execution_id)
+        ).first(),
+    )
+    if row is None:
+        raise ExecutionNotFoundError(execution_id)
+    return RetryState(int(row[0] or 0), row[1])
+
+
+def schedule_retry(
+    store: Store, execution_id: str, error: BaseException, policy: _runtime.RetryPolicy | None
+) -> float | None:
+    """After an execution failed with `error`, schedule its retry as `policy` says (a worker takes it then).
+
+    The attempt that failed is the execution's retries so far plus one. Nothing is scheduled when
+    the policy does not retry the error, its attempts are used up, or the execution is no longer
+    `failed` without a runner (someone resumed or cancelled it meanwhile). A scheduled retry is
+    recorded in the audit trail (`retry scheduled`: attempt, delay, error class).
+
+    Args:
+        store: The store.
+        execution_id: The execution that failed.
+        error: What the run raised.
+        policy: The flow's `retry` policy; `None`: never retried.
+
+    Returns:
+        Seconds until the retry, or `None` when none was scheduled.
+
+    Raises:
+        StoreError: The database stayed unreachable for the retry budget.
+    """
+    if policy is None:
+        return None
+    record = store.find_execution(execution_id)
+    if record is None or record.status != "failed" or record.lease_owner is not None or record.cancel_requested:
+        return None
+    state = retry_state(store, execution_id)
+    failed_attempt = state.retries + 1
+    now = time.time()
+    delay_s = policy.next_delay_s(error, failed_attempt, now - record.created_at_epoch_s)
+    if delay_s is None:
+        return None
+    t = tables.executions
+
+    def change(connection: Connection, retry: bool) -> bool:
+        result = connection.execute(
+            update(t)
+            .where(
+                t.c.id == execution_id,
+                t.c.status == "failed",
+                t.c.lease_owner.is_(None),
+                t.c.retry_attempts == state.retries,
+                t.c.updated_at_epoch_s == record.updated_at_epoch_s,
+            )
+            .values(retry_attempts=failed_attempt, retry_at_epoch_s=now + delay_s)
+        )
+        if result.rowcount == 1:
+            return True
+        return retry and connection.execute(
+            select(t.c.retry_attempts).where(t.c.id == execution_id)
+        ).scalar() == failed_attempt
+
+    if not store._write(f"schedule a retry of execution {execution_id!r}", change):  # pyright: ignore[reportPrivateUsage]
+        return None
+    store.record_audit(
+        execution_id,
+        "retry scheduled",
+        (f"worker on {_runtime.HOST}", "worker"),
+        details={
+            "attempt": failed_attempt + 1,
+            "delay_s": round(delay_s, 3),
+            "error": policy.describe(error) or type(error).__name__,
+        },
+    )
+    logger.info(
+        "kitaru: execution %r failed (attempt %d): retrying in %.1f s", execution_id, failed_attempt, delay_s
+    )
+    return delay_s

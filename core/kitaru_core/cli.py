@@ -148,6 +148,22 @@ def show(
         print(detail.model_dump_json(indent=2, by_alias=True))
         return
     print_timeline(detail)
+    _print_retries(execution_id)
+
+
+def _print_retries(execution_id: str) -> None:
+    """The worker's retries of a failed execution (`@flow(retry=...)`), when there were any."""
+    from kitaru_core._workers import retry_state
+
+    state = _checked(lambda: retry_state(_client().store, execution_id))
+    if state.retry_at_epoch_s is not None:
+        console.print(
+            f"attempts: {state.retries} failed; a worker retries it (attempt {state.retries + 1}) at "
+            f"{_when(_from_epoch(state.retry_at_epoch_s))}",
+            highlight=False,
+        )
+    elif state.retries:
+        console.print(f"attempts: {state.retries + 1} (retried {state.retries} time(s) by a worker)", highlight=False)
 
 
 def print_timeline(detail: Any, *, target: Console | None = None) -> None:

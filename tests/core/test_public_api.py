@@ -27,6 +27,7 @@ EXPECTED_ALL = [
     "Codec",
     "CurrentExecution",
     "ExecutionDetail",
+    "ExecutionRetryPolicy",
     "ExecutionSummary",
     "Flow",
     "JsonCodec",

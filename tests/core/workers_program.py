@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from kitaru_core import checkpoint, flow, wait
+from kitaru_core import ExecutionRetryPolicy, checkpoint, flow, wait
 
 
 @checkpoint
@@ -59,6 +59,37 @@ def timed_run(name: str, directory: str, pause_s: float = 0.3) -> str:
     """One timed call."""
     timed(directory, name, pause_s)
     return name
+
+
+class ProviderError(Exception):
+    """An error that carries an HTTP status, as provider SDKs' errors do."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
+@checkpoint
+def flaky(directory: str, name: str, failures: int, status_code: int) -> str:
+    """Appends a line to `<directory>/<name>-flaky` per attempt; the first `failures` attempts raise.
+
+    `status_code` 0 raises a plain `ValueError` (a bug), else a `ProviderError` with that status.
+    """
+    path = Path(directory) / f"{name}-flaky"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()} {time.time()!r}\n")
+    if len(path.read_text().splitlines()) <= failures:
+        if status_code == 0:
+            raise ValueError(f"{name}: a bug")
+        raise ProviderError(status_code)
+    return "ok"
+
+
+@flow(retry=ExecutionRetryPolicy(max_attempts=3, initial_delay_s=0.2, jitter=0.0))
+def retried(name: str, directory: str, failures: int, status_code: int = 503) -> str:
+    """A call, then a call that fails `failures` times; a worker retries the execution by error class."""
+    step(directory, name, 0)
+    return flaky(directory, name, failures, status_code)
 
 
 if __name__ == "__main__":

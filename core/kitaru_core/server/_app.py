@@ -42,6 +42,7 @@ from kitaru_core.errors import (
     WaitNotFoundError,
 )
 from kitaru_core.server._guard import Guard, RequestTooLargeError, unescape_segment
+from kitaru_core.server._handoff import WorkerView, hand_to_live_worker, worker_views
 from kitaru_core.server._settings import ServerSettings
 
 COOKIE_NAME = "kitaru_token"
@@ -165,17 +166,20 @@ class AnswerRequest(BaseModel):
 
 
 class ResumeStarted(BaseModel):
-    """A background process resuming an execution.
+    """A resume the server started: handed to the workers, or a background process of its own.
 
     Attributes:
         execution_id: The execution.
-        pid: The process id.
-        log_path: Where its output goes.
+        pid: The background process's id; `null` when the execution was handed to a worker.
+        log_path: Where the background process's output goes; `null` when handed to a worker.
+        queued_for_worker: A live worker serves the execution's queue, so the execution was made
+            `queued` for it (the server runs no flow code then).
     """
 
     execution_id: str
-    pid: int
-    log_path: str
+    pid: int | None = None
+    log_path: str | None = None
+    queued_for_worker: bool = False
 
 
 class AnswerResult(BaseModel):
@@ -480,7 +484,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         """Waits without an answer, oldest first, each with its question and JSON schema."""
         return client.pending_waits(execution_id)
 
-    def start_resume(execution_id: str, who: tuple[str, str]) -> ResumeStarted:
+    def start_resume(execution_id: str, who: tuple[str, str], *, after_answer: bool = False) -> ResumeStarted:
+        if hand_to_live_worker(client, execution_id, who, after_answer=after_answer):
+            return ResumeStarted(execution_id=execution_id, queued_for_worker=True)
         log_path = settings.resume_log_dir / f"{_safe(execution_id)}-{int(time.time() * 1000)}.log"
         pid = client.resume_in_background(execution_id, log_path=log_path, actor=who)
         return ResumeStarted(execution_id=execution_id, pid=pid, log_path=str(log_path))
@@ -511,7 +517,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         reported as 422 with one line per problem, and the wait stays pending. The token's name is
         recorded as who answered. With `resume: true` the execution is resumed in a background
         process once no wait of it is pending (needs an importable `@flow` entry point; otherwise
-        `resume_skipped` says why not).
+        `resume_skipped` says why not). When a live worker serves the execution's queue, the
+        execution is handed to it instead (`resumed.queued_for_worker`).
         """
         execution_id = valid_id(execution_id, "execution_id")
         wait_name = valid_id(wait_name, "wait_name")
@@ -525,7 +532,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 result.resume_skipped = f"Not resumed: waits still pending: {', '.join(still_pending)}."
             else:
                 try:
-                    result.resumed = start_resume(execution_id, who)
+                    result.resumed = start_resume(execution_id, who, after_answer=True)
                 except KitaruError as error:
                     result.resume_skipped = f"Not resumed: {error}"
         return result
@@ -544,13 +551,23 @@ def create_app(settings: ServerSettings) -> FastAPI:
         },
     )
     def resume(execution_id: ExecutionId, who: Who) -> ResumeStarted:  # pyright: ignore[reportUnusedFunction]
-        """Resume an execution in a background process (its entry point must be an importable `@flow`).
+        """Resume an execution: hand it to a worker, or run it in a background process of the server.
+
+        When a live worker (a heartbeat within the last 15 seconds) serves the execution's queue,
+        the execution becomes `queued` and that worker resumes it (`queued_for_worker`); the server
+        imports and runs no flow code. Without one, the server starts a background process
+        (`pid`, `log_path`). Either way the entry point must be an importable `@flow`.
 
         Completed checkpoint calls are served from the store and answered waits return their
         answers. Follow the execution with `GET /api/executions/{execution_id}` or the event stream.
         The token's name is recorded as who resumed it.
         """
         return start_resume(valid_id(execution_id, "execution_id"), who)
+
+    @app.get("/api/workers", dependencies=reads, tags=["workers"])
+    def workers() -> list[WorkerView]:  # pyright: ignore[reportUnusedFunction]
+        """Every worker the store has seen (as `kitaru-adapters workers list`), the most recently started first."""
+        return worker_views(client)
 
     @app.post(
         "/api/executions/{execution_id}/cancel", dependencies=writes, tags=["executions"], responses=not_found

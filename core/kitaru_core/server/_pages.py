@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from kitaru_core import CallView, Client, ExecutionDetail, WaitView
 from kitaru_core._artifacts import MAX_VERSION
+from kitaru_core._workers import WORKER_HEARTBEAT_S
 from kitaru_core.errors import ArtifactNotFoundError, ExecutionNotFoundError
 from kitaru_core.server._app import COOKIE_NAME, PRINTABLE, ApiError, Auth, ExecutionId, valid_id
 from kitaru_core.server._artifacts import ArtifactName, artifact_page_context
@@ -200,6 +201,16 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
                     continue
         shown = [wait for wait in waits if wait.execution_id in executions]
         return render(request, "waiting.html", {"page": "waiting", "waits": shown, "executions": executions})
+
+    @app.get("/workers", response_class=HTMLResponse, include_in_schema=False)
+    def workers_page(request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
+        from kitaru_core.server._handoff import worker_views
+
+        return render(
+            request,
+            "workers.html",
+            {"page": "workers", "workers": worker_views(client), "gone_after_s": 3 * WORKER_HEARTBEAT_S},
+        )
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(  # pyright: ignore[reportUnusedFunction]

@@ -148,7 +148,8 @@
       if (response.ok) {
         const body = await response.json();
         let text = "Answered.";
-        if (body.resumed) text += " Resuming in the background (process " + body.resumed.pid + ").";
+        if (body.resumed && body.resumed.queued_for_worker) text += " Handed to a worker to resume.";
+        else if (body.resumed) text += " Resuming in the background (process " + body.resumed.pid + ").";
         else if (body.resume_skipped) text += " " + body.resume_skipped;
         show(result, text, "ok");
         form.closest(".wait") && form.closest(".wait").classList.add("done");
@@ -174,7 +175,7 @@
         const response = await fetch(poster.dataset.post, { method: "POST", credentials: "same-origin", headers: HEADERS });
         if (response.ok) {
           const body = await response.json();
-          show(result, body.pid ? "Resuming in the background (process " + body.pid + ")." : "Done: " + (body.status || "ok") + ".", "ok");
+          show(result, body.queued_for_worker ? "Handed to a worker to resume." : body.pid ? "Resuming in the background (process " + body.pid + ")." : "Done: " + (body.status || "ok") + ".", "ok");
           refresh();
         } else {
           const why = await explain(response);
