@@ -829,68 +829,107 @@ class Client:
         self,
         execution_id: str,
         *,
-        from_sequence: int | None = None,
+        from_call: str | int | None = None,
         overrides: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
         new_execution_id: str | None = None,
         run: bool = True,
         actor: Actor | None = None,
+        queue: str = "default",
+        from_sequence: int | None = None,
     ) -> str:
         """Start a new execution that reuses the stored outputs of another up to a chosen call.
 
+        Calls before `from_call` are served from the store in the new execution; the chosen call and
+        every later one run live. Waits answered before the chosen call keep their answers; waits
+        reached from it on are asked again. Everything is checked before the new execution is
+        created, so a refused replay creates nothing.
+
         Args:
             execution_id: The execution to replay.
-            from_sequence: The first call (by `sequence`) to run live again; default: reuse every
-                completed call. Waits answered before that call keep their answers.
-            overrides: Stored outputs to replace, by call key (JSON values).
+            from_call: The first call to run live again: its key (`"price:0"`) or its `sequence`
+                (`#` in the timeline); default: reuse every completed call (and every answered wait).
+            overrides: New values by call key (a plain `@checkpoint` call's output: any value the
+                default codec stores; a plain dict is validated into the stored output's model or
+                dataclass) or by wait name (its answer, checked against its schema). An overridden
+                call or wait is reused with that value wherever it is, even after `from_call`, and is
+                matched by key only.
+            inputs: New values of some of the flow's inputs, by parameter name (validated into the
+                parameters' annotations when the `@flow` imports); the others keep their values.
+                Calls whose inputs change because of it run live (their fingerprints differ).
             new_execution_id: The new execution's id; default: generated.
-            run: Run the new execution now (needs an importable `@flow`).
+            run: Run the new execution now in this process (needs an importable `@flow`). With
+                `False` it is only prepared, with status `queued`: a worker taking `queue` runs it,
+                or run it with `resume`.
             actor: Who replays it, recorded in both executions' audit trails; default: this process's
                 operating-system user.
+            queue: The worker queue of a prepared replay (`run=False`); default `"default"`.
+            from_sequence: Same as an integer `from_call` (kept for 0.1 callers).
 
         Returns:
             The new execution's id.
 
         Raises:
             ExecutionNotFoundError: No such execution.
-            ConfigurationError: `run=True` but the execution has no importable entry point.
+            CallNotFoundError: `from_call` is a sequence number no call has.
+            ConfigurationError: `from_call` or an override names no call or wait; an override targets
+                an adapter's model request or tool call (its stored format belongs to the adapter:
+                not supported yet); an input names no parameter of the flow; `run=True` but the
+                execution has no importable entry point.
+            InvalidAnswerError: An overridden wait answer does not satisfy the wait's schema.
+            SerializationError: An override or input cannot be stored.
+            ExecutionWaitingError: `run=True` and the new execution stopped at a wait.
         """
+        from kitaru_core import _replay
+
+        if from_sequence is not None:
+            if from_call is not None:
+                raise ConfigurationError("Give from_call or from_sequence, not both (from_call takes a sequence too).")
+            from_call = from_sequence
         source = self.store.get_execution(execution_id)
-        recorded = self.store.load_calls(execution_id)
-        calls = [
-            call
-            for call in recorded
-            if call.status == "completed" and (from_sequence is None or call.sequence < from_sequence)
-        ]
-        # answered waits reached before the first call that runs live again are reused too
-        live_again = [
-            call.started_at_epoch_s
-            for call in recorded
-            if from_sequence is not None and call.sequence >= from_sequence
-        ]
-        cutoff_epoch_s = min(live_again, default=float("inf"))
-        for key, value in (overrides or {}).items():
-            matches = [call for call in calls if call.call_key == key]
-            if not matches:
-                raise ConfigurationError(
-                    f"No completed call with key {key!r} before the replay point to override."
-                )
-            format_, payload = JsonCodec().encode(value)
-            matches[0].output = self.store.prepare_value(format_, payload)
-            matches[0].fingerprint = None
+        flow_object: Flow[..., Any] | None = None
+        if source.entry_point and (run or inputs):
+            flow_object = load_entry_point(source.entry_point, f"the entry point {source.entry_point} of {execution_id!r}")
+        elif run:
+            raise ConfigurationError(_not_resumable_message(execution_id, source.flow_name))
+        if not run:
+            from kitaru_core._ids import check_queue_name
+
+            check_queue_name(queue)
+        if new_execution_id is not None and self.store.find_execution(new_execution_id) is not None:
+            raise ConfigurationError(
+                f"Execution {new_execution_id!r} exists already; a replay starts a new execution: give another "
+                "new_execution_id, or none for a generated one."
+            )
+        plan = _replay.plan_replay(
+            self.store,
+            execution_id,
+            from_call=from_call,
+            overrides=overrides,
+            inputs=inputs,
+            parameters=list(flow_object.signature.parameters) if flow_object is not None else None,
+            decode_inputs=flow_object.decode_inputs if flow_object is not None else None,
+        )
         _, record = _runtime.open_or_find(
             new_execution_id or f"{execution_id[:8]}-replay-{int(time.time() * 1000) % 10**8}",
             flow_name=source.flow_name,
             entry_point=source.entry_point,
             inputs=None,
-            inputs_value=_stored_inputs(source),
+            inputs_value=plan.inputs_value,
             fresh=False,
             replay_of=execution_id,
+            queue=None if run else queue,
         )
-        self.store.copy_calls(execution_id, record.id, calls)
-        self.store.copy_answered_waits(execution_id, record.id, created_before_epoch_s=cutoff_epoch_s)
+        self.store.copy_calls(execution_id, record.id, plan.calls)
+        self.store.copy_answered_waits(execution_id, record.id, created_before_epoch_s=0.0, waits=plan.waits)
         who = actor or os_user()
-        self.store.record_audit(execution_id, "replay", who, details={"new_execution_id": record.id})
-        self.store.record_audit(record.id, "replay", who, details={"replay_of": execution_id})
+        details: dict[str, Any] = {"from_call": plan.first_live.call_key} if plan.first_live else {}
+        if plan.overridden:
+            details["overrides"] = sorted(plan.overridden)
+        if inputs:
+            details["inputs"] = sorted(inputs)
+        self.store.record_audit(execution_id, "replay", who, details={"new_execution_id": record.id, **details})
+        self.store.record_audit(record.id, "replay", who, details={"replay_of": execution_id, **details})
         if run:
             self.resume(record.id, audit=False)
         return record.id

@@ -1189,9 +1189,28 @@ class Store:
 
             self._write(f"copy checkpoint calls into {target_id!r}", change)
 
-    def copy_answered_waits(self, source_id: str, target_id: str, *, created_before_epoch_s: float) -> None:
-        """Copy answered waits reached before a point in time into another execution (replay)."""
+    def copy_answered_waits(
+        self,
+        source_id: str,
+        target_id: str,
+        *,
+        created_before_epoch_s: float,
+        waits: Sequence[WaitRecord] | None = None,
+    ) -> None:
+        """Copy answered waits reached before a point in time into another execution (replay).
+
+        `waits`: exactly these answered waits instead (a replay's, overridden answers applied).
+        """
         t = tables.waits
+        chosen = (
+            list(waits)
+            if waits is not None
+            else [
+                wait
+                for wait in self.list_waits(source_id, status="answered")
+                if wait.created_at_epoch_s < created_before_epoch_s
+            ]
+        )
         rows = [
             {
                 "execution_id": target_id,
@@ -1206,8 +1225,7 @@ class Store:
                 "answered_at_epoch_s": wait.answered_at_epoch_s,
                 "answered_by": wait.answered_by,
             }
-            for wait in self.list_waits(source_id, status="answered")
-            if wait.created_at_epoch_s < created_before_epoch_s
+            for wait in chosen
         ]
         if rows:
 
