@@ -267,6 +267,7 @@ class ExecutionDetail(ExecutionSummary):
         audit: Who answered, resumed, cancelled or replayed it, and when, oldest first.
         metadata: What `log()` attached to the execution outside any checkpoint call.
         artifacts: Its artifacts (`save`), by name, then version.
+        inputs: The flow's inputs by parameter name, as JSON data (`None` when they were not stored).
     """
 
     calls: list[CallView]
@@ -276,6 +277,7 @@ class ExecutionDetail(ExecutionSummary):
     audit: list[AuditEvent] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     artifacts: list[ArtifactView] = Field(default_factory=list)
+    inputs: Any = None
 
 
 class Client:
@@ -536,7 +538,24 @@ class Client:
             audit=[self._audit_event(event) for event in self.store.list_audit(execution_id)],
             metadata=record.metadata,
             artifacts=[_artifact_view(artifact) for artifact in self.store.list_artifacts(execution_id)],
+            inputs=self._inputs_data(record),
         )
+
+    def _inputs_data(self, record: ExecutionRecord) -> Any:
+        """An execution's stored inputs as JSON data, rebuilding no class that is not imported."""
+        from pydantic_core import to_jsonable_python
+
+        stored = _stored_inputs(record)
+        if stored is None:
+            return None
+        try:
+            value = _runtime.decode_stored(self.store, stored, JsonCodec())
+        except SerializationError:  # a class not imported here: its tagged JSON form
+            try:
+                return json.loads(self.store.load_value(stored))
+            except ValueError:
+                return None
+        return to_jsonable_python(value, fallback=repr)
 
     def list_artifacts(self, execution_id: str) -> list[ArtifactView]:
         """Every version of every artifact of an execution, by name, then version.
@@ -933,6 +952,21 @@ class Client:
         if run:
             self.resume(record.id, audit=False)
         return record.id
+
+    def diff(self, a: str, b: str) -> Any:
+        """Line up two executions call by call (e.g. an execution and its replay).
+
+        Returns:
+            An `ExecutionDiff` (`kitaru_core._diff`): one row per call key, `same` (same status and
+            stored output), `changed`, `new` (only in `b`) or `missing` (only in `a`), with each
+            side's output preview, tokens and cost, and each execution's totals.
+
+        Raises:
+            ExecutionNotFoundError: Either execution does not exist.
+        """
+        from kitaru_core._diff import diff_executions
+
+        return diff_executions(self, a, b)
 
     def cancel(self, execution_id: str, *, actor: Actor | None = None) -> ExecutionSummary:
         """Cancel an execution: at once if no runner holds it, else at the runner's next call.
