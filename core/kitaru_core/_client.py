@@ -806,13 +806,7 @@ class Client:
             raise ExecutionLockedError(execution_id, f"{record.lease_host}:{record.lease_pid}", expires_in_s)
         if not record.entry_point:
             raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
-        if self.store.url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"} or (
-            self.store.artifacts.url.startswith("memory://")
-        ):
-            raise ConfigurationError(
-                "This client's store lives in this process's memory, so another process cannot resume "
-                f"{execution_id!r}: use a SQLite file or PostgreSQL and a shared artifact store."
-            )
+        self._check_shared_store(execution_id)
         environment = self.child_environment()
         self.store.record_audit(execution_id, "resume", actor or os_user(), details={"background": True})
         output: Any = subprocess.DEVNULL
@@ -899,27 +893,107 @@ class Client:
             SerializationError: An override or input cannot be stored.
             ExecutionWaitingError: `run=True` and the new execution stopped at a wait.
         """
-        from kitaru_core import _replay
-
         if from_sequence is not None:
             if from_call is not None:
                 raise ConfigurationError("Give from_call or from_sequence, not both (from_call takes a sequence too).")
             from_call = from_sequence
+        new_id = self._prepare_replay(
+            execution_id,
+            from_call=from_call,
+            overrides=overrides,
+            inputs=inputs,
+            new_execution_id=new_execution_id,
+            actor=actor,
+            queue=None if run else queue,
+        )
+        if run:
+            self.resume(new_id, audit=False)
+        return new_id
+
+    def replay_in_background(
+        self,
+        execution_id: str,
+        *,
+        from_call: str | int | None = None,
+        overrides: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        new_execution_id: str | None = None,
+        log_path: str | Path | None = None,
+        actor: Actor | None = None,
+    ) -> tuple[str, int]:
+        """`replay`, run in a new background process as `resume_in_background` runs a resume.
+
+        Args:
+            execution_id: The execution to replay.
+            from_call: As for `replay`.
+            overrides: As for `replay`.
+            inputs: As for `replay`.
+            new_execution_id: As for `replay`.
+            log_path: File that receives the process's output; default: discarded.
+            actor: Who replays it, for both audit trails; default: this process's operating-system user.
+
+        Returns:
+            `(new execution id, process id)`.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+            CallNotFoundError: `from_call` is a sequence number no call has.
+            ConfigurationError: As for `replay`; also when the store lives in this process's memory.
+            InvalidAnswerError: An overridden wait answer does not satisfy the wait's schema.
+            SerializationError: An override or input cannot be stored.
+        """
+        self._check_shared_store(execution_id)
+        new_id = self._prepare_replay(
+            execution_id,
+            from_call=from_call,
+            overrides=overrides,
+            inputs=inputs,
+            new_execution_id=new_execution_id,
+            actor=actor,
+            queue=None,
+        )
+        return new_id, self.resume_in_background(new_id, log_path=log_path, actor=actor)
+
+    def _check_shared_store(self, execution_id: str) -> None:
+        if self.store.url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"} or (
+            self.store.artifacts.url.startswith("memory://")
+        ):
+            raise ConfigurationError(
+                "This client's store lives in this process's memory, so another process cannot resume "
+                f"{execution_id!r}: use a SQLite file or PostgreSQL and a shared artifact store."
+            )
+
+    def _prepare_replay(
+        self,
+        execution_id: str,
+        *,
+        from_call: str | int | None,
+        overrides: dict[str, Any] | None,
+        inputs: dict[str, Any] | None,
+        new_execution_id: str | None,
+        actor: Actor | None,
+        queue: str | None,
+    ) -> str:
+        """Check and create a replay: `running` for a runner started at once (`queue=None`), else `queued`."""
+        from kitaru_core import _replay
+        from kitaru_core._ids import check_execution_id, check_queue_name
+
+        run_now = queue is None
         source = self.store.get_execution(execution_id)
         flow_object: Flow[..., Any] | None = None
-        if source.entry_point and (run or inputs):
+        if source.entry_point and (run_now or inputs):
             flow_object = load_entry_point(source.entry_point, f"the entry point {source.entry_point} of {execution_id!r}")
-        elif run:
+        elif run_now:
             raise ConfigurationError(_not_resumable_message(execution_id, source.flow_name))
-        if not run:
-            from kitaru_core._ids import check_queue_name
-
+        if queue is not None:
             check_queue_name(queue)
-        if new_execution_id is not None and self.store.find_execution(new_execution_id) is not None:
-            raise ConfigurationError(
-                f"Execution {new_execution_id!r} exists already; a replay starts a new execution: give another "
-                "new_execution_id, or none for a generated one."
-            )
+        if new_execution_id is not None:
+            check_execution_id(new_execution_id)
+            if self.store.find_execution(new_execution_id) is not None:
+                raise ConfigurationError(
+                    f"Execution {new_execution_id!r} exists already; a replay starts a new execution: give "
+                    "another new_execution_id, or none for a generated one."
+                )
         plan = _replay.plan_replay(
             self.store,
             execution_id,
@@ -929,18 +1003,15 @@ class Client:
             parameters=list(flow_object.signature.parameters) if flow_object is not None else None,
             decode_inputs=flow_object.decode_inputs if flow_object is not None else None,
         )
-        _, record = _runtime.open_or_find(
-            new_execution_id or f"{execution_id[:8]}-replay-{int(time.time() * 1000) % 10**8}",
-            flow_name=source.flow_name,
-            entry_point=source.entry_point,
-            inputs=None,
-            inputs_value=plan.inputs_value,
-            fresh=False,
-            replay_of=execution_id,
-            queue=None if run else queue,
+        record = self.store.create_replay(
+            new_execution_id or f"{execution_id[:8].strip()}-replay-{int(time.time() * 1000) % 10**8}",
+            source=source,
+            inputs=plan.inputs_value,
+            calls=plan.calls,
+            waits=plan.waits,
+            status="running" if run_now else "queued",
+            queue=queue,
         )
-        self.store.copy_calls(execution_id, record.id, plan.calls)
-        self.store.copy_answered_waits(execution_id, record.id, created_before_epoch_s=0.0, waits=plan.waits)
         who = actor or os_user()
         details: dict[str, Any] = {"from_call": plan.first_live.call_key} if plan.first_live else {}
         if plan.overridden:
@@ -949,8 +1020,6 @@ class Client:
             details["inputs"] = sorted(inputs)
         self.store.record_audit(execution_id, "replay", who, details={"new_execution_id": record.id, **details})
         self.store.record_audit(record.id, "replay", who, details={"replay_of": execution_id, **details})
-        if run:
-            self.resume(record.id, audit=False)
         return record.id
 
     def diff(self, a: str, b: str) -> Any:
