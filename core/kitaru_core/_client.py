@@ -927,7 +927,8 @@ class Client:
             execution_id: The execution to replay.
             from_call: As for `replay`.
             overrides: As for `replay`.
-            inputs: As for `replay`.
+            inputs: As for `replay`, except that the `@flow` is not imported in this process: names are
+                checked against the stored inputs, and values are passed to the flow as given.
             new_execution_id: As for `replay`.
             log_path: File that receives the process's output; default: discarded.
             actor: Who replays it, for both audit trails; default: this process's operating-system user.
@@ -951,6 +952,7 @@ class Client:
             new_execution_id=new_execution_id,
             actor=actor,
             queue=None,
+            import_flow=False,
         )
         return new_id, self.resume_in_background(new_id, log_path=log_path, actor=actor)
 
@@ -973,17 +975,22 @@ class Client:
         new_execution_id: str | None,
         actor: Actor | None,
         queue: str | None,
+        import_flow: bool = True,
     ) -> str:
-        """Check and create a replay: `running` for a runner started at once (`queue=None`), else `queued`."""
+        """Check and create a replay: `running` for a runner started at once (`queue=None`), else `queued`.
+
+        `import_flow=False` (the server): the `@flow` is not imported in this process; input names
+        are checked against the stored inputs and values stored as given.
+        """
         from kitaru_core import _replay
         from kitaru_core._ids import check_execution_id, check_queue_name
 
         run_now = queue is None
         source = self.store.get_execution(execution_id)
         flow_object: Flow[..., Any] | None = None
-        if source.entry_point and (run_now or inputs):
+        if source.entry_point and (run_now or inputs) and import_flow:
             flow_object = load_entry_point(source.entry_point, f"the entry point {source.entry_point} of {execution_id!r}")
-        elif run_now:
+        elif run_now and not source.entry_point:
             raise ConfigurationError(_not_resumable_message(execution_id, source.flow_name))
         if queue is not None:
             check_queue_name(queue)
