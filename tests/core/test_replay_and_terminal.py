@@ -70,7 +70,9 @@ def test_replay_with_an_overridden_output_feeds_it_downstream() -> None:
     replay_id = Client().replay(original.id, from_sequence=3, overrides={"price:0": 99})
     assert Client().get_output(replay_id) == "total 99"
     assert counts == Counter({"fetch": 1, "price": 1, "confirm": 2})
-    with pytest.raises(kitaru_core.errors.ConfigurationError, match="Cannot override 'nope:0'.*no checkpoint call with that key"):
+    with pytest.raises(
+        kitaru_core.errors.ConfigurationError, match=r"Cannot override 'nope:0'.*no checkpoint call with that key"
+    ):
         Client().replay(original.id, overrides={"nope:0": 1})
 
 
