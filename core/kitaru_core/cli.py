@@ -177,9 +177,10 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
         f"[bold]{escape(detail.id)}[/]  {escape(detail.flow_name)}  [{style}]{detail.status}[/]  run "
         f"{detail.run_count}" + (f"  replay of {escape(detail.replay_of)}" if detail.replay_of else ""),
         highlight=False,
+        emoji=False,
     )
     if detail.error:
-        out.print(f"[red]{escape(detail.error)}[/]", highlight=False)
+        out.print(f"[red]{escape(detail.error)}[/]", highlight=False, emoji=False)
     table = Table(title="Checkpoint calls")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("key", overflow="fold", ratio=1)
@@ -212,9 +213,10 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
             f"wait [bold]{escape(wait.name)}[/] ({wait.status}): {escape(_preview(wait.question))}  "
             f"answer: {escape(answer)}{escape(by)}",
             highlight=False,
+            emoji=False,
         )
     if detail.output_preview is not None:
-        out.print(f"output: {escape(detail.output_preview)}", highlight=False)
+        out.print(f"output: {escape(detail.output_preview)}", highlight=False, emoji=False)
     print_metadata(detail, out)
     for event in detail.audit:
         what = f" {event.wait_name}" if event.wait_name else ""
@@ -224,6 +226,7 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
                 f"audit: {_when(event.at)} {event.action}{what} by {event.actor} ({event.actor_kind}){extra}"
             ),
             highlight=False,
+            emoji=False,
         )
 
 
@@ -609,11 +612,11 @@ def _size(size_bytes: int) -> str:
 def print_metadata(detail: Any, out: Console) -> None:
     """Print what `log()` attached to the execution and its calls, and how many artifacts it has."""
     if getattr(detail, "metadata", None):
-        out.print(escape(f"metadata: {_preview(json.dumps(detail.metadata, ensure_ascii=False))}"), highlight=False)
+        out.print(escape(f"metadata: {_preview(json.dumps(detail.metadata, ensure_ascii=False))}"), highlight=False, emoji=False)
     for call in detail.calls:
         if getattr(call, "metadata", None):
             text = _preview(json.dumps(call.metadata, ensure_ascii=False))
-            out.print(escape(f"metadata of #{call.sequence} {call.key}: {text}"), highlight=False)
+            out.print(escape(f"metadata of #{call.sequence} {call.key}: {text}"), highlight=False, emoji=False)
     artifacts = getattr(detail, "artifacts", [])
     if artifacts:
         names = len({artifact.name for artifact in artifacts})
@@ -623,6 +626,7 @@ def print_metadata(detail: Any, out: Console) -> None:
                 f"kitaru-adapters executions artifacts {shell_word(detail.id)}"
             ),
             highlight=False,
+            emoji=False,
         )
 
 
