@@ -22,7 +22,7 @@ def example_for_schema(schema: dict[str, Any]) -> Any:
     """A value that satisfies `schema` for the common shapes pydantic produces.
 
     Covers `$ref`/`$defs`, `const`, `enum`, `default`, `examples`, `anyOf`/`oneOf`/`allOf`, objects
-    (every property, required ones first), arrays (`minItems`), strings (`format`, `minLength`),
+    (every property), arrays (`minItems`, `uniqueItems` of strings and numbers), strings (`format`, `minLength`),
     numbers (`minimum`, `exclusiveMinimum`, `multipleOf`) and booleans. What it cannot satisfy
     (`pattern`, `not`) it leaves to the person answering.
 
@@ -86,7 +86,10 @@ def _example(node: Any, root: dict[str, Any], depth: int) -> Any:
         count = minimum if isinstance(minimum, int) else 0
         if "prefixItems" in schema and isinstance(schema["prefixItems"], list):
             return [_example(item, root, depth + 1) for item in schema["prefixItems"]]  # pyright: ignore[reportUnknownVariableType]
-        return [_example(schema.get("items", {}), root, depth + 1) for _ in range(count)]
+        items = [_example(schema.get("items", {}), root, depth + 1) for _ in range(count)]
+        if schema.get("uniqueItems"):
+            items = [_distinct(item, position) for position, item in enumerate(items)]
+        return items
     if kind == "string":
         format_ = schema.get("format")
         if isinstance(format_, str) and format_ in _STRING_FORMATS:
@@ -98,6 +101,15 @@ def _example(node: Any, root: dict[str, Any], depth: int) -> Any:
     if kind == "boolean":
         return True
     return None
+
+
+def _distinct(item: Any, position: int) -> Any:
+    """The `position`-th of items that must differ (`uniqueItems`): strings and numbers numbered."""
+    if isinstance(item, str):
+        return f"{item}{position}" if position else item
+    if isinstance(item, int | float) and not isinstance(item, bool):
+        return item + position
+    return item
 
 
 def _number(schema: dict[str, Any], *, integer: bool) -> int | float:

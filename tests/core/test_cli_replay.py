@@ -9,11 +9,14 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from jsonschema import Draft202012Validator
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 from typer.testing import CliRunner, Result
 
 from kitaru_core import Client, checkpoint, flow, wait
@@ -253,3 +256,41 @@ def test_resume_imports_a_flow_from_the_working_directory(tmp_path: Path, sqlite
     )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["output"] == "A7 shipped"
+
+
+class Address(BaseModel):
+    city: str
+    postcode: str = Field(pattern=r"^\d+$", default="1000")
+
+
+class Order(BaseModel):
+    kind: Literal["refund", "exchange"]
+    when: datetime
+    address: Address
+    backup: Address | None = None
+    amount: Decimal = Field(gt=10, le=20, multiple_of=5)
+    tags: set[str] = Field(min_length=2)
+    email: str = Field(json_schema_extra={"format": "email"})
+    pair: tuple[int, str]
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        Order.model_json_schema(),
+        TypeAdapter(list[Order]).json_schema(),
+        TypeAdapter(int | None).json_schema(),
+        TypeAdapter(Literal[3]).json_schema(),
+        TypeAdapter(float).json_schema(),
+        {"type": "integer", "exclusiveMinimum": 7, "maximum": 9},
+        {"type": "string", "minLength": 12},
+        {},
+    ],
+    ids=["model", "list", "optional", "literal", "float", "bounded", "long string", "anything"],
+)
+def test_the_suggested_answer_satisfies_the_schema(schema: dict[str, Any]) -> None:
+    from kitaru_core._schema_example import example_for_schema
+
+    example = example_for_schema(schema)
+    json.dumps(example)
+    assert list(Draft202012Validator(schema).iter_errors(example)) == []
