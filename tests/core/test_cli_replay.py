@@ -213,7 +213,11 @@ def test_the_printed_answer_command_runs_for_a_model_typed_wait_with_spaces(sqli
     assert Client().resume("ship order 7") == "1 via ....."
 
 
-def test_resume_imports_a_flow_from_the_working_directory(tmp_path: Path, sqlite_file_store: str) -> None:
+def test_resume_imports_a_flow_from_the_working_directory(
+    tmp_path: Path, sqlite_file_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
     project = tmp_path / "project"
     project.mkdir()
     (project / "shipflows.py").write_text(
@@ -227,25 +231,21 @@ def test_resume_imports_a_flow_from_the_working_directory(tmp_path: Path, sqlite
             """
         )
     )
+    monkeypatch.syspath_prepend(str(project))
+    module = importlib.import_module("shipflows")
+    monkeypatch.setitem(sys.modules, "shipflows", module)  # forgotten again after the test
+    with pytest.raises(ExecutionWaitingError):
+        module.ship.run("A7", execution_id="ship-a7")
+    assert Client().get_execution("ship-a7").entry_point == "shipflows:ship"
+    Client().answer("ship-a7", "go", True)
     environment = {
         key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "KITARU_STORE_URL"}
     }
     environment["KITARU_STORE_URL"] = sqlite_file_store
     environment["KITARU_INTERACTIVE"] = "false"
-    started = subprocess.run(
-        [sys.executable, "-c", "import shipflows; shipflows.ship.run('A7', execution_id='ship-a7')"],
-        cwd=project,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert "is waiting" in started.stderr
-    Client().answer("ship-a7", "go", True)
     script = Path(sys.executable).with_name("kitaru-adapters")
     assert script.exists()
-    resumed = subprocess.run(
+    resumed = subprocess.run(  # the console script, whose sys.path[0] is its own folder, not the project
         [str(script), "executions", "resume", "ship-a7", "--json"],
         cwd=project,
         env=environment,
@@ -256,7 +256,6 @@ def test_resume_imports_a_flow_from_the_working_directory(tmp_path: Path, sqlite
     )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["output"] == "A7 shipped"
-
 
 class Address(BaseModel):
     city: str
