@@ -269,6 +269,7 @@ class ExecutionDetail(ExecutionSummary):
         metadata: What `log()` attached to the execution outside any checkpoint call.
         artifacts: Its artifacts (`save`), by name, then version.
         budget: Its budget (limits in force, spent so far), when a `Budget` applies to it; `None` otherwise.
+        inputs: The flow's inputs by parameter name, as JSON data (`None` when they were not stored).
     """
 
     calls: list[CallView]
@@ -279,6 +280,7 @@ class ExecutionDetail(ExecutionSummary):
     metadata: dict[str, Any] = Field(default_factory=dict)
     artifacts: list[ArtifactView] = Field(default_factory=list)
     budget: BudgetView | None = None
+    inputs: Any = None
 
 
 class Client:
@@ -541,7 +543,24 @@ class Client:
             metadata=record.metadata,
             artifacts=[_artifact_view(artifact) for artifact in self.store.list_artifacts(execution_id)],
             budget=budget_view(record.metadata, calls),
+            inputs=self._inputs_data(record),
         )
+
+    def _inputs_data(self, record: ExecutionRecord) -> Any:
+        """An execution's stored inputs as JSON data, rebuilding no class that is not imported."""
+        from pydantic_core import to_jsonable_python
+
+        stored = _stored_inputs(record)
+        if stored is None:
+            return None
+        try:
+            value = _runtime.decode_stored(self.store, stored, JsonCodec())
+        except SerializationError:  # a class not imported here: its tagged JSON form
+            try:
+                return json.loads(self.store.load_value(stored))
+            except ValueError:
+                return None
+        return to_jsonable_python(value, fallback=repr)
 
     def list_artifacts(self, execution_id: str) -> list[ArtifactView]:
         """Every version of every artifact of an execution, by name, then version.
@@ -792,13 +811,7 @@ class Client:
             raise ExecutionLockedError(execution_id, f"{record.lease_host}:{record.lease_pid}", expires_in_s)
         if not record.entry_point:
             raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
-        if self.store.url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"} or (
-            self.store.artifacts.url.startswith("memory://")
-        ):
-            raise ConfigurationError(
-                "This client's store lives in this process's memory, so another process cannot resume "
-                f"{execution_id!r}: use a SQLite file or PostgreSQL and a shared artifact store."
-            )
+        self._check_shared_store(execution_id)
         environment = self.child_environment()
         self.store.record_audit(execution_id, "resume", actor or os_user(), details={"background": True})
         output: Any = subprocess.DEVNULL
@@ -834,71 +847,207 @@ class Client:
         self,
         execution_id: str,
         *,
-        from_sequence: int | None = None,
+        from_call: str | int | None = None,
         overrides: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
         new_execution_id: str | None = None,
         run: bool = True,
         actor: Actor | None = None,
+        queue: str = "default",
+        from_sequence: int | None = None,
     ) -> str:
         """Start a new execution that reuses the stored outputs of another up to a chosen call.
 
+        Calls before `from_call` are served from the store in the new execution; the chosen call and
+        every later one run live. Waits answered before the chosen call keep their answers; waits
+        reached from it on are asked again. Everything is checked before the new execution is
+        created, so a refused replay creates nothing.
+
         Args:
             execution_id: The execution to replay.
-            from_sequence: The first call (by `sequence`) to run live again; default: reuse every
-                completed call. Waits answered before that call keep their answers.
-            overrides: Stored outputs to replace, by call key (JSON values).
+            from_call: The first call to run live again: its key (`"price:0"`) or its `sequence`
+                (`#` in the timeline); default: reuse every completed call (and every answered wait).
+            overrides: New values by call key (a plain `@checkpoint` call's output: any value the
+                default codec stores; a plain dict is validated into the stored output's model or
+                dataclass) or by wait name (its answer, checked against its schema). An overridden
+                call or wait is reused with that value wherever it is, even after `from_call`, and is
+                matched by key only.
+            inputs: New values of some of the flow's inputs, by parameter name (validated into the
+                parameters' annotations when the `@flow` imports); the others keep their values.
+                Calls whose inputs change because of it run live (their fingerprints differ).
             new_execution_id: The new execution's id; default: generated.
-            run: Run the new execution now (needs an importable `@flow`).
+            run: Run the new execution now in this process (needs an importable `@flow`). With
+                `False` it is only prepared, with status `queued`: a worker taking `queue` runs it,
+                or run it with `resume`.
             actor: Who replays it, recorded in both executions' audit trails; default: this process's
                 operating-system user.
+            queue: The worker queue of a prepared replay (`run=False`); default `"default"`.
+            from_sequence: Same as an integer `from_call` (kept for 0.1 callers).
 
         Returns:
             The new execution's id.
 
         Raises:
             ExecutionNotFoundError: No such execution.
-            ConfigurationError: `run=True` but the execution has no importable entry point.
+            CallNotFoundError: `from_call` is a sequence number no call has.
+            ConfigurationError: `from_call` or an override names no call or wait; an override targets
+                an adapter's model request or tool call (its stored format belongs to the adapter:
+                not supported yet); an input names no parameter of the flow; `run=True` but the
+                execution has no importable entry point.
+            InvalidAnswerError: An overridden wait answer does not satisfy the wait's schema.
+            SerializationError: An override or input cannot be stored.
+            ExecutionWaitingError: `run=True` and the new execution stopped at a wait.
         """
-        source = self.store.get_execution(execution_id)
-        recorded = self.store.load_calls(execution_id)
-        calls = [
-            call
-            for call in recorded
-            if call.status == "completed" and (from_sequence is None or call.sequence < from_sequence)
-        ]
-        # answered waits reached before the first call that runs live again are reused too
-        live_again = [
-            call.started_at_epoch_s
-            for call in recorded
-            if from_sequence is not None and call.sequence >= from_sequence
-        ]
-        cutoff_epoch_s = min(live_again, default=float("inf"))
-        for key, value in (overrides or {}).items():
-            matches = [call for call in calls if call.call_key == key]
-            if not matches:
-                raise ConfigurationError(
-                    f"No completed call with key {key!r} before the replay point to override."
-                )
-            format_, payload = JsonCodec().encode(value)
-            matches[0].output = self.store.prepare_value(format_, payload)
-            matches[0].fingerprint = None
-        _, record = _runtime.open_or_find(
-            new_execution_id or f"{execution_id[:8]}-replay-{int(time.time() * 1000) % 10**8}",
-            flow_name=source.flow_name,
-            entry_point=source.entry_point,
-            inputs=None,
-            inputs_value=_stored_inputs(source),
-            fresh=False,
-            replay_of=execution_id,
+        if from_sequence is not None:
+            if from_call is not None:
+                raise ConfigurationError("Give from_call or from_sequence, not both (from_call takes a sequence too).")
+            from_call = from_sequence
+        new_id = self._prepare_replay(
+            execution_id,
+            from_call=from_call,
+            overrides=overrides,
+            inputs=inputs,
+            new_execution_id=new_execution_id,
+            actor=actor,
+            queue=None if run else queue,
         )
-        self.store.copy_calls(execution_id, record.id, calls)
-        self.store.copy_answered_waits(execution_id, record.id, created_before_epoch_s=cutoff_epoch_s)
-        who = actor or os_user()
-        self.store.record_audit(execution_id, "replay", who, details={"new_execution_id": record.id})
-        self.store.record_audit(record.id, "replay", who, details={"replay_of": execution_id})
         if run:
-            self.resume(record.id, audit=False)
+            self.resume(new_id, audit=False)
+        return new_id
+
+    def replay_in_background(
+        self,
+        execution_id: str,
+        *,
+        from_call: str | int | None = None,
+        overrides: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        new_execution_id: str | None = None,
+        log_path: str | Path | None = None,
+        actor: Actor | None = None,
+    ) -> tuple[str, int]:
+        """`replay`, run in a new background process as `resume_in_background` runs a resume.
+
+        Args:
+            execution_id: The execution to replay.
+            from_call: As for `replay`.
+            overrides: As for `replay`.
+            inputs: As for `replay`, except that the `@flow` is not imported in this process: names are
+                checked against the stored inputs, and values are passed to the flow as given.
+            new_execution_id: As for `replay`.
+            log_path: File that receives the process's output; default: discarded.
+            actor: Who replays it, for both audit trails; default: this process's operating-system user.
+
+        Returns:
+            `(new execution id, process id)`.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+            CallNotFoundError: `from_call` is a sequence number no call has.
+            ConfigurationError: As for `replay`; also when the store lives in this process's memory.
+            InvalidAnswerError: An overridden wait answer does not satisfy the wait's schema.
+            SerializationError: An override or input cannot be stored.
+        """
+        self._check_shared_store(execution_id)
+        new_id = self._prepare_replay(
+            execution_id,
+            from_call=from_call,
+            overrides=overrides,
+            inputs=inputs,
+            new_execution_id=new_execution_id,
+            actor=actor,
+            queue=None,
+            import_flow=False,
+        )
+        return new_id, self.resume_in_background(new_id, log_path=log_path, actor=actor)
+
+    def _check_shared_store(self, execution_id: str) -> None:
+        if self.store.url in {"sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"} or (
+            self.store.artifacts.url.startswith("memory://")
+        ):
+            raise ConfigurationError(
+                "This client's store lives in this process's memory, so another process cannot resume "
+                f"{execution_id!r}: use a SQLite file or PostgreSQL and a shared artifact store."
+            )
+
+    def _prepare_replay(
+        self,
+        execution_id: str,
+        *,
+        from_call: str | int | None,
+        overrides: dict[str, Any] | None,
+        inputs: dict[str, Any] | None,
+        new_execution_id: str | None,
+        actor: Actor | None,
+        queue: str | None,
+        import_flow: bool = True,
+    ) -> str:
+        """Check and create a replay: `running` for a runner started at once (`queue=None`), else `queued`.
+
+        `import_flow=False` (the server): the `@flow` is not imported in this process; input names
+        are checked against the stored inputs and values stored as given.
+        """
+        from kitaru_core import _replay
+        from kitaru_core._ids import check_execution_id, check_queue_name
+
+        run_now = queue is None
+        source = self.store.get_execution(execution_id)
+        flow_object: Flow[..., Any] | None = None
+        if source.entry_point and (run_now or inputs) and import_flow:
+            flow_object = load_entry_point(source.entry_point, f"the entry point {source.entry_point} of {execution_id!r}")
+        elif run_now and not source.entry_point:
+            raise ConfigurationError(_not_resumable_message(execution_id, source.flow_name))
+        if queue is not None:
+            check_queue_name(queue)
+        if new_execution_id is not None:
+            check_execution_id(new_execution_id)
+            if self.store.find_execution(new_execution_id) is not None:
+                raise ConfigurationError(
+                    f"Execution {new_execution_id!r} exists already; a replay starts a new execution: give "
+                    "another new_execution_id, or none for a generated one."
+                )
+        plan = _replay.plan_replay(
+            self.store,
+            execution_id,
+            from_call=from_call,
+            overrides=overrides,
+            inputs=inputs,
+            parameters=list(flow_object.signature.parameters) if flow_object is not None else None,
+            decode_inputs=flow_object.decode_inputs if flow_object is not None else None,
+        )
+        record = self.store.create_replay(
+            new_execution_id or f"{execution_id[:8].strip()}-replay-{int(time.time() * 1000) % 10**8}",
+            source=source,
+            inputs=plan.inputs_value,
+            calls=plan.calls,
+            waits=plan.waits,
+            status="running" if run_now else "queued",
+            queue=queue,
+        )
+        who = actor or os_user()
+        details: dict[str, Any] = {"from_call": plan.first_live.call_key} if plan.first_live else {}
+        if plan.overridden:
+            details["overrides"] = sorted(plan.overridden)
+        if inputs:
+            details["inputs"] = sorted(inputs)
+        self.store.record_audit(execution_id, "replay", who, details={"new_execution_id": record.id, **details})
+        self.store.record_audit(record.id, "replay", who, details={"replay_of": execution_id, **details})
         return record.id
+
+    def diff(self, a: str, b: str) -> Any:
+        """Line up two executions call by call (e.g. an execution and its replay).
+
+        Returns:
+            An `ExecutionDiff` (`kitaru_core._diff`): one row per call key, `same` (same status and
+            stored output), `changed`, `new` (only in `b`) or `missing` (only in `a`), with each
+            side's output preview, tokens and cost, and each execution's totals.
+
+        Raises:
+            ExecutionNotFoundError: Either execution does not exist.
+        """
+        from kitaru_core._diff import diff_executions
+
+        return diff_executions(self, a, b)
 
     def cancel(self, execution_id: str, *, actor: Actor | None = None) -> ExecutionSummary:
         """Cancel an execution: at once if no runner holds it, else at the runner's next call.

@@ -1255,35 +1255,7 @@ class Store:
     def copy_calls(self, source_id: str, target_id: str, calls: Sequence[CallRecord]) -> None:
         """Copy call records into another execution (replay)."""
         t = tables.checkpoint_calls
-        rows = [
-            {
-                "execution_id": target_id,
-                "call_key": call.call_key,
-                "name": call.name,
-                "kind": call.kind,
-                "sequence": call.sequence,
-                "status": call.status,
-                "fingerprint": call.fingerprint,
-                "output_format": call.output.format if call.output else None,
-                "output": call.output.payload if call.output else None,
-                "output_ref": call.output.reference if call.output else None,
-                "output_size_bytes": call.output.size_bytes if call.output else None,
-                "error_type": call.error_type,
-                "error_message": call.error_message,
-                "error_traceback": call.error_traceback,
-                "attempts": call.attempts,
-                "run_number": 0,
-                "started_at_epoch_s": call.started_at_epoch_s,
-                "ended_at_epoch_s": call.ended_at_epoch_s,
-                "model_name": call.model_name,
-                "input_tokens": call.input_tokens,
-                "output_tokens": call.output_tokens,
-                "cost_usd": call.cost_usd,
-                "details": json.dumps({**call.details, "copied_from": source_id}),
-                "metadata": json.dumps(call.metadata) if call.metadata else None,
-            }
-            for call in calls
-        ]
+        rows = [_copied_call_row(source_id, target_id, call) for call in calls]
         if rows:
 
             def change(connection: Connection, retry: bool) -> None:
@@ -1298,19 +1270,7 @@ class Store:
         """Copy answered waits reached before a point in time into another execution (replay)."""
         t = tables.waits
         rows = [
-            {
-                "execution_id": target_id,
-                "name": wait.name,
-                "call_key": wait.call_key,
-                "question": wait.question,
-                "schema": json.dumps(wait.schema),
-                "details": json.dumps({**wait.details, "copied_from": source_id}),
-                "status": "answered",
-                "answer": json.dumps(wait.answer),
-                "created_at_epoch_s": wait.created_at_epoch_s,
-                "answered_at_epoch_s": wait.answered_at_epoch_s,
-                "answered_by": wait.answered_by,
-            }
+            _copied_wait_row(source_id, target_id, wait)
             for wait in self.list_waits(source_id, status="answered")
             if wait.created_at_epoch_s < created_before_epoch_s
         ]
@@ -1322,6 +1282,65 @@ class Store:
                 connection.execute(insert(t), rows)
 
             self._write(f"copy answered waits into {target_id!r}", change)
+
+    def create_replay(
+        self,
+        execution_id: str,
+        *,
+        source: ExecutionRecord,
+        inputs: StoredValue | None,
+        calls: Sequence[CallRecord],
+        waits: Sequence[WaitRecord],
+        status: ExecutionStatus,
+        queue: str | None = None,
+    ) -> ExecutionRecord:
+        """Create a replay of `source` with its copied calls and answered waits, in one transaction.
+
+        No runner or worker ever sees the new execution without its copies (a `queued` one is
+        claimable at once).
+
+        Raises:
+            StoreError: An execution with this id exists already.
+        """
+        now = time.time()
+        values: dict[str, Any] = {
+            "id": execution_id,
+            "flow_name": source.flow_name,
+            "entry_point": source.entry_point,
+            "inputs_fingerprint": None,
+            "inputs_format": inputs.format if inputs else None,
+            "inputs": inputs.payload if inputs else None,
+            "status": status,
+            "run_count": 0,
+            "replay_of": source.id,
+            "cancel_requested": False,
+            "created_at_epoch_s": now,
+            "updated_at_epoch_s": now,
+        }
+        if queue is not None:
+            values["queue"] = queue
+        call_rows = [_copied_call_row(source.id, execution_id, call) for call in calls]
+        wait_rows = [_copied_wait_row(source.id, execution_id, wait) for wait in waits]
+        t = tables.executions
+
+        def change(connection: Connection, retry: bool) -> None:
+            if retry:  # the first attempt may have committed: is the row there ours?
+                mine = connection.execute(
+                    select(t.c.id).where(t.c.id == execution_id, t.c.created_at_epoch_s == now)
+                ).first()
+                if mine is not None:
+                    return
+            connection.execute(insert(t).values(values))
+            if call_rows:
+                connection.execute(insert(tables.checkpoint_calls), call_rows)
+            if wait_rows:
+                connection.execute(insert(tables.waits), wait_rows)
+
+        try:
+            self._write(f"create replay {execution_id!r}", change)
+        except IntegrityError as error:
+            raise StoreError(f"An execution with id {execution_id!r} exists already.") from error
+        return self.get_execution(execution_id)
 
     # -- waits ----------------------------------------------------------------------------------
 
@@ -1804,3 +1823,50 @@ def open_store(
                 if not _is_in_memory(url):
                     store.engine.dispose()  # pooled connections carry the old busy timeout and mode
         return store
+
+
+def _copied_call_row(source_id: str, target_id: str, call: CallRecord) -> dict[str, Any]:
+    """The row of `call` copied into execution `target_id` (replay)."""
+    return {
+        "execution_id": target_id,
+        "call_key": call.call_key,
+        "name": call.name,
+        "kind": call.kind,
+        "sequence": call.sequence,
+        "status": call.status,
+        "fingerprint": call.fingerprint,
+        "output_format": call.output.format if call.output else None,
+        "output": call.output.payload if call.output else None,
+        "output_ref": call.output.reference if call.output else None,
+        "output_size_bytes": call.output.size_bytes if call.output else None,
+        "error_type": call.error_type,
+        "error_message": call.error_message,
+        "error_traceback": call.error_traceback,
+        "attempts": call.attempts,
+        "run_number": 0,
+        "started_at_epoch_s": call.started_at_epoch_s,
+        "ended_at_epoch_s": call.ended_at_epoch_s,
+        "model_name": call.model_name,
+        "input_tokens": call.input_tokens,
+        "output_tokens": call.output_tokens,
+        "cost_usd": call.cost_usd,
+        "details": json.dumps({**call.details, "copied_from": source_id}),
+        "metadata": json.dumps(call.metadata) if call.metadata else None,
+    }
+
+
+def _copied_wait_row(source_id: str, target_id: str, wait: WaitRecord) -> dict[str, Any]:
+    """The row of the answered `wait` copied into execution `target_id` (replay)."""
+    return {
+        "execution_id": target_id,
+        "name": wait.name,
+        "call_key": wait.call_key,
+        "question": wait.question,
+        "schema": json.dumps(wait.schema),
+        "details": json.dumps({**wait.details, "copied_from": source_id}),
+        "status": "answered",
+        "answer": json.dumps(wait.answer),
+        "created_at_epoch_s": wait.created_at_epoch_s,
+        "answered_at_epoch_s": wait.answered_at_epoch_s,
+        "answered_by": wait.answered_by,
+    }

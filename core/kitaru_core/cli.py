@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kitaru_core import _config
 from kitaru_core.errors import ExecutionWaitingError, KitaruError
@@ -34,8 +35,9 @@ tokens_app = typer.Typer(
 )
 app.add_typer(tokens_app, name="tokens")
 
-console = Console(width=None if Console().is_terminal else 160, soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+# emoji=False: a key such as `agent:child:0` is printed as written, never as an emoji
+console = Console(width=None if Console().is_terminal else 160, soft_wrap=True, emoji=False)
+errors = Console(stderr=True, soft_wrap=True, emoji=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -111,6 +113,7 @@ def list_executions(
     as_json: JsonOption = False,
 ) -> None:
     """List executions, newest first."""
+    _check_statuses(status or [])
     rows = _checked(
         lambda: _client().list_executions(
             status=status or None, flow=flow, since=since, until=until, limit=limit, offset=offset
@@ -126,15 +129,31 @@ def list_executions(
     for row in rows:
         status_text = row.status + ("" if row.status != "running" or row.runner_alive else " (runner gone)")
         table.add_row(
-            row.id,
-            row.flow_name,
+            Text(row.id),
+            Text(row.flow_name),
             f"[{STATUS_STYLES.get(row.status, 'white')}]{status_text}[/]",
             str(row.run_count),
             _when(row.created_at),
             _when(row.ended_at),
-            (row.error or "")[:60],
+            Text((row.error or "")[:60]),
         )
     console.print(table)
+
+
+def _check_statuses(statuses: list[str]) -> None:
+    """Refuse a `--status` that no execution can have, naming the valid ones (exit 2)."""
+    from typing import get_args
+
+    from kitaru_core._records import ExecutionStatus
+
+    valid = list(get_args(ExecutionStatus))
+    unknown = [value for value in statuses if value not in valid]
+    if unknown:
+        errors.print(
+            f"[bold red]error:[/] unknown --status {escape(', '.join(unknown))}; valid values: {', '.join(valid)}",
+            highlight=False,
+        )
+        raise typer.Exit(code=2)
 
 
 @executions_app.command("show")
@@ -174,9 +193,10 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
         f"[bold]{escape(detail.id)}[/]  {escape(detail.flow_name)}  [{style}]{detail.status}[/]  run "
         f"{detail.run_count}" + (f"  replay of {escape(detail.replay_of)}" if detail.replay_of else ""),
         highlight=False,
+        emoji=False,
     )
     if detail.error:
-        out.print(f"[red]{escape(detail.error)}[/]", highlight=False)
+        out.print(f"[red]{escape(detail.error)}[/]", highlight=False, emoji=False)
     table = Table(title="Checkpoint calls")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("key", overflow="fold", ratio=1)
@@ -186,7 +206,7 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
         tokens = f"{call.input_tokens}/{call.output_tokens}" if call.input_tokens is not None else ""
         table.add_row(
             str(call.sequence),
-            escape(call.key),
+            Text(call.key),
             call.kind,
             f"[{STATUS_STYLES.get(call.status, 'white')}]{call.status}[/]",
             call.source,
@@ -213,9 +233,10 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
             f"wait [bold]{escape(wait.name)}[/] ({wait.status}): {escape(_preview(wait.question))}  "
             f"answer: {escape(answer)}{escape(by)}",
             highlight=False,
+            emoji=False,
         )
     if detail.output_preview is not None:
-        out.print(f"output: {escape(detail.output_preview)}", highlight=False)
+        out.print(f"output: {escape(detail.output_preview)}", highlight=False, emoji=False)
     print_metadata(detail, out)
     for event in detail.audit:
         what = f" {event.wait_name}" if event.wait_name else ""
@@ -225,6 +246,7 @@ def print_timeline(detail: Any, *, target: Console | None = None) -> None:
                 f"audit: {_when(event.at)} {event.action}{what} by {event.actor} ({event.actor_kind}){extra}"
             ),
             highlight=False,
+            emoji=False,
         )
 
 
@@ -249,7 +271,7 @@ def waits(
     for column in ("execution", "wait", "question", "schema"):
         table.add_column(column, overflow="fold")
     for wait in pending:
-        table.add_row(wait.execution_id, wait.name, wait.question, json.dumps(wait.schema_))
+        table.add_row(Text(wait.execution_id), Text(wait.name), Text(wait.question), Text(json.dumps(wait.schema_)))
     console.print(table)
 
 
@@ -287,8 +309,14 @@ def answer(
     if as_json:
         print(wait.model_dump_json(indent=2, by_alias=True))
         return
-    console.print(f"answered wait {wait.name} of {execution_id}: {json.dumps(wait.answer)}")
-    console.print(f"resume with: kitaru-adapters executions resume {execution_id} (or re-run the program)")
+    console.print(
+        f"answered wait {wait.name} of {execution_id}: {json.dumps(wait.answer)}", markup=False, highlight=False
+    )
+    console.print(
+        f"resume with: kitaru-adapters executions resume {shell_word(execution_id)} (or re-run the program)",
+        markup=False,
+        highlight=False,
+    )
 
 
 @executions_app.command("resume")
@@ -299,7 +327,12 @@ def resume(
         bool, typer.Option("--audited", hidden=True, help="The starting process recorded it already.")
     ] = False,
 ) -> None:
-    """Resume an execution whose entry point is an importable @flow, in this process."""
+    """Resume an execution whose entry point is an importable @flow, in this process.
+
+    Its `module:function` entry point is imported from the working directory first, as `python -m`
+    does, then from the installed packages.
+    """
+    import_from_working_directory()
     result = _checked(lambda: _client().resume(execution_id, audit=not audited))
     if as_json:
         from pydantic_core import to_json
@@ -307,25 +340,8 @@ def resume(
         document = {"execution_id": execution_id, "status": "completed", "output": result}
         print(to_json(document, fallback=repr).decode())
         return
-    console.print(f"execution {execution_id} completed")
-    console.print(repr(result))
-
-
-@executions_app.command("replay")
-def replay(
-    execution_id: Annotated[str, typer.Argument(help="The execution to replay.")],
-    from_sequence: Annotated[
-        int | None, typer.Option("--from", help="First call (by #) to run live again; default: none.")
-    ] = None,
-    run: Annotated[bool, typer.Option(help="Run the new execution now (needs an importable @flow).")] = True,
-    as_json: JsonOption = False,
-) -> None:
-    """Start a new execution reusing the stored calls of another up to a chosen call."""
-    new_id = _checked(lambda: _client().replay(execution_id, from_sequence=from_sequence, run=run))
-    if as_json:
-        print(json.dumps({"execution_id": new_id, "replay_of": execution_id}))
-        return
-    console.print(f"replay execution: {new_id}")
+    console.print(f"execution {execution_id} completed", markup=False, highlight=False)
+    console.print(repr(result), markup=False)
 
 
 @executions_app.command("cancel")
@@ -616,11 +632,11 @@ def _size(size_bytes: int) -> str:
 def print_metadata(detail: Any, out: Console) -> None:
     """Print what `log()` attached to the execution and its calls, and how many artifacts it has."""
     if getattr(detail, "metadata", None):
-        out.print(escape(f"metadata: {_preview(json.dumps(detail.metadata, ensure_ascii=False))}"), highlight=False)
+        out.print(escape(f"metadata: {_preview(json.dumps(detail.metadata, ensure_ascii=False))}"), highlight=False, emoji=False)
     for call in detail.calls:
         if getattr(call, "metadata", None):
             text = _preview(json.dumps(call.metadata, ensure_ascii=False))
-            out.print(escape(f"metadata of #{call.sequence} {call.key}: {text}"), highlight=False)
+            out.print(escape(f"metadata of #{call.sequence} {call.key}: {text}"), highlight=False, emoji=False)
     artifacts = getattr(detail, "artifacts", [])
     if artifacts:
         names = len({artifact.name for artifact in artifacts})
@@ -630,6 +646,7 @@ def print_metadata(detail: Any, out: Console) -> None:
                 f"kitaru-adapters executions artifacts {shell_word(detail.id)}"
             ),
             highlight=False,
+            emoji=False,
         )
 
 
@@ -670,6 +687,20 @@ def artifacts(
         console.print(
             "No artifacts: save one inside the execution with kitaru_core.save(name, value).", highlight=False
         )
+
+
+def import_from_working_directory() -> None:
+    """Put the working directory first on the import path, as `python -m` does (the console script does not)."""
+    import os
+    import sys
+
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+from kitaru_core import _cli_replay  # noqa: E402  # registers `executions replay` and `executions diff`
+
+_ = _cli_replay
 
 
 def main() -> None:

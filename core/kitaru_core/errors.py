@@ -306,11 +306,12 @@ class ExecutionWaitingError(ExecutionError):
     def __init__(self, execution_id: str, waits: Sequence[PendingWait], resumable_by_cli: bool) -> None:
         self.waits = list(waits)
         self.answer_commands = [
-            f"kitaru-adapters executions answer {execution_id} {wait.name} --value '{_example_answer(wait)}'"
+            f"kitaru-adapters executions answer {shlex.quote(execution_id)} {shlex.quote(wait.name)} "
+            f"--value {_single_quoted(_example_answer(wait))}"
             for wait in self.waits
         ]
         self.resume_command = (
-            f"kitaru-adapters executions resume {execution_id}"
+            f"kitaru-adapters executions resume {shlex.quote(execution_id)}"
             if resumable_by_cli
             else "re-run the same program (it resumes the unfinished execution)"
         )
@@ -327,22 +328,22 @@ class ExecutionWaitingError(ExecutionError):
         return [wait.name for wait in self.waits]
 
 
+def _single_quoted(text: str) -> str:
+    """`text` in single quotes for a POSIX shell, whatever it holds (JSON always looks the same)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
 def _example_answer(wait: PendingWait) -> str:
     schema = wait.schema
     if schema.get("title") == "ApprovalDecision":
         return '{"approved": true}'
     if schema.get("title") == "InterruptedCallAnswer":
         return '{"action": "retry"}'
-    kind = schema.get("type")
-    examples = {
-        "boolean": "true",
-        "integer": "0",
-        "number": "0",
-        "string": '"..."',
-        "object": "{}",
-        "array": "[]",
-    }
-    return examples.get(kind, "null") if isinstance(kind, str) else "null"
+    import json
+
+    from kitaru_core._schema_example import example_for_schema
+
+    return json.dumps(example_for_schema(dict(schema)), ensure_ascii=False)
 
 
 class WaitError(KitaruError):

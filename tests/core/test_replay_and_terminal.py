@@ -6,6 +6,7 @@ import builtins
 from collections import Counter
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 import kitaru_core
@@ -69,7 +70,9 @@ def test_replay_with_an_overridden_output_feeds_it_downstream() -> None:
     replay_id = Client().replay(original.id, from_sequence=3, overrides={"price:0": 99})
     assert Client().get_output(replay_id) == "total 99"
     assert counts == Counter({"fetch": 1, "price": 1, "confirm": 2})
-    with pytest.raises(kitaru_core.errors.ConfigurationError, match="No completed call with key 'nope:0'"):
+    with pytest.raises(
+        kitaru_core.errors.ConfigurationError, match=r"Cannot override 'nope:0'.*no checkpoint call with that key"
+    ):
         Client().replay(original.id, overrides={"nope:0": 1})
 
 
@@ -151,3 +154,163 @@ def test_write_commands_print_json(sqlite_file_store: str) -> None:
     assert json.loads(replayed.output)["replay_of"] == execution_id
     cancelled = runner.invoke(app, [*base, "cancel", execution_id, "--json"])
     assert json.loads(cancelled.output)["id"] == execution_id
+
+
+# -- replay from a call key, with overridden inputs and waits; prepared replays ---------------------
+
+
+def test_replay_from_a_call_key_and_an_unknown_key_creates_nothing() -> None:
+    order(4)
+    [original] = Client().list_executions()
+    replay_id = Client().replay(original.id, from_call="confirm:0")
+    assert [call.source for call in Client().get_execution(replay_id).calls] == ["store", "store", "live"]
+    assert counts == Counter({"fetch": 1, "price": 1, "confirm": 2})
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match="no checkpoint call with key 'confirm:9'"):
+        Client().replay(original.id, from_call="confirm:9")
+    with pytest.raises(kitaru_core.errors.CallNotFoundError):
+        Client().replay(original.id, from_call=9)
+    assert Client().count_executions() == 2
+
+
+def test_replay_with_changed_inputs_runs_the_calls_whose_inputs_changed() -> None:
+    order(4)
+    [original] = Client().list_executions()
+    replay_id = Client().replay(original.id, inputs={"order_id": 7})
+    assert Client().get_output(replay_id) == "total 71"
+    assert counts == Counter({"fetch": 2, "price": 2, "confirm": 2})
+    calls = Client().get_execution(replay_id).calls
+    assert [(call.key, call.source) for call in calls if call.status == "completed"] == [
+        ("fetch:0", "live"),
+        ("price:0", "live"),
+        ("confirm:0", "live"),
+    ]  # the copied calls stay in the timeline as superseded: their inputs differ
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match="has no input 'order'; its inputs: 'order_id'"):
+        Client().replay(original.id, inputs={"order": 7})
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match="Invalid inputs"):
+        Client().replay(original.id, inputs={"order_id": "seven"})
+    assert Client().count_executions() == 2
+
+
+@checkpoint
+def note(text: str) -> str:
+    counts[text] += 1
+    return text
+
+
+@flow
+def two_questions() -> str:
+    first = wait("first question", question="First?", schema=bool)
+    middle = note("middle")
+    second = wait("second", question="Second?", schema=int)
+    return f"{first} {middle} {second}"
+
+
+def _answered_two_questions() -> str:
+    with pytest.raises(kitaru_core.errors.ExecutionWaitingError) as waiting:
+        two_questions()
+    execution_id = waiting.value.execution_id
+    Client().answer(execution_id, "first question", True)
+    with pytest.raises(kitaru_core.errors.ExecutionWaitingError):
+        Client().resume(execution_id)
+    Client().answer(execution_id, "second", 2)
+    assert Client().resume(execution_id) == "True middle 2"
+    return execution_id
+
+
+def test_replay_keeps_answers_of_waits_before_the_chosen_call_and_asks_later_ones_again() -> None:
+    execution_id = _answered_two_questions()
+    with pytest.raises(kitaru_core.errors.ExecutionWaitingError) as waiting:
+        Client().replay(execution_id, from_call="note:0")
+    assert waiting.value.wait_names == ["second"]
+    replayed = Client().get_execution(waiting.value.execution_id)
+    assert {wait.name: wait.status for wait in replayed.waits} == {"first question": "answered", "second": "pending"}
+    # without from_call every answered wait keeps its answer; an overridden answer replaces one
+    assert Client().get_output(Client().replay(execution_id)) == "True middle 2"
+    replay_id = Client().replay(execution_id, overrides={"second": 5, "first question": False})
+    assert Client().get_output(replay_id) == "False middle 5"
+    with pytest.raises(kitaru_core.errors.InvalidAnswerError, match="second"):
+        Client().replay(execution_id, overrides={"second": "five"})
+
+
+def test_a_prepared_replay_is_queued_left_alone_by_recover_and_runs_later() -> None:
+    order(4)
+    [original] = Client().list_executions()
+    replay_id = Client().replay(original.id, from_call=2, overrides={"fetch:0": 70}, run=False)
+    summary = Client().get_execution(replay_id)
+    assert summary.status == "queued"
+    assert summary.replay_of == original.id
+    assert replay_id not in Client().recover()
+    assert Client().get_execution(replay_id).status == "queued"
+    assert counts == Counter({"fetch": 1, "price": 1, "confirm": 1})
+    assert Client().resume(replay_id) == "total 71"
+    assert counts == Counter({"fetch": 1, "price": 2, "confirm": 2})
+    assert Client().get_execution(replay_id).status == "completed"
+
+
+class Quote(BaseModel):
+    amount: int
+    currency: str = "EUR"
+
+
+@checkpoint
+def quote(amount: int) -> Quote:
+    counts["quote"] += 1
+    return Quote(amount=amount)
+
+
+@flow
+def quoted(amount: int) -> str:
+    result = quote(amount)
+    return note(f"{result.amount} {result.currency}")
+
+
+def test_a_plain_override_is_validated_into_the_stored_model() -> None:
+    assert quoted(3) == "3 EUR"
+    [original] = Client().list_executions()
+    replay_id = Client().replay(original.id, overrides={"quote:0": {"amount": 9, "currency": "USD"}})
+    assert Client().get_output(replay_id) == "9 USD"
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match="not a valid Quote"):
+        Client().replay(original.id, overrides={"quote:0": {"amount": "many"}})
+
+
+@flow
+def adapter_like() -> str:
+    from kitaru_core._runtime import run_checkpoint  # what adapters call
+
+    class ToolOutcomeCodec:
+        def encode(self, value: str) -> tuple[str, bytes]:
+            return "json:demo.ToolOutcome", value.encode()
+
+        def decode(self, format: str, payload: bytes) -> str:
+            if format != "json:demo.ToolOutcome":
+                raise kitaru_core.errors.SerializationError(f"found format {format!r}")
+            return payload.decode()
+
+    return run_checkpoint("tool:lookup", lambda: "found", kind="tool", codec=ToolOutcomeCodec())
+
+
+def test_overriding_an_adapter_call_is_refused_before_anything_is_created() -> None:
+    adapter_like()
+    [original] = Client().list_executions()
+    with pytest.raises(kitaru_core.errors.ConfigurationError) as refused:
+        Client().replay(original.id, overrides={"tool:lookup:0": "other"}, run=False)
+    message = str(refused.value)
+    assert "'json:demo.ToolOutcome'" in message
+    assert "not supported yet" in message
+    assert Client().count_executions() == 1
+
+
+def test_a_worker_claims_a_prepared_replay_on_its_queue_and_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kitaru_core import _runtime
+    from kitaru_core._workers import claim_executions
+
+    order(4)
+    [original] = Client().list_executions()
+    replay_id = Client().replay(original.id, from_call="confirm:0", run=False, queue="replays")
+    store = Client().store
+    assert claim_executions(store, ["default"], 5, lease_duration_s=30.0) == []
+    [claim] = claim_executions(store, ["replays"], 5, lease_duration_s=30.0)
+    assert (claim.execution_id, claim.reason) == (replay_id, "queued")
+    monkeypatch.setattr(_runtime, "lease_handoff", claim.owner)  # as the worker's child takes it over
+    assert Client().resume(replay_id, audit=False) == "total 41"
+    assert counts == Counter({"fetch": 1, "price": 1, "confirm": 2})

@@ -25,6 +25,7 @@ WRITES = [
     ("post", "/api/executions/r-1/waits/approve:issue_refund:call-1/answer", {"value": {"approved": True}}),
     ("post", "/api/executions/r-1/resume", None),
     ("post", "/api/executions/r-1/cancel", None),
+    ("post", "/api/executions/r-1/replay", {"run": False}),
 ]
 
 
@@ -369,3 +370,99 @@ def test_an_interrupted_call_is_shown_and_answered_over_http(api: TestClient) ->
         ("superseded", None),
         ("completed", "person"),
     ]
+
+
+# -- replay and diff ---------------------------------------------------------------------------------
+
+
+def _completed_refund(order: str, amount: int, execution_id: str) -> str:
+    start_waiting(flows.refund_order, order, amount, execution_id=execution_id)
+    Client().answer(execution_id, "approve:issue_refund:call-1", {"approved": True})
+    assert Client().resume(execution_id) == f"refunded ${amount} on {order}"
+    return execution_id
+
+
+def test_replay_with_changed_inputs_in_a_background_process_and_diff(api: TestClient) -> None:
+    original = _completed_refund("R-1", 40, "rp-1")
+    started = api.post(
+        "/api/executions/rp-1/replay",
+        json={"from_call": "issue_refund:0", "inputs": {"amount": 7}, "new_execution_id": "rp-1 again"},
+        headers=bearer(),
+    )
+    assert started.status_code == 202, started.text
+    body = started.json()
+    assert (body["execution_id"], body["replay_of"], body["status"]) == ("rp-1 again", original, "running")
+    assert body["pid"] > 0
+    client = Client()
+    wait_until(lambda: client.get_execution("rp-1 again").status == "completed")
+    assert client.get_output("rp-1 again") == "refunded $7 on R-1"
+    # the approval was answered before the chosen call: it keeps its answer
+    assert [w.status for w in client.get_execution("rp-1 again").waits] == ["answered"]
+    audit = client.get_execution("rp-1 again").audit
+    assert (audit[0].action, audit[0].actor, audit[0].details["inputs"]) == ("replay", "default", ["amount"])
+    diff = api.get("/api/diff", params={"a": "rp-1", "b": "rp-1 again"})
+    assert diff.status_code == 200, diff.text
+    assert [(row["key"], row["change"]) for row in diff.json()["rows"]] == [
+        ("look_up_order:0", "same"),
+        ("issue_refund:0", "changed"),
+    ]
+    assert diff.json()["rows"][1]["b"]["output_preview"] == '"refunded $7 on R-1"'
+    assert api.get("/api/diff", params={"a": "rp-1", "b": "nope"}).status_code == 404
+
+
+def test_a_prepared_replay_is_queued_and_refusals_create_nothing(api: TestClient) -> None:
+    _completed_refund("R-2", 10, "rp-2")
+    queued = api.post(
+        "/api/executions/rp-2/replay",
+        json={"from_call": 1, "overrides": {"look_up_order:0": {"order": "R-2", "lines": []}}, "run": False},
+        headers=bearer(),
+    )
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["status"] == "queued"
+    assert api.get(f"/api/executions/{queued.json()['execution_id']}").json()["status"] == "queued"
+    count = Client().count_executions()
+    unknown = api.post("/api/executions/rp-2/replay", json={"overrides": {"nope:0": 1}}, headers=bearer())
+    assert unknown.status_code == 409
+    assert "Cannot override 'nope:0'" in unknown.json()["message"]
+    bad_answer = api.post(
+        "/api/executions/rp-2/replay",
+        json={"overrides": {"approve:issue_refund:call-1": {"approved": "maybe"}}},
+        headers=bearer(),
+    )
+    assert bad_answer.status_code == 422, bad_answer.text
+    assert bad_answer.json()["problems"]
+    bad_input = api.post("/api/executions/rp-2/replay", json={"inputs": {"amout": 3}}, headers=bearer())
+    assert bad_input.status_code == 409
+    assert "has no input 'amout'" in bad_input.json()["message"]
+    no_call = api.post("/api/executions/rp-2/replay", json={"from_call": 99}, headers=bearer())
+    assert no_call.status_code == 404
+    missing = api.post("/api/executions/nope/replay", json={}, headers=bearer())
+    assert missing.status_code == 404
+    assert Client().count_executions() == count
+
+
+class _ToolOutcomeCodec:
+    """Stores outputs in an adapter's own format, as the adapters' codecs do."""
+
+    def encode(self, value: str) -> tuple[str, bytes]:
+        return "json:demo.ToolOutcome", value.encode()
+
+    def decode(self, format: str, payload: bytes) -> str:
+        return payload.decode()
+
+
+def test_replay_refuses_to_override_an_adapter_call(api: TestClient) -> None:
+    from kitaru_core._runtime import run_checkpoint
+
+    with execution("adapter-1", name="desk"):
+        run_checkpoint("tool:lookup", lambda: "found", kind="tool", codec=_ToolOutcomeCodec())
+    count = Client().count_executions()
+    refused = api.post(
+        "/api/executions/adapter-1/replay",
+        json={"overrides": {"tool:lookup:0": "other"}, "run": False},
+        headers=bearer(),
+    )
+    assert refused.status_code == 409, refused.text
+    assert "'json:demo.ToolOutcome'" in refused.json()["message"]
+    assert "not supported yet" in refused.json()["message"]
+    assert Client().count_executions() == count

@@ -368,7 +368,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             "that changes something needs `Authorization: Bearer TOKEN`."
         ),
         responses={
-            400: {"model": ErrorBody, "description": "The request body is not JSON."},
+            400: {"model": ErrorBody, "description": "The `Host` header names a host the server does not answer."},
             401: {"model": ErrorBody, "description": "No token."},
             403: {"model": ErrorBody, "description": "Wrong token."},
         },
@@ -578,6 +578,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         The token's name is recorded as who cancelled it.
         """
         return client.cancel(valid_id(execution_id, "execution_id"), actor=who)
+
+    from kitaru_core.server._replay_api import add_replay_routes
+
+    add_replay_routes(app, client, settings, reads=reads, writes=writes)
 
     @app.get(
         "/api/events",
