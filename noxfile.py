@@ -67,8 +67,9 @@ def _install(session: nox.Session, extras: str = "") -> None:
 
 @nox.session(python=PYTHON)
 def tests_core(session: nox.Session) -> None:
-    """The core and the store contract suite."""
-    _install(session)
+    """The core and the store contract suite (artifacts on S3: s3fs against moto's local S3 server)."""
+    _install(session, "s3")
+    session.install("--group", "s3-test")
     session.run("pytest", "tests/core", "tests/conformance", *session.posargs, env=TEST_ENV)
 
 
