@@ -57,7 +57,8 @@ def parse_cli(argv: list[str]) -> tuple[str, dict[str, Any]]:
     while hasattr(command, "resolve_command"):  # a group
         remaining = [*context._protected_args, *context.args]  # pyright: ignore[reportPrivateUsage]
         name, sub, rest = command.resolve_command(context, remaining)
-        assert name is not None and sub is not None, f"no subcommand in {argv}"
+        assert name is not None, f"no subcommand in {argv}"
+        assert sub is not None, f"no subcommand in {argv}"
         context = sub.make_context(name, rest, parent=context)
         command = sub
         path.append(name)
@@ -142,7 +143,9 @@ def test_the_kubernetes_manifests_parse_and_their_commands_exist() -> None:
             _, params = parse_cli(argv[1:])
             # the platform waits longer than the worker gives its runs before SIGKILL
             assert pod["terminationGracePeriodSeconds"] > params["shutdown_timeout_s"] + 10
-            assert {"KITARU_STORE_URL", "KITARU_ARTIFACTS_URL"} <= {variable["name"] for variable in container["env"]}
+            assert {"KITARU_STORE_URL", "KITARU_ARTIFACTS_URL"} <= {
+                variable["name"] for variable in container["env"]
+            }
         if document["metadata"]["name"] == "kitaru-server":
             port = int(_option(argv, "--port"))
             assert container["ports"] == [{"containerPort": port}]
@@ -170,7 +173,8 @@ def test_the_systemd_unit_parses_and_stops_the_worker_with_sigterm_in_time() -> 
     assert service["KillMode"] == "mixed"
     assert service["Restart"] == "always"
     argv = shlex.split(service["ExecStart"])
-    assert argv[0].startswith("/") and argv[0].endswith("/kitaru-adapters")  # systemd wants an absolute path
+    assert argv[0].startswith("/")  # systemd wants an absolute path
+    assert argv[0].endswith("/kitaru-adapters")
     path, params = parse_cli(argv[1:])
     assert path == "kitaru-adapters worker"
     assert float(service["TimeoutStopSec"]) > params["shutdown_timeout_s"] + 10

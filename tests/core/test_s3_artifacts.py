@@ -273,7 +273,9 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("shared_store", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+@pytest.mark.parametrize(
+    "shared_store", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 @pytest.mark.parametrize("where", ["mid-upload", "after the call"])
 def test_killed_runner_leaves_no_reference_to_a_missing_object_and_resumes(
     s3: S3, shared_store: str, tmp_path: Path, where: str
@@ -290,7 +292,9 @@ def test_killed_runner_leaves_no_reference_to_a_missing_object_and_resumes(
         "FSSPEC_S3_DEFAULT_BLOCK_SIZE": str(5 * 1024 * 1024),  # fsspec's own settings, as a user gives them
     }
     command = [sys.executable, str(script), str(bodies), "uploads-1"]
-    kill_when_inside(command, env={**env, "KILL_POINT": "upload" if where == "mid-upload" else "after"}, cwd=tmp_path)
+    kill_when_inside(
+        command, env={**env, "KILL_POINT": "upload" if where == "mid-upload" else "after"}, cwd=tmp_path
+    )
 
     huge_digest = hashlib.sha256(JsonCodec().encode(_blob(2, HUGE_BYTES))[1]).hexdigest()
     detail = Client().get_execution("uploads-1")
@@ -311,7 +315,9 @@ def test_killed_runner_leaves_no_reference_to_a_missing_object_and_resumes(
     # A fresh process resumes; this one finds the server through fsspec's variable instead of botocore's.
     resume_env = {key: value for key, value in env.items() if key != "AWS_ENDPOINT_URL"}
     resume_env["FSSPEC_S3_ENDPOINT_URL"] = s3.endpoint
-    result = subprocess.run(command, env=resume_env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        command, env=resume_env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr
     expected = hashlib.sha256(_blob(1, 200_000) + _blob(2, HUGE_BYTES)).hexdigest()
     assert result.stdout.strip() == f"RESULT {expected} 1"  # read back from S3 byte for byte
@@ -323,7 +329,10 @@ def test_killed_runner_leaves_no_reference_to_a_missing_object_and_resumes(
         assert ran == ["first", "huge"]  # both served from S3 on resume
     detail = Client().get_execution("uploads-1")
     assert detail.status == "completed"
-    assert [(call.name, call.status) for call in detail.calls] == [("first", "completed"), ("huge", "completed")]
+    assert [(call.name, call.status) for call in detail.calls] == [
+        ("first", "completed"),
+        ("huge", "completed"),
+    ]
     references = _assert_every_reference_resolves(s3)
     assert huge_digest in references
     assert load("uploads-1", "a.bin") == _blob(3, 300_000)
