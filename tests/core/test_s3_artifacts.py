@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -215,6 +216,7 @@ CHILD_SCRIPT = """
 import hashlib
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -336,3 +338,97 @@ def test_killed_runner_leaves_no_reference_to_a_missing_object_and_resumes(
     references = _assert_every_reference_resolves(s3)
     assert huge_digest in references
     assert load("uploads-1", "a.bin") == _blob(3, 300_000)
+
+
+# -- the production setup as docs/production.md deploys it ----------------------------------------------
+
+JOBS_MODULE = """
+import random
+import signal
+
+from kitaru_core import checkpoint, flow, save
+
+
+@checkpoint
+def build(seed: int) -> bytes:
+    return random.Random(seed).randbytes(150_000)
+
+
+@flow
+def report(seed: int) -> int:
+    data = build(seed)
+    save("report.bin", data)
+    return len(data)
+"""
+
+
+@pytest.mark.parametrize(
+    "shared_store", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_workers_run_as_the_production_docs_deploy_them_on_postgresql_and_s3(
+    s3: S3, shared_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    markdown = (Path(__file__).resolve().parents[2] / "docs" / "production.md").read_text(encoding="utf-8")
+    manifests = [
+        document
+        for block in re.findall(r"```yaml\n(.*?)```", markdown, flags=re.DOTALL)
+        for document in yaml.safe_load_all(block)
+    ]
+    [deployment] = [item for item in manifests if item["metadata"]["name"] == "kitaru-worker"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["kitaru-adapters", "worker"]
+    folder = tmp_path / "image"
+    folder.mkdir()
+    (folder / "jobs.py").write_text(JOBS_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(folder))  # submitting checks that the entry point imports
+    env = {
+        **os.environ,
+        "KITARU_STORE_URL": shared_store,
+        "KITARU_ARTIFACTS_URL": s3.url,
+        "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
+        "PYTHONPATH": str(folder),
+    }
+    ids = [Client().submit("jobs:report", seed, execution_id=f"report-{seed}") for seed in range(2)]
+    logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        for log in logs:  # two replicas of the Deployment
+            with open(log, "wb") as output:
+                workers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "kitaru_core.cli",
+                            *container["command"][1:],
+                            *container["args"],
+                        ],
+                        cwd=folder,
+                        env=env,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        deadline = time.monotonic() + 120
+        while any(Client().get_execution(execution_id).status != "completed" for execution_id in ids):
+            if time.monotonic() > deadline or any(worker.poll() is not None for worker in workers):
+                pytest.fail(
+                    "the workers did not complete the executions:\n"
+                    + "\n".join(log.read_text(errors="replace") for log in logs)
+                )
+            time.sleep(0.2)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        assert [worker.wait(timeout=60) for worker in workers] == [0, 0]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert [Client().get_output(execution_id) for execution_id in ids] == [150_000] * 2
+    for seed, execution_id in enumerate(ids):
+        assert load(execution_id, "report.bin") == random.Random(seed).randbytes(150_000)
+    references = _assert_every_reference_resolves(s3)
+    assert len(set(references)) == 2  # each execution's call output and its artifact hold the same bytes
