@@ -31,6 +31,7 @@ from kitaru_core import Client, checkpoint, flow, load, save
 from kitaru_core import _tables as tables
 from kitaru_core._runtime import get_store
 from kitaru_core._serialization import JsonCodec
+from kitaru_core.errors import StoreError
 from tests._kill_inside import kill_when_inside
 
 PREFIX = "kitaru"
@@ -208,6 +209,26 @@ def test_large_outputs_and_named_artifacts_go_to_s3_and_come_back_exactly(s3: S3
 
     again = round_trip.run(execution_id="s3-round-trip")  # completed: served from the store
     assert again == output
+
+
+def test_a_missing_bucket_is_a_clear_store_error_and_is_not_created(s3: S3) -> None:
+    missing = f"missing-{uuid.uuid4().hex[:12]}"
+    kitaru_core.configure(artifacts_url=f"s3://{missing}/{PREFIX}")
+
+    @checkpoint
+    def large() -> bytes:
+        return _blob(4, 100_000)
+
+    @flow(name="no-bucket")
+    def no_bucket() -> bytes:
+        return large()
+
+    with pytest.raises(
+        StoreError, match=f"Cannot write artifact .* to s3://{missing}/kitaru: .*bucket does not exist"
+    ):
+        no_bucket.run(execution_id="no-bucket")
+    assert missing not in [bucket["Name"] for bucket in s3.client.list_buckets()["Buckets"]]
+    assert Client().get_execution("no-bucket").calls == []  # nothing refers to the value that was not stored
 
 
 # -- a real process killed with SIGKILL ------------------------------------------------------------------
