@@ -1,7 +1,7 @@
 """Task runner for humans and CI: `nox` runs the whole test suite (one environment per framework).
 
 Sessions:
-    tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL)
+    tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL), artifacts on S3 (moto)
     tests_pydantic_ai  the PydanticAI adapter on pydantic-ai-slim's newest release
     tests_openai_agents the OpenAI Agents SDK adapter on openai-agents' newest release
     tests_server       the dashboard and HTTP API: API tests, schemathesis fuzz, Playwright on Debian's Chromium
