@@ -141,6 +141,10 @@ def _create_private_file(path: Path) -> None:
     os.close(descriptor)
 
 
+# The PostgreSQL advisory lock that serialises migrations ("kitaru" in ASCII, then 1).
+_MIGRATION_LOCK_KEY = 0x6B6974617275_0001
+
+
 # fsspec protocols of object stores whose writes appear whole or not at all (S3, Google Cloud Storage).
 _ATOMIC_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs"})
 
@@ -541,6 +545,10 @@ class Store:
             config = Config()
             config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
             with self._writer.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Processes that open a fresh store at once (N workers deployed together)
+                    # migrate one at a time; the others then find the schema current.
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
                 if self._current_revision(connection) == tables.SCHEMA_REVISION:
                     return
                 config.attributes["connection"] = connection
