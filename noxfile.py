@@ -1,7 +1,7 @@
 """Task runner for humans and CI: `nox` runs the whole test suite (one environment per framework).
 
 Sessions:
-    tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL)
+    tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL), artifacts on S3 (moto)
     tests_pydantic_ai  the PydanticAI adapter on pydantic-ai-slim's newest release
     tests_openai_agents the OpenAI Agents SDK adapter on openai-agents' newest release
     tests_server       the dashboard and HTTP API: API tests, schemathesis fuzz, Playwright on Debian's Chromium
@@ -69,8 +69,9 @@ def _install(session: nox.Session, extras: str = "") -> None:
 
 @nox.session(python=PYTHON)
 def tests_core(session: nox.Session) -> None:
-    """The core and the store contract suite."""
-    _install(session)
+    """The core and the store contract suite (artifacts on S3: s3fs against moto's local S3 server)."""
+    _install(session, "s3")
+    session.install("--group", "s3-test")
     session.run("pytest", "tests/core", "tests/conformance", *session.posargs, env=TEST_ENV)
 
 

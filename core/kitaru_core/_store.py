@@ -148,8 +148,21 @@ def _create_private_file(path: Path) -> None:
     os.close(descriptor)
 
 
+# The PostgreSQL advisory lock that serialises migrations ("kitaru" in ASCII, then 1).
+_MIGRATION_LOCK_KEY = 0x6B6974617275_0001
+
+
+# fsspec protocols of object stores whose writes appear whole or not at all (S3, Google Cloud Storage).
+_ATOMIC_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs"})
+
+
 class ArtifactStore:
     """Content-addressed blobs (SHA-256) in any fsspec file system.
+
+    `put` returns only once the blob is complete in the store (closed, and on file systems
+    without atomic writes moved into place from a temporary name), and callers write the row that
+    references it afterwards: a crash mid-upload leaves at most an unreferenced object or
+    temporary file, never a reference to a missing blob.
 
     Args:
         url: A folder path or an fsspec URL (`memory://x`, `s3://bucket/prefix`, `gs://...`).
@@ -180,6 +193,13 @@ class ArtifactStore:
         path = self._path(digest)
         try:
             if not filesystem.exists(path):
+                if _ATOMIC_OBJECT_STORES.intersection(_protocols(filesystem)):
+                    # An object store publishes an object whole when its upload completes (the
+                    # close below); an upload cut off leaves no object. No temporary name then:
+                    # a move there is a copy of every byte plus a delete.
+                    with filesystem.open(path, "wb") as handle:
+                        handle.write(payload)
+                    return digest
                 filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
                 temporary = f"{path}.{threading.get_ident()}.tmp"
                 with filesystem.open(temporary, "wb") as handle:
@@ -580,6 +600,10 @@ class Store:
             config = Config()
             config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
             with self._writer.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Processes that open a fresh store at once (N workers deployed together)
+                    # migrate one at a time; the others then find the schema current.
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
                 if self._current_revision(connection) == tables.SCHEMA_REVISION:
                     return
                 config.attributes["connection"] = connection
