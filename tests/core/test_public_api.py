@@ -85,6 +85,7 @@ EXPECTED_ADAPTERS_ALL = [
     "Seam",
     "SideEffectPolicy",
     "approval_wait_name",
+    "budget_scope",
     "canonical_json",
     "check_seams",
     "cost_usd",
