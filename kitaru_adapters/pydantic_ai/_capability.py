@@ -36,11 +36,10 @@ from pydantic_ai.tools import (
     ToolDenied,
 )
 
-from kitaru_core import RetryPolicy
+from kitaru_core import Budget, RetryPolicy
 from kitaru_core.adapters import (
     ApprovalPolicy,
     ApprovalRequest,
-    Budget,
     CallUsage,
     SideEffectPolicy,
     fingerprint,
