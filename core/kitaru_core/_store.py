@@ -460,6 +460,7 @@ class Store:
         )
         self._write_lock = threading.RLock()
         self._sqlite_insert: tuple[str, list[str]] | None = None
+        self._hot_connection: Any = None  # SQLite: the connection `_record_call_sqlite` keeps
         self._sqlite_finish: tuple[str, list[str]] | None = None
         if self.engine.dialect.name == "sqlite":
             compiled = _INSERT_CALL_IF_LEASED.compile(dialect=self.engine.dialect)
@@ -623,6 +624,7 @@ class Store:
 
     def close(self) -> None:
         """Release the database connections."""
+        self._release_hot_connection()
         self.engine.dispose()
 
     # -- values ---------------------------------------------------------------------------------
@@ -1133,10 +1135,14 @@ class Store:
         """
         assert self._sqlite_insert is not None
         sql, order = self._sqlite_insert
-        with self._write_lock, self._writer.connect() as connection:
-            driver: Any = connection.connection.driver_connection
-            driver.execute("BEGIN IMMEDIATE")
+        with self._write_lock:
+            # One pooled connection kept for this path (under the write lock): a pool checkout and
+            # return per call cost about as much as the rest of the call.
+            if self._hot_connection is None:
+                self._hot_connection = self.engine.raw_connection()
+            driver: Any = self._hot_connection.driver_connection
             try:
+                driver.execute("BEGIN IMMEDIATE")
                 row = driver.execute(sql, [parameters[name] for name in order]).fetchone()
                 if row is None:  # another runner holds the lease now: nothing written
                     driver.execute("ROLLBACK")
@@ -1145,10 +1151,18 @@ class Store:
                     driver.execute(_SQLITE_SUPERSEDE, (superseded,))
                 driver.execute("COMMIT")
             except BaseException:
-                if driver.in_transaction:
-                    driver.execute("ROLLBACK")
+                self._release_hot_connection()  # rolls back; the next call checks out a fresh one
                 raise
         return int(row[0])
+
+    def _release_hot_connection(self) -> None:
+        with self._write_lock:
+            hot, self._hot_connection = self._hot_connection, None
+            if hot is not None:
+                with contextlib.suppress(Exception):  # a broken connection is dropped all the same
+                    if hot.driver_connection.in_transaction:
+                        hot.driver_connection.execute("ROLLBACK")
+                hot.close()
 
     def finish_started_call(self, row_id: int, values: dict[str, Any], *, lease: tuple[str, str]) -> bool:
         """Turn a `started` checkpoint call record into its outcome (completed or failed), in place.
@@ -1845,7 +1859,7 @@ def open_store(
                 store.sqlite_busy_timeout_s = sqlite_busy_timeout_s
                 store.sqlite_synchronous = sqlite_synchronous
                 if not _is_in_memory(url):
-                    store.engine.dispose()  # pooled connections carry the old busy timeout and mode
+                    store.close()  # pooled connections carry the old busy timeout and mode
         return store
 
 

@@ -288,10 +288,8 @@ def run_memory(directory: Path, calls: int) -> None:
         artifacts_url=str(directory / "artifacts"),
         sqlite_synchronous="normal",  # only the filling is faster; loading is the same
     )
-    try:
+    with contextlib.suppress(RuntimeError):  # the flow stops after its calls so the next run resumes
         memory_flow(calls)
-    except RuntimeError:
-        pass
     store = get_store()
     [record] = store.list_executions(flow_name="bench_store.memory", limit=1)
     settings = _config.current_settings()
@@ -336,7 +334,9 @@ def _worker(kind: str, url: str, calls: int, ready: Path, go: Path) -> None:
 
         kitaru_core.configure(store_url=url, artifacts_url=str(ready.parent / "artifacts"))
         scale(f"warm-{tag}", 3)
-        run: Callable[[], object] = lambda: scale(tag, calls)
+
+        def run() -> None:
+            scale(tag, calls)
     elif url.startswith("sqlite"):
         connection = sqlite3.connect(url.split("///", 1)[1], isolation_level=None, timeout=60)
         connection.execute("PRAGMA journal_mode=WAL")
