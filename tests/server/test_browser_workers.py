@@ -52,9 +52,11 @@ def page(
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
-def test_the_workers_page_shows_each_worker_with_hostile_names_as_text(
+def test_the_workers_page_escapes_hostile_names_and_a_worker_resumes_an_approval_clicked_in_the_page(
     page: Any,
     server_and_worker: tuple[LiveServer, subprocess.Popen[bytes], Path],  # noqa: F811
+    markers: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     server, worker, _log = server_and_worker
     now = time.time()
@@ -96,14 +98,17 @@ def test_the_workers_page_shows_each_worker_with_hostile_names_as_text(
         (row["id"], row["host"], row["queues"], row["running"]) for row in listed if row["id"] == "hostile"
     ] == [("hostile", HOSTILE_HOST, [f"{HOSTILE_QUEUE}:3", "plain"], [HOSTILE_EXECUTION])]
 
+    # then (the same server and worker: they start once) an approval clicked in the page
+    _approval_clicked_in_the_page_is_resumed_by_the_worker(page, server_and_worker, markers, tmp_path)
 
-def test_an_approval_clicked_in_the_page_is_resumed_by_the_worker(
+
+def _approval_clicked_in_the_page_is_resumed_by_the_worker(
     page: Any,
-    server_and_worker: tuple[LiveServer, subprocess.Popen[bytes], Path],  # noqa: F811
-    markers: Path,  # noqa: F811
+    started: tuple[LiveServer, subprocess.Popen[bytes], Path],
+    marker_folder: Path,
     tmp_path: Path,
 ) -> None:
-    server, worker, log = server_and_worker
+    server, worker, log = started
     effects = tmp_path / "effects"
     effects.mkdir()
     client = Client()
@@ -121,7 +126,7 @@ def test_an_approval_clicked_in_the_page_is_resumed_by_the_worker(
         f"\napproved in the browser -> the worker's child started the next call in {resumed_at - clicked_at:.3f} s"
     )
     shoot(page, "workers-approved")
-    imported = importers(markers)
+    imported = importers(marker_folder)
     assert server.process.pid not in imported
     children = {pid for pid, parent in imported.items() if parent == worker.pid}
     assert len(children) >= 2, (imported, log.read_text())
