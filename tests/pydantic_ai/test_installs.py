@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -37,19 +38,19 @@ def test_undurable_returns_the_agent_to_its_plain_state(sqlite_file_store: str) 
     agent: Agent[None, str] = Agent(FunctionModel(replies.respond), name="greeter")
     plain_class = type(agent)
     durable(agent)
-    assert agent.run_sync("hi").output == "hello"
+    assert asyncio.run(agent.run("hi")).output == "hello"
     assert [call.kind for call in Client().get_execution(Client().list_executions()[0].id).calls] == ["model"]
 
     assert undurable(agent) is agent
     assert type(agent) is plain_class
     assert not is_durable(agent)
-    assert agent.run_sync("hi").output == "hello"  # the same answer, recorded nowhere
+    assert asyncio.run(agent.run("hi")).output == "hello"  # the same answer, recorded nowhere
     assert replies.requests == 2
     assert len(Client().list_executions()) == 1
     assert undurable(agent) is agent  # not durable: unchanged
 
     durable(agent)
-    assert agent.run_sync("hi").output == "hello"
+    assert asyncio.run(agent.run("hi")).output == "hello"
     assert replies.requests == 3
     assert len(Client().list_executions()) == 2  # recorded again, as a new execution
 
@@ -58,11 +59,11 @@ def test_an_unnamed_agent_refuses_a_run_outside_an_execution(sqlite_file_store: 
     replies = Replies("hello")
     agent = durable(Agent(FunctionModel(replies.respond)))
     with pytest.raises(ConfigurationError, match=r'durable\(agent, name="support"\)'):
-        agent.run_sync("hi")
+        asyncio.run(agent.run("hi"))
     assert replies.requests == 0
     assert Client().list_executions() == []
     named = durable(Agent(FunctionModel(replies.respond)), name="support")
-    assert named.run_sync("hi").output == "hello"
+    assert asyncio.run(named.run("hi")).output == "hello"
     assert [summary.flow_name for summary in Client().list_executions()] == ["pydantic_ai:support"]
 
 
@@ -72,8 +73,8 @@ def test_two_unnamed_agents_in_one_execution_do_not_share_calls(sqlite_file_stor
     second = durable(Agent(FunctionModel(second_replies.respond)))
     for _ in range(2):  # the second time every call is served, each from its own agent's record
         with execution("two-agents"):
-            assert first.run_sync("hi").output == "first"
-            assert second.run_sync("hi").output == "second"
+            assert asyncio.run(first.run("hi")).output == "first"
+            assert asyncio.run(second.run("hi")).output == "second"
     assert (first_replies.requests, second_replies.requests) == (1, 1)
     keys = [call.key for call in Client().get_execution("two-agents").calls]
     assert len(keys) == len(set(keys)) == 2
