@@ -141,6 +141,13 @@ def test_with_a_live_worker_the_server_hands_answers_and_resumes_to_it_and_impor
         # a completed one is refused as before, and nothing is queued
         refused = http.post(f"/api/executions/{failing}/resume")
         assert (refused.status_code, refused.json()["error"]) == (409, "ExecutionError")
+        # a replay asked to run now is queued for the live worker too, which runs it
+        replayed = http.post(f"/api/executions/{failing}/replay", json={})
+        assert replayed.status_code == 202, replayed.text
+        assert replayed.json()["status"] == "queued"
+        assert replayed.json()["pid"] is None
+        replay_id = replayed.json()["execution_id"]
+        wait_until(lambda: client.get_execution(replay_id).status == "completed", timeout_s=30)
 
     # who imported the flows: this test process and the worker's children, never the server
     imported = importers(markers)

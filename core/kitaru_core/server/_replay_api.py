@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from kitaru_core import Client
 from kitaru_core._diff import ExecutionDiff
 from kitaru_core._ids import MAX_ID_CHARACTERS
+from kitaru_core._workers import live_workers_for
 from kitaru_core.server._app import ErrorBody, ExecutionId, Who, valid_id
 from kitaru_core.server._settings import ServerSettings
 
@@ -33,7 +34,7 @@ class ReplayRequest(BaseModel):
             the stored inputs; values are passed to the flow as given).
         new_execution_id: The new execution's id; default: generated.
         run: Run it now in a background process (`true`), or only prepare it `queued` for a worker.
-        queue: The worker queue of a prepared replay (`run: false`).
+        queue: The worker queue of the replay (a live worker of it runs the replay, `run: false` or not).
     """
 
     from_call: Annotated[str, Field(max_length=MAX_CALL_KEY_CHARACTERS, pattern=PRINTABLE)] | Annotated[
@@ -46,9 +47,9 @@ class ReplayRequest(BaseModel):
     new_execution_id: str | None = Field(
         default=None, max_length=MAX_ID_CHARACTERS, pattern=PRINTABLE, description="The new execution's id."
     )
-    run: bool = Field(default=True, description="Run it now in a background process; else queue it for a worker.")
+    run: bool = Field(default=True, description="Run it now (by a live worker of `queue` if there is one, else in a background process); false: only queue it.")
     queue: str = Field(
-        default="default", max_length=MAX_ID_CHARACTERS, pattern=PRINTABLE, description="Worker queue of a prepared replay."
+        default="default", max_length=MAX_ID_CHARACTERS, pattern=PRINTABLE, description="Worker queue of the replay."
     )
 
 
@@ -110,14 +111,16 @@ def add_replay_routes(
 
         Calls before `from_call` are served from the store, the chosen call and later ones run live.
         Everything is checked before the new execution is created: a refused replay creates
-        nothing. With `run: true` (default) a background process runs it (its entry point must be an
-        importable `@flow`); with `run: false` it is stored `queued` for a worker. Both executions'
+        nothing. With `run: false`, or when a live worker serves `queue`, it is stored `queued` for a
+        worker (the server runs no flow code); otherwise (`run: true`, the default, and no live
+        worker) a background process runs it (its entry point must be an importable `@flow`). Both executions'
         audit trails record the token's name. Compare the two with `GET /api/diff`.
         """
         source_id = valid_id(execution_id, "execution_id")
         overrides = body.overrides or None
         inputs = body.inputs or None
-        if not body.run:
+        # With a live worker on the queue the server runs no flow code: the replay is queued for it.
+        if not body.run or live_workers_for(client.store, body.queue):
             new_id = client.replay(
                 source_id,
                 from_call=body.from_call,
