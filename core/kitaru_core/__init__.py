@@ -39,7 +39,10 @@ __all__ = [
     "Client",
     "Codec",
     "CurrentExecution",
+    "DiffRow",
+    "DiffSide",
     "ExecutionDetail",
+    "ExecutionDiff",
     "ExecutionRetryPolicy",
     "ExecutionSummary",
     "Flow",
@@ -100,6 +103,9 @@ _LAZY = {
     "ExecutionSummary": "_client",
     "Totals": "_client",
     "WaitView": "_client",
+    "DiffRow": "_diff",
+    "DiffSide": "_diff",
+    "ExecutionDiff": "_diff",
     "ApprovalDecision": "_approvals",
     "ApprovalPolicy": "_approvals",
     "ApprovalRequest": "_approvals",
@@ -155,6 +161,7 @@ if TYPE_CHECKING:
         Totals,
         WaitView,
     )
+    from kitaru_core._diff import DiffRow, DiffSide, ExecutionDiff
     from kitaru_core._execution_retries import ExecutionRetryPolicy
     from kitaru_core._interrupted import SideEffectPolicy as SideEffectPolicy
     from kitaru_core._model_retries import (

@@ -366,6 +366,50 @@ def recover(as_json: JsonOption = False) -> None:
     console.print(f"marked {len(crashed)} crashed execution(s) as failed: {', '.join(crashed) or 'none'}")
 
 
+def _stored_revision(url: str) -> str | None:
+    """The schema revision of the database at `url` before anything migrates it (`None`: none yet)."""
+    if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite:/")):
+        return None
+    import sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kitaru_core.migrations import current_revision
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return current_revision(connection)
+    except SQLAlchemyError:
+        return None  # unreachable or not a database yet: opening the store says what is wrong
+    finally:
+        engine.dispose()
+
+
+@app.command("migrate")
+def migrate(as_json: JsonOption = False) -> None:
+    """Bring the store's schema to this version (Alembic migrations up to head) and print its revision.
+
+    Every process that opens the store migrates it on first use; run this once when you deploy a
+    new version (a Kubernetes Job, a systemd `ExecStartPre`) so workers and the server start on a
+    current schema. Safe while other processes open the store (migrations take a lock). Exits 1
+    with the reason when the store is unreachable or its schema is newer than this version.
+    """
+    from kitaru_core.migrations import SCHEMA_REVISION
+
+    settings = _config.current_settings()
+    url = settings.resolved_store_url()
+    before = _stored_revision(url)
+    store = _checked(lambda: _client().store)
+    where = store.engine.url.render_as_string(hide_password=True)
+    if as_json:
+        print(json.dumps({"store": where, "revision_before": before, "revision": SCHEMA_REVISION}))
+        return
+    if before == SCHEMA_REVISION:
+        console.print(Text(f"store {where}: schema revision {SCHEMA_REVISION}, already current"))
+    else:
+        console.print(Text(f"store {where}: schema revision {before or 'none'} -> {SCHEMA_REVISION}"))
+
+
 @tokens_app.command("create")
 def tokens_create(
     name: Annotated[str, typer.Option("--name", help="The token's name, e.g. a person: ana.")],

@@ -31,6 +31,7 @@ from kitaru_adapters.crewai._tools import (
 from kitaru_core import Budget, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     ApprovalPolicy,
+    approval_timeout_s,
     budget_scope,
     durable_run,
     fingerprint,
@@ -448,9 +449,7 @@ def make_options(
     budget: Budget | None = None,
 ) -> DurableOptions:
     """Build `DurableOptions` from `durable()`'s keyword arguments."""
-    timeout_s = (
-        approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
-    )
+    timeout_s = approval_timeout_s(approval_timeout)
     return DurableOptions(
         policy=ApprovalPolicy(approve),
         approval_timeout_s=timeout_s,

@@ -12,7 +12,7 @@ from typing import Any
 from langgraph.config import get_config
 
 from kitaru_core import Budget, RetryPolicy, current_execution
-from kitaru_core.adapters import ApprovalPolicy
+from kitaru_core.adapters import ApprovalPolicy, approval_timeout_s
 
 NS_SEPARATOR = "|"
 TASK_ID_SEPARATOR = ":"
@@ -50,9 +50,7 @@ class DurableOptions:
         budget: Budget | None = None,
     ) -> DurableOptions:
         """Options from `durable()`'s keyword arguments."""
-        timeout_s = (
-            approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
-        )
+        timeout_s = approval_timeout_s(approval_timeout)
         return cls(
             name=name,
             policy=ApprovalPolicy(approve),

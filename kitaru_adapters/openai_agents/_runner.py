@@ -42,6 +42,7 @@ from kitaru_core import Budget, OnInterrupted, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     ApprovalPolicy,
     SideEffectPolicy,
+    approval_timeout_s,
     budget_scope,
     durable_run,
     fingerprint,
@@ -498,9 +499,7 @@ def _options(
             f"approval_mode must be 'wait' (durable waits) or 'interrupt' (the SDK's RunState flow), "
             f"got {approval_mode!r}."
         )
-    timeout_s = (
-        approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
-    )
+    timeout_s = approval_timeout_s(approval_timeout)
     return DurableOptions(
         policy=ApprovalPolicy(approve),
         approval_mode=approval_mode,

@@ -16,6 +16,7 @@ from kitaru_core import Budget, OnInterrupted, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     ApprovalPolicy,
     SideEffectPolicy,
+    approval_timeout_s,
     budget_scope,
     durable_run,
     register_durable_subclass,
@@ -159,9 +160,7 @@ def durable(
         )
     seams.check()
     policy = ApprovalPolicy(approve)
-    timeout_s = (
-        approval_timeout.total_seconds() if isinstance(approval_timeout, timedelta) else approval_timeout
-    )
+    timeout_s = approval_timeout_s(approval_timeout)
 
     def agent_name() -> str:
         return name or agent.name or "agent"

@@ -271,3 +271,18 @@ def test_the_writing_an_adapter_example_runs_as_written(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_approval_timeout_s_reads_timedeltas_and_numbers_and_refuses_the_rest() -> None:
+    from datetime import timedelta
+
+    from kitaru_core.adapters import approval_timeout_s
+    from kitaru_core.errors import ConfigurationError
+
+    assert approval_timeout_s(None) is None
+    assert approval_timeout_s(timedelta(minutes=5)) == 300.0
+    assert approval_timeout_s(2) == 2.0
+    assert approval_timeout_s(0.5) == 0.5
+    for bad in (-1, float("nan"), float("inf"), timedelta(seconds=-3), True, "300"):
+        with pytest.raises(ConfigurationError, match="approval_timeout"):
+            approval_timeout_s(bad)  # type: ignore[arg-type]

@@ -231,3 +231,32 @@ def test_real_console_script(sqlite_file_store: str) -> None:
     assert listed.returncode == 0, listed.stderr
     assert [row["flow_name"] for row in json.loads(listed.stdout)] == ["cli_done"]
     assert time.monotonic() - started < 30
+
+
+def test_migrate_brings_a_new_store_to_head_and_says_so_and_refuses_a_newer_schema(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from kitaru_core.migrations import SCHEMA_REVISION, upgrade_database
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    first = invoke(url, "migrate")
+    assert first.exit_code == 0, first.output
+    assert flat(first.output) == f"store {url}: schema revision none -> {SCHEMA_REVISION}"
+    again = invoke(url, "migrate", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output) == {
+        "store": url,
+        "revision_before": SCHEMA_REVISION,
+        "revision": SCHEMA_REVISION,
+    }
+
+    newer = f"sqlite:///{tmp_path / 'newer.db'}"  # a store a later version migrated
+    engine = create_engine(newer)
+    upgrade_database(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE kitaru_alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    refused = invoke(newer, "migrate")
+    assert refused.exit_code == 1
+    assert "9999" in flat(refused.output)
+    assert "newer than this version" in flat(refused.output)

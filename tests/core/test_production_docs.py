@@ -156,7 +156,7 @@ def test_the_kubernetes_manifests_parse_and_their_commands_exist() -> None:
             [mount] = container["volumeMounts"]
             assert _option(argv, "--log-dir").startswith(mount["mountPath"] + "/")
     assert commands == {
-        "kitaru-migrate-1-0": "kitaru-adapters workers list",
+        "kitaru-migrate-1-0": "kitaru-adapters migrate",
         "kitaru-worker": "kitaru-adapters worker",
         "kitaru-server": "kitaru-adapters serve",
     }

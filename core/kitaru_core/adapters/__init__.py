@@ -19,7 +19,8 @@ The pieces:
   `on_interrupted` mode.
 - **Approvals**: `ApprovalPolicy` decides which tool calls need one; `request_approvals`,
   `request_approval` and `request_approval_together` (with `APPROVAL_BATCH_WINDOW_S`) turn them
-  into durable waits answered by an `ApprovalDecision`.
+  into durable waits answered by an `ApprovalDecision`; `approval_timeout_s` reads
+  `durable(..., approval_timeout=...)`.
 - **Streaming**: `relay_while_running` passes a streamed response's items on while the checkpoint
   call that records it runs; `final_once_relayed` stops retries once something was passed on.
 - **Seams**: `Seam`, `fields_seam`, `per_check` and `check_seams` (or `seam_check`) check, when
@@ -91,6 +92,7 @@ from kitaru_core.adapters._seams import (
 from kitaru_core.adapters._shared import (
     APPROVAL_BATCH_WINDOW_S,
     UNCONVERTED,
+    approval_timeout_s,
     cost_usd,
     execution_context,
     jsonable,
@@ -108,6 +110,7 @@ __all__ = [
     "CallUsage",
     "Seam",
     "SideEffectPolicy",
+    "approval_timeout_s",
     "approval_wait_name",
     "budget_scope",
     "canonical_json",

@@ -6,6 +6,7 @@ import dataclasses
 import re
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from kitaru_core import _runtime
@@ -163,3 +164,38 @@ def execution_context() -> ExecutionContext | None:
         `store`...), or `None`.
     """
     return _runtime.current_execution()
+
+
+def approval_timeout_s(approval_timeout: timedelta | float | None) -> float | None:
+    """`durable(..., approval_timeout=...)` in seconds: how long an approval wait polls before the run stops.
+
+    Args:
+        approval_timeout: A `timedelta`, seconds as a number, or `None` (poll as the core's
+            `wait()` does by default).
+
+    Returns:
+        Seconds as a `float`, or `None`.
+
+    Raises:
+        ConfigurationError: A negative or non-finite duration, or a value of another type.
+    """
+    import math
+
+    from kitaru_core.errors import ConfigurationError
+
+    if approval_timeout is None:
+        return None
+    if isinstance(approval_timeout, timedelta):
+        seconds = approval_timeout.total_seconds()
+    elif isinstance(approval_timeout, (int, float)) and not isinstance(approval_timeout, bool):
+        seconds = float(approval_timeout)
+    else:
+        raise ConfigurationError(
+            f"approval_timeout must be a timedelta or seconds as a number, got {type(approval_timeout).__qualname__}."
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigurationError(
+            f"approval_timeout must be zero or more seconds, got {approval_timeout!r}: "
+            "pass e.g. timedelta(minutes=5), 300, or None to poll as wait() does."
+        )
+    return seconds
