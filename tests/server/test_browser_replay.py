@@ -86,10 +86,19 @@ def test_hostile_keys_and_outputs_stay_text_and_refusals_keep_the_input(
     replay_flows.hostile_pipeline.run("x", execution_id=HOSTILE_ID)
     page.goto(f"/executions/{quote(HOSTILE_ID, safe='')}")
     hostile_key = f"{replay_flows.HOSTILE_KEY_NAME}:0"
-    row = page.locator("#execution-timeline tr.call").first
+    rows = page.locator("#execution-timeline tr.call")
+    editor = page.locator("#replay-editor")
+    # a model call stored in an adapter's format: replay from it, but no override (not supported yet)
+    rows.nth(1).get_by_role("button", name="Replay from here").click()
+    expect(editor.locator(".replay-key")).to_have_text("model_request:0")
+    expect(editor.locator(".adapter-note")).to_be_visible()
+    expect(editor.locator("input[name=override_output]")).to_be_disabled()
+    editor.get_by_role("button", name="Close").click()
+    expect(editor).to_be_hidden()
+
+    row = rows.first
     expect(row.locator("td code").first).to_have_text(hostile_key)
     row.get_by_role("button", name="Replay from here").click()
-    editor = page.locator("#replay-editor")
     expect(editor.locator(".replay-key")).to_have_text(hostile_key)
     expect(editor.locator("textarea[name=output]")).to_have_value(json.dumps(replay_flows.HOSTILE_OUTPUT))
 
@@ -112,6 +121,12 @@ def test_hostile_keys_and_outputs_stay_text_and_refusals_keep_the_input(
     expect(first.locator("code.key")).to_have_text(hostile_key)
     expect(first.locator("code.diff-output").nth(0)).to_have_text(json.dumps(replay_flows.HOSTILE_OUTPUT))
     expect(first.locator("code.diff-output").nth(1)).to_have_text('"<b onmouseover=\\"window.hacked=4\\">bold</b>"')
+    # the model call after the chosen one has not run in the queued replay: missing, with A's tokens and cost
+    model = page.locator("table.compare tbody tr[data-key='model_request:0']")
+    expect(model).to_have_attribute("data-change", "missing")
+    expect(model.locator("td.num").nth(0)).to_have_text("10/5")
+    expect(model.locator("td.num").nth(1)).to_have_text("$0.2500")
+    expect(page.locator("[data-totals=A] .n")).to_have_text("10 / 5 · $0.2500")
     assert page.locator("table.compare b, table.compare img, table.compare script").count() == 0
     assert page.evaluate("window.hacked") is None
     shoot(page, "replay-3-hostile")
