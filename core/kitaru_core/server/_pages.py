@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from kitaru_core import CallView, Client, ExecutionDetail, WaitView
 from kitaru_core._artifacts import MAX_VERSION
+from kitaru_core._ids import MAX_ID_CHARACTERS
 from kitaru_core._workers import WORKER_HEARTBEAT_S
 from kitaru_core.errors import ArtifactNotFoundError, ExecutionNotFoundError
 from kitaru_core.server._app import COOKIE_NAME, PRINTABLE, ApiError, Auth, ExecutionId, valid_id
@@ -188,6 +189,19 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         except ExecutionNotFoundError as error:
             return render(request, "not_found.html", {"page": "", "message": str(error)}, status_code=404)
         return render(request, "execution.html", {"page": "executions", "detail": detail})
+
+    @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
+    def compare_page(  # pyright: ignore[reportUnusedFunction]
+        request: Request,
+        a: Annotated[str, Query(max_length=MAX_ID_CHARACTERS, pattern=PRINTABLE)],
+        b: Annotated[str, Query(max_length=MAX_ID_CHARACTERS, pattern=PRINTABLE)],
+    ) -> Response:
+        """Two executions (an original and its replay) lined up call by call, as `GET /api/diff`."""
+        try:
+            diff = client.diff(a, b)
+        except ExecutionNotFoundError as error:
+            return render(request, "not_found.html", {"page": "", "message": str(error)}, status_code=404)
+        return render(request, "compare.html", {"page": "executions", "diff": diff})
 
     @app.get("/waiting", response_class=HTMLResponse, include_in_schema=False)
     def waiting_page(request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]

@@ -198,5 +198,87 @@
     }
   });
 
+  // "Replay from here" (execution page): an editor dialog, then the compare view of both executions.
+  async function openReplayEditor(opener, dialog) {
+    const form = dialog.querySelector("form.replay");
+    const key = opener.dataset.replayKey;
+    dialog.showModal();
+    if (form.dataset.key === key) return;  // the same call again: keep what was typed
+    form.dataset.key = key;
+    form.querySelector(".replay-key").textContent = key;
+    const plain = opener.dataset.replayKind === "user";
+    const output = form.elements.namedItem("output");
+    const overrideOutput = form.elements.namedItem("override_output");
+    overrideOutput.checked = false;
+    overrideOutput.disabled = !plain;
+    output.disabled = !plain;
+    output.value = "";
+    form.querySelector(".adapter-note").hidden = plain;
+    show(form.querySelector(".result"), "", "");
+    if (!plain) return;
+    const url = form.dataset.output + encodeURIComponent(opener.dataset.replaySequence) + "/output";
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (response.ok && form.dataset.key === key && output.value === "") {
+        output.value = JSON.stringify((await response.json()).value, null, 2);
+      }
+    } catch (error) { /* no prefill: the field stays empty */ }
+  }
+
+  function readJson(text, what, problems) {
+    try { return JSON.parse(text); }
+    catch (error) { problems.push(what + ": not valid JSON (" + error.message + ")"); return undefined; }
+  }
+
+  document.addEventListener("click", (event) => {
+    const dialog = document.getElementById("replay-editor");
+    if (!dialog) return;
+    const opener = event.target.closest("button[data-replay-key]");
+    if (opener) { openReplayEditor(opener, dialog); return; }
+    if (event.target.closest("#replay-editor button.close")) dialog.close();
+  });
+
+  document.addEventListener("submit", async (event) => {
+    const form = event.target.closest("form.replay");
+    if (!form) return;
+    event.preventDefault();
+    const result = form.querySelector(".result");
+    const fields = form.elements;
+    const body = { from_call: form.dataset.key, run: fields.namedItem("run").value === "now" };
+    const problems = [];
+    if (fields.namedItem("override_output").checked) {
+      const value = readJson(fields.namedItem("output").value, "output", problems);
+      if (value !== undefined) body.overrides = { [form.dataset.key]: value };
+    }
+    if (fields.namedItem("override_inputs").checked) {
+      const inputs = readJson(fields.namedItem("inputs").value, "inputs", problems);
+      if (inputs !== undefined && (inputs === null || typeof inputs !== "object" || Array.isArray(inputs))) {
+        problems.push("inputs: a JSON object by parameter name is needed");
+      } else if (inputs !== undefined) body.inputs = inputs;
+    }
+    if (problems.length) { show(result, "Not sent:", "problems", problems); return; }
+    for (const button of form.querySelectorAll("button")) button.disabled = true;
+    try {
+      const response = await fetch(form.dataset.action, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { ...HEADERS, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      if (response.ok) {
+        const started = await response.json();
+        show(result, "Replay " + started.execution_id + " " + started.status + "; opening the comparison…", "ok");
+        window.location.assign("/compare?" + new URLSearchParams({ a: started.replay_of, b: started.execution_id }).toString());
+      } else {
+        const why = await explain(response);
+        show(result, why.text, "problems", why.problems);
+      }
+    } catch (error) {
+      show(result, "The server did not answer: " + error.message, "problems");
+    } finally {
+      for (const button of form.querySelectorAll("button")) button.disabled = false;
+    }
+  });
+
   document.addEventListener("DOMContentLoaded", listen);
 })();
