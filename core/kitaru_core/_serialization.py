@@ -807,6 +807,9 @@ def _prepare(value: Any) -> Any:
         return _sorted_items([_prepare(item) for item in value])  # pyright: ignore[reportUnknownVariableType]
     if cls is bytes or cls is bytearray:
         return {TAG: cls.__name__, "value": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, collections.abc.Iterator | collections.abc.AsyncIterator):
+        # Reading it would consume it: the call's body would then get an empty iterator.
+        raise TypeError("an iterator or generator has no fingerprint that leaves it unread")
     return _sets_sorted(value)
 
 
@@ -925,7 +928,9 @@ def canonical_json(value: Any, *, exclude_keys: Iterable[str] = ()) -> str | Non
     text.
 
     Args:
-        value: Anything pydantic can turn into JSON values (models, dataclasses, builtins...).
+        value: Anything pydantic can turn into JSON values (models, dataclasses, builtins...). An
+            iterator or generator in it (at the top or in dicts, lists, tuples and sets) gives
+            `None`: reading it would consume it, and the caller still needs its items.
         exclude_keys: Mapping keys removed at every depth before encoding (per-run ids, timestamps).
     """
     from pydantic_core import PydanticSerializationError

@@ -11,6 +11,7 @@ import contextvars
 import random
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -424,6 +425,24 @@ def test_inputs_without_a_fingerprint_fall_back_to_key_only_matching(sqlite_file
     assert counts == Counter({"ran": 1})
     (call,) = get_store().load_calls(only_execution(opaque_inputs))
     assert call.fingerprint is None
+
+
+
+def test_an_iterator_argument_reaches_the_body_unread(sqlite_file_store: str) -> None:
+    """Fingerprinting must not consume a generator argument (it did: the body summed nothing)."""
+
+    @checkpoint
+    def total(items: Iterator[int], *, scale: int) -> int:
+        return scale * sum(items)
+
+    @flow
+    def sums() -> int:
+        return total((n for n in range(4)), scale=2) + total(iter([10, 20]), scale=1)
+
+    assert sums() == 12 + 30
+    calls = get_store().load_calls(only_execution(sums))
+    assert [(call.call_key, call.fingerprint) for call in calls] == [("total:0", None), ("total:1", None)]
+    assert sums() == 42  # completed: served
 
 
 # -- explicit execution ids ------------------------------------------------------------------------
