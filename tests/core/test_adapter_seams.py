@@ -216,7 +216,7 @@ def test_seam_check_names_the_ranges_the_extra_declares() -> None:
     with pytest.raises(AdapterError) as raised:
         check()
     message = str(raised.value)
-    assert "(supported: pytestunknown)" in message
+    assert "(supported: pytest unknown)" in message  # said in words, not run into the name
     assert f"(supported: langchain-core{declared_range('langgraph', 'langchain-core')})" in message
     assert "Host.gone is missing" in message
     assert "pip install 'kitaru-adapters[langgraph]'" in message

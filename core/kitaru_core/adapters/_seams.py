@@ -297,6 +297,11 @@ def seam_check(
     return check
 
 
+def _supported(name: str, span: str) -> str:
+    """`crewai>=1.15.15,<1.16`; a range we cannot read is said in words, not run into the name."""
+    return f"{name}{span}" if span and span[0] in "<>=!~" else f"{name} {span or 'unknown'}"
+
+
 def _message(
     distribution: str,
     supported_range: str | Callable[[], str],
@@ -305,11 +310,8 @@ def _message(
     related: Mapping[str, str | Callable[[], str]] | None,
 ) -> str:
     found = [
-        f"{distribution} {installed_version(distribution)} (supported: {distribution}{_text(supported_range)})"
-    ]
-    found += [
-        f"{name} {installed_version(name)} (supported: {name}{_text(span)})"
-        for name, span in (related or {}).items()
+        f"{name} {installed_version(name)} (supported: {_supported(name, _text(span))})"
+        for name, span in {distribution: supported_range, **(related or {})}.items()
     ]
     lines = [
         f"  - {seam.name} ({'private' if seam.is_private else 'public'}): {problem}"
