@@ -474,9 +474,9 @@ class BudgetView(BaseModel):
         stopped: The reason given when a budget wait was answered `stop`, else `None`.
     """
 
-    limits: dict[str, float]
-    initial: dict[str, float]
-    spent: dict[str, float]
+    limits: dict[str, int | float]
+    initial: dict[str, int | float]
+    spent: dict[str, int | float]
     reached: list[str] = Field(default_factory=list[str])
     cost_unknown_calls: int = 0
     cost_unknown_models: list[str] = Field(default_factory=list[str])
@@ -490,12 +490,16 @@ def budget_view(metadata: dict[str, Any], records: Iterable[CallRecord]) -> Budg
         return None
     stored_dict: dict[str, Any] = stored  # pyright: ignore[reportUnknownVariableType]
 
-    def numbers(value: Any) -> dict[str, float]:
+    def typed(name: str, number: float) -> int | float:
+        """Dollars stay a float; tokens and calls are counts (`3`, not `3.0`)."""
+        return number if name == "usd" or not float(number).is_integer() else int(number)
+
+    def numbers(value: Any) -> dict[str, int | float]:
         if not isinstance(value, dict):
             return {}
         items: dict[Any, Any] = value  # pyright: ignore[reportUnknownVariableType]
         return {
-            str(key): number
+            str(key): typed(str(key), number)
             for key, number in items.items()
             if key in DIMENSIONS and isinstance(number, int | float) and not isinstance(number, bool)
         }
@@ -506,7 +510,7 @@ def budget_view(metadata: dict[str, Any], records: Iterable[CallRecord]) -> Budg
     return BudgetView(
         limits=limits,
         initial=numbers(stored_dict.get("initial")),
-        spent={name: spend.value(name) for name in DIMENSIONS},
+        spent={name: typed(name, spend.value(name)) for name in DIMENSIONS},
         reached=[name for name, limit in limits.items() if spend.value(name) >= limit],
         cost_unknown_calls=spend.cost_unknown_calls,
         cost_unknown_models=list(spend.cost_unknown_models),
