@@ -270,6 +270,8 @@ class ExecutionDetail(ExecutionSummary):
         artifacts: Its artifacts (`save`), by name, then version.
         budget: Its budget (limits in force, spent so far), when a `Budget` applies to it; `None` otherwise.
         inputs: The flow's inputs by parameter name, as JSON data (`None` when they were not stored).
+        worker_retries: How many times a worker retried it after a failure (`@flow(retry=...)`).
+        retry_at: When a worker retries it next, or `None` (no retry scheduled).
     """
 
     calls: list[CallView]
@@ -281,6 +283,8 @@ class ExecutionDetail(ExecutionSummary):
     artifacts: list[ArtifactView] = Field(default_factory=list)
     budget: BudgetView | None = None
     inputs: Any = None
+    worker_retries: int = 0
+    retry_at: datetime | None = None
 
 
 class Client:
@@ -512,8 +516,11 @@ class Client:
         Raises:
             ExecutionNotFoundError: No such execution.
         """
+        from kitaru_core._workers import retry_state
+
         record = self.store.get_execution(execution_id)
         calls = self.store.load_calls(execution_id, include_superseded=True)
+        retries = retry_state(self.store, execution_id)
         in_flight = record.status == "running" and _runtime.lease_is_live(record)
         views = [self._call_view(call, record.run_count, in_flight) for call in calls]
         totals = Totals()
@@ -544,6 +551,8 @@ class Client:
             artifacts=[_artifact_view(artifact) for artifact in self.store.list_artifacts(execution_id)],
             budget=budget_view(record.metadata, calls),
             inputs=self._inputs_data(record),
+            worker_retries=retries.retries,
+            retry_at=_time(retries.retry_at_epoch_s),
         )
 
     def _inputs_data(self, record: ExecutionRecord) -> Any:

@@ -299,8 +299,12 @@ def test_a_failed_execution_is_retried_by_error_class_and_its_completed_calls_ar
         (2, "rate_limit (ProviderError)"),
         (3, "rate_limit (ProviderError)"),
     ]
+    assert (client.get_execution(ids["server"]).worker_retries, client.get_execution(ids["limit"]).worker_retries) == (1, 2)
+    assert client.get_execution(ids["server"]).retry_at is None  # done: nothing scheduled
     shown = _cli(environment, "executions", "show", ids["server"])
     assert "attempts: 2 (retried 1 time(s) by a worker)" in shown.stdout, shown.stdout
+    shown_json = json.loads(_cli(environment, "executions", "show", ids["server"], "--json").stdout)
+    assert (shown_json["worker_retries"], shown_json["retry_at"]) == (1, None)
     assert "retry scheduled" in shown.stdout
     assert _stop(worker) == 0
 
