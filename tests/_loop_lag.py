@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import sys
 import threading
 import time
@@ -123,6 +124,7 @@ class LoopLagMeter:
         self._stop = threading.Event()
         self._loop_thread = threading.get_ident()
         self._watchdog = threading.Thread(target=self._watch, name="loop-lag-watchdog", daemon=True)
+        self._gc_was_enabled = True
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,6 +153,13 @@ class LoopLagMeter:
                     )
 
     async def __aenter__(self) -> LoopLagMeter:
+        # The cyclic garbage collector is paused while measuring: a collection (e.g. of the
+        # SQLAlchemy event listeners earlier tests left behind) can stop any thread for hundreds of
+        # ms (seen once in CI: 335 ms inside SQLAlchemy's `_collection_gced`), and that is not the
+        # store I/O this meter is about.
+        gc.collect()
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
         self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._beat())
         await asyncio.sleep(0)  # the heartbeat starts before the measured code
@@ -163,6 +172,8 @@ class LoopLagMeter:
         self._task.cancel()
         with suppress(asyncio.CancelledError):
             await self._task
+        if self._gc_was_enabled:
+            gc.enable()
 
 
 def assert_loop_stayed_free(meter: LoopLagMeter, slow: SlowStore, *, at_least: int = 3) -> None:

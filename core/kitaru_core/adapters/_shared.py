@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from kitaru_core import _runtime
 
@@ -185,10 +185,11 @@ def approval_timeout_s(approval_timeout: timedelta | float | None) -> float | No
 
     if approval_timeout is None:
         return None
-    if isinstance(approval_timeout, timedelta):
-        seconds = approval_timeout.total_seconds()
-    elif isinstance(approval_timeout, (int, float)) and not isinstance(approval_timeout, bool):
-        seconds = float(approval_timeout)
+    given = cast(object, approval_timeout)  # checked at run time: callers are not always type-checked
+    if isinstance(given, timedelta):
+        seconds = given.total_seconds()
+    elif isinstance(given, int | float) and not isinstance(given, bool):
+        seconds = float(given)
     else:
         raise ConfigurationError(
             f"approval_timeout must be a timedelta or seconds as a number, got {type(approval_timeout).__qualname__}."
