@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from kitaru_core import _config
 from kitaru_core._async_io import off_loop
 from kitaru_core._ids import check_execution_id, check_queue_name, fit_name
-from kitaru_core._records import StoredValue
+from kitaru_core._records import ExecutionRecord, StoredValue
 from kitaru_core._runtime import (
     ExecutionRun,
     Kind,
@@ -405,6 +405,38 @@ def execution(
     )
 
 
+def _joined(execution_id: str | None) -> CurrentExecution | None:
+    """The execution already running here, which a nested `execution()` joins; `None` outside one.
+
+    Raises:
+        ConfigurationError: `execution_id` names another execution (executions do not nest).
+    """
+    active = current_execution()
+    if active is None:
+        return None
+    if execution_id is not None and execution_id != active.execution_id:
+        raise ConfigurationError(
+            f"Cannot start execution {execution_id!r} inside execution {active.execution_id!r}: "
+            "executions do not nest. Call the inner code directly, or run it as a separate flow."
+        )
+    return CurrentExecution.of(active)
+
+
+def _open(
+    execution_id: str | None, name: str, inputs: Any, fresh: bool, entry_point: str | None
+) -> tuple[Store, ExecutionRecord]:
+    """Find or create the execution `execution()` runs (blocking store I/O)."""
+    fingerprint_input, stored_inputs = _inputs_for_storage(inputs) if inputs is not None else (None, None)
+    return open_or_find(
+        execution_id,
+        flow_name=name,
+        entry_point=entry_point,
+        inputs=fingerprint_input,
+        inputs_value=_stored_inputs_value(stored_inputs),
+        fresh=fresh,
+    )
+
+
 @asynccontextmanager
 async def _execution_async(
     execution_id: str | None,
@@ -415,26 +447,11 @@ async def _execution_async(
     entry_point: str | None,
 ) -> AsyncGenerator[CurrentExecution]:
     """`_execution` for `async with`: the same run, its store I/O on worker threads."""
-    active = current_execution()
+    active = _joined(execution_id)
     if active is not None:
-        if execution_id is not None and execution_id != active.execution_id:
-            raise ConfigurationError(
-                f"Cannot start execution {execution_id!r} inside execution {active.execution_id!r}: "
-                "executions do not nest. Call the inner code directly, or run it as a separate flow."
-            )
-        yield CurrentExecution.of(active)
+        yield active
         return
-    fingerprint_input, stored_inputs = _inputs_for_storage(inputs) if inputs is not None else (None, None)
-    store, record = await off_loop(
-        None,
-        open_or_find,
-        execution_id,
-        flow_name=name,
-        entry_point=entry_point,
-        inputs=fingerprint_input,
-        inputs_value=_stored_inputs_value(stored_inputs),
-        fresh=fresh,
-    )
+    store, record = await off_loop(None, _open, execution_id, name, inputs, fresh, entry_point)
     async with ExecutionRun(store, record.id, resumable_by_cli=entry_point is not None) as context:
         yield CurrentExecution.of(context)
 
@@ -471,24 +488,11 @@ def _execution(
         ExecutionCancelledError: The execution was cancelled.
         ConfigurationError: Nested inside another execution with a different id.
     """
-    active = current_execution()
+    active = _joined(execution_id)
     if active is not None:
-        if execution_id is not None and execution_id != active.execution_id:
-            raise ConfigurationError(
-                f"Cannot start execution {execution_id!r} inside execution {active.execution_id!r}: "
-                "executions do not nest. Call the inner code directly, or run it as a separate flow."
-            )
-        yield CurrentExecution.of(active)
+        yield active
         return
-    fingerprint_input, stored_inputs = _inputs_for_storage(inputs) if inputs is not None else (None, None)
-    store, record = open_or_find(
-        execution_id,
-        flow_name=name,
-        entry_point=entry_point,
-        inputs=fingerprint_input,
-        inputs_value=_stored_inputs_value(stored_inputs),
-        fresh=fresh,
-    )
+    store, record = _open(execution_id, name, inputs, fresh, entry_point)
     with ExecutionRun(store, record.id, resumable_by_cli=entry_point is not None) as context:
         yield CurrentExecution.of(context)
 
