@@ -878,9 +878,11 @@ class Client:
                 (`#` in the timeline); default: reuse every completed call (and every answered wait).
             overrides: New values by call key (a plain `@checkpoint` call's output: any value the
                 default codec stores; a plain dict is validated into the stored output's model or
-                dataclass) or by wait name (its answer, checked against its schema). An overridden
-                call or wait is reused with that value wherever it is, even after `from_call`, and is
-                matched by key only.
+                dataclass; an adapter's model request: its response as a string or `{"text": ...,
+                "tool_calls": [{"name": ..., "arguments": {...}}]}`; an adapter's tool call: its result
+                as plain JSON, converted by the adapter when the replay runs) or by wait name (its
+                answer, checked against its schema). An overridden call or wait is reused with that
+                value wherever it is, even after `from_call`, and is matched by key only.
             inputs: New values of some of the flow's inputs, by parameter name (validated into the
                 parameters' annotations when the `@flow` imports); the others keep their values.
                 Calls whose inputs change because of it run live (their fingerprints differ).
@@ -899,9 +901,10 @@ class Client:
         Raises:
             ExecutionNotFoundError: No such execution.
             CallNotFoundError: `from_call` is a sequence number no call has.
-            ConfigurationError: `from_call` or an override names no call or wait; an override targets
-                an adapter's model request or tool call (its stored format belongs to the adapter:
-                not supported yet); an input names no parameter of the flow; `run=True` but the
+            ConfigurationError: `from_call` or an override names no call or wait; a model request's
+                override is not a model response (a string, or `{"text": ..., "tool_calls": [...]}`);
+                an override targets an adapter call that is neither a model request nor a tool call
+                (a handoff, a flow step); an input names no parameter of the flow; `run=True` but the
                 execution has no importable entry point.
             InvalidAnswerError: An overridden wait answer does not satisfy the wait's schema.
             SerializationError: An override or input cannot be stored.

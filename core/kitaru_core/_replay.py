@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kitaru_core._overrides import model_response_override, tool_result_override
 from kitaru_core._records import CallRecord, ExecutionRecord, StoredValue, WaitRecord
 from kitaru_core._serialization import JSON_FORMAT, TYPED_FORMAT, JsonCodec
 from kitaru_core._store import Store
@@ -23,6 +24,12 @@ ADAPTER_FORMAT_PREFIX = JSON_FORMAT + ":"
 
 USER_KIND = "user"
 """The kind of a plain `@checkpoint` call (adapters record `model`, `tool`, `mcp`)."""
+
+MODEL_KIND = "model"
+"""The kind of an adapter's model request: its override is a model response."""
+
+TOOL_KINDS = frozenset({"tool", "mcp"})
+"""The kinds of an adapter's tool calls: their override is a plain JSON result."""
 
 
 def is_adapter_format(format: str) -> bool:
@@ -107,8 +114,8 @@ def plan_replay(
     Raises:
         ExecutionNotFoundError: No such execution.
         CallNotFoundError: `from_call` is a sequence number no call has.
-        ConfigurationError: `from_call` or an override names no call or wait; an override targets an
-            adapter's call (not supported yet); an input names no parameter of the flow.
+        ConfigurationError: `from_call` or an override names no call or wait; an adapter call's
+            override does not fit it (see `_override_call`); an input names no parameter of the flow.
         InvalidAnswerError: An overridden wait answer does not satisfy the wait's schema.
         SerializationError: An override or input cannot be stored.
     """
@@ -162,23 +169,35 @@ def plan_replay(
 
 
 def _override_call(store: Store, execution_id: str, call: CallRecord, value: Any) -> CallRecord:
-    """A copy of `call` that stores `value` as its output, served by key (no fingerprint)."""
+    """A copy of `call` that stores `value` as its output, served by key (no fingerprint).
+
+    A model request's override is a model response (text and/or tool calls) and a tool call's, when its
+    adapter stores it in its own format, a plain JSON result: both are stored in the neutral forms of
+    `kitaru_core._overrides`, which the adapter converts to its framework's types when it serves them.
+    """
     stored_format = call.output.format if call.output is not None else None
-    if (stored_format is not None and is_adapter_format(stored_format)) or (
+    adapter_owned = (stored_format is not None and is_adapter_format(stored_format)) or (
         stored_format is None and call.kind != USER_KIND
-    ):
+    )
+    if call.kind == MODEL_KIND:
+        format_, payload = model_response_override(value, call_key=call.call_key, execution_id=execution_id)
+    elif adapter_owned and call.kind in TOOL_KINDS:
+        format_, payload = tool_result_override(value, call_key=call.call_key)
+    elif adapter_owned:
         shown = f"format {stored_format!r}" if stored_format else f"a {call.kind} call's format"
         raise ConfigurationError(
             f"Cannot override call {call.call_key!r} of execution {execution_id!r}: its output is stored in "
-            f"{shown}, which belongs to its framework adapter, and overriding adapter calls (model responses, "
-            "tool results) is not supported yet. Override a plain @checkpoint call or a wait's answer, or "
-            f"replay from this call (from_call={call.call_key!r}) so it runs live."
+            f"{shown}, which belongs to its framework adapter, and only model requests and tool calls of an "
+            f"adapter can be overridden. Replay from this call (from_call={call.call_key!r}) so it runs live."
         )
-    value = _as_stored_type(store, call, value)
-    try:
-        format_, payload = JsonCodec().encode(value)
-    except SerializationError as error:
-        raise SerializationError(f"Override for call {call.call_key!r} cannot be stored: {error}") from error
+    else:
+        value = _as_stored_type(store, call, value)
+        try:
+            format_, payload = JsonCodec().encode(value)
+        except SerializationError as error:
+            raise SerializationError(
+                f"Override for call {call.call_key!r} cannot be stored: {error}"
+            ) from error
     return dataclasses.replace(
         call,
         status="completed",

@@ -273,30 +273,74 @@ def test_a_plain_override_is_validated_into_the_stored_model() -> None:
         Client().replay(original.id, overrides={"quote:0": {"amount": "many"}})
 
 
+class _DemoToolOutcomeCodec:
+    """Stores outputs in an adapter's own format, and serves replay overrides as the adapters' codecs do."""
+
+    def encode(self, value: str) -> tuple[str, bytes]:
+        return "json:demo.ToolOutcome", value.encode()
+
+    def decode(self, format: str, payload: bytes) -> str:
+        from kitaru_core.adapters import ModelResponseOverride, ToolResultOverride, read_override
+
+        override = read_override(format, payload)
+        if isinstance(override, ToolResultOverride):
+            return f"given {override.value!r}"
+        if isinstance(override, ModelResponseOverride):
+            calls = [(call.name, call.arguments, call.id) for call in override.tool_calls]
+            return f"said {override.text!r} calling {calls!r}"
+        if format != "json:demo.ToolOutcome":
+            raise kitaru_core.errors.SerializationError(f"found format {format!r}")
+        return payload.decode()
+
+
 @flow
-def adapter_like() -> str:
-    from kitaru_core._runtime import run_checkpoint  # what adapters call
+def adapter_like() -> list[str]:
+    from kitaru_core.adapters import run_checkpoint  # what adapters call
 
-    class ToolOutcomeCodec:
-        def encode(self, value: str) -> tuple[str, bytes]:
-            return "json:demo.ToolOutcome", value.encode()
-
-        def decode(self, format: str, payload: bytes) -> str:
-            if format != "json:demo.ToolOutcome":
-                raise kitaru_core.errors.SerializationError(f"found format {format!r}")
-            return payload.decode()
-
-    return run_checkpoint("tool:lookup", lambda: "found", kind="tool", codec=ToolOutcomeCodec())
+    codec = _DemoToolOutcomeCodec()
+    return [
+        run_checkpoint("model_request", lambda: "hello", kind="model", codec=codec),
+        run_checkpoint("tool:lookup", lambda: "found", kind="tool", codec=codec),
+        run_checkpoint("handoff:desk", lambda: "desk", kind="handoff", codec=codec),
+        run_checkpoint("tool:after", lambda: "live", kind="tool", codec=codec),
+    ]
 
 
-def test_overriding_an_adapter_call_is_refused_before_anything_is_created() -> None:
+def test_adapter_calls_are_overridden_in_the_neutral_form_their_codec_converts() -> None:
+    assert adapter_like() == ["hello", "found", "desk", "live"]
+    [original] = Client().list_executions()
+    replay_id = Client().replay(
+        original.id,
+        from_call="tool:after:0",
+        overrides={
+            "model_request:0": {"text": "hi", "tool_calls": [{"name": "lookup", "arguments": {"q": 1}}]},
+            "tool:lookup:0": {"rows": [1, 2]},
+        },
+    )
+    said, given, handoff, after = Client().get_output(replay_id)
+    salted = said.rsplit("'call_replay_", 1)[1]
+    assert said.startswith("said 'hi' calling [('lookup', {'q': 1}, 'call_replay_")
+    assert salted.endswith("_0')]")
+    assert (given, handoff, after) == ("given {'rows': [1, 2]}", "desk", "live")
+    # a plain string is the response's text; the derived tool call id is the same on every serve
+    text_only = Client().replay(original.id, overrides={"model_request:0": "only text"})
+    assert Client().get_output(text_only)[0] == "said 'only text' calling []"
+    assert Client().get_output(replay_id)[0] == said
+
+
+def test_adapter_overrides_that_do_not_fit_are_refused_before_anything_is_created() -> None:
     adapter_like()
     [original] = Client().list_executions()
-    with pytest.raises(kitaru_core.errors.ConfigurationError) as refused:
-        Client().replay(original.id, overrides={"tool:lookup:0": "other"}, run=False)
-    message = str(refused.value)
-    assert "'json:demo.ToolOutcome'" in message
-    assert "not supported yet" in message
+    refusals = {
+        "model_request:0": ({"text": None}, "is not a model response"),
+        "tool:lookup:0": (float("nan"), "is not plain JSON"),
+        "handoff:desk:0": ("other", "'json:demo.ToolOutcome'"),
+    }
+    for key, (value, expected) in refusals.items():
+        with pytest.raises(kitaru_core.errors.ConfigurationError, match=expected):
+            Client().replay(original.id, overrides={key: value}, run=False)
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match=r"tool_calls\.0\.name"):
+        Client().replay(original.id, overrides={"model_request:0": {"tool_calls": [{"arguments": {}}]}})
     assert Client().count_executions() == 1
 
 

@@ -451,18 +451,26 @@ class _ToolOutcomeCodec:
         return payload.decode()
 
 
-def test_replay_refuses_to_override_an_adapter_call(api: TestClient) -> None:
-    from kitaru_core._runtime import run_checkpoint
+def test_replay_refuses_an_override_an_adapter_call_cannot_take(api: TestClient) -> None:
+    from kitaru_core.adapters import run_checkpoint
 
     with execution("adapter-1", name="desk"):
-        run_checkpoint("tool:lookup", lambda: "found", kind="tool", codec=_ToolOutcomeCodec())
+        run_checkpoint("handoff:desk", lambda: "found", kind="handoff", codec=_ToolOutcomeCodec())
+        run_checkpoint("model_request", lambda: "hello", kind="model", codec=_ToolOutcomeCodec())
     count = Client().count_executions()
     refused = api.post(
         "/api/executions/adapter-1/replay",
-        json={"overrides": {"tool:lookup:0": "other"}, "run": False},
+        json={"overrides": {"handoff:desk:0": "other"}, "run": False},
         headers=bearer(),
     )
     assert refused.status_code == 409, refused.text
     assert "'json:demo.ToolOutcome'" in refused.json()["message"]
-    assert "not supported yet" in refused.json()["message"]
+    assert "only model requests and tool calls" in refused.json()["message"]
+    not_a_response = api.post(
+        "/api/executions/adapter-1/replay",
+        json={"overrides": {"model_request:0": {"tool_calls": "refund"}}, "run": False},
+        headers=bearer(),
+    )
+    assert not_a_response.status_code == 409, not_a_response.text
+    assert "is not a model response" in not_a_response.json()["message"]
     assert Client().count_executions() == count

@@ -26,6 +26,10 @@ The pieces:
 - **Seams**: `Seam`, `fields_seam`, `per_check` and `check_seams` (or `seam_check`) check, when
   `durable()` is first called, that every framework internal the adapter relies on is still there;
   `declared_range` / `installed_version` name the supported and installed releases.
+- **Replay overrides**: a replay may give a model request a new response or a tool call a new
+  result; they are stored framework-neutral, and an adapter's codec converts them in `decode`:
+  `read_override(format, payload)` returns a `ModelResponseOverride` (text and `ToolCallOverride`s)
+  or a `ToolResultOverride` (plain JSON), or `None` for the call's own output.
 - **Durable subclasses**: `register_durable_subclass` dresses a durable subclass as its framework
   class.
 
@@ -69,6 +73,14 @@ from kitaru_core._approvals import (
 from kitaru_core._budgets import budget_scope
 from kitaru_core._interrupted import SideEffectPolicy
 from kitaru_core._model_retries import model_retries, model_retry_policy
+from kitaru_core._overrides import (
+    MODEL_RESPONSE_OVERRIDE_FORMAT,
+    TOOL_RESULT_OVERRIDE_FORMAT,
+    ModelResponseOverride,
+    ToolCallOverride,
+    ToolResultOverride,
+    read_override,
+)
 from kitaru_core._runtime import (
     CallUsage,
     retry_delay_in_call,
@@ -103,13 +115,18 @@ from kitaru_core.adapters._subclasses import register_durable_subclass
 
 __all__ = [
     "APPROVAL_BATCH_WINDOW_S",
+    "MODEL_RESPONSE_OVERRIDE_FORMAT",
+    "TOOL_RESULT_OVERRIDE_FORMAT",
     "UNCONVERTED",
     "ApprovalDecision",
     "ApprovalPolicy",
     "ApprovalRequest",
     "CallUsage",
+    "ModelResponseOverride",
     "Seam",
     "SideEffectPolicy",
+    "ToolCallOverride",
+    "ToolResultOverride",
     "approval_timeout_s",
     "approval_wait_name",
     "budget_scope",
@@ -128,6 +145,7 @@ __all__ = [
     "model_retries",
     "model_retry_policy",
     "per_check",
+    "read_override",
     "register_durable_subclass",
     "relay_while_running",
     "request_approval",
