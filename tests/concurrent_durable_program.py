@@ -79,7 +79,7 @@ def pydantic_ai(base_url: str) -> dict[str, Any]:
     classes = {type(agent) for agent in [*agents, shared]}
     return {
         "errors": errors,
-        "wrapped_once": len(classes) == 1 and len(_agent._durable_classes) == 1,  # pyright: ignore[reportPrivateUsage]
+        "wrapped_once": len(classes) == 1 and len(_agent._subclasses) == 1,  # pyright: ignore[reportPrivateUsage]
         "output": output,
     }
 

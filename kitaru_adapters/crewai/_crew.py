@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from datetime import timedelta
@@ -31,13 +30,13 @@ from kitaru_adapters.crewai._tools import (
 from kitaru_core import Budget, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     ApprovalPolicy,
+    DurableSubclasses,
     approval_timeout_s,
     budget_scope,
     durable_run,
     fingerprint,
     jsonable,
     model_retries,
-    register_durable_subclass,
     scope,
 )
 from kitaru_core.errors import AdapterError, ConfigurationError
@@ -46,11 +45,11 @@ T = TypeVar("T")
 
 SCOPE_DIGEST_CHARACTERS = 12
 LLM_SLOTS = ("manager_llm", "planning_llm", "chat_llm", "function_calling_llm")
-_durable_classes: dict[type[Any], type[Any]] = {}
 _options: dict[int, DurableOptions] = {}
 # Held while a durable class is made or `Crew.kickoff` is wrapped: two threads calling `durable()`
 # at once never make two durable subclasses of one class nor wrap a method twice.
-_install_lock = threading.RLock()
+_subclasses = DurableSubclasses()
+_install_lock = _subclasses.lock
 
 
 def _remember(target: Any, options: DurableOptions) -> None:
@@ -201,16 +200,8 @@ def _inside_kickoff(crew: Crew, options: DurableOptions) -> Generator[None]:
         _task_labels.reset(labels_token)
 
 
-def _durable_crew_class(base: type[Crew]) -> type[Crew]:
-    """A subclass of a Crew class whose kickoffs are executions (methods only: no new fields)."""
-    with _install_lock:
-        return _make_durable_crew_class(base)
-
-
 def _make_durable_crew_class(base: type[Crew]) -> type[Crew]:
-    cached = _durable_classes.get(base)
-    if cached is not None:
-        return cached
+    """A subclass of a Crew class whose kickoffs are executions (methods only: no new fields)."""
 
     class DurableCrew(base):  # type: ignore[valid-type, misc]
         def kickoff(self, inputs: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
@@ -239,8 +230,7 @@ def _make_durable_crew_class(base: type[Crew]) -> type[Crew]:
             options = options_of(self)
             return durable(copied, options=options) if options is not None else copied
 
-    _durable_classes[DurableCrew] = DurableCrew
-    return register_durable_subclass(base, DurableCrew, _durable_classes)
+    return DurableCrew
 
 
 # -- flows ---------------------------------------------------------------------------------------------
@@ -364,20 +354,12 @@ def _wrap_flow_kickoff(original: Callable[..., Any], fixed: DurableOptions | Non
     return kickoff_async
 
 
-def _durable_flow_class(base: type[Any]) -> type[Any]:
-    with _install_lock:
-        return _make_durable_flow_class(base)
-
-
 def _make_durable_flow_class(base: type[Any]) -> type[Any]:
-    cached = _durable_classes.get(base)
-    if cached is not None:
-        return cached
+    """A subclass of a Flow class whose kickoffs are executions and whose steps are recorded."""
     durable_class = type(base.__name__, (base,), {"__module__": base.__module__})
     durable_class.kickoff_async = _wrap_flow_kickoff(base.kickoff_async, None)
     durable_class._execute_method = wrap_execute_method(base._execute_method, _always_run)
-    _durable_classes[durable_class] = durable_class
-    return register_durable_subclass(base, durable_class, _durable_classes)
+    return durable_class
 
 
 # -- CrewBase projects ---------------------------------------------------------------------------------
@@ -572,14 +554,12 @@ def durable(
         return lambda decorated: durable(decorated, options=chosen)  # pyright: ignore[reportUnknownLambdaType]
     if isinstance(target, Crew):
         prepare_crew(target, chosen)
-        if type(target) not in _durable_classes.values():
-            target.__class__ = _durable_crew_class(type(target))
+        _subclasses.make_durable(target, _make_durable_crew_class)
         _remember(target, chosen)
         return target
     if isinstance(target, Flow):
         _install_crew_hook()
-        if type(target) not in _durable_classes.values():
-            target.__class__ = _durable_flow_class(type(target))
+        _subclasses.make_durable(target, _make_durable_flow_class)
         _remember(target, chosen)
         return target
     if isinstance(target, type):
@@ -666,7 +646,6 @@ def undurable(target: T) -> T:
             for slot in LLM_SLOTS:
                 if isinstance(fields.get(slot), DurableLLM):
                     _set_field(target, slot, _plain_llm(fields[slot]))
-        if type(target) in _durable_classes.values():
-            target.__class__ = type(target).__bases__[0]
+        _subclasses.make_plain(target)
         _options.pop(id(target), None)
     return target

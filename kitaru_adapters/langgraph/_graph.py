@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,10 +25,10 @@ from kitaru_adapters.langgraph._position import (
 from kitaru_adapters.langgraph._tools import install_tool_wraps
 from kitaru_core import Budget, Client, RetryPolicy, current_execution, execution
 from kitaru_core.adapters import (
+    DurableSubclasses,
     budget_scope,
     durable_run,
     fingerprint,
-    register_durable_subclass,
     run_checkpoint,
     run_checkpoint_async,
     scope,
@@ -39,10 +38,9 @@ from kitaru_core.errors import AdapterError, ExecutionNotFoundError
 GraphT = TypeVar("GraphT", bound=Pregel[Any, Any, Any, Any])
 
 OPTIONS_ATTRIBUTE = "__kitaru_durable_options__"
-_durable_classes: dict[type[Any], type[Any]] = {}
-# Held while a durable class is made or a graph's class is swapped: two threads calling `durable()`
-# at once never make two durable subclasses of one class nor swap a graph's class twice.
-_install_lock = threading.RLock()
+# Two threads calling `durable()` at once never make two durable subclasses of one class nor swap a
+# graph's class twice: the subclasses are made and swapped in under their lock.
+_subclasses = DurableSubclasses()
 _END = object()
 DEFAULT_GRAPH_NAME = "LangGraph"
 
@@ -314,16 +312,8 @@ def served_stream(graph: Pregel[Any, Any, Any, Any], output: Any, kwargs: dict[s
     return []
 
 
-def _durable_class(base: type[Any]) -> type[Any]:
-    """A subclass of a compiled graph's class whose entry points open the durable boundary."""
-    with _install_lock:
-        return _make_durable_class(base)
-
-
 def _make_durable_class(base: type[Any]) -> type[Any]:
-    cached = _durable_classes.get(base)
-    if cached is not None:
-        return cached
+    """A subclass of a compiled graph's class whose entry points open the durable boundary."""
 
     class DurableGraph(base):  # type: ignore[valid-type, misc]
         def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
@@ -412,7 +402,7 @@ def _make_durable_class(base: type[Any]) -> type[Any]:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
 
-    return register_durable_subclass(base, DurableGraph, _durable_classes)
+    return DurableGraph
 
 
 def durable(
@@ -494,11 +484,9 @@ def durable(
     seams.check()
     install_model_wraps()
     install_tool_wraps()
-    with _install_lock:
+    with _subclasses.lock:
         object.__setattr__(graph, OPTIONS_ATTRIBUTE, options)
-        if type(graph) not in _durable_classes.values():
-            graph.__class__ = _durable_class(type(graph))
-    return graph
+        return _subclasses.make_durable(graph, _make_durable_class)
 
 
 def undurable(graph: GraphT) -> GraphT:
@@ -516,9 +504,8 @@ def undurable(graph: GraphT) -> GraphT:
     Returns:
         The same graph object.
     """
-    with _install_lock:
-        if type(graph) in _durable_classes.values():
-            graph.__class__ = type(graph).__bases__[0]
+    with _subclasses.lock:
+        _subclasses.make_plain(graph)
         if OPTIONS_ATTRIBUTE in vars(graph):
             object.__delattr__(graph, OPTIONS_ATTRIBUTE)
     return graph

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping, Sequence
 from datetime import timedelta
@@ -41,13 +40,13 @@ from kitaru_adapters.openai_agents._tools import (
 from kitaru_core import Budget, OnInterrupted, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     ApprovalPolicy,
+    DurableSubclasses,
     SideEffectPolicy,
     approval_timeout_s,
     budget_scope,
     durable_run,
     fingerprint,
     model_retries,
-    register_durable_subclass,
     run_checkpoint_async,
 )
 from kitaru_core.errors import AdapterError, ConfigurationError, InterruptedCallError
@@ -58,10 +57,10 @@ OPTIONS_ATTRIBUTE = "__kitaru_durable_options__"
 CLONE_ATTRIBUTE = "__kitaru_durable_clone__"
 GRAPH_ATTRIBUTE = "__kitaru_durable_graph__"
 PLAIN_ATTRIBUTE = "__kitaru_plain_state__"
-_durable_classes: dict[type[Any], type[Any]] = {}
-# Held while a durable class is made, an agent graph is changed in place or the default runner is
-# installed: two threads calling `durable()` at once never wrap anything twice.
-_install_lock = threading.RLock()
+# Its lock is held while a durable class is made, an agent graph is changed in place or the default
+# runner is installed: two threads calling `durable()` at once never wrap anything twice.
+_subclasses = DurableSubclasses()
+_install_lock = _subclasses.lock
 # Options of the durable run this task is in: agents reached from it (agents used as tools) run
 # durably too, inside the same execution.
 _active_options: contextvars.ContextVar[DurableOptions | None] = contextvars.ContextVar(
@@ -80,16 +79,8 @@ def _refuse_local_tool(tool: Tool) -> None:
         )
 
 
-def _durable_class(base: type[Any]) -> type[Any]:
-    """A subclass of an Agent class whose tool lists come back with every function tool made durable."""
-    with _install_lock:
-        return _make_durable_class(base)
-
-
 def _make_durable_class(base: type[Any]) -> type[Any]:
-    cached = _durable_classes.get(base)
-    if cached is not None:
-        return cached
+    """A subclass of an Agent class whose tool lists come back with every function tool made durable."""
 
     class DurableAgent(base):  # type: ignore[valid-type, misc]
         async def get_mcp_tools(self, run_context: Any) -> list[Tool]:
@@ -107,7 +98,7 @@ def _make_durable_class(base: type[Any]) -> type[Any]:
                 _refuse_local_tool(tool)
             return [durable_tool(tool, options) if isinstance(tool, FunctionTool) else tool for tool in tools]
 
-    return register_durable_subclass(base, DurableAgent, _durable_classes)
+    return DurableAgent
 
 
 class _Graph:
@@ -133,8 +124,7 @@ class _Graph:
             object.__setattr__(target, PLAIN_ATTRIBUTE, (target.model, list(target.handoffs)))
         if getattr(target, OPTIONS_ATTRIBUTE, None) is None or not self.in_place:
             object.__setattr__(target, OPTIONS_ATTRIBUTE, self.options)
-        if type(target) not in _durable_classes.values():
-            target.__class__ = _durable_class(type(target))
+        _subclasses.make_durable(target, _make_durable_class)
         if isinstance(target.model, Model) and not isinstance(target.model, DurableModel):
             target.model = DurableModel(target.model)
         self.by_name[target.name] = target
@@ -634,8 +624,7 @@ def undurable(agent: AgentT) -> AgentT:
             for attribute in (PLAIN_ATTRIBUTE, OPTIONS_ATTRIBUTE, GRAPH_ATTRIBUTE):
                 if attribute in vars(current):
                     object.__delattr__(current, attribute)
-            if type(current) in _durable_classes.values():
-                current.__class__ = type(current).__bases__[0]
+            _subclasses.make_plain(current)
             for item in current.handoffs:
                 reference = getattr(item, "_agent_ref", None) if isinstance(item, Handoff) else None
                 reached = item if isinstance(item, Agent) else reference() if callable(reference) else None

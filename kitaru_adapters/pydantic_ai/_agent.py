@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -15,11 +14,11 @@ from kitaru_adapters.pydantic_ai._capability import DurableCapability, run_input
 from kitaru_core import Budget, OnInterrupted, RetryPolicy, current_execution
 from kitaru_core.adapters import (
     ApprovalPolicy,
+    DurableSubclasses,
     SideEffectPolicy,
     approval_timeout_s,
     budget_scope,
     durable_run,
-    register_durable_subclass,
 )
 from kitaru_core.errors import AdapterError, ConfigurationError
 
@@ -27,22 +26,13 @@ AgentT = TypeVar("AgentT", bound=Agent[Any, Any])
 
 _CAPABILITY_ATTRIBUTE = "__kitaru_durable_capability__"
 _NAMED_ATTRIBUTE = "__kitaru_durable_named__"
-_durable_classes: dict[type[Any], type[Any]] = {}
-# Held while a class is made or an agent's class is swapped, so two threads calling `durable()` at
-# once never build two durable subclasses of one class nor swap an agent's class twice.
-_install_lock = threading.RLock()
-
-
-def _durable_class(base: type[Any]) -> type[Any]:
-    """A subclass of `base` whose public `iter` (behind run, run_sync, run_stream...) adds our capability."""
-    with _install_lock:
-        return _make_durable_class(base)
+# Two threads calling `durable()` at once never build two durable subclasses of one class nor swap an
+# agent's class twice: the subclasses are made and swapped in under their lock.
+_subclasses = DurableSubclasses()
 
 
 def _make_durable_class(base: type[Any]) -> type[Any]:
-    cached = _durable_classes.get(base)
-    if cached is not None:
-        return cached
+    """A subclass of `base` whose public `iter` (behind run, run_sync, run_stream...) adds our capability."""
 
     class DurableAgent(base):  # type: ignore[valid-type, misc]
         @asynccontextmanager
@@ -70,7 +60,7 @@ def _make_durable_class(base: type[Any]) -> type[Any]:
                 ):
                     yield run
 
-    return register_durable_subclass(base, DurableAgent, _durable_classes)
+    return DurableAgent
 
 
 def unnamed_agent_error() -> ConfigurationError:
@@ -173,12 +163,10 @@ def durable(
         model_retries=model_retries,
         budget=Budget.checked(budget, "durable()"),
     )
-    with _install_lock:
+    with _subclasses.lock:
         object.__setattr__(agent, _CAPABILITY_ATTRIBUTE, capability)
         object.__setattr__(agent, _NAMED_ATTRIBUTE, bool(name or agent.name))
-        if not is_durable_class(type(agent)):
-            agent.__class__ = _durable_class(type(agent))
-    return agent
+        return _subclasses.make_durable(agent, _make_durable_class)
 
 
 def undurable(agent: AgentT) -> AgentT:
@@ -194,9 +182,8 @@ def undurable(agent: AgentT) -> AgentT:
     Returns:
         The same agent object.
     """
-    with _install_lock:
-        if is_durable_class(type(agent)):
-            agent.__class__ = type(agent).__bases__[0]
+    with _subclasses.lock:
+        _subclasses.make_plain(agent)
         for attribute in (_CAPABILITY_ATTRIBUTE, _NAMED_ATTRIBUTE):
             if hasattr(agent, attribute):
                 object.__delattr__(agent, attribute)
@@ -205,4 +192,4 @@ def undurable(agent: AgentT) -> AgentT:
 
 def is_durable_class(cls: type[Any]) -> bool:
     """Whether `cls` is one of the subclasses `durable()` creates."""
-    return cls in _durable_classes.values()
+    return _subclasses.is_durable(cls)

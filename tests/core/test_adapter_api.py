@@ -177,6 +177,48 @@ def test_register_durable_subclass_dresses_it_as_the_base() -> None:
     assert registry == {Base: Durable}
 
 
+def test_durable_subclasses_are_made_once_across_threads_and_swapped_back() -> None:
+    import re
+    import textwrap
+    import threading
+
+    from kitaru_core.adapters import DurableSubclasses
+
+    [example] = re.findall(r"```python\n(.*?)```", DurableSubclasses.__doc__ or "", flags=re.DOTALL)
+    exec(compile(textwrap.dedent(example), "DurableSubclasses example", "exec"), {})  # the docstring runs
+
+    class Agent:
+        pass
+
+    made: list[type[Any]] = []
+
+    def make(base: type[Any]) -> type[Any]:
+        made.append(type("Durable", (base,), {}))
+        return made[-1]
+
+    subclasses = DurableSubclasses()
+    agents = [Agent() for _ in range(16)]
+    start = threading.Barrier(len(agents))
+
+    def swap(agent: Agent) -> None:
+        start.wait()
+        subclasses.make_durable(agent, make)
+        subclasses.make_durable(agent, make)  # durable already: unchanged
+
+    threads = [threading.Thread(target=swap, args=(agent,)) for agent in agents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == len(subclasses) == 1
+    assert {type(agent) for agent in agents} == {made[0]}
+    assert subclasses.is_durable(made[0])
+    assert not subclasses.is_durable(Agent)
+    assert subclasses.subclass(made[0], make) is made[0]
+    assert type(subclasses.make_plain(agents[0])) is Agent
+    assert type(subclasses.make_plain(agents[0])) is Agent  # plain already: unchanged
+
+
 # -- the users' frozen view -----------------------------------------------------------------------
 
 

@@ -87,6 +87,7 @@ EXPECTED_ADAPTERS_ALL = [
     "ApprovalPolicy",
     "ApprovalRequest",
     "CallUsage",
+    "DurableSubclasses",
     "ModelResponseOverride",
     "Seam",
     "SideEffectPolicy",

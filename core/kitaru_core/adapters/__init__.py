@@ -30,8 +30,9 @@ The pieces:
   result; they are stored framework-neutral, and an adapter's codec converts them in `decode`:
   `read_override(format, payload)` returns a `ModelResponseOverride` (text and `ToolCallOverride`s)
   or a `ToolResultOverride` (plain JSON), or `None` for the call's own output.
-- **Durable subclasses**: `register_durable_subclass` dresses a durable subclass as its framework
-  class.
+- **Durable subclasses**: `DurableSubclasses` makes each durable subclass of a framework class once,
+  under a lock, swaps an object's class to it and back; `register_durable_subclass` dresses a
+  durable subclass as its framework class.
 
 Writing an adapter, in short: list the framework's seams and call `check_seams` in `durable()`;
 run each agent run under `durable_run(...)`; wrap each model request and tool call in
@@ -111,7 +112,7 @@ from kitaru_core.adapters._shared import (
     stable_text,
 )
 from kitaru_core.adapters._streaming import final_once_relayed, relay_while_running
-from kitaru_core.adapters._subclasses import register_durable_subclass
+from kitaru_core.adapters._subclasses import DurableSubclasses, register_durable_subclass
 
 __all__ = [
     "APPROVAL_BATCH_WINDOW_S",
@@ -122,6 +123,7 @@ __all__ = [
     "ApprovalPolicy",
     "ApprovalRequest",
     "CallUsage",
+    "DurableSubclasses",
     "ModelResponseOverride",
     "Seam",
     "SideEffectPolicy",
