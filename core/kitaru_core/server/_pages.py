@@ -115,6 +115,26 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         here=here,
     )
 
+    def _replay_context(detail: ExecutionDetail) -> dict[str, Any]:
+        """What the "Replay from here" editor needs: when each call started, and the answered waits.
+
+        A replay keeps the answers of the waits reached before its chosen call (`created_at` before
+        the call's start, as `Client.replay` decides); the editor lists those, to be changed.
+        """
+        if not detail.entry_point:
+            return {"call_started": {}, "replay_waits": []}
+        started = {record.sequence: record.started_at_epoch_s for record in client.store.load_calls(detail.id)}
+        waits = [
+            {
+                "name": record.name,
+                "question": record.question,
+                "answer": record.answer,
+                "created_at_epoch_s": record.created_at_epoch_s,
+            }
+            for record in client.store.list_waits(detail.id, status="answered")
+        ]
+        return {"call_started": started, "replay_waits": waits}
+
     def signed_in(request: Request) -> bool:
         cookie = request.cookies.get(COOKIE_NAME)
         return bool(cookie) and auth.valid(cookie or "")
@@ -188,7 +208,7 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
             )
         except ExecutionNotFoundError as error:
             return render(request, "not_found.html", {"page": "", "message": str(error)}, status_code=404)
-        return render(request, "execution.html", {"page": "executions", "detail": detail})
+        return render(request, "execution.html", {"page": "executions", "detail": detail, **_replay_context(detail)})
 
     @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
     def compare_page(  # pyright: ignore[reportUnusedFunction]
