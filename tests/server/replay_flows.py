@@ -79,7 +79,8 @@ def pipeline(topic: str) -> str:
 
 @flow
 def hostile_pipeline(topic: str) -> str:
-    """A call whose key and output are markup, a model call and a handoff stored in an adapter's format."""
+    """A call whose key and output are markup, then a model call, a tool call and a handoff stored in an
+    adapter's format (not JSON)."""
     first = run_checkpoint(HOSTILE_KEY_NAME, lambda: HOSTILE_OUTPUT)
     answer = run_checkpoint(
         "model_request",
@@ -88,8 +89,9 @@ def hostile_pipeline(topic: str) -> str:
         codec=AdapterCodec(),
         usage=lambda _: CallUsage(model_name="demo-model", input_tokens=10, output_tokens=5, cost_usd=0.25),
     )
+    found = run_checkpoint("tool:lookup", lambda: "found <u>it</u>", kind="tool", codec=AdapterCodec())
     desk = run_checkpoint("handoff:desk", lambda: "desk", kind="handoff", codec=AdapterCodec())  # pyright: ignore[reportArgumentType]
-    return publish(f"{topic}: {first} {answer} {desk}")
+    return publish(f"{topic}: {first} {answer} {found} {desk}")
 
 
 @flow

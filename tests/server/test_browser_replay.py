@@ -107,8 +107,13 @@ def test_hostile_keys_and_outputs_stay_text_and_refusals_keep_the_input(
     assert editor.locator("img, b, script").count() == 0
     editor.get_by_role("button", name="Close").click()
     expect(editor).to_be_hidden()
-    # a handoff of an adapter takes no override: the note says why
+    # a tool call whose stored result is not JSON: `null` to change
     rows.nth(2).get_by_role("button", name="Replay from here").click()
+    expect(editor.locator(".replay-key")).to_have_text("tool:lookup:0")
+    expect(editor.locator("textarea[name=output]")).to_have_value("null")
+    editor.get_by_role("button", name="Close").click()
+    # a handoff of an adapter takes no override: the note says why
+    rows.nth(3).get_by_role("button", name="Replay from here").click()
     expect(editor.locator(".replay-key")).to_have_text("handoff:desk:0")
     expect(editor.locator(".adapter-note")).to_be_visible()
     expect(editor.locator(".adapter-note")).to_contain_text("A handoff call of an adapter")

@@ -238,7 +238,7 @@
       title.append("wait ", name, " " + wait.dataset.question);
       const field = document.createElement("textarea");
       field.className = "json wait-answer";
-      field.rows = 2;
+      field.rows = Math.min(8, Math.max(2, wait.dataset.answer.split("\n").length));
       field.dataset.wait = wait.dataset.name;
       field.dataset.original = wait.dataset.answer;
       field.value = wait.dataset.answer;
