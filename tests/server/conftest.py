@@ -69,7 +69,9 @@ def flow_env(store_url: str, artifacts_url: str, **extra: str) -> dict[str, str]
         "KITARU_INLINE_LIMIT_BYTES": "512",
         "KITARU_INTERACTIVE": "false",
         # the repository, then what this process imports from (a worktree's `core/`, when set)
-        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        ),
         **extra,
     }
 

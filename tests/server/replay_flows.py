@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from kitaru_core import CallUsage, checkpoint, flow, run_checkpoint, wait
-from kitaru_core import adapters
+from kitaru_core import CallUsage, adapters, checkpoint, flow, run_checkpoint, wait
 
 HOSTILE_KEY_NAME = '<script>window.hacked=1</script>"q\''
 """A checkpoint name (part of its call key) that is markup and quotes."""
@@ -100,7 +99,9 @@ def agent_desk(question: str) -> str:
     codec = DemoOutcomeCodec()
     asked = adapters.run_checkpoint("model_request", lambda: f"look up {question}", kind="model", codec=codec)
     found = adapters.run_checkpoint("tool:lookup", lambda: f"rows for ({asked})", kind="tool", codec=codec)
-    return adapters.run_checkpoint("model_request", lambda: f"answer from ({found})", kind="model", codec=codec)
+    return adapters.run_checkpoint(
+        "model_request", lambda: f"answer from ({found})", kind="model", codec=codec
+    )
 
 
 @flow

@@ -157,20 +157,23 @@ def test_hostile_keys_and_outputs_stay_text_and_refusals_keep_the_input(
     shoot(page, "replay-3-hostile")
 
 
-def _replay_and_compare(page: Any, source: str) -> str:
+def _replay_and_compare(opened: Any, source: str) -> str:
     """Send the open editor's replay and wait on the compare view until it completes: the new id."""
-    page.locator("#replay-editor").get_by_role("button", name="Replay").click()
-    page.wait_for_url(re.compile(r"/compare\?"))
-    expect(page.locator("a.execution-a")).to_have_text(source)
-    expect(page.locator(".b-status .badge")).to_have_text("completed", timeout=30_000)
-    return str(page.locator("a.execution-b").inner_text())
+    opened.locator("#replay-editor").get_by_role("button", name="Replay").click()
+    opened.wait_for_url(re.compile(r"/compare\?"))
+    expect(opened.locator("a.execution-a")).to_have_text(source)
+    expect(opened.locator(".b-status .badge")).to_have_text("completed", timeout=30_000)
+    return str(opened.locator("a.execution-b").inner_text())
 
 
 def test_an_adapter_model_response_and_tool_result_overridden_in_the_editor(
     page: Any,  # noqa: F811
     live_server: LiveServer,
 ) -> None:
-    assert replay_flows.agent_desk.run("refund 7", execution_id=AGENT) == "answer from (rows for (look up refund 7))"
+    assert (
+        replay_flows.agent_desk.run("refund 7", execution_id=AGENT)
+        == "answer from (rows for (look up refund 7))"
+    )
     page.goto(f"/executions/{AGENT}")
     rows = page.locator("#execution-timeline tr.call")
     editor = page.locator("#replay-editor")
@@ -189,7 +192,9 @@ def test_an_adapter_model_response_and_tool_result_overridden_in_the_editor(
     editor.get_by_role("button", name="Replay").click()
     expect(editor.locator(".result")).to_contain_text("is not a model response")
     expect(output).to_have_value('{"tool_calls": "lookup"}')
-    output.fill('{"text": "check the ledger", "tool_calls": [{"name": "lookup", "arguments": {"q": "ledger"}}]}')
+    output.fill(
+        '{"text": "check the ledger", "tool_calls": [{"name": "lookup", "arguments": {"q": "ledger"}}]}'
+    )
     shoot(page, "replay-4-model-override")
     said = _replay_and_compare(page, AGENT)
     rows_ab = page.locator("table.compare tbody tr")
@@ -241,7 +246,9 @@ def test_a_wait_answer_changed_in_the_editor_is_what_the_replay_gets(
     assert json.loads(answer.input_value()) == {"tier": "basic", "note": "<b>cheap</b>"}
     answer.fill('{"tier": "platinum"}')  # refused by the wait's schema: the API's message, the text kept
     editor.get_by_role("button", name="Replay").click()
-    expect(editor.locator(".result")).to_contain_text("The answer given for wait 'plan' does not satisfy its schema")
+    expect(editor.locator(".result")).to_contain_text(
+        "The answer given for wait 'plan' does not satisfy its schema"
+    )
     expect(editor.locator(".result li")).to_contain_text("platinum")
     expect(answer).to_have_value('{"tier": "platinum"}')
     assert Client().count_executions() == 1

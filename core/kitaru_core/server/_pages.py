@@ -123,7 +123,9 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         """
         if not detail.entry_point:
             return {"call_started": {}, "replay_waits": []}
-        started = {record.sequence: record.started_at_epoch_s for record in client.store.load_calls(detail.id)}
+        started = {
+            record.sequence: record.started_at_epoch_s for record in client.store.load_calls(detail.id)
+        }
         waits = [
             {
                 "name": record.name,
@@ -208,7 +210,9 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
             )
         except ExecutionNotFoundError as error:
             return render(request, "not_found.html", {"page": "", "message": str(error)}, status_code=404)
-        return render(request, "execution.html", {"page": "executions", "detail": detail, **_replay_context(detail)})
+        return render(
+            request, "execution.html", {"page": "executions", "detail": detail, **_replay_context(detail)}
+        )
 
     @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
     def compare_page(  # pyright: ignore[reportUnusedFunction]
