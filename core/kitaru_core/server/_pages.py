@@ -29,6 +29,8 @@ PAGE_SIZE = 50
 INPUT_PREVIEW_CHARACTERS = 160
 VALUE_PREVIEW_CHARACTERS = 2000
 """Longest text a page shows of one value (an answer, tool arguments, a question); the API has all."""
+EDITABLE_ANSWER_CHARACTERS = 10_000
+"""Longest wait answer (as indented JSON) the replay editor offers to change; a longer one is kept as is."""
 
 
 def _preview(value: Any, limit: int = VALUE_PREVIEW_CHARACTERS) -> str:
@@ -126,15 +128,18 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         started = {
             record.sequence: record.started_at_epoch_s for record in client.store.load_calls(detail.id)
         }
-        waits = [
-            {
-                "name": record.name,
-                "question": record.question,
-                "answer": record.answer,
-                "created_at_epoch_s": record.created_at_epoch_s,
-            }
-            for record in client.store.list_waits(detail.id, status="answered")
-        ]
+        waits: list[dict[str, Any]] = []
+        for record in client.store.list_waits(detail.id, status="answered"):
+            text = json.dumps(record.answer, indent=2, ensure_ascii=False, default=str)
+            waits.append(
+                {
+                    "name": record.name,
+                    "question": record.question,
+                    "answer": text if len(text) <= EDITABLE_ANSWER_CHARACTERS else None,
+                    "answer_characters": len(text),
+                    "created_at_epoch_s": record.created_at_epoch_s,
+                }
+            )
         return {"call_started": started, "replay_waits": waits}
 
     def signed_in(request: Request) -> bool:

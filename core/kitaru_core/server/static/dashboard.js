@@ -236,6 +236,14 @@
       const name = document.createElement("code");
       name.textContent = wait.dataset.name;
       title.append("wait ", name, " " + wait.dataset.question);
+      if (wait.dataset.answer === undefined) {  // too large to send with the page: kept as it is
+        const kept = document.createElement("span");
+        kept.className = "hint";
+        kept.textContent = "its answer (" + wait.dataset.answerCharacters + " characters) is too large to change here; it is kept";
+        label.append(title, kept);
+        list.appendChild(label);
+        continue;
+      }
       const field = document.createElement("textarea");
       field.className = "json wait-answer";
       field.rows = Math.min(8, Math.max(2, wait.dataset.answer.split("\n").length));
