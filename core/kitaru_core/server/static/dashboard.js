@@ -204,6 +204,7 @@
   // model response (text and/or tool calls) or tool result (plain JSON); other adapter calls take none.
   const TOOL_KINDS = ["tool", "mcp"];
   const MODEL_RESPONSE_TEMPLATE = '{"text": "", "tool_calls": []}';
+  const REFERENCE_CHARACTERS = 20000;  // of a stored model response shown beside its override
 
   function overrideKind(kind) {
     if (kind === "user") return "user";
@@ -285,15 +286,17 @@
     if (form.dataset.key !== key) return;  // another call was chosen meanwhile
     if (kind === "model") {
       // the server has no framework installed: the response is shown as stored, for reference
-      if (stored.json) referenceText.textContent = JSON.stringify(stored.value, null, 2);
-      else {
+      let text;
+      if (stored.json) text = JSON.stringify(stored.value, null, 2);
+      else {  // not JSON: the timeline's preview of it, and why no more is shown
         const row = opener.closest("tr");
         const cell = row && row.querySelector("td.call-output > code");
-        const preview = cell ? cell.textContent : "";
-        referenceText.textContent = preview + (stored.why ? "\n(" + stored.why + ")" : "");
+        text = (cell ? cell.textContent : "") + "\n(" + stored.why + ")";
       }
-    } else if (output.value === "") {
-      output.value = stored.json ? JSON.stringify(stored.value, null, 2) : "null";
+      if (text.length > REFERENCE_CHARACTERS) text = text.slice(0, REFERENCE_CHARACTERS) + "… (" + text.length + " characters)";
+      referenceText.textContent = text;
+    } else if (output.value === "") {  // a tool result that is not JSON starts as `null`
+      output.value = stored.json ? JSON.stringify(stored.value, null, 2) : kind === "tool" ? "null" : "";
     }
   }
 
