@@ -431,6 +431,7 @@ def test_a_prepared_replay_is_queued_and_refusals_create_nothing(api: TestClient
     )
     assert bad_answer.status_code == 422, bad_answer.text
     assert bad_answer.json()["problems"]
+    assert "no replay of 'rp-2' was created" in bad_answer.json()["message"]  # the wait is not touched
     bad_input = api.post("/api/executions/rp-2/replay", json={"inputs": {"amout": 3}}, headers=bearer())
     assert bad_input.status_code == 409
     assert "has no input 'amout'" in bad_input.json()["message"]

@@ -2,8 +2,11 @@
 
 A plain `@flow` with three checkpoint calls is replayed from its second call with an overridden
 output: the page lands on the compare view, where the first call is the same, the second carries the
-override and the third ran live on it, and the new execution completes. A call whose key and output
-are markup stays text in the editor and in the compare view, and the API's refusals show in the form
+override and the third ran live on it, and the new execution completes. An adapter-like run (calls
+recorded as an adapter records them, with a codec that converts replay overrides) is replayed with an
+overridden model response, then with an overridden tool result, and the agent's later calls see
+them. A wait's answer changed in the editor is what the replay gets. A call whose key and output are
+markup stays text in the editor and in the compare view, and the API's refusals show in the form
 with what was typed kept.
 """
 
@@ -14,13 +17,18 @@ import re
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from kitaru_core import Client
+from kitaru_core.errors import ExecutionWaitingError
 from tests.server import replay_flows
 from tests.server.conftest import LiveServer
 from tests.server.test_browser import browser, expect, page, shoot  # noqa: F401  # the module's fixtures
 
 ORIGINAL = "replay-page-1"
 HOSTILE_ID = 'replay "<i>q</i>" %2F'
+AGENT = "agent-desk-1"
+WAITED = "approved-1"
 
 
 def test_replay_from_a_timeline_row_with_an_override_lands_on_the_compare_view(
@@ -88,13 +96,30 @@ def test_hostile_keys_and_outputs_stay_text_and_refusals_keep_the_input(
     hostile_key = f"{replay_flows.HOSTILE_KEY_NAME}:0"
     rows = page.locator("#execution-timeline tr.call")
     editor = page.locator("#replay-editor")
-    # a model call stored in an adapter's format: replay from it, but no override (not supported yet)
+    # a model request stored in an adapter's format (not JSON): a response template, and the stored
+    # response beside it as text
     rows.nth(1).get_by_role("button", name="Replay from here").click()
     expect(editor.locator(".replay-key")).to_have_text("model_request:0")
-    expect(editor.locator(".adapter-note")).to_be_visible()
-    expect(editor.locator("input[name=override_output]")).to_be_disabled()
+    expect(editor.locator(".adapter-note")).to_be_hidden()
+    expect(editor.locator("input[name=override_output]")).to_be_enabled()
+    expect(editor.locator("textarea[name=output]")).to_have_value('{"text": "", "tool_calls": []}')
+    expect(editor.locator(".stored-output-text")).to_contain_text(replay_flows.HOSTILE_MODEL_OUTPUT)
+    assert editor.locator("img, b, script").count() == 0
     editor.get_by_role("button", name="Close").click()
     expect(editor).to_be_hidden()
+    # a tool call whose stored result is not JSON: `null` to change
+    rows.nth(2).get_by_role("button", name="Replay from here").click()
+    expect(editor.locator(".replay-key")).to_have_text("tool:lookup:0")
+    expect(editor.locator("textarea[name=output]")).to_have_value("null")
+    editor.get_by_role("button", name="Close").click()
+    # a handoff of an adapter takes no override: the note says why
+    rows.nth(3).get_by_role("button", name="Replay from here").click()
+    expect(editor.locator(".replay-key")).to_have_text("handoff:desk:0")
+    expect(editor.locator(".adapter-note")).to_be_visible()
+    expect(editor.locator(".adapter-note")).to_contain_text("A handoff call of an adapter")
+    expect(editor.locator("input[name=override_output]")).to_be_disabled()
+    expect(editor.locator(".stored-output")).to_be_hidden()
+    editor.get_by_role("button", name="Close").click()
 
     row = rows.first
     expect(row.locator("td code").first).to_have_text(hostile_key)
@@ -130,3 +155,111 @@ def test_hostile_keys_and_outputs_stay_text_and_refusals_keep_the_input(
     assert page.locator("table.compare b, table.compare img, table.compare script").count() == 0
     assert page.evaluate("window.hacked") is None
     shoot(page, "replay-3-hostile")
+
+
+def _replay_and_compare(opened: Any, source: str) -> str:
+    """Send the open editor's replay and wait on the compare view until it completes: the new id."""
+    opened.locator("#replay-editor").get_by_role("button", name="Replay").click()
+    opened.wait_for_url(re.compile(r"/compare\?"))
+    expect(opened.locator("a.execution-a")).to_have_text(source)
+    expect(opened.locator(".b-status .badge")).to_have_text("completed", timeout=30_000)
+    return str(opened.locator("a.execution-b").inner_text())
+
+
+def test_an_adapter_model_response_and_tool_result_overridden_in_the_editor(
+    page: Any,  # noqa: F811
+    live_server: LiveServer,
+) -> None:
+    assert (
+        replay_flows.agent_desk.run("refund 7", execution_id=AGENT)
+        == "answer from (rows for (look up refund 7))"
+    )
+    page.goto(f"/executions/{AGENT}")
+    rows = page.locator("#execution-timeline tr.call")
+    editor = page.locator("#replay-editor")
+    output = editor.locator("textarea[name=output]")
+
+    # the model request: a response template to fill, the stored response beside it for reference
+    rows.nth(0).get_by_role("button", name="Replay from here").click()
+    expect(editor.locator(".replay-key")).to_have_text("model_request:0")
+    expect(output).to_have_value('{"text": "", "tool_calls": []}')
+    expect(editor.locator(".stored-output-text")).to_have_text('"look up refund 7"')
+    expect(editor.locator(".override-meaning[data-meaning=model]")).to_be_visible()
+    expect(editor.locator(".override-meaning[data-meaning=user]")).to_be_hidden()
+    expect(editor.locator(".wait-answers")).to_be_hidden()
+    editor.locator("input[name=override_output]").check()
+    output.fill('{"tool_calls": "lookup"}')  # not a model response: the API's message, the text kept
+    editor.get_by_role("button", name="Replay").click()
+    expect(editor.locator(".result")).to_contain_text("is not a model response")
+    expect(output).to_have_value('{"tool_calls": "lookup"}')
+    output.fill(
+        '{"text": "check the ledger", "tool_calls": [{"name": "lookup", "arguments": {"q": "ledger"}}]}'
+    )
+    shoot(page, "replay-4-model-override")
+    said = _replay_and_compare(page, AGENT)
+    rows_ab = page.locator("table.compare tbody tr")
+    assert [row.get_attribute("data-change") for row in rows_ab.all()] == ["changed"] * 3
+    expect(rows_ab.nth(0).locator("code.diff-output").nth(1)).to_contain_text('"text":"check the ledger"')
+    expect(rows_ab.nth(1).locator(".source").nth(1)).to_have_text("live")
+    # the agent's later calls ran live on the overridden response, converted by its codec
+    said_text = 'said "check the ledger" calling [lookup({"q": "ledger"})]'
+    assert Client().get_output(said) == f"answer from (rows for ({said_text}))"
+
+    # the tool call: its stored result prefilled as JSON, to change
+    page.goto(f"/executions/{AGENT}")
+    rows.nth(1).get_by_role("button", name="Replay from here").click()
+    expect(editor.locator(".replay-key")).to_have_text("tool:lookup:0")
+    expect(output).to_have_value('"rows for (look up refund 7)"')
+    expect(editor.locator(".override-meaning[data-meaning=tool]")).to_be_visible()
+    expect(editor.locator(".stored-output")).to_be_hidden()
+    editor.locator("input[name=override_output]").check()
+    output.fill('{"rows": [1, 2]}')
+    given = _replay_and_compare(page, AGENT)
+    rows_ab = page.locator("table.compare tbody tr")
+    assert [row.get_attribute("data-change") for row in rows_ab.all()] == ["same", "changed", "changed"]
+    expect(rows_ab.nth(1).locator("code.diff-output").nth(1)).to_contain_text('"rows": [1, 2]')
+    assert Client().get_output(given) == 'answer from (given {"rows": [1, 2]})'
+    shoot(page, "replay-5-tool-override")
+
+
+def test_a_wait_answer_changed_in_the_editor_is_what_the_replay_gets(
+    page: Any,  # noqa: F811
+    live_server: LiveServer,
+) -> None:
+    with pytest.raises(ExecutionWaitingError):
+        replay_flows.approved_pipeline.run("durable", execution_id=WAITED)
+    Client().answer(WAITED, "plan", {"tier": "basic", "note": "<b>cheap</b>"})
+    assert Client().resume(WAITED) == "published: basic plan for durable <b>cheap</b>"
+    page.goto(f"/executions/{WAITED}")
+    rows = page.locator("#execution-timeline tr.call")
+    editor = page.locator("#replay-editor")
+    # replayed from the call before the wait, the wait is asked again: nothing to change
+    rows.nth(0).get_by_role("button", name="Replay from here").click()
+    expect(editor.locator(".wait-answers")).to_be_hidden()
+    editor.get_by_role("button", name="Close").click()
+
+    rows.nth(1).get_by_role("button", name="Replay from here").click()
+    expect(editor.locator(".replay-key")).to_have_text("publish:0")
+    answer = editor.locator("textarea.wait-answer")
+    expect(answer).to_have_count(1)
+    expect(editor.locator(".wait-answer-list label")).to_contain_text("Which <i>plan</i>?")
+    assert json.loads(answer.input_value()) == {"tier": "basic", "note": "<b>cheap</b>"}
+    answer.fill('{"tier": "platinum"}')  # refused by the wait's schema: the API's message, the text kept
+    editor.get_by_role("button", name="Replay").click()
+    expect(editor.locator(".result")).to_contain_text(
+        "The answer given for wait 'plan' does not satisfy its schema"
+    )
+    expect(editor.locator(".result li")).to_contain_text("platinum")
+    expect(answer).to_have_value('{"tier": "platinum"}')
+    assert Client().count_executions() == 1
+
+    answer.fill('{"tier": "gold", "note": "<script>window.hacked=6</script>"}')
+    shoot(page, "replay-6-wait-override")
+    new_id = _replay_and_compare(page, WAITED)
+    rows_ab = page.locator("table.compare tbody tr")
+    assert [row.get_attribute("data-change") for row in rows_ab.all()] == ["same", "changed"]
+    assert Client().get_output(new_id) == "published: gold plan for durable <script>window.hacked=6</script>"
+    assert [wait.answer for wait in Client().get_execution(new_id).waits] == [
+        {"tier": "gold", "note": "<script>window.hacked=6</script>"}
+    ]
+    assert page.evaluate("window.hacked") is None

@@ -171,6 +171,7 @@ def test_pages_show_a_preview_of_a_large_answer(api: TestClient) -> None:
     assert page.status_code == 200
     assert len(page.text) < 60_000
     assert "characters; the API has all" in page.text
+    assert 'data-answer-characters="' in page.text  # the replay editor keeps it as it is
     full = api.get("/api/executions/large-1").json()
     assert full["waits"][0]["answer"]["reason"] == reason
 

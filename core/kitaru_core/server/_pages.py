@@ -29,6 +29,8 @@ PAGE_SIZE = 50
 INPUT_PREVIEW_CHARACTERS = 160
 VALUE_PREVIEW_CHARACTERS = 2000
 """Longest text a page shows of one value (an answer, tool arguments, a question); the API has all."""
+EDITABLE_ANSWER_CHARACTERS = 10_000
+"""Longest wait answer (as indented JSON) the replay editor offers to change; a longer one is kept as is."""
 
 
 def _preview(value: Any, limit: int = VALUE_PREVIEW_CHARACTERS) -> str:
@@ -115,6 +117,31 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
         here=here,
     )
 
+    def _replay_context(detail: ExecutionDetail) -> dict[str, Any]:
+        """What the "Replay from here" editor needs: when each call started, and the answered waits.
+
+        A replay keeps the answers of the waits reached before its chosen call (`created_at` before
+        the call's start, as `Client.replay` decides); the editor lists those, to be changed.
+        """
+        if not detail.entry_point:
+            return {"call_started": {}, "replay_waits": []}
+        started = {
+            record.sequence: record.started_at_epoch_s for record in client.store.load_calls(detail.id)
+        }
+        waits: list[dict[str, Any]] = []
+        for record in client.store.list_waits(detail.id, status="answered"):
+            text = json.dumps(record.answer, indent=2, ensure_ascii=False, default=str)
+            waits.append(
+                {
+                    "name": record.name,
+                    "question": record.question,
+                    "answer": text if len(text) <= EDITABLE_ANSWER_CHARACTERS else None,
+                    "answer_characters": len(text),
+                    "created_at_epoch_s": record.created_at_epoch_s,
+                }
+            )
+        return {"call_started": started, "replay_waits": waits}
+
     def signed_in(request: Request) -> bool:
         cookie = request.cookies.get(COOKIE_NAME)
         return bool(cookie) and auth.valid(cookie or "")
@@ -188,7 +215,9 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
             )
         except ExecutionNotFoundError as error:
             return render(request, "not_found.html", {"page": "", "message": str(error)}, status_code=404)
-        return render(request, "execution.html", {"page": "executions", "detail": detail})
+        return render(
+            request, "execution.html", {"page": "executions", "detail": detail, **_replay_context(detail)}
+        )
 
     @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
     def compare_page(  # pyright: ignore[reportUnusedFunction]

@@ -13,7 +13,8 @@ from kitaru_core import Client
 from kitaru_core._diff import ExecutionDiff
 from kitaru_core._ids import MAX_ID_CHARACTERS
 from kitaru_core._workers import live_workers_for
-from kitaru_core.server._app import ErrorBody, ExecutionId, Who, valid_id
+from kitaru_core.errors import InvalidAnswerError
+from kitaru_core.server._app import ApiError, ErrorBody, ExecutionId, Who, valid_id
 from kitaru_core.server._settings import ServerSettings
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
@@ -27,9 +28,11 @@ class ReplayRequest(BaseModel):
         from_call: The first call to run live again: its key (`"price:0"`) or its `sequence` (`#`
             in the timeline); `null`: reuse every completed call. Waits answered before it keep
             their answers; later ones are asked again.
-        overrides: New values by call key (a plain `@checkpoint` call's output) or by wait name (its
-            answer, checked against the wait's schema). Adapter calls (model responses, tool results)
-            cannot be overridden yet (409).
+        overrides: New values by call key or by wait name: a plain `@checkpoint` call's output; an
+            adapter's model request: its response, a string (the text) or `{"text": ..., "tool_calls":
+            [{"name": ..., "arguments": {...}}]}`; an adapter's tool call: its result as any JSON value;
+            a wait: its answer, checked against the wait's schema (422). Other adapter calls (a
+            handoff, a flow step) take no override (409).
         inputs: New values of some of the flow's inputs, by parameter name (names are checked against
             the stored inputs; values are passed to the flow as given).
         new_execution_id: The new execution's id; default: generated.
@@ -93,8 +96,10 @@ def add_replay_routes(
             **not_found,
             409: {
                 "model": error_body,
-                "description": "An override or input names nothing the execution has, targets an adapter call, "
-                "or cannot be stored; the new id exists; or the execution is not resumable from here.",
+                "description": "An override or input names nothing the execution has, does not fit its call "
+                "(a model request's is not a model response) or targets an adapter call that takes none (a "
+                "handoff, a flow step), or cannot be stored; the new id exists; or the execution is not "
+                "resumable from here.",
             },
             413: {"model": error_body, "description": "The request body is larger than the server accepts."},
             422: {
@@ -117,6 +122,18 @@ def add_replay_routes(
         audit trails record the token's name. Compare the two with `GET /api/diff`.
         """
         source_id = valid_id(execution_id, "execution_id")
+        try:
+            return _replay(source_id, body, actor)
+        except InvalidAnswerError as error:  # the wait is not touched: say so, not "it stays pending"
+            raise ApiError(
+                422,
+                "InvalidAnswerError",
+                f"The answer given for wait {error.wait_name!r} does not satisfy its schema; no replay of "
+                f"{source_id!r} was created. Change it and replay again.",
+                error.problems,
+            ) from error
+
+    def _replay(source_id: str, body: ReplayRequest, actor: tuple[str, str]) -> ReplayStarted:
         overrides = body.overrides or None
         inputs = body.inputs or None
         # With a live worker on the queue the server runs no flow code: the replay is queued for it.

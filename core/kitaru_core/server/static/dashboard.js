@@ -73,7 +73,8 @@
     }
   }
 
-  async function explain(response) {
+  // `context` "replay": a refused answer is a replay's wait override, so the API's message says it all.
+  async function explain(response, context) {
     let body = null;
     try { body = await response.json(); } catch (error) { /* not JSON */ }
     if (response.status === 401 || (response.status === 403 && body && body.error !== "cross_site_request")) {
@@ -82,7 +83,7 @@
     if (body && Array.isArray(body.detail)) {  // FastAPI's own request validation
       return { text: "The request was refused.", problems: body.detail.map((d) => (d.loc || []).join(".") + ": " + d.msg) };
     }
-    if (body && body.error === "InvalidAnswerError") {  // the message repeats the problems: list them once
+    if (body && body.error === "InvalidAnswerError" && context !== "replay") {  // the message repeats the problems: list them once
       return { text: "Answer refused; the wait stays pending:", problems: body.problems };
     }
     return { text: (body && body.message) || ("HTTP " + response.status), problems: (body && body.problems) || [] };
@@ -199,6 +200,63 @@
   });
 
   // "Replay from here" (execution page): an editor dialog, then the compare view of both executions.
+  // What an override of the chosen call means depends on its kind: a plain call's output, an adapter's
+  // model response (text and/or tool calls) or tool result (plain JSON); other adapter calls take none.
+  const TOOL_KINDS = ["tool", "mcp"];
+  const MODEL_RESPONSE_TEMPLATE = '{"text": "", "tool_calls": []}';
+  const REFERENCE_CHARACTERS = 20000;  // of a stored model response shown beside its override
+
+  function overrideKind(kind) {
+    if (kind === "user") return "user";
+    if (kind === "model") return "model";
+    return TOOL_KINDS.includes(kind) ? "tool" : null;
+  }
+
+  async function storedOutput(form, opener) {
+    const url = form.dataset.output + encodeURIComponent(opener.dataset.replaySequence) + "/output";
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (response.ok) return { json: true, value: (await response.json()).value };
+      return { json: false, why: (await explain(response)).text };
+    } catch (error) {
+      return { json: false, why: "The server did not answer: " + error.message };
+    }
+  }
+
+  // The answered waits reached before the chosen call (their answers are kept by the replay), each
+  // with its answer in a field: a changed answer is sent as an override by wait name.
+  function listWaitAnswers(form, opener) {
+    const list = form.querySelector(".wait-answer-list");
+    list.replaceChildren();
+    const started = Number(opener.dataset.replayStarted);
+    const source = document.getElementById("replay-wait-answers");
+    const waits = source ? Array.from(source.children).filter((item) => Number(item.dataset.created) < started) : [];
+    for (const wait of waits) {
+      const label = document.createElement("label");
+      const title = document.createElement("span");
+      const name = document.createElement("code");
+      name.textContent = wait.dataset.name;
+      title.append("wait ", name, " " + wait.dataset.question);
+      if (wait.dataset.answer === undefined) {  // too large to send with the page: kept as it is
+        const kept = document.createElement("span");
+        kept.className = "hint";
+        kept.textContent = "its answer (" + wait.dataset.answerCharacters + " characters) is too large to change here; it is kept";
+        label.append(title, kept);
+        list.appendChild(label);
+        continue;
+      }
+      const field = document.createElement("textarea");
+      field.className = "json wait-answer";
+      field.rows = Math.min(8, Math.max(2, wait.dataset.answer.split("\n").length));
+      field.dataset.wait = wait.dataset.name;
+      field.dataset.original = wait.dataset.answer;
+      field.value = wait.dataset.answer;
+      label.append(title, field);
+      list.appendChild(label);
+    }
+    form.querySelector(".wait-answers").hidden = waits.length === 0;
+  }
+
   async function openReplayEditor(opener, dialog) {
     const form = dialog.querySelector("form.replay");
     const key = opener.dataset.replayKey;
@@ -206,23 +264,40 @@
     if (form.dataset.key === key) return;  // the same call again: keep what was typed
     form.dataset.key = key;
     form.querySelector(".replay-key").textContent = key;
-    const plain = opener.dataset.replayKind === "user";
+    const kind = overrideKind(opener.dataset.replayKind);
     const output = form.elements.namedItem("output");
     const overrideOutput = form.elements.namedItem("override_output");
     overrideOutput.checked = false;
-    overrideOutput.disabled = !plain;
-    output.disabled = !plain;
-    output.value = "";
-    form.querySelector(".adapter-note").hidden = plain;
+    overrideOutput.disabled = kind === null;
+    output.disabled = kind === null;
+    output.value = kind === "model" ? MODEL_RESPONSE_TEMPLATE : "";
+    for (const line of form.querySelectorAll(".override-meaning")) line.hidden = line.dataset.meaning !== kind;
+    const note = form.querySelector(".adapter-note");
+    note.hidden = kind !== null;
+    note.querySelector(".adapter-kind").textContent = opener.dataset.replayKind;
+    const reference = form.querySelector(".stored-output");
+    const referenceText = reference.querySelector(".stored-output-text");
+    reference.hidden = kind !== "model";
+    referenceText.textContent = "";
     show(form.querySelector(".result"), "", "");
-    if (!plain) return;
-    const url = form.dataset.output + encodeURIComponent(opener.dataset.replaySequence) + "/output";
-    try {
-      const response = await fetch(url, { credentials: "same-origin" });
-      if (response.ok && form.dataset.key === key && output.value === "") {
-        output.value = JSON.stringify((await response.json()).value, null, 2);
+    listWaitAnswers(form, opener);
+    if (kind === null) return;
+    const stored = await storedOutput(form, opener);
+    if (form.dataset.key !== key) return;  // another call was chosen meanwhile
+    if (kind === "model") {
+      // the server has no framework installed: the response is shown as stored, for reference
+      let text;
+      if (stored.json) text = JSON.stringify(stored.value, null, 2);
+      else {  // not JSON: the timeline's preview of it, and why no more is shown
+        const row = opener.closest("tr");
+        const cell = row && row.querySelector("td.call-output > code");
+        text = (cell ? cell.textContent : "") + "\n(" + stored.why + ")";
       }
-    } catch (error) { /* no prefill: the field stays empty */ }
+      if (text.length > REFERENCE_CHARACTERS) text = text.slice(0, REFERENCE_CHARACTERS) + "… (" + text.length + " characters)";
+      referenceText.textContent = text;
+    } else if (output.value === "") {  // a tool result that is not JSON starts as `null`
+      output.value = stored.json ? JSON.stringify(stored.value, null, 2) : kind === "tool" ? "null" : "";
+    }
   }
 
   function readJson(text, what, problems) {
@@ -246,10 +321,18 @@
     const fields = form.elements;
     const body = { from_call: form.dataset.key, run: fields.namedItem("run").value === "now" };
     const problems = [];
+    const overrides = {};
     if (fields.namedItem("override_output").checked) {
       const value = readJson(fields.namedItem("output").value, "output", problems);
-      if (value !== undefined) body.overrides = { [form.dataset.key]: value };
+      if (value !== undefined) overrides[form.dataset.key] = value;
     }
+    for (const field of form.querySelectorAll("textarea.wait-answer")) {
+      if (field.value === field.dataset.original) continue;
+      const answer = readJson(field.value, "wait " + field.dataset.wait, problems);
+      if (answer === undefined) continue;
+      if (JSON.stringify(answer) !== JSON.stringify(JSON.parse(field.dataset.original))) overrides[field.dataset.wait] = answer;
+    }
+    if (Object.keys(overrides).length) body.overrides = overrides;
     if (fields.namedItem("override_inputs").checked) {
       const inputs = readJson(fields.namedItem("inputs").value, "inputs", problems);
       if (inputs !== undefined && (inputs === null || typeof inputs !== "object" || Array.isArray(inputs))) {
@@ -270,7 +353,7 @@
         show(result, "Replay " + started.execution_id + " " + started.status + "; opening the comparison…", "ok");
         window.location.assign("/compare?" + new URLSearchParams({ a: started.replay_of, b: started.execution_id }).toString());
       } else {
-        const why = await explain(response);
+        const why = await explain(response, "replay");
         show(result, why.text, "problems", why.problems);
       }
     } catch (error) {
