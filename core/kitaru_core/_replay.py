@@ -248,12 +248,15 @@ def _override_wait(execution_id: str, wait: WaitRecord, value: Any) -> WaitRecor
         f"{'/'.join(str(part) for part in error.absolute_path) or 'value'}: {error.message}"
         for error in validator_class(wait.schema).iter_errors(value)
     )
+    outcome = "no replay was created (change the answer and replay again)"
     if problems:
-        raise InvalidAnswerError(execution_id, wait.name, problems)
+        raise InvalidAnswerError(execution_id, wait.name, problems, outcome=outcome)
     try:
         json.dumps(value)
     except (TypeError, ValueError) as error:
-        raise InvalidAnswerError(execution_id, wait.name, [f"value is not JSON: {error}"]) from error
+        raise InvalidAnswerError(
+            execution_id, wait.name, [f"value is not JSON: {error}"], outcome=outcome
+        ) from error
     return dataclasses.replace(
         wait,
         status="answered",

@@ -386,16 +386,26 @@ class WaitAlreadyAnsweredError(WaitError):
 class InvalidAnswerError(WaitError):
     """An answer does not satisfy the wait's schema. The wait stays pending.
 
+    A replay's overridden answer that does not satisfy the schema raises it too; then the message
+    says that no replay was created (the replayed execution's wait is not touched).
+
     Attributes:
         problems: One human-readable line per validation problem.
     """
 
-    def __init__(self, execution_id: str, wait_name: str, problems: Sequence[str]) -> None:
+    def __init__(
+        self,
+        execution_id: str,
+        wait_name: str,
+        problems: Sequence[str],
+        *,
+        outcome: str = "the wait stays pending",
+    ) -> None:
         self.problems = list(problems)
         super().__init__(
             execution_id,
             wait_name,
-            f"Answer refused for wait {wait_name!r} of execution {execution_id!r}; the wait stays pending. "
+            f"Answer refused for wait {wait_name!r} of execution {execution_id!r}; {outcome}. "
             + "Problems: "
             + "; ".join(self.problems),
         )

@@ -228,8 +228,10 @@ def test_replay_keeps_answers_of_waits_before_the_chosen_call_and_asks_later_one
     assert Client().get_output(Client().replay(execution_id)) == "True middle 2"
     replay_id = Client().replay(execution_id, overrides={"second": 5, "first question": False})
     assert Client().get_output(replay_id) == "False middle 5"
-    with pytest.raises(kitaru_core.errors.InvalidAnswerError, match="second"):
+    count = Client().count_executions()
+    with pytest.raises(kitaru_core.errors.InvalidAnswerError, match=r"'second'.*; no replay was created"):
         Client().replay(execution_id, overrides={"second": "five"})
+    assert Client().count_executions() == count
 
 
 def test_a_prepared_replay_is_queued_left_alone_by_recover_and_runs_later() -> None:
