@@ -136,7 +136,9 @@ def overridden_response(override: ModelResponseOverride) -> ModelResponse:
                 type="message",
                 role="assistant",
                 status="completed",
-                content=[ResponseOutputText(type="output_text", text=override.text, annotations=[], logprobs=[])],
+                content=[
+                    ResponseOutputText(type="output_text", text=override.text, annotations=[], logprobs=[])
+                ],
             )
         )
     for index, call in enumerate(override.tool_calls):

@@ -28,7 +28,10 @@ from .conftest import ModelServer, run_async
 SCRIPT = Script(
     rules=[
         Rule(when_turn=0, tool_calls=(ScriptedToolCall("lookup_order", {"order_id": 7}, id="call_lookup"),)),
-        Rule(when_turn=1, tool_calls=(ScriptedToolCall("refund", {"order_id": 7, "amount": 10}, id="call_refund"),)),
+        Rule(
+            when_turn=1,
+            tool_calls=(ScriptedToolCall("refund", {"order_id": 7, "amount": 10}, id="call_refund"),),
+        ),
         Rule(when_turn=2, text="Done: {last_tool_result}"),
     ],
     model_names=("gpt-4o-mini",),
@@ -75,7 +78,11 @@ def ask(prompt: str, *, stream: bool = False, api: str = "chat", execution_id: s
 
         return run_async(streamed())
     if execution_id is not None:
-        return str(DurableRunner().run_sync(desk(), prompt, run_config=config(api), execution_id=execution_id).final_output)
+        return str(
+            DurableRunner()
+            .run_sync(desk(), prompt, run_config=config(api), execution_id=execution_id)
+            .final_output
+        )
     return str(Runner.run_sync(agent, prompt, run_config=config(api)).final_output)
 
 
@@ -110,7 +117,9 @@ def sent(server: ModelServer, index: int = -1) -> list[dict[str, Any]]:
 def tool_result_sent(server: ModelServer, index: int = -1) -> str:
     """The last tool result the model was sent in a request (chat or Responses API)."""
     items = sent(server, index)
-    results = [item for item in items if item.get("role") == "tool" or item.get("type") == "function_call_output"]
+    results = [
+        item for item in items if item.get("role") == "tool" or item.get("type") == "function_call_output"
+    ]
     last = results[-1]
     return str(last.get("content", last.get("output")))
 
@@ -129,7 +138,9 @@ def original_run(server: ModelServer, **inputs: Any) -> tuple[str, list[str]]:
 
 def test_a_tool_result_override_reaches_the_model_and_later_calls_run_live(server: ModelServer) -> None:
     original, _models = original_run(server)
-    new_id = Client().replay(original, from_call=LOOKUP, overrides={LOOKUP: {"order_id": 7, "status": "lost"}})
+    new_id = Client().replay(
+        original, from_call=LOOKUP, overrides={LOOKUP: {"order_id": 7, "status": "lost"}}
+    )
     assert Client().get_output(new_id) == "Done: refunded 10 on order 7"
     assert requests(server) == 5  # the first model call served; the other two live
     assert "lost" in tool_result_sent(server, 3)
@@ -138,18 +149,27 @@ def test_a_tool_result_override_reaches_the_model_and_later_calls_run_live(serve
 
 def test_a_text_response_override_ends_the_run_without_a_request(server: ModelServer) -> None:
     original, models = original_run(server)
-    new_id = Client().replay(original, from_call=models[1], overrides={models[1]: "No refund: the order is fine."})
+    new_id = Client().replay(
+        original, from_call=models[1], overrides={models[1]: "No refund: the order is fine."}
+    )
     assert Client().get_output(new_id) == "No refund: the order is fine."
     assert (requests(server), tool_runs) == (3, [])
     assert [call.key for call in Client().get_execution(new_id).calls] == [models[0], LOOKUP, models[1]]
 
 
 @pytest.mark.parametrize(
-    ("stream", "api"), [(False, "chat"), (True, "chat"), (True, "responses")], ids=["run", "streamed", "responses"]
+    ("stream", "api"),
+    [(False, "chat"), (True, "chat"), (True, "responses")],
+    ids=["run", "streamed", "responses"],
 )
-def test_a_tool_call_override_runs_the_tool_live_with_its_arguments(server: ModelServer, stream: bool, api: str) -> None:
+def test_a_tool_call_override_runs_the_tool_live_with_its_arguments(
+    server: ModelServer, stream: bool, api: str
+) -> None:
     original, models = original_run(server, stream=stream, api=api)
-    override = {"text": "Refunding part.", "tool_calls": [{"name": "refund", "arguments": {"order_id": 7, "amount": 4}}]}
+    override = {
+        "text": "Refunding part.",
+        "tool_calls": [{"name": "refund", "arguments": {"order_id": 7, "amount": 4}}],
+    }
     new_id = Client().replay(original, from_call=models[1], overrides={models[1]: override})
     assert Client().get_output(new_id) == "Done: refunded 4 on order 7"
     assert tool_runs == [("refund", {"order_id": 7, "amount": 4})]
@@ -180,7 +200,9 @@ def test_replay_from_the_cli_with_an_override_then_diff(server: ModelServer, sql
 
     override = json.dumps({"order_id": 7, "status": "lost"})
     replayed = json.loads(
-        invoke("executions", "replay", original, "--from", LOOKUP, "--override", f"{LOOKUP}={override}", "--json")
+        invoke(
+            "executions", "replay", original, "--from", LOOKUP, "--override", f"{LOOKUP}={override}", "--json"
+        )
     )
     new_id = replayed["execution_id"]
     assert (replayed["replay_of"], requests(server)) == (original, 5)

@@ -29,7 +29,10 @@ from kitaru_core.testing import Rule, Script, ScriptedModelServer, ScriptedToolC
 SCRIPT = Script(
     rules=[
         Rule(when_turn=0, tool_calls=(ScriptedToolCall("lookup_order", {"order_id": 7}, id="call_lookup"),)),
-        Rule(when_turn=1, tool_calls=(ScriptedToolCall("refund", {"order_id": 7, "amount": 10}, id="call_refund"),)),
+        Rule(
+            when_turn=1,
+            tool_calls=(ScriptedToolCall("refund", {"order_id": 7, "amount": 10}, id="call_refund"),),
+        ),
         Rule(when_turn=2, text="Done: {last_tool_result}"),
     ],
     model_names=("gpt-4o-mini",),
@@ -105,7 +108,9 @@ def original_run(server: ScriptedModelServer, **inputs: Any) -> str:
     return original.id
 
 
-def test_a_tool_result_override_reaches_the_model_and_later_calls_run_live(server: ScriptedModelServer) -> None:
+def test_a_tool_result_override_reaches_the_model_and_later_calls_run_live(
+    server: ScriptedModelServer,
+) -> None:
     original = original_run(server)
     new_id = Client().replay(
         original, from_call=LOOKUP, overrides={LOOKUP: {"order_id": 7, "status": "lost", "paid": 25}}
@@ -124,7 +129,9 @@ def test_a_tool_result_override_reaches_the_model_and_later_calls_run_live(serve
 
 def test_a_text_response_override_ends_the_run_without_a_request(server: ScriptedModelServer) -> None:
     original = original_run(server)
-    new_id = Client().replay(original, from_call=MODEL_1, overrides={MODEL_1: "No refund: the order is fine."})
+    new_id = Client().replay(
+        original, from_call=MODEL_1, overrides={MODEL_1: "No refund: the order is fine."}
+    )
     assert Client().get_output(new_id) == "No refund: the order is fine."
     assert (server.request_count, tool_runs) == (3, [])
     assert [call.key for call in Client().get_execution(new_id).calls] == [MODEL_0, LOOKUP, MODEL_1]
@@ -161,7 +168,9 @@ def test_a_replay_with_new_inputs_runs_the_changed_calls_live(server: ScriptedMo
     assert tool_runs == []  # the script asks the same tool calls: same ids, same arguments, served
 
 
-def test_replay_from_the_cli_with_an_override_then_diff(server: ScriptedModelServer, sqlite_file_store: str) -> None:
+def test_replay_from_the_cli_with_an_override_then_diff(
+    server: ScriptedModelServer, sqlite_file_store: str
+) -> None:
     original = original_run(server)
 
     def invoke(*args: str) -> str:
@@ -171,7 +180,16 @@ def test_replay_from_the_cli_with_an_override_then_diff(server: ScriptedModelSer
 
     override = json.dumps({"tool_calls": [{"name": "refund", "arguments": {"order_id": 7, "amount": 4}}]})
     replayed = json.loads(
-        invoke("executions", "replay", original, "--from", MODEL_1, "--override", f"{MODEL_1}={override}", "--json")
+        invoke(
+            "executions",
+            "replay",
+            original,
+            "--from",
+            MODEL_1,
+            "--override",
+            f"{MODEL_1}={override}",
+            "--json",
+        )
     )
     new_id = replayed["execution_id"]
     assert (replayed["replay_of"], server.request_count, tool_runs) == (
