@@ -9,16 +9,19 @@ the chosen one (no request reaches the server), serves an override as the SDK's 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from agents import Agent, RunConfig, Runner, function_tool
+from agents.mcp import MCPServerStdio
 from agents.models.openai_provider import OpenAIProvider
 from typer.testing import CliRunner
 
 from kitaru_adapters.openai_agents import DurableRunner, durable
-from kitaru_core import Client, flow
+from kitaru_core import Client, execution, flow
 from kitaru_core.cli import app
 from kitaru_core.errors import ConfigurationError
 from kitaru_core.testing import Rule, Script, ScriptedToolCall
@@ -235,3 +238,44 @@ def test_a_prepared_replay_of_a_top_level_run_is_run_by_the_runner_under_its_id(
     assert requests(server) == 5
     assert "lost" in tool_result_sent(server, 3)
     assert tool_runs == [("refund", {"order_id": 7, "amount": 10})]
+
+
+MCP_SCRIPT = Script(
+    rules=[
+        Rule(when_turn=0, tool_calls=(ScriptedToolCall("stock", {"item": "apples"}, id="call_stock"),)),
+        Rule(when_turn=1, text="In stock: {last_tool_result}"),
+    ],
+    model_names=("gpt-4o-mini",),
+)
+
+
+@pytest.mark.slow  # an MCP server process
+@pytest.mark.parametrize("script", [MCP_SCRIPT])
+def test_an_mcp_tool_result_override_reaches_the_model(
+    script: Script, model_server: ModelServer, sqlite_file_store: str, tmp_path: Path
+) -> None:
+    counter = tmp_path / "mcp-calls.txt"
+    mcp_server = Path(__file__).resolve().parents[1] / "pydantic_ai" / "mcp_inventory_server.py"
+
+    async def original_and_replay() -> list[str]:
+        server = MCPServerStdio(
+            params={"command": sys.executable, "args": [str(mcp_server), str(counter)]},
+            cache_tools_list=True,
+            name="inventory",
+        )
+        outputs: list[str] = []
+        async with server:  # one MCP server process for both runs
+            agent = durable(Agent(name="stockkeeper", instructions="Check stock.", mcp_servers=[server]))
+            with execution("stock-check"):
+                result = await Runner.run(agent, "How many apples?", run_config=model_server.run_config())
+            outputs.append(str(result.final_output))
+            [stock] = [call for call in Client().get_execution("stock-check").calls if call.kind == "mcp"]
+            new_id = Client().replay("stock-check", from_call=stock.key, overrides={stock.key: 0}, run=False)
+            with execution(new_id):  # a prepared replay of an `execution(...)` block: entered by its id
+                result = await Runner.run(agent, "How many apples?", run_config=model_server.run_config())
+            outputs.append(str(result.final_output))
+        return outputs
+
+    assert run_async(original_and_replay()) == ["In stock: 7", "In stock: 0"]
+    assert counter.read_text().splitlines() == ["stock:apples"]  # the MCP tool ran once, in the original
+    assert len(model_server.requests()) == 3  # the replay's first model call served, its last one live
