@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -231,3 +233,19 @@ def test_a_prepared_replay_of_a_top_level_run_is_run_by_running_the_agent_under_
     assert server.request_count == 5
     assert "lost" in server.request_bodies[3]["messages"][-1]["content"]
     assert tool_runs == [("refund", {"order_id": 7, "amount": 10})]
+
+
+def test_the_docs_replay_example_runs_as_written(
+    sqlite_file_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    markdown = (Path(__file__).resolve().parents[2] / "docs" / "pydantic-ai.md").read_text(encoding="utf-8")
+    [block] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+        if "# replay_example.py" in block
+    ]
+    exec(compile(block, "replay_example.py", "exec"), {"__name__": "replay_example"})
+    keys, output = capsys.readouterr().out.splitlines()
+    assert keys.startswith("['model_request:0', 'tool:lookup_order:pyd_ai_")
+    assert output == '{"lookup_order":"order 7: lost"}'
+    assert [summary.status for summary in Client().list_executions()] == ["completed", "completed"]
