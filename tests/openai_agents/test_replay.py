@@ -9,6 +9,7 @@ the chosen one (no request reaches the server), serves an override as the SDK's 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,3 +280,17 @@ def test_an_mcp_tool_result_override_reaches_the_model(
     assert run_async(original_and_replay()) == ["In stock: 7", "In stock: 0"]
     assert counter.read_text().splitlines() == ["stock:apples"]  # the MCP tool ran once, in the original
     assert len(model_server.requests()) == 3  # the replay's first model call served, its last one live
+
+
+def test_the_docs_replay_example_runs_as_written(
+    sqlite_file_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    markdown = (Path(__file__).resolve().parents[2] / "docs" / "openai-agents.md").read_text(encoding="utf-8")
+    [block] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+        if "# replay_agents_example.py" in block
+    ]
+    exec(compile(block, "replay_agents_example.py", "exec"), {"__name__": "replay_agents_example"})
+    assert capsys.readouterr().out.splitlines() == ["Status: order 7: lost"]
+    assert {summary.status for summary in Client().list_executions()} == {"completed"}
