@@ -159,6 +159,8 @@ def test_a_tool_call_override_runs_the_tool_live_with_its_arguments(
     calls = Client().get_execution(new_id).calls
     refund_key = [call.key for call in calls if "tool:refund:call_replay_" in call.key]
     assert len(refund_key) == 1  # the filled-in id, the same on every run of the replay
+    overridden = next(call for call in calls if call.key == MODEL_1)
+    assert (overridden.input_tokens, overridden.output_tokens, overridden.cost_usd) == (0, 0, 0.0)
 
 
 def test_a_replay_with_new_inputs_runs_the_changed_calls_live(server: ScriptedModelServer) -> None:
