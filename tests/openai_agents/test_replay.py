@@ -294,3 +294,19 @@ def test_the_docs_replay_example_runs_as_written(
     exec(compile(block, "replay_agents_example.py", "exec"), {"__name__": "replay_agents_example"})
     assert capsys.readouterr().out.splitlines() == ["Status: order 7: lost"]
     assert {summary.status for summary in Client().list_executions()} == {"completed"}
+
+
+def test_an_override_of_the_wrong_kind_or_of_a_handoff_is_refused_by_name() -> None:
+    from kitaru_adapters.openai_agents._model import ModelResponseCodec
+    from kitaru_adapters.openai_agents._tools import HandoffCodec, ToolOutcomeCodec
+    from kitaru_core.adapters import MODEL_RESPONSE_OVERRIDE_FORMAT, TOOL_RESULT_OVERRIDE_FORMAT
+    from kitaru_core.errors import SerializationError
+
+    result = (TOOL_RESULT_OVERRIDE_FORMAT, b'{"value": "billing"}')
+    response = (MODEL_RESPONSE_OVERRIDE_FORMAT, b'{"text": "hi", "tool_calls": []}')
+    with pytest.raises(SerializationError, match="a model call takes a response override"):
+        ModelResponseCodec().decode(*result)
+    with pytest.raises(SerializationError, match="a tool call takes its result as plain JSON"):
+        ToolOutcomeCodec().decode(*response)
+    with pytest.raises(SerializationError, match="A handoff's result cannot be overridden"):
+        HandoffCodec().decode(*result)

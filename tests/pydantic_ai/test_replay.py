@@ -225,10 +225,16 @@ def test_a_prepared_replay_of_a_top_level_run_is_run_by_running_the_agent_under_
     lookup_key = next(key for key in keys if key.startswith("tool:lookup_order:"))
     tool_runs.clear()
     overrides = {lookup_key: {"order_id": 7, "status": "lost"}}
-    with pytest.raises(ConfigurationError, match="not started by an importable @flow"):
+    with pytest.raises(
+        ConfigurationError, match=r"replay cannot run here\. Prepare the replay with run=False"
+    ):
         Client().replay(original.id, from_call=lookup_key, overrides=overrides)
     new_id = Client().replay(original.id, from_call=lookup_key, overrides=overrides, run=False)
     assert Client().get_execution(new_id).status == "queued"
+    with pytest.raises(
+        ConfigurationError, match=rf"is a replay of .*`with named_run\({re.escape(repr(new_id))}\):`"
+    ):
+        Client().resume(new_id)
     with named_run(new_id):
         assert ask("Refund order 7") == "Done: refunded 10 on order 7"
     assert Client().get_execution(new_id).status == "completed"
@@ -251,3 +257,14 @@ def test_the_docs_replay_example_runs_as_written(
     assert keys.startswith("['model_request:0', 'tool:lookup_order:pyd_ai_")
     assert output == '{"lookup_order":"order 7: lost"}'
     assert [summary.status for summary in Client().list_executions()] == ["completed", "completed"]
+
+
+def test_an_override_of_the_wrong_kind_is_refused_by_name() -> None:
+    from kitaru_adapters.pydantic_ai._capability import ModelResponseCodec, ToolOutcomeCodec
+    from kitaru_core.adapters import MODEL_RESPONSE_OVERRIDE_FORMAT, TOOL_RESULT_OVERRIDE_FORMAT
+    from kitaru_core.errors import SerializationError
+
+    with pytest.raises(SerializationError, match="a model request takes a response override"):
+        ModelResponseCodec().decode(TOOL_RESULT_OVERRIDE_FORMAT, b'{"value": 1}')
+    with pytest.raises(SerializationError, match="a tool call takes its result as plain JSON"):
+        ToolOutcomeCodec().decode(MODEL_RESPONSE_OVERRIDE_FORMAT, b'{"text": "hi", "tool_calls": []}')
