@@ -510,7 +510,8 @@ def named_run(execution_id: str) -> Generator[None]:
     A run that names its identity follows the re-run rule (see `durable_run`): run again with
     the same input after it completed, it is served from the store (no model request, no tool
     run); after a crash, failure or wait it resumes; with another input it is a new turn, a new
-    execution `{execution_id}~2`, `~3`... linked to the identity.
+    execution `{execution_id}~2`, `~3`... linked to the identity. Named by a prepared replay's id
+    (`Client.replay(..., run=False)`), a run with the inputs the replay stored runs that replay.
 
     Args:
         execution_id: The identity, used as the first turn's execution id (e.g. `"ticket-42"`).

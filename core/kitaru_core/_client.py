@@ -893,7 +893,8 @@ class Client:
             new_execution_id: The new execution's id; default: generated.
             run: Run the new execution now in this process (needs an importable `@flow`). With
                 `False` it is only prepared, with status `queued`: a worker taking `queue` runs it,
-                or run it with `resume`.
+                or run it with `resume`; a top-level agent run (no `@flow`) runs when the agent is
+                run again with the same input inside `named_run(new_id)`.
             actor: Who replays it, recorded in both executions' audit trails; default: this process's
                 operating-system user.
             queue: The worker queue of a prepared replay (`run=False`); default `"default"`.
