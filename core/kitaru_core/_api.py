@@ -510,7 +510,8 @@ def named_run(execution_id: str) -> Generator[None]:
     A run that names its identity follows the re-run rule (see `durable_run`): run again with
     the same input after it completed, it is served from the store (no model request, no tool
     run); after a crash, failure or wait it resumes; with another input it is a new turn, a new
-    execution `{execution_id}~2`, `~3`... linked to the identity.
+    execution `{execution_id}~2`, `~3`... linked to the identity. Named by a prepared replay's id
+    (`Client.replay(..., run=False)`), a run with the inputs the replay stored runs that replay.
 
     Args:
         execution_id: The identity, used as the first turn's execution id (e.g. `"ticket-42"`).
@@ -574,12 +575,29 @@ def identity_execution_id(base: str, inputs: Any) -> str:
         return base
     if inputs is None:
         return _turn_id(base, latest)
-    fingerprint_input, _stored = _inputs_for_storage(inputs)
+    fingerprint_input, stored = _inputs_for_storage(inputs)
     wanted = fingerprint(fingerprint_input) if fingerprint_input is not None else None
     record = get_store().get_execution(_turn_id(base, latest))
     if wanted is not None and record.inputs_fingerprint == wanted:
         return record.id
+    if _replay_with_inputs(record, stored):
+        return record.id
     return _turn_id(base, latest + 1)
+
+
+def _replay_with_inputs(record: ExecutionRecord, stored: tuple[str, bytes] | None) -> bool:
+    """Whether `record` is a replay (`Client.replay`) whose stored inputs are these.
+
+    A replay stores no inputs fingerprint (so an anonymous re-run never picks it up); a run that
+    names the replay's id (`named_run(new_id)`) with the inputs it stored is that replay: a
+    prepared replay of a top-level adapter run, which has no `@flow` to resume it, runs this way.
+    """
+    return (
+        record.replay_of is not None
+        and record.inputs_fingerprint is None
+        and stored is not None
+        and (record.inputs_format, record.inputs) == stored
+    )
 
 
 def durable_run(

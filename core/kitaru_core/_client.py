@@ -697,7 +697,9 @@ class Client:
         record = self.store.get_execution(execution_id)
         entry_point = record.entry_point
         if not entry_point:
-            raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
+            raise ConfigurationError(
+                _not_resumable_message(execution_id, record.flow_name, replay_of=record.replay_of)
+            )
         return load_entry_point(entry_point, f"the entry point {entry_point} of {execution_id!r}")
 
     def submit(
@@ -819,7 +821,9 @@ class Client:
             expires_in_s = max(0.0, (record.lease_expires_at_epoch_s or 0.0) - time.time())
             raise ExecutionLockedError(execution_id, f"{record.lease_host}:{record.lease_pid}", expires_in_s)
         if not record.entry_point:
-            raise ConfigurationError(_not_resumable_message(execution_id, record.flow_name))
+            raise ConfigurationError(
+                _not_resumable_message(execution_id, record.flow_name, replay_of=record.replay_of)
+            )
         self._check_shared_store(execution_id)
         environment = self.child_environment()
         self.store.record_audit(execution_id, "resume", actor or os_user(), details={"background": True})
@@ -889,7 +893,8 @@ class Client:
             new_execution_id: The new execution's id; default: generated.
             run: Run the new execution now in this process (needs an importable `@flow`). With
                 `False` it is only prepared, with status `queued`: a worker taking `queue` runs it,
-                or run it with `resume`.
+                or run it with `resume`; a top-level agent run (no `@flow`) runs when the agent is
+                run again with the same input inside `named_run(new_id)`.
             actor: Who replays it, recorded in both executions' audit trails; default: this process's
                 operating-system user.
             queue: The worker queue of a prepared replay (`run=False`); default `"default"`.
@@ -1008,7 +1013,7 @@ class Client:
         if source.entry_point and (run_now or inputs) and import_flow:
             flow_object = load_entry_point(source.entry_point, f"the entry point {source.entry_point} of {execution_id!r}")
         elif run_now and not source.entry_point:
-            raise ConfigurationError(_not_resumable_message(execution_id, source.flow_name))
+            raise ConfigurationError(_not_resumable_message(execution_id, source.flow_name, replaying=True))
         if queue is not None:
             check_queue_name(queue)
         if new_execution_id is not None:
@@ -1087,7 +1092,31 @@ class Client:
         )
 
 
-def _not_resumable_message(execution_id: str, flow_name: str) -> str:
+def _not_resumable_message(
+    execution_id: str, flow_name: str, *, replay_of: str | None = None, replaying: bool = False
+) -> str:
+    """Why an execution without an entry point cannot run from here, and what runs it.
+
+    `replaying`: `execution_id` is being replayed with `run=True`; `replay_of`: `execution_id` is a
+    prepared replay of that execution.
+    """
+    run_under_id = (
+        "run the agent again with the same input under {id}: inside `with named_run({id}):` (any "
+        "adapter; the OpenAI Agents SDK also takes DurableRunner().run(..., execution_id={id})), or "
+        "inside `with execution({id}):` when the original ran inside `with execution(...)`."
+    )
+    if replaying:
+        return (
+            f"Execution {execution_id!r} ({flow_name}) was not started by an importable @flow, so its "
+            "replay cannot run here. Prepare the replay with run=False (CLI: --no-run), then "
+            + run_under_id.format(id="the new execution's id")
+        )
+    if replay_of is not None:
+        return (
+            f"Execution {execution_id!r} ({flow_name}) is a replay of {replay_of!r}, which was not "
+            "started by an importable @flow, so it cannot be resumed from here: "
+            + run_under_id.format(id=repr(execution_id))
+        )
     return (
         f"Execution {execution_id!r} ({flow_name}) was not started by an importable @flow, so "
         "it cannot be resumed from here: re-run the program that started it (same inputs, or the "

@@ -207,6 +207,8 @@ def _override_call(store: Store, execution_id: str, call: CallRecord, value: Any
         error_message=None,
         error_traceback=None,
         details={**call.details, "overridden": True},
+        # an overridden model response asked no model: zero usage, not the original's
+        **({"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0} if call.kind == MODEL_KIND else {}),
     )
 
 

@@ -16,10 +16,18 @@ from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
 from agents.items import ModelResponse, TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
 from agents.model_settings import ModelSettings
+from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.models.interface import Model, ModelProvider, ModelTracing
 from agents.tool import FunctionTool, Tool
 from agents.usage import Usage, deserialize_usage, serialize_usage
-from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsage
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+    ResponseOutputText,
+    ResponseUsage,
+)
 from pydantic import BaseModel, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
@@ -27,10 +35,12 @@ from kitaru_core import current_execution
 from kitaru_core.adapters import (
     UNCONVERTED,
     CallUsage,
+    ModelResponseOverride,
     cost_usd,
     final_once_relayed,
     fingerprint,
     model_retry_policy,
+    read_override,
     relay_while_running,
     run_checkpoint_async,
 )
@@ -104,8 +114,52 @@ def model_request_identity(
     }
 
 
+def overridden_response(override: ModelResponseOverride) -> ModelResponse:
+    """The `ModelResponse` a replay override gives a model call: a message with its text, then its tool calls.
+
+    The items carry the SDK's placeholder id (`FAKE_RESPONSES_ID`, as for a Chat Completions
+    response), which the SDK leaves out of later requests; the usage is zero (no model was asked).
+    A streamed call serves it as events rebuilt from these items (`replayed_events`).
+
+    Args:
+        override: The override, as `kitaru_core.adapters.read_override` loads it.
+
+    Returns:
+        A response whose output is a `ResponseOutputMessage` (when the override has text) and one
+        `ResponseFunctionToolCall` per tool call, with the override's tool call ids.
+    """
+    output: list[TResponseOutputItem] = []
+    if override.text is not None:
+        output.append(
+            ResponseOutputMessage(
+                id=FAKE_RESPONSES_ID,
+                type="message",
+                role="assistant",
+                status="completed",
+                content=[
+                    ResponseOutputText(type="output_text", text=override.text, annotations=[], logprobs=[])
+                ],
+            )
+        )
+    for index, call in enumerate(override.tool_calls):
+        output.append(
+            ResponseFunctionToolCall(
+                id=FAKE_RESPONSES_ID,
+                type="function_call",
+                call_id=call.id or f"call_override_{index}",  # the core fills ids: never used
+                name=call.name,
+                arguments=json.dumps(call.arguments, ensure_ascii=False),
+                status="completed",
+            )
+        )
+    return ModelResponse(output=output, usage=Usage(), response_id=None)
+
+
 class ModelResponseCodec:
-    """Stores a `ModelResponse` as its output items (OpenAI's JSON) plus the SDK's usage JSON."""
+    """Stores a `ModelResponse` as its output items (OpenAI's JSON) plus the SDK's usage JSON.
+
+    It also loads a replay's override of the response (`kitaru_core.adapters.read_override`).
+    """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
         """Serialize a `ModelResponse`."""
@@ -121,7 +175,20 @@ class ModelResponseCodec:
         return MODEL_RESPONSE_FORMAT, json.dumps(document).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a `ModelResponse`."""
+        """Load a `ModelResponse`, or build one from a replay's override.
+
+        Raises:
+            SerializationError: The stored value is neither a recorded response nor a model
+                response override (a tool result override given to a model call).
+        """
+        override = read_override(format, payload)
+        if isinstance(override, ModelResponseOverride):
+            return overridden_response(override)
+        if override is not None:
+            raise SerializationError(
+                "A model call's stored response is a tool result override; a model call takes a "
+                'response override (a string or {"text": ..., "tool_calls": [...]}).'
+            )
         if format != MODEL_RESPONSE_FORMAT:
             raise SerializationError(
                 f"Expected a stored OpenAI Agents ModelResponse, found format {format!r}."

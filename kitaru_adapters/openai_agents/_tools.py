@@ -22,6 +22,8 @@ from kitaru_core.adapters import (
     ApprovalPolicy,
     ApprovalRequest,
     SideEffectPolicy,
+    ToolResultOverride,
+    read_override,
     request_approval_together,
     run_checkpoint_async,
     scope,
@@ -115,7 +117,11 @@ class ToolOutcome:
 
 
 class ToolOutcomeCodec:
-    """Stores a `ToolOutcome`: the output through the core's JSON codec, the context as JSON."""
+    """Stores a `ToolOutcome`: the output through the core's JSON codec, the context as JSON.
+
+    It also loads a replay's override of the result (`kitaru_core.adapters.read_override`): the tool
+    is taken to have returned that JSON value, and the run context is left as it is.
+    """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
         """Serialize a `ToolOutcome`."""
@@ -125,7 +131,20 @@ class ToolOutcomeCodec:
         return TOOL_OUTCOME_FORMAT, json.dumps(document).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a `ToolOutcome`."""
+        """Load a `ToolOutcome`, or the outcome a replay's override gives (the tool returned its value).
+
+        Raises:
+            SerializationError: The stored value is neither a tool outcome nor a tool result
+                override (a model response override given to a tool call).
+        """
+        override = read_override(format, payload)
+        if isinstance(override, ToolResultOverride):
+            return ToolOutcome(output=override.value)
+        if override is not None:
+            raise SerializationError(
+                "A tool call's stored result is a model response override; a tool call takes its "
+                "result as plain JSON."
+            )
         if format != TOOL_OUTCOME_FORMAT:
             raise SerializationError(
                 f"Expected a stored OpenAI Agents tool outcome, found format {format!r}."
@@ -266,7 +285,17 @@ class HandoffCodec:
         return HANDOFF_FORMAT, json.dumps({"agent": agent_name, "context": context}).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load `(agent name, context snapshot)`."""
+        """Load `(agent name, context snapshot)`.
+
+        Raises:
+            SerializationError: The stored value is not a handoff (a replay override: a handoff's
+                result cannot be overridden).
+        """
+        if read_override(format, payload) is not None:
+            raise SerializationError(
+                "A handoff's result cannot be overridden (only model calls and tool calls can): replay "
+                "from the handoff call instead, without an override for it, so it runs live."
+            )
         if format != HANDOFF_FORMAT:
             raise SerializationError(f"Expected a stored OpenAI Agents handoff, found format {format!r}.")
         document = json.loads(payload)

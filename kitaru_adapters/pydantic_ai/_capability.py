@@ -23,6 +23,8 @@ from pydantic_ai.exceptions import (
 from pydantic_ai.messages import (
     ModelMessagesTypeAdapter,
     ModelResponse,
+    ModelResponsePart,
+    TextPart,
     ToolCallPart,
     ToolReturn,
     tool_return_content_ta,
@@ -41,9 +43,12 @@ from kitaru_core.adapters import (
     ApprovalPolicy,
     ApprovalRequest,
     CallUsage,
+    ModelResponseOverride,
     SideEffectPolicy,
+    ToolResultOverride,
     fingerprint,
     model_retry_policy,
+    read_override,
     request_approvals,
     retry_delay_in_call,
     run_checkpoint_async,
@@ -121,15 +126,54 @@ def model_request_identity(request_context: ModelRequestContext) -> dict[str, An
     }
 
 
+def overridden_response(override: ModelResponseOverride) -> ModelResponse:
+    """The `ModelResponse` a replay override gives a model request: its text, then its tool calls.
+
+    The response has zero usage (no model was asked); `wrap_model_request` names the model.
+
+    Args:
+        override: The override, as `kitaru_core.adapters.read_override` loads it.
+
+    Returns:
+        A response with a `TextPart` (when the override has text) and one `ToolCallPart` per tool
+        call, with the override's tool call ids.
+    """
+    parts: list[ModelResponsePart] = []
+    if override.text is not None:
+        parts.append(TextPart(content=override.text))
+    for call in override.tool_calls:
+        part = ToolCallPart(tool_name=call.name, args=dict(call.arguments))
+        if call.id is not None:  # always, for an override the core stored: it fills missing ids
+            part.tool_call_id = call.id
+        parts.append(part)
+    return ModelResponse(parts=parts)
+
+
 class ModelResponseCodec:
-    """Stores a `ModelResponse` as PydanticAI's own JSON (`TypeAdapter(ModelResponse)`)."""
+    """Stores a `ModelResponse` as PydanticAI's own JSON (`TypeAdapter(ModelResponse)`).
+
+    It also loads a replay's override of the response (`kitaru_core.adapters.read_override`).
+    """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
         """Serialize a `ModelResponse`."""
         return "json:pydantic_ai.ModelResponse", RESPONSE_ADAPTER.dump_json(value)
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a `ModelResponse`."""
+        """Load a `ModelResponse`, or build one from a replay's override.
+
+        Raises:
+            SerializationError: The stored value is neither a PydanticAI response nor a model
+                response override (a tool result override given to a model request).
+        """
+        override = read_override(format, payload)
+        if isinstance(override, ModelResponseOverride):
+            return overridden_response(override)
+        if override is not None:
+            raise SerializationError(
+                "A model request's stored response is a tool result override; a model request takes "
+                'a response override (a string or {"text": ..., "tool_calls": [...]}).'
+            )
         if format != "json:pydantic_ai.ModelResponse":
             raise SerializationError(f"Expected a stored PydanticAI ModelResponse, found format {format!r}.")
         return RESPONSE_ADAPTER.validate_json(payload)
@@ -170,7 +214,11 @@ class ToolOutcome:
 
 
 class ToolOutcomeCodec:
-    """Stores a `ToolOutcome` as JSON using PydanticAI's tool-return adapters."""
+    """Stores a `ToolOutcome` as JSON using PydanticAI's tool-return adapters.
+
+    It also loads a replay's override of the result (`kitaru_core.adapters.read_override`): the tool
+    is taken to have returned that JSON value.
+    """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
         """Serialize a `ToolOutcome`."""
@@ -190,7 +238,20 @@ class ToolOutcomeCodec:
         return "json:pydantic_ai.ToolOutcome", json.dumps(document).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a `ToolOutcome`."""
+        """Load a `ToolOutcome`, or the outcome a replay's override gives (the tool returned its value).
+
+        Raises:
+            SerializationError: The stored value is neither a PydanticAI tool outcome nor a tool
+                result override (a model response override given to a tool call).
+        """
+        override = read_override(format, payload)
+        if isinstance(override, ToolResultOverride):
+            return given_tool_result(override.value)
+        if override is not None:
+            raise SerializationError(
+                "A tool call's stored result is a model response override; a tool call takes its "
+                "result as plain JSON."
+            )
         if format != "json:pydantic_ai.ToolOutcome":
             raise SerializationError(f"Expected a stored PydanticAI tool outcome, found format {format!r}.")
         document = json.loads(payload)
@@ -294,6 +355,8 @@ class DurableCapability(AbstractCapability[Any]):
         )
         if response.model_id is None:  # a served response was never stamped by the graph
             response.model_id = request_context.model_id or request_context.model.model_id
+        if response.model_name is None:  # a replay's override names no model
+            response.model_name = request_context.model.model_name
         return response
 
     async def on_model_request_error(

@@ -100,3 +100,16 @@ def test_an_anonymous_completed_run_is_a_new_execution() -> None:
     assert second != first
     assert not served
     assert runs == [1, 1]
+
+
+def test_a_prepared_replay_of_a_top_level_run_runs_under_its_id_with_the_stored_inputs() -> None:
+    original, _served = agent_run(3)
+    new_id = Client().replay(original, overrides={"step:0": 60}, run=False)  # no @flow: prepared only
+    anonymous, _served = agent_run(3)
+    assert anonymous not in {original, new_id}  # an anonymous run never picks the replay up
+    assert Client().get_execution(new_id).status == "queued"
+    with named_run(new_id):
+        assert agent_run(3) == (new_id, False)  # the replay: step:0 served with the override
+        assert agent_run(3) == (new_id, True)  # completed: served
+        assert agent_run(4) == (f"{new_id}~2", False)  # another input: a new turn
+    assert runs == [3, 3, 4]
