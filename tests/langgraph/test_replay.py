@@ -41,7 +41,10 @@ def script() -> Script:
                 when_last_tool_result_contains="order 7:",
                 tool_calls=[ScriptedToolCall("refund", {"order_id": 7, "amount": 25})],
             ),
-            Rule(when_last_user_contains="order 8", tool_calls=[ScriptedToolCall("lookup_order", {"order_id": 8})]),
+            Rule(
+                when_last_user_contains="order 8",
+                tool_calls=[ScriptedToolCall("lookup_order", {"order_id": 8})],
+            ),
             Rule(when_turn=0, tool_calls=[ScriptedToolCall("lookup_order", {"order_id": 7})]),
             Rule(text="I do not know what to do."),
         ],
@@ -117,7 +120,9 @@ def bodies_since(count: int) -> list[dict[str, Any]]:
     return SERVER[0].server.request_bodies[count:]
 
 
-def test_replay_with_an_overridden_tool_result_serves_earlier_calls_and_shows_the_model_the_override() -> None:
+def test_replay_with_an_overridden_tool_result_serves_earlier_calls_and_shows_the_model_the_override() -> (
+    None
+):
     original, models, tools = original_run()
     before = SERVER[0].server.request_count
     replay = Client().replay(
@@ -144,7 +149,9 @@ def test_replay_with_an_overridden_tool_result_serves_earlier_calls_and_shows_th
 def test_replay_with_an_overridden_model_response_text_or_tool_call() -> None:
     original, models, _tools = original_run()
     before = SERVER[0].server.request_count
-    said = Client().replay(original, from_call=models[1].key, overrides={models[1].key: "No refund: order 7 is fine."})
+    said = Client().replay(
+        original, from_call=models[1].key, overrides={models[1].key: "No refund: order 7 is fine."}
+    )
     assert Client().get_output(said) == "No refund: order 7 is fine."
     assert SERVER[0].server.request_count == before  # served up to the override, and the agent stops there
     assert TOOL_RUNS == ["lookup 7", "refund 7 25"]
@@ -154,13 +161,22 @@ def test_replay_with_an_overridden_model_response_text_or_tool_call() -> None:
     calling = Client().replay(
         original,
         from_call=models[1].key,
-        overrides={models[1].key: {"tool_calls": [{"name": "refund", "arguments": {"order_id": 7, "amount": 5}}]}},
+        overrides={
+            models[1].key: {"tool_calls": [{"name": "refund", "arguments": {"order_id": 7, "amount": 5}}]}
+        },
     )
     assert Client().get_output(calling) == "Done: refunded 5 USD for order 7"
-    assert TOOL_RUNS == ["lookup 7", "refund 7 25", "refund 7 5"]  # the tool ran live with the given arguments
+    assert TOOL_RUNS == [
+        "lookup 7",
+        "refund 7 25",
+        "refund 7 5",
+    ]  # the tool ran live with the given arguments
     [sent] = bodies_since(before)
     asked, answered = sent["messages"][-2:]
-    assert asked["tool_calls"][0]["function"] == {"name": "refund", "arguments": '{"order_id": 7, "amount": 5}'}
+    assert asked["tool_calls"][0]["function"] == {
+        "name": "refund",
+        "arguments": '{"order_id": 7, "amount": 5}',
+    }
     assert asked["tool_calls"][0]["id"].startswith("call_replay_")
     assert answered == {
         "role": "tool",
@@ -212,7 +228,9 @@ def test_replay_and_diff_from_the_cli(sqlite_file_store: str) -> None:
     replay = json.loads(replayed.stdout)["execution_id"]
     assert Client().get_output(replay) == "I do not know what to do."
     assert TOOL_RUNS == ["lookup 7", "refund 7 25"]
-    diffed = runner.invoke(app, ["--store-url", sqlite_file_store, "executions", "diff", original, replay, "--json"])
+    diffed = runner.invoke(
+        app, ["--store-url", sqlite_file_store, "executions", "diff", original, replay, "--json"]
+    )
     assert diffed.exit_code == 0, diffed.output
     rows = [(row["key"], row["change"]) for row in json.loads(diffed.stdout)["rows"]]
     # the last model request saw another tool result: another request, so another key
@@ -234,7 +252,9 @@ def test_a_prepared_replay_of_a_top_level_run_runs_on_its_own_thread() -> None:
     saver = KitaruSaver()
     try:
         agent = durable(
-            create_agent(SERVER[0].chat_model(), [lookup_order, refund], name="refund_desk", checkpointer=saver)
+            create_agent(
+                SERVER[0].chat_model(), [lookup_order, refund], name="refund_desk", checkpointer=saver
+            )
         )
         config = {"configurable": {"thread_id": "ticket-7"}}
         question = {"messages": [HumanMessage("Refund order 7")]}
