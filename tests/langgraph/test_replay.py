@@ -8,7 +8,9 @@ and keeps their bodies, so each replay shows which calls were served (no request
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +20,9 @@ from langchain_core.tools import tool
 from typer.testing import CliRunner
 
 from kitaru_adapters.langgraph import KitaruSaver, durable
-from kitaru_core import Client, flow
+from kitaru_core import Client, flow, named_run
 from kitaru_core.cli import app
+from kitaru_core.errors import ConfigurationError
 from kitaru_core.testing import Rule, Script, ScriptedToolCall
 
 from .conftest import ModelServer
@@ -248,6 +251,14 @@ def test_replay_and_diff_from_the_cli(sqlite_file_store: str) -> None:
     assert "3 same, 1 changed, 1 new, 1 missing" in " ".join(table.stdout.split())
 
 
+def docs_snippet(marker: str) -> str:
+    markdown = (Path(__file__).parents[2] / "docs" / "langgraph.md").read_text()
+    [block] = [
+        block for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL) if marker in block
+    ]
+    return block
+
+
 def test_a_prepared_replay_of_a_top_level_run_runs_on_its_own_thread() -> None:
     saver = KitaruSaver()
     try:
@@ -259,21 +270,57 @@ def test_a_prepared_replay_of_a_top_level_run_runs_on_its_own_thread() -> None:
         config = {"configurable": {"thread_id": "ticket-7"}}
         question = {"messages": [HumanMessage("Refund order 7")]}
         agent.invoke(question, config)
-        models, tools = calls_of("ticket-7")
+        with pytest.raises(ConfigurationError, match=r"run=False.*thread_id=<replay id>"):
+            Client().replay("ticket-7")  # no @flow to import: refused before anything is created
         before = SERVER[0].server.request_count
-        replay = Client().replay(
-            "ticket-7", from_call=tools[0].key, overrides={tools[0].key: "order 7: 30 USD"}, run=False
-        )
-        assert Client().get_execution(replay).status == "queued"
-        # the prepared replay's id is the thread to run it on: a fresh thread, served up to the override
-        done = agent.invoke(question, {"configurable": {"thread_id": replay}})
+        namespace: dict[str, Any] = {"agent": agent, "question": question}
+        exec(docs_snippet("# replay a run on a thread"), namespace)  # docs/langgraph.md, as written
+        done = namespace["result"]
+        # a fresh thread, served up to the override: the model's first request and the lookup send nothing
         assert done["messages"][-1].content == "Done: refunded 25 USD for order 7"
         assert SERVER[0].server.request_count == before + 2
-        assert Client().get_execution(replay).status == "completed"
         assert [message.type for message in done["messages"]] == ["human", "ai", "tool", "ai", "tool", "ai"]
         assert done["messages"][2].content == "order 7: 30 USD"
+        replay = Client().get_execution(namespace["replay_id"])
+        assert (replay.status, replay.replay_of) == ("completed", "ticket-7")
         original_thread = agent.get_state(config).values["messages"]
         assert original_thread[2].content == "order 7: 25 USD, delivered"  # the original thread is untouched
-        assert len(models) == 3
+        assert len(original_thread) == 6
+        assert Client().count_executions() == 2
     finally:
         saver.close()
+
+
+def test_a_prepared_replay_of_a_run_without_a_thread_runs_inside_named_run(sqlite_file_store: str) -> None:
+    agent = refund_agent()
+    question = {"messages": [HumanMessage("Refund order 7")]}
+    agent.invoke(question)
+    [original] = Client().list_executions()
+    models, _tools = calls_of(original.id)
+    override = f"{models[2].key}=" + json.dumps("Refund done, said the override.")
+    prepared = CliRunner().invoke(
+        app,
+        [
+            "--store-url",
+            sqlite_file_store,
+            "executions",
+            "replay",
+            original.id,
+            "--override",
+            override,
+            "--no-run",
+        ],
+    )
+    assert prepared.exit_code == 0, prepared.output
+    printed = " ".join(prepared.stdout.split())
+    replay = printed.split("replay execution: ")[1].split()[0]
+    assert f"inside `with kitaru_core.named_run('{replay}'):`" in printed
+    assert Client().get_execution(replay).status == "queued"
+    before = SERVER[0].server.request_count
+    with named_run(replay):
+        done = agent.invoke(question)
+    assert done["messages"][-1].content == "Refund done, said the override."
+    assert SERVER[0].server.request_count == before  # every call served, the last one overridden
+    assert TOOL_RUNS == ["lookup 7", "refund 7 25"]
+    assert Client().get_execution(replay).status == "completed"
+    assert Client().count_executions() == 2
