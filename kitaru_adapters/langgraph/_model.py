@@ -192,7 +192,8 @@ class ChatResultCodec:
         override = read_override(format, payload)
         if isinstance(override, ModelResponseOverride):
             message = overridden_message(override)
-            return RecordedChat(ChatResult(generations=[ChatGeneration(message=message)]), [_chunk_of(message)])
+            chat = ChatResult(generations=[ChatGeneration(message=message)])
+            return RecordedChat(chat, [_chunk_of(message)])
         _refuse_tool_override(override)
         if format != CHAT_RESULT_FORMAT:
             raise SerializationError(f"Expected a stored LangChain chat result, found format {format!r}.")

@@ -126,7 +126,7 @@ def bodies_since(count: int) -> list[dict[str, Any]]:
 def test_replay_with_an_overridden_tool_result_serves_earlier_calls_and_shows_the_model_the_override() -> (
     None
 ):
-    original, models, tools = original_run()
+    original, _models, tools = original_run()
     before = SERVER[0].server.request_count
     replay = Client().replay(
         original,
