@@ -148,7 +148,7 @@ def overridden_response(override: ModelResponseOverride, response_model: type[Ba
         return response_model.model_validate_json(text)
     except ValueError as error:
         raise SerializationError(
-            f"The replay override of an LLM call with response_model {response_model.__qualname__} is not "
+            f"The replay override of an LLM call with response_model {response_model.__name__} is not "
             f"its JSON ({error}). Give the override as that model's JSON text."
         ) from error
 

@@ -232,3 +232,33 @@ def test_a_prepared_replay_of_a_top_level_kickoff_runs_inside_named_run(tool_run
     replay = Client().get_execution(namespace["replay_id"])
     assert (replay.status, replay.replay_of) == ("completed", original.id)
     assert Client().count_executions() == 2  # the kickoff ran the prepared replay, not a new execution
+
+
+def test_the_llm_codec_converts_a_stored_override_into_crewai_answers() -> None:
+    from pydantic import BaseModel
+
+    from kitaru_adapters.crewai._llm import LLMResponseCodec
+    from kitaru_core.adapters import MODEL_RESPONSE_OVERRIDE_FORMAT, ModelResponseOverride, ToolCallOverride
+    from kitaru_core.errors import SerializationError
+
+    class Amounts(BaseModel):
+        order_7: int
+
+    def stored(**fields: Any) -> bytes:
+        return ModelResponseOverride(**fields).model_dump_json().encode()
+
+    calls = stored(
+        text="ignored", tool_calls=(ToolCallOverride(name="refund", arguments={"order_id": 7}, id="c1"),)
+    )
+    assert LLMResponseCodec().decode(MODEL_RESPONSE_OVERRIDE_FORMAT, calls) == [
+        {"id": "c1", "type": "function", "function": {"name": "refund", "arguments": '{"order_id": 7}'}}
+    ]
+    assert LLMResponseCodec().decode(MODEL_RESPONSE_OVERRIDE_FORMAT, stored(text="Final Answer: 25")) == (
+        "Final Answer: 25"
+    )
+    structured = LLMResponseCodec(Amounts).decode(
+        MODEL_RESPONSE_OVERRIDE_FORMAT, stored(text='{"order_7": 30}')
+    )
+    assert structured == Amounts(order_7=30)
+    with pytest.raises(SerializationError, match="response_model Amounts is not its JSON"):
+        LLMResponseCodec(Amounts).decode(MODEL_RESPONSE_OVERRIDE_FORMAT, stored(text="thirty"))

@@ -324,3 +324,44 @@ def test_a_prepared_replay_of_a_run_without_a_thread_runs_inside_named_run(sqlit
     assert TOOL_RUNS == ["lookup 7", "refund 7 25"]
     assert Client().get_execution(replay).status == "completed"
     assert Client().count_executions() == 2
+
+
+def test_each_codec_converts_a_stored_override_into_langchain_types() -> None:
+    from kitaru_adapters.langgraph._model import ChatResultCodec, MessageCodec
+    from kitaru_adapters.langgraph._tools import ToolOutputCodec
+    from kitaru_core.adapters import (
+        MODEL_RESPONSE_OVERRIDE_FORMAT,
+        TOOL_RESULT_OVERRIDE_FORMAT,
+        ModelResponseOverride,
+        ToolCallOverride,
+    )
+
+    said = ModelResponseOverride(
+        text="checking", tool_calls=(ToolCallOverride(name="refund", arguments={"x": 1}, id="c1"),)
+    )
+    payload = said.model_dump_json().encode()
+    recorded = ChatResultCodec().decode(MODEL_RESPONSE_OVERRIDE_FORMAT, payload)
+    [generation] = recorded.result.generations
+    assert generation.message.content == "checking"
+    assert generation.message.tool_calls == [
+        {"name": "refund", "args": {"x": 1}, "id": "c1", "type": "tool_call"}
+    ]
+    assert generation.message.usage_metadata == {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    [chunk] = recorded.chunks
+    assert isinstance(chunk, AIMessageChunk)
+    assert chunk.tool_calls == generation.message.tool_calls
+    [streamed] = MessageCodec().decode(MODEL_RESPONSE_OVERRIDE_FORMAT, payload)  # a direct `model.stream()`
+    assert (streamed.content, streamed.tool_calls) == ("checking", generation.message.tool_calls)
+
+    result = json.dumps({"value": {"rows": [1, "é"]}}).encode()
+    message = ToolOutputCodec("lookup_order", "call_9").decode(TOOL_RESULT_OVERRIDE_FORMAT, result)
+    assert (message.content, message.tool_call_id, message.name) == (
+        '{"rows": [1, "é"]}',
+        "call_9",
+        "lookup_order",
+    )
+    assert ToolOutputCodec("lookup_order").decode(TOOL_RESULT_OVERRIDE_FORMAT, result) == {"rows": [1, "é"]}
+    text = ToolOutputCodec("lookup_order", "call_9").decode(
+        TOOL_RESULT_OVERRIDE_FORMAT, b'{"value": "plain"}'
+    )
+    assert text.content == "plain"
