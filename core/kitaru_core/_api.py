@@ -576,28 +576,10 @@ def identity_execution_id(base: str, inputs: Any) -> str:
         return _turn_id(base, latest)
     fingerprint_input, _stored = _inputs_for_storage(inputs)
     wanted = fingerprint(fingerprint_input) if fingerprint_input is not None else None
-    store = get_store()
-    record = store.get_execution(_turn_id(base, latest))
-    if wanted is not None and _turn_inputs_fingerprint(store, record) == wanted:
+    record = get_store().get_execution(_turn_id(base, latest))
+    if wanted is not None and record.inputs_fingerprint == wanted:
         return record.id
     return _turn_id(base, latest + 1)
-
-
-def _turn_inputs_fingerprint(store: Store, record: ExecutionRecord) -> str | None:
-    """A turn's inputs fingerprint; a replay's (`Client.replay` stores none) is its stored inputs'.
-
-    So a run named with a prepared replay's id (`named_run(replay_id)`) and the same inputs runs it.
-    """
-    if record.inputs_fingerprint is not None or record.replay_of is None or record.inputs is None:
-        return record.inputs_fingerprint
-    from kitaru_core._runtime import decode_stored
-    from kitaru_core.errors import SerializationError
-
-    stored = StoredValue(record.inputs_format or "json", record.inputs, None, len(record.inputs))
-    try:
-        return fingerprint(decode_stored(store, stored, JsonCodec()))
-    except SerializationError:  # its inputs' classes are not imported here: a new turn
-        return None
 
 
 def durable_run(

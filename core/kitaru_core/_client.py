@@ -1008,12 +1008,7 @@ class Client:
         if source.entry_point and (run_now or inputs) and import_flow:
             flow_object = load_entry_point(source.entry_point, f"the entry point {source.entry_point} of {execution_id!r}")
         elif run_now and not source.entry_point:
-            raise ConfigurationError(
-                f"Execution {execution_id!r} ({source.flow_name}) was not started by an importable @flow, so "
-                "a replay of it cannot run from here. Prepare it with run=False (CLI: --no-run), then run "
-                "your program with the replay's id: the agent, crew or graph run inside `with "
-                "kitaru_core.named_run(<replay id>):` (a LangGraph graph on thread_id=<replay id>) runs it."
-            )
+            raise ConfigurationError(_not_resumable_message(execution_id, source.flow_name))
         if queue is not None:
             check_queue_name(queue)
         if new_execution_id is not None:

@@ -207,10 +207,6 @@ def _override_call(store: Store, execution_id: str, call: CallRecord, value: Any
         error_message=None,
         error_traceback=None,
         details={**call.details, "overridden": True},
-        # nothing was spent on an overridden output: a model call's tokens and cost are zero
-        input_tokens=0 if call.input_tokens is not None else None,
-        output_tokens=0 if call.output_tokens is not None else None,
-        cost_usd=0.0 if call.cost_usd is not None else None,
     )
 
 

@@ -100,18 +100,3 @@ def test_an_anonymous_completed_run_is_a_new_execution() -> None:
     assert second != first
     assert not served
     assert runs == [1, 1]
-
-
-def test_a_prepared_replay_of_a_top_level_run_runs_under_its_id_with_the_same_inputs() -> None:
-    agent_run(3)
-    [original] = Client().list_executions()
-    replay_id = Client().replay(original.id, overrides={"step:0": 99}, run=False)
-    assert Client().get_execution(replay_id).status == "queued"
-    with named_run(replay_id):
-        assert agent_run(3) == (replay_id, False)  # the prepared replay, not a new turn `~2`
-    assert runs == [3]  # its step served with the override
-    assert Client().get_execution(replay_id).calls[0].output_preview == "99"
-    with named_run(replay_id):
-        assert agent_run(3) == (replay_id, True)  # completed now: served
-        assert agent_run(4) == (f"{replay_id}~2", False)  # other inputs: a new turn
-    assert runs == [3, 4]

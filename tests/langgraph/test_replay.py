@@ -270,7 +270,7 @@ def test_a_prepared_replay_of_a_top_level_run_runs_on_its_own_thread() -> None:
         config = {"configurable": {"thread_id": "ticket-7"}}
         question = {"messages": [HumanMessage("Refund order 7")]}
         agent.invoke(question, config)
-        with pytest.raises(ConfigurationError, match=r"run=False.*thread_id=<replay id>"):
+        with pytest.raises(ConfigurationError, match=r"run=False.*named_run"):
             Client().replay("ticket-7")  # no @flow to import: refused before anything is created
         before = SERVER[0].server.request_count
         namespace: dict[str, Any] = {"agent": agent, "question": question}
