@@ -14,10 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from kitaru_core import current_execution
 from kitaru_core.adapters import (
     CallUsage,
+    ModelResponseOverride,
+    ToolResultOverride,
     cost_usd,
     fingerprint,
     jsonable,
     model_retry_policy,
+    read_override,
     run_checkpoint,
     run_checkpoint_async,
 )
@@ -117,12 +120,47 @@ def _tool_call_dict(call: Any) -> dict[str, Any]:
     raise SerializationError(f"CrewAI returned a tool call that is not an object: {call!r}.")
 
 
+def overridden_response(override: ModelResponseOverride, response_model: type[BaseModel] | None) -> Any:
+    """A replay's model-response override as `BaseLLM.call` returns it.
+
+    Tool calls become the OpenAI-style dicts the executor runs (`{"id", "type": "function",
+    "function": {"name", "arguments": "<JSON>"}}`); CrewAI's native tool-calling answer is the tool
+    calls alone, so a text given with them is not seen by the agent. A text-only override is the
+    answer's text (in ReAct mode: the `Thought:`/`Action:`/`Final Answer:` text CrewAI parses), or,
+    for a call with a structured-output `response_model`, validated into it as JSON.
+
+    Raises:
+        SerializationError: The text is not valid JSON for the call's `response_model`.
+    """
+    if override.tool_calls:
+        return [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in override.tool_calls
+        ]
+    text = override.text or ""
+    if response_model is None:
+        return text
+    try:
+        return response_model.model_validate_json(text)
+    except ValueError as error:
+        raise SerializationError(
+            f"The replay override of an LLM call with response_model {response_model.__name__} is not "
+            f"its JSON ({error}). Give the override as that model's JSON text."
+        ) from error
+
+
 class LLMResponseCodec:
     """Stores what `BaseLLM.call` returned: text, native tool calls, or a structured output.
 
     Tool calls are stored (and, live too, handed to CrewAI) as OpenAI-style dicts, so the
     executor builds the same conversation whether a call ran live or came from the store.
     Structured outputs are stored as JSON and validated back into the call's `response_model`.
+    A replay's override (`kitaru_core.adapters.read_override`) is served as `overridden_response`
+    makes it.
     """
 
     def __init__(self, response_model: type[BaseModel] | None = None) -> None:
@@ -154,7 +192,12 @@ class LLMResponseCodec:
         return LLM_RESPONSE_FORMAT, json.dumps(document).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a response."""
+        """Load a response (or a replay's override of it)."""
+        override = read_override(format, payload)
+        if isinstance(override, ModelResponseOverride):
+            return overridden_response(override, self.response_model)
+        if isinstance(override, ToolResultOverride):
+            raise SerializationError("A tool result override was stored for a CrewAI LLM call.")
         if format != LLM_RESPONSE_FORMAT:
             raise SerializationError(f"Expected a stored CrewAI LLM response, found format {format!r}.")
         document = json.loads(payload)

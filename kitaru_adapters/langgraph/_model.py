@@ -22,6 +22,7 @@ from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import (
+    AIMessage,
     AIMessageChunk,
     BaseMessage,
     message_to_dict,
@@ -33,10 +34,13 @@ from kitaru_adapters.langgraph._position import Position, active_run, current_po
 from kitaru_core.adapters import (
     UNCONVERTED,
     CallUsage,
+    ModelResponseOverride,
+    ToolResultOverride,
     cost_usd,
     final_once_relayed,
     fingerprint,
     model_retry_policy,
+    read_override,
     relay_while_running,
     run_checkpoint,
     run_checkpoint_async,
@@ -120,6 +124,28 @@ def request_identity(
 # -- codecs ------------------------------------------------------------------------------------------
 
 
+def overridden_message(override: ModelResponseOverride) -> AIMessage:
+    """A replay's model-response override as the `AIMessage` a chat model returns.
+
+    Its content is the text (`""` without one), its `tool_calls` the given calls (LangChain's
+    `{"name", "args", "id", "type": "tool_call"}`), and its usage zero: no tokens were spent on it.
+    """
+    return AIMessage(
+        content=override.text or "",
+        tool_calls=[
+            {"name": call.name, "args": dict(call.arguments), "id": call.id, "type": "tool_call"}
+            for call in override.tool_calls
+        ],
+        usage_metadata={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+        response_metadata={"kitaru_override": True},
+    )
+
+
+def _refuse_tool_override(override: ToolResultOverride | ModelResponseOverride | None) -> None:
+    if isinstance(override, ToolResultOverride):
+        raise SerializationError("A tool result override was stored for a LangChain chat model call.")
+
+
 @dataclass
 class RecordedChat:
     """A model call's outcome as stored: the `ChatResult` and, when the call streamed, its chunks.
@@ -139,7 +165,9 @@ class ChatResultCodec:
     """Stores a `ChatResult` as LangChain's own message JSON (`message_to_dict`) plus generation info.
 
     A call that streamed also stores its chunks (`"chunks"`: one message JSON per chunk), so a served
-    call streams the same chunks again. Records without `"chunks"` still load.
+    call streams the same chunks again. Records without `"chunks"` still load. A replay's override
+    (`kitaru_core.adapters.read_override`) loads as one generation of `overridden_message`, streamed
+    (when the call streams) as one chunk.
     """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
@@ -160,7 +188,13 @@ class ChatResultCodec:
             raise SerializationError(f"A chat result could not be stored as JSON: {error}") from error
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a `RecordedChat`."""
+        """Load a `RecordedChat` (or a replay's override of it)."""
+        override = read_override(format, payload)
+        if isinstance(override, ModelResponseOverride):
+            message = overridden_message(override)
+            chat = ChatResult(generations=[ChatGeneration(message=message)])
+            return RecordedChat(chat, [_chunk_of(message)])
+        _refuse_tool_override(override)
         if format != CHAT_RESULT_FORMAT:
             raise SerializationError(f"Expected a stored LangChain chat result, found format {format!r}.")
         document = json.loads(payload)
@@ -181,7 +215,7 @@ class MessageCodec:
     """Stores the chunks a direct `stream()` yielded, in order, as LangChain message JSON.
 
     Records made before chunks were kept (`json:langchain.AIMessage`, the chunks added up) load as
-    a stream of that one message.
+    a stream of that one message, and so does a replay's override (`overridden_message`).
     """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
@@ -191,7 +225,11 @@ class MessageCodec:
         return CHUNKS_FORMAT, json.dumps(document, default=str).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load the list of chunks."""
+        """Load the list of chunks (or a replay's override of them)."""
+        override = read_override(format, payload)
+        if isinstance(override, ModelResponseOverride):
+            return [_chunk_of(overridden_message(override))]
+        _refuse_tool_override(override)
         if format == CHUNKS_FORMAT:
             return messages_from_dict(json.loads(payload))
         if format == MESSAGE_FORMAT:

@@ -20,7 +20,10 @@ from kitaru_core import JsonCodec
 from kitaru_core.adapters import (
     ApprovalDecision,
     ApprovalRequest,
+    ModelResponseOverride,
+    ToolResultOverride,
     fingerprint,
+    read_override,
     request_approval_together,
     run_checkpoint,
     run_checkpoint_async,
@@ -96,15 +99,45 @@ def decode_value(value: Any) -> Any:
     raise SerializationError(f"Unknown stored LangGraph tool value tag {tag!r}.")
 
 
+def overridden_output(value: Any, tool_name: str, tool_call_id: str | None) -> Any:
+    """A replay's tool-result override as `BaseTool.run` returns it.
+
+    Called by a `ToolNode` (with a tool call id) the tool returns a `ToolMessage` answering that
+    call, whose content is the value (text as is, other JSON values as their JSON text); called
+    directly, the value itself.
+    """
+    if tool_call_id is None:
+        return value
+    content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return ToolMessage(content=content, tool_call_id=tool_call_id, name=tool_name)
+
+
 class ToolOutputCodec:
-    """Stores a tool's output (a `ToolMessage`, a `Command`, plain content) as tagged JSON."""
+    """Stores a tool's output (a `ToolMessage`, a `Command`, plain content) as tagged JSON.
+
+    A replay's override of the call's result (`kitaru_core.adapters.read_override`) loads as
+    `overridden_output` makes it, for the call's tool and tool call id.
+
+    Args:
+        tool_name: The tool's name (of the `ToolMessage` an override becomes).
+        tool_call_id: The id of the tool call the output answers, or `None` for a direct call.
+    """
+
+    def __init__(self, tool_name: str = "", tool_call_id: str | None = None) -> None:
+        self.tool_name = tool_name
+        self.tool_call_id = tool_call_id
 
     def encode(self, value: Any) -> tuple[str, bytes]:
         """Serialize a tool output."""
         return TOOL_OUTPUT_FORMAT, json.dumps(encode_value(value)).encode("utf-8")
 
     def decode(self, format: str, payload: bytes) -> Any:
-        """Load a tool output."""
+        """Load a tool output (or a replay's override of it)."""
+        override = read_override(format, payload)
+        if isinstance(override, ToolResultOverride):
+            return overridden_output(override.value, self.tool_name, self.tool_call_id)
+        if isinstance(override, ModelResponseOverride):
+            raise SerializationError("A model response override was stored for a LangGraph tool call.")
         if format != TOOL_OUTPUT_FORMAT:
             raise SerializationError(f"Expected a stored LangGraph tool output, found format {format!r}.")
         return decode_value(json.loads(payload))
@@ -239,7 +272,7 @@ def _checkpoint_options(
         else position.discriminator(fingerprint(identity)),
         "kind": "tool",
         "inputs": identity,
-        "codec": ToolOutputCodec(),
+        "codec": ToolOutputCodec(tool.name, call_id),
         "details": details,
     }
 

@@ -130,6 +130,11 @@ def test_always_run_steps_run_every_time_the_others_are_served(
     keys = [call.key for call in Client().get_execution("writer").calls]
     assert "crewai_flow:CountingFlow:0/step:write:0" in keys  # inside an execution: the flow is a scope
     assert not any("step:refresh" in key for key in keys)
+    # a flow step's outcome (its value and the flow state after it) cannot be overridden in a replay
+    refused = r"'json:crewai\.FlowStep'.*only model requests and tool calls"
+    with pytest.raises(ConfigurationError, match=refused):
+        Client().replay("writer", overrides={"crewai_flow:CountingFlow:0/step:write:0": "B text."}, run=False)
+    assert Client().count_executions() == 1
     with pytest.raises(ConfigurationError, match="list of flow step names"):
         durable(flow_class(), always_run="refresh")
 
