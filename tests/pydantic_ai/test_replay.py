@@ -252,7 +252,11 @@ def test_the_docs_replay_example_runs_as_written(
         for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
         if "# replay_example.py" in block
     ]
-    exec(compile(block, "replay_example.py", "exec"), {"__name__": "replay_example"})
+    try:
+        exec(compile(block, "replay_example.py", "exec"), {"__name__": "replay_example"})
+    finally:  # run_sync left its event loop set as this thread's loop (pydantic_graph does): close it
+        asyncio.get_event_loop_policy().get_event_loop().close()
+        asyncio.set_event_loop(None)
     keys, output = capsys.readouterr().out.splitlines()
     assert keys.startswith("['model_request:0', 'tool:lookup_order:pyd_ai_")
     assert output == '{"lookup_order":"order 7: lost"}'
