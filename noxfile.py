@@ -60,6 +60,10 @@ TEST_ENV = {
     "OTEL_SDK_DISABLED": "true",
     "PYTHONDONTWRITEBYTECODE": "",
 }
+# The default run leaves out tests marked `slow`: the large versions (every kill point of a crash
+# matrix, the full fuzz) of tests whose small version runs here. `nox -s slow` runs them. A later
+# `-m` in the posargs wins (`nox -s tests_crewai -- -m slow`).
+NOT_SLOW = ("-m", "not slow")
 
 
 def _install(session: nox.Session, extras: str = "") -> None:
@@ -72,7 +76,7 @@ def tests_core(session: nox.Session) -> None:
     """The core and the store contract suite (artifacts on S3: s3fs against moto's local S3 server)."""
     _install(session, "s3")
     session.install("--group", "s3-test")
-    session.run("pytest", "tests/core", "tests/conformance", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/core", "tests/conformance", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -83,7 +87,7 @@ def tests_pydantic_ai(session: nox.Session) -> None:
     # The examples' declared dependencies pull gradio, modal and more the two examples do not need.
     session.install("--no-deps", "pydantic-ai-examples")
     session.run("python", "-c", "import pydantic_ai; print('pydantic-ai', pydantic_ai.__version__)")
-    session.run("pytest", "tests/pydantic_ai", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/pydantic_ai", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 def _floor(extra: str, package: str) -> str:
@@ -120,7 +124,7 @@ def oldest_pydantic_ai(session: nox.Session) -> None:
     session.install(f"pydantic-ai-slim[openai,mcp]=={floor}")
     session.install("--no-deps", "pydantic-ai-examples")  # released less often: 2.62 is the newest
     _print_versions(session, "pydantic-ai-slim")
-    session.run("pytest", "tests/pydantic_ai", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/pydantic_ai", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -130,7 +134,7 @@ def oldest_crewai(session: nox.Session) -> None:
     _install(session, "crewai")
     session.install(f"crewai=={floor}", f"crewai-cli=={floor}", "hatchling")
     _print_versions(session, "crewai")
-    session.run("pytest", "tests/crewai", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/crewai", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -147,7 +151,7 @@ def oldest_langgraph(session: nox.Session) -> None:
     _print_versions(
         session, "langgraph", "langgraph-prebuilt", "langchain-core", "langchain", "langchain-openai"
     )
-    session.run("pytest", "tests/langgraph", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/langgraph", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON, venv_backend="none")
@@ -188,12 +192,38 @@ def canary(session: nox.Session) -> None:
     session.log("canary: every adapter's suite passes on its framework's newest release")
 
 
+# Every session whose suite has tests marked `slow`, newest releases first.
+SLOW_SESSIONS = [
+    "tests_core",
+    "tests_pydantic_ai",
+    "tests_openai_agents",
+    "tests_server",
+    "tests_crewai",
+    "tests_langgraph",
+    "oldest_pydantic_ai",
+    "oldest_crewai",
+    "oldest_langgraph",
+]
+
+
+@nox.session(venv_backend="none")
+def slow(session: nox.Session) -> None:
+    """The tests the default run leaves out (marked `slow`), in each test session's environment.
+
+    Every kill point of each crash matrix, the HTTP API fuzz at full size, and the rest of each
+    test whose small version the default run has. Queues the sessions of `SLOW_SESSIONS` with
+    `-m slow` (and this session's posargs after it); not in the default run.
+    """
+    for name in SLOW_SESSIONS:
+        session.notify(name, ["-m", "slow", *session.posargs])
+
+
 @nox.session(python=PYTHON)
 def tests_server(session: nox.Session) -> None:
     """The dashboard and HTTP API; the browser tests drive /usr/bin/chromium (Debian's), never a download."""
     _install(session, "server,postgres,openai-agents")  # a real durable agent is approved in the browser
     session.install("--group", "server-test")
-    session.run("pytest", "tests/server", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/server", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -202,7 +232,7 @@ def tests_openai_agents(session: nox.Session) -> None:
     _install(session, "openai-agents")
     session.install("--upgrade", "-e", ".[openai-agents]")  # the newest release our range allows
     session.run("python", "-c", "import agents; print('openai-agents', agents.__version__)")
-    session.run("pytest", "tests/openai_agents", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/openai_agents", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -217,7 +247,7 @@ def tests_crewai(session: nox.Session) -> None:
     session.install("--upgrade", "-e", ".[crewai]", "crewai-cli")  # the newest release our range allows
     session.install("--group", "lint", "hatchling")
     session.run("python", "-c", "import crewai; print('crewai', crewai.__version__)")
-    session.run("pytest", "tests/crewai", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/crewai", *NOT_SLOW, *session.posargs, env=TEST_ENV)
     session.run("pyright", "kitaru_adapters/crewai")
 
 
@@ -244,7 +274,7 @@ def tests_langgraph(session: nox.Session) -> None:
         "from importlib.metadata import version as v; "
         "print(*(f'{p} {v(p)}' for p in ['langgraph', 'langchain-core', 'langchain', 'langchain-openai']))",
     )
-    session.run("pytest", "tests/langgraph", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/langgraph", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 # Adapters whose framework cannot share the lint environment; their own test session type-checks them.

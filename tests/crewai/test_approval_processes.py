@@ -9,8 +9,6 @@ import pytest
 
 from .conftest import DeskProcess, ModelServer
 
-pytestmark = pytest.mark.slow
-
 EXIT_WAITING = 3
 
 

@@ -23,8 +23,6 @@ from kitaru_core.testing import ScriptedModelServer, read_request_log
 
 from .conftest import EXAMPLES, store_environment
 
-pytestmark = pytest.mark.slow
-
 PROGRAM = EXAMPLES / "crewai_lead_scoring.py"
 LEADS = 30
 KILL_POINTS = [int(k) for k in os.environ.get("KITARU_CREWAI_KILL_POINTS", "12").split(",")]

@@ -20,8 +20,6 @@ import pytest
 from kitaru_core import Client, configure
 from kitaru_core.testing import Rule, Script, ScriptedModelServer, read_request_log
 
-pytestmark = pytest.mark.slow
-
 BIN = Path(sys.executable).parent
 DECORATOR_IMPORT = "from kitaru_adapters.crewai import durable\n"
 

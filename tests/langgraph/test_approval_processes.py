@@ -11,8 +11,6 @@ from kitaru_core import Client, configure
 
 from .conftest import DeskProcess, ModelServer
 
-pytestmark = pytest.mark.slow
-
 EXIT_WAITING = 3
 REQUESTS_BEFORE_REFUND = 5  # three research calls, two agent turns (lookup, then the refund call)
 
