@@ -1,5 +1,9 @@
 """Task runner for humans and CI: `nox` runs the whole test suite (one environment per framework).
 
+The default run (what CI runs) is the sessions from `tests_core` to `docs` below, except `canary`.
+It leaves out the tests marked `slow` (every kill point of each crash matrix, the full HTTP API fuzz,
+one of the three CrewAI templates): their small versions run in it, and `nox -s slow` runs the rest.
+
 Sessions:
     tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL), artifacts on S3 (moto)
     tests_pydantic_ai  the PydanticAI adapter on pydantic-ai-slim's newest release
@@ -12,6 +16,8 @@ Sessions:
                        floor, 0.24, is also the newest release allowed, so tests_openai_agents covers it)
     canary             every adapter's suite on its framework's newest release, ignoring our caps (not default)
     lint               ruff and pyright (strict)
+    docs               build the mkdocs site (--strict)
+    slow               the tests marked `slow`, in each test session's environment (not default)
     demo               the README demo: an unchanged PydanticAI example run durably
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
     fuzz_crashes       the crash fuzz at scale (150 generated programs killed with SIGKILL; `-- N` for N)
@@ -24,7 +30,6 @@ Sessions:
     demo_langgraph     a durable LangGraph refund desk, killed with SIGKILL and resumed
     bench_langgraph    what the LangGraph adapter adds to a graph run, and what a resume saves
     values_long        the stored-values property tests (Hypothesis) with 2,000 examples each
-    docs               build the mkdocs site
     chaos_leases       fencing and store faults at larger trial counts (200 pause/takeover trials)
     chaos_workers      500 submitted executions of 20 calls, 4 workers on a PostgreSQL cluster the test starts,
                        one SIGKILLed every 2 s, one cluster restart (not default)
@@ -49,6 +54,7 @@ nox.options.sessions = [
     "oldest_crewai",
     "oldest_langgraph",
     "lint",
+    "docs",
 ]
 nox.options.reuse_venv = "yes"
 
