@@ -23,6 +23,9 @@ from kitaru_core.testing import ScriptedModelServer, read_request_log
 
 from .conftest import EXAMPLES, store_environment
 
+# The oldest_* sessions run this only under `nox -s slow` (`nox -s crash_crewai`: more kill points).
+pytestmark = pytest.mark.newest
+
 PROGRAM = EXAMPLES / "crewai_lead_scoring.py"
 LEADS = 30
 KILL_POINTS = [int(k) for k in os.environ.get("KITARU_CREWAI_KILL_POINTS", "12").split(",")]
