@@ -1,5 +1,11 @@
 """Task runner for humans and CI: `nox` runs the whole test suite (one environment per framework).
 
+The default run (what CI runs) is the sessions from `tests_core` to `docs` below, except `canary`.
+It leaves out the tests marked `slow` (every kill point of each crash matrix, the full HTTP API fuzz,
+one of the three CrewAI templates): their small versions run in it, and `nox -s slow` runs the rest.
+The oldest_* sessions also leave out the tests marked `newest` (cross-process approvals, CrewAI's
+30 parallel crews), which `nox -s slow` runs on the oldest releases.
+
 Sessions:
     tests_core         the durable core and the store contract (SQLite memory/file, PostgreSQL), artifacts on S3 (moto)
     tests_pydantic_ai  the PydanticAI adapter on pydantic-ai-slim's newest release
@@ -12,6 +18,8 @@ Sessions:
                        floor, 0.24, is also the newest release allowed, so tests_openai_agents covers it)
     canary             every adapter's suite on its framework's newest release, ignoring our caps (not default)
     lint               ruff and pyright (strict)
+    docs               build the mkdocs site (--strict)
+    slow               the tests marked `slow`, in each test session's environment (not default)
     demo               the README demo: an unchanged PydanticAI example run durably
     demo_openai_agents a durable OpenAI Agents refund desk, killed with SIGKILL and resumed
     fuzz_crashes       the crash fuzz at scale (150 generated programs killed with SIGKILL; `-- N` for N)
@@ -24,7 +32,6 @@ Sessions:
     demo_langgraph     a durable LangGraph refund desk, killed with SIGKILL and resumed
     bench_langgraph    what the LangGraph adapter adds to a graph run, and what a resume saves
     values_long        the stored-values property tests (Hypothesis) with 2,000 examples each
-    docs               build the mkdocs site
     chaos_leases       fencing and store faults at larger trial counts (200 pause/takeover trials)
     chaos_workers      500 submitted executions of 20 calls, 4 workers on a PostgreSQL cluster the test starts,
                        one SIGKILLed every 2 s, one cluster restart (not default)
@@ -49,6 +56,7 @@ nox.options.sessions = [
     "oldest_crewai",
     "oldest_langgraph",
     "lint",
+    "docs",
 ]
 nox.options.reuse_venv = "yes"
 
@@ -60,6 +68,13 @@ TEST_ENV = {
     "OTEL_SDK_DISABLED": "true",
     "PYTHONDONTWRITEBYTECODE": "",
 }
+# The default run leaves out tests marked `slow`: the large versions (every kill point of a crash
+# matrix, the full fuzz) of tests whose small version runs here. `nox -s slow` runs them. A later
+# `-m` in the posargs wins (`nox -s tests_crewai -- -m slow`).
+NOT_SLOW = ("-m", "not slow")
+# The oldest_* sessions also leave out tests marked `newest` (cross-process approvals, 30 parallel
+# crews: our code more than the framework's seams, whose in-process tests still run there).
+OLDEST = ("-m", "not slow and not newest")
 
 
 def _install(session: nox.Session, extras: str = "") -> None:
@@ -72,7 +87,7 @@ def tests_core(session: nox.Session) -> None:
     """The core and the store contract suite (artifacts on S3: s3fs against moto's local S3 server)."""
     _install(session, "s3")
     session.install("--group", "s3-test")
-    session.run("pytest", "tests/core", "tests/conformance", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/core", "tests/conformance", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -83,7 +98,7 @@ def tests_pydantic_ai(session: nox.Session) -> None:
     # The examples' declared dependencies pull gradio, modal and more the two examples do not need.
     session.install("--no-deps", "pydantic-ai-examples")
     session.run("python", "-c", "import pydantic_ai; print('pydantic-ai', pydantic_ai.__version__)")
-    session.run("pytest", "tests/pydantic_ai", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/pydantic_ai", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 def _floor(extra: str, package: str) -> str:
@@ -120,7 +135,7 @@ def oldest_pydantic_ai(session: nox.Session) -> None:
     session.install(f"pydantic-ai-slim[openai,mcp]=={floor}")
     session.install("--no-deps", "pydantic-ai-examples")  # released less often: 2.62 is the newest
     _print_versions(session, "pydantic-ai-slim")
-    session.run("pytest", "tests/pydantic_ai", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/pydantic_ai", *OLDEST, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -130,7 +145,7 @@ def oldest_crewai(session: nox.Session) -> None:
     _install(session, "crewai")
     session.install(f"crewai=={floor}", f"crewai-cli=={floor}", "hatchling")
     _print_versions(session, "crewai")
-    session.run("pytest", "tests/crewai", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/crewai", *OLDEST, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -147,7 +162,7 @@ def oldest_langgraph(session: nox.Session) -> None:
     _print_versions(
         session, "langgraph", "langgraph-prebuilt", "langchain-core", "langchain", "langchain-openai"
     )
-    session.run("pytest", "tests/langgraph", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/langgraph", *OLDEST, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON, venv_backend="none")
@@ -188,12 +203,40 @@ def canary(session: nox.Session) -> None:
     session.log("canary: every adapter's suite passes on its framework's newest release")
 
 
+# Every session whose suite has tests marked `slow`, newest releases first.
+SLOW_SESSIONS = [
+    "tests_core",
+    "tests_pydantic_ai",
+    "tests_openai_agents",
+    "tests_server",
+    "tests_crewai",
+    "tests_langgraph",
+    "oldest_pydantic_ai",
+    "oldest_crewai",
+    "oldest_langgraph",
+]
+
+
+@nox.session(venv_backend="none")
+def slow(session: nox.Session) -> None:
+    """The tests the default run leaves out (marked `slow`), in each test session's environment.
+
+    Every kill point of each crash matrix, the HTTP API fuzz at full size, and the rest of each
+    test whose small version the default run has; on the oldest releases also the tests marked
+    `newest`. Queues the sessions of `SLOW_SESSIONS` with `-m slow` (`-m "slow or newest"` for
+    the oldest_* ones) and this session's posargs after it; not in the default run.
+    """
+    for name in SLOW_SESSIONS:
+        selection = "slow or newest" if name.startswith("oldest_") else "slow"
+        session.notify(name, ["-m", selection, *session.posargs])
+
+
 @nox.session(python=PYTHON)
 def tests_server(session: nox.Session) -> None:
     """The dashboard and HTTP API; the browser tests drive /usr/bin/chromium (Debian's), never a download."""
     _install(session, "server,postgres,openai-agents")  # a real durable agent is approved in the browser
     session.install("--group", "server-test")
-    session.run("pytest", "tests/server", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/server", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -202,7 +245,7 @@ def tests_openai_agents(session: nox.Session) -> None:
     _install(session, "openai-agents")
     session.install("--upgrade", "-e", ".[openai-agents]")  # the newest release our range allows
     session.run("python", "-c", "import agents; print('openai-agents', agents.__version__)")
-    session.run("pytest", "tests/openai_agents", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/openai_agents", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 @nox.session(python=PYTHON)
@@ -217,7 +260,7 @@ def tests_crewai(session: nox.Session) -> None:
     session.install("--upgrade", "-e", ".[crewai]", "crewai-cli")  # the newest release our range allows
     session.install("--group", "lint", "hatchling")
     session.run("python", "-c", "import crewai; print('crewai', crewai.__version__)")
-    session.run("pytest", "tests/crewai", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/crewai", *NOT_SLOW, *session.posargs, env=TEST_ENV)
     session.run("pyright", "kitaru_adapters/crewai")
 
 
@@ -244,7 +287,7 @@ def tests_langgraph(session: nox.Session) -> None:
         "from importlib.metadata import version as v; "
         "print(*(f'{p} {v(p)}' for p in ['langgraph', 'langchain-core', 'langchain', 'langchain-openai']))",
     )
-    session.run("pytest", "tests/langgraph", *session.posargs, env=TEST_ENV)
+    session.run("pytest", "tests/langgraph", *NOT_SLOW, *session.posargs, env=TEST_ENV)
 
 
 # Adapters whose framework cannot share the lint environment; their own test session type-checks them.

@@ -160,3 +160,23 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     kitaru_core.configure(store_url=url, artifacts_url=str(tmp_path / "artifacts"), reset=True)
     yield url
     kitaru_core.configure(reset=True)
+
+
+def slow_beyond(cases: list[Any], keep: list[Any]) -> list[Any]:
+    """`cases` for `pytest.mark.parametrize`, each one not in `keep` marked `slow`.
+
+    The default `nox` run leaves `slow` out (`-m "not slow"`) and runs only the cases in `keep`,
+    a small version of the test; `nox -s slow` runs the rest. A case is a value, or a tuple of
+    values when the test is parametrized by several names; the ids stay the ones pytest gives
+    the bare values.
+    """
+    missing = [case for case in keep if case not in cases]
+    if missing:
+        raise ValueError(f"slow_beyond: the cases to keep {missing!r} are not among the cases")
+    return [
+        pytest.param(
+            *(case if isinstance(case, tuple) else (case,)),
+            marks=() if case in keep else pytest.mark.slow,
+        )
+        for case in cases
+    ]

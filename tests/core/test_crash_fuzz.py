@@ -29,7 +29,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -38,8 +37,6 @@ from kitaru_core import Client
 
 PROGRAM_RUNNER = Path(__file__).with_name("crash_fuzz_program.py")
 EXAMPLES = int(os.environ.get("KITARU_CRASH_FUZZ_EXAMPLES", "5"))
-
-pytestmark = pytest.mark.slow
 
 _leaf = st.builds(lambda sleep_ms: {"kind": "call", "sleep_ms": sleep_ms}, st.integers(0, 15))
 

@@ -31,8 +31,6 @@ from kitaru_core import Client, checkpoint, flow
 from kitaru_core._runtime import HOST_ID, get_store
 from kitaru_core.errors import ExecutionLockedError, LeaseLostError, StoreError
 
-pytestmark = pytest.mark.slow
-
 LEASE_S = 0.6
 STEPS = 8
 TRIALS = int(os.environ.get("KITARU_FENCING_TRIALS", "20"))

@@ -25,8 +25,6 @@ from kitaru_core import Client, _config, _runtime, checkpoint, current_execution
 from kitaru_core._runtime import get_store
 from kitaru_core.errors import ExecutionLockedError
 
-pytestmark = pytest.mark.slow
-
 CHILD_SCRIPT = """
 import sys
 import time

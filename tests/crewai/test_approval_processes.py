@@ -9,7 +9,9 @@ import pytest
 
 from .conftest import DeskProcess, ModelServer
 
-pytestmark = pytest.mark.slow
+# The CLI and the waits across processes are ours; the framework's approval seams have in-process
+# tests. The oldest_* sessions run this only under `nox -s slow`.
+pytestmark = pytest.mark.newest
 
 EXIT_WAITING = 3
 

@@ -48,7 +48,6 @@ def _executions(tmp_path: Path) -> list[tuple[str, str]]:
         configure(reset=True)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("persisted", [False, True], ids=["anonymous", "persist"])
 def test_a_killed_flow_repeats_no_completed_step_prompt_or_side_effect(
     tmp_path: Path, persisted: bool

@@ -23,7 +23,8 @@ from kitaru_core.testing import ScriptedModelServer, read_request_log
 
 from .conftest import EXAMPLES, store_environment
 
-pytestmark = pytest.mark.slow
+# The oldest_* sessions run this only under `nox -s slow` (`nox -s crash_crewai`: more kill points).
+pytestmark = pytest.mark.newest
 
 PROGRAM = EXAMPLES / "crewai_lead_scoring.py"
 LEADS = 30

@@ -20,8 +20,6 @@ import pytest
 from kitaru_core import Client, configure
 from kitaru_core.testing import Rule, Script, ScriptedModelServer, read_request_log
 
-pytestmark = pytest.mark.slow
-
 BIN = Path(sys.executable).parent
 DECORATOR_IMPORT = "from kitaru_adapters.crewai import durable\n"
 
@@ -138,7 +136,7 @@ def executions(tmp_path: Path) -> list[object]:
     ("kind", "name", "crew_file", "class_line", "rules", "tasks", "output_file", "execution_name"),
     [
         ("crew", "demo_crew", "crew.py", "class DemoCrew():", CREW_RULES, 2, "report.md", "crewai:DemoCrew"),
-        (
+        pytest.param(  # the flow template's crew decorated: the default run has the other two
             "flow",
             "demo_flow",
             "crews/content_crew/content_crew.py",
@@ -147,6 +145,7 @@ def executions(tmp_path: Path) -> list[object]:
             3,
             "output/post.md",
             "crewai:ContentCrew",
+            marks=pytest.mark.slow,
         ),
         (
             "flow",

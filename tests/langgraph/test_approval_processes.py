@@ -11,7 +11,9 @@ from kitaru_core import Client, configure
 
 from .conftest import DeskProcess, ModelServer
 
-pytestmark = pytest.mark.slow
+# The CLI and the waits across processes are ours; the framework's approval seams have in-process
+# tests. The oldest_* sessions run this only under `nox -s slow`.
+pytestmark = pytest.mark.newest
 
 EXIT_WAITING = 3
 REQUESTS_BEFORE_REFUND = 5  # three research calls, two agent turns (lookup, then the refund call)

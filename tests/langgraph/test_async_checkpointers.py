@@ -19,8 +19,6 @@ from kitaru_core.testing import ScriptedModelServer
 
 from .conftest import DeskProcess, ModelServer, desk_script_of_example
 
-pytestmark = pytest.mark.slow
-
 MODEL_REQUESTS_PER_RUN = 6
 TOOL_RUNS = ["lookup_order 7", "refund 7 25"]
 KINDS = ["model", "model", "model", "model", "tool", "model", "tool", "model"]

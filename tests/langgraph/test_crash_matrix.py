@@ -13,9 +13,8 @@ import pytest
 
 from kitaru_core import Client, configure
 
+from ..conftest import slow_beyond
 from .conftest import DeskProcess, ModelServer
-
-pytestmark = pytest.mark.slow
 
 CALLS_PER_RUN = 8
 MODEL_REQUESTS_PER_RUN = 6
@@ -46,7 +45,7 @@ def test_an_uninterrupted_run_records_every_call(desk: tuple[DeskProcess, ModelS
     assert kinds == ["model", "model", "model", "model", "tool", "model", "tool", "model"]
 
 
-MATRIX = [
+ALL_CRASHES = [
     *[("kitaru", "invoke", k) for k in range(1, CALLS_PER_RUN + 1)],
     *[("none", "invoke", k) for k in range(1, CALLS_PER_RUN + 1)],
     *[("kitaru", "astream", k) for k in (2, 5, 7)],
@@ -57,6 +56,20 @@ MATRIX = [
     ("kitaru", "astream --rerun-as-is", 3),
     ("sqlite", "stream --rerun-as-is", 6),
 ]
+# The default run crashes each checkpointer and mode once; `nox -s slow` at every point listed.
+MATRIX = slow_beyond(
+    ALL_CRASHES,
+    keep=[
+        ("kitaru", "invoke", 4),
+        ("none", "invoke", 5),
+        ("kitaru", "astream", 5),
+        ("sqlite", "stream", 3),
+        ("none", "ainvoke", 4),
+        ("kitaru", "invoke --rerun-as-is", 5),
+        ("kitaru", "astream --rerun-as-is", 3),
+        ("sqlite", "stream --rerun-as-is", 6),
+    ],
+)
 
 
 @pytest.mark.parametrize(("checkpointer", "mode", "crash_after"), MATRIX)

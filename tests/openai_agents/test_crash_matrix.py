@@ -18,12 +18,11 @@ import pytest
 from kitaru_core import Client, configure
 from kitaru_core.testing import read_request_log
 
+from ..conftest import slow_beyond
 from .conftest import REFUND_AGENTS, AgentProcess
 
 sys.path.insert(0, str(REFUND_AGENTS.parent))
 SCRIPT = runpy.run_path(str(REFUND_AGENTS))["SCRIPT"]
-
-pytestmark = pytest.mark.slow
 
 CALLS_PER_RUN = 8
 MODEL_REQUESTS_PER_RUN = 4
@@ -71,8 +70,14 @@ def test_uninterrupted_run_records_every_call(model_server, tmp_path: Path, mode
     assert detail.totals.cost_usd is not None
 
 
-@pytest.mark.parametrize("mode", ["async", "stream"])
-@pytest.mark.parametrize("crash_after", range(1, CALLS_PER_RUN + 1))
+# The default run kills at three points (the handoff's, the parallel lookups'); `nox -s slow` at all.
+@pytest.mark.parametrize(
+    ("mode", "crash_after"),
+    slow_beyond(
+        [(mode, k) for k in range(1, CALLS_PER_RUN + 1) for mode in ("async", "stream")],
+        keep=[("async", 2), ("stream", 4), ("async", 7)],
+    ),
+)
 def test_killed_after_k_calls_resumes_without_repeating_them(
     model_server, tmp_path: Path, mode: str, crash_after: int
 ) -> None:

@@ -24,6 +24,8 @@ MODEL_REQUESTS_IN_RUN = 3
 EXPECTED_TOOL_RUNS = {"lookup_order:1": 1, "lookup_order:2": 1, "refund:1:10": 1, "refund:2:20": 1}
 # Kill points right after the first commit of a parallel pair: the sibling may be in flight.
 PARALLEL_FIRST_COMMITS = {2: ("lookup_order:1", "lookup_order:2"), 5: ("refund:1:10", "refund:2:20")}
+# The default run kills at two points per mode (each parallel pair's first commit once); `nox -s slow` at all.
+KILL_POINTS = {"sync": (2, 4), "stream": (5, 7)}
 
 
 def _uninterrupted_output(agent: AgentProcess, mode: str) -> str:
@@ -32,17 +34,19 @@ def _uninterrupted_output(agent: AgentProcess, mode: str) -> str:
     return result.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize(
+    "every_point", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["two-points", "every-point"]
+)
 @pytest.mark.parametrize("mode", ["sync", "stream"])
 def test_kill_after_each_checkpoint_call_then_rerun(
-    agent_for_mode: AgentProcess, mode: str, tmp_path: Path
+    agent_for_mode: AgentProcess, mode: str, tmp_path: Path, every_point: bool
 ) -> None:
     reference = _uninterrupted_output(agent_for_mode, mode)
     assert "OUTPUT: Done. Last result: refunded 20 for order 2" in reference
     assert agent_for_mode.model_requests() == MODEL_REQUESTS_IN_RUN
     assert collections.Counter(agent_for_mode.tool_runs()) == EXPECTED_TOOL_RUNS
 
-    for kill_after in range(1, CALLS_IN_RUN + 1):
+    for kill_after in range(1, CALLS_IN_RUN + 1) if every_point else KILL_POINTS[mode]:
         case_dir = tmp_path / f"k{kill_after}"
         case_dir.mkdir()
         agent = AgentProcess(

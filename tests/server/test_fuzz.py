@@ -38,9 +38,21 @@ from tests.server import flows  # noqa: E402
 from tests.server.conftest import TOKEN  # noqa: E402
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
-FUZZ_SETTINGS = settings(
-    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
-)
+
+
+def _fuzz_settings(max_examples: int) -> Any:
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+# Examples per operation: the default run's small fuzz, and the full one (marked slow: `nox -s slow`).
+FUZZ_SETTINGS = _fuzz_settings(15)
+FULL_FUZZ_SETTINGS = _fuzz_settings(60)
 POSTGRES_DATABASE = f"kitaru_fuzz_{uuid.uuid4().hex[:10]}"
 # Stored executions with these ids wait at an approval (ids made only of dots are left out: HTTP
 # clients resolve them as dot segments before sending, so they never reach the server as ids).
@@ -150,6 +162,13 @@ def test_no_request_makes_a_server_error_on_sqlite(case: Any) -> None:
     _call(case)
 
 
+@pytest.mark.slow
+@sqlite_schema.parametrize()
+@FULL_FUZZ_SETTINGS
+def test_no_request_makes_a_server_error_on_sqlite_at_full_size(case: Any) -> None:
+    _call(case)
+
+
 if postgres_url is not None:
     postgres_schema = _schema(postgres_url)
 
@@ -157,6 +176,13 @@ if postgres_url is not None:
     @postgres_schema.parametrize()
     @FUZZ_SETTINGS
     def test_no_request_makes_a_server_error_on_postgres(case: Any) -> None:
+        _call(case)
+
+    @pytest.mark.slow
+    @pytest.mark.postgres
+    @postgres_schema.parametrize()
+    @FULL_FUZZ_SETTINGS
+    def test_no_request_makes_a_server_error_on_postgres_at_full_size(case: Any) -> None:
         _call(case)
 
 else:
