@@ -250,7 +250,6 @@ MCP_SCRIPT = Script(
 )
 
 
-@pytest.mark.slow  # an MCP server process
 @pytest.mark.parametrize("script", [MCP_SCRIPT])
 def test_an_mcp_tool_result_override_reaches_the_model(
     script: Script, model_server: ModelServer, sqlite_file_store: str, tmp_path: Path
