@@ -72,7 +72,11 @@ def replay(
         list[str] | None,
         typer.Option(
             "--override",
-            help="KEY=JSON: a plain checkpoint call's output (by call key) or a wait's answer (by wait name); repeatable.",
+            help=(
+                "KEY=JSON: a call's output by call key (an adapter's model request: its response, a string or "
+                '{"text": ..., "tool_calls": [...]}; an adapter\'s tool call: its result) or a wait\'s answer '
+                "by wait name; repeatable."
+            ),
         ),
     ] = None,
     input_: Annotated[

@@ -1102,8 +1102,9 @@ def _not_resumable_message(
     """
     run_under_id = (
         "run the agent again with the same input under {id}: inside `with named_run({id}):` (any "
-        "adapter; the OpenAI Agents SDK also takes DurableRunner().run(..., execution_id={id})), or "
-        "inside `with execution({id}):` when the original ran inside `with execution(...)`."
+        "adapter; the OpenAI Agents SDK also takes DurableRunner().run(..., execution_id={id}); a "
+        "LangGraph graph on a thread runs on thread_id={id}), or inside `with execution({id}):` when "
+        "the original ran inside `with execution(...)`."
     )
     if replaying:
         return (
