@@ -1,7 +1,7 @@
 """The child process of a worker: runs one claimed execution, then exits.
 
 `python -m kitaru_core._worker_child EXECUTION_ID CLAIM_OWNER [MODULE ...]` imports the modules,
-takes the execution's lease over from the worker's claim (`_runtime.lease_handoff`) and resumes it
+takes the execution's lease over from the worker's claim (`_leases.lease_handoff`) and resumes it
 like `kitaru-adapters executions resume` does (`Client.resume`). SIGTERM or SIGINT make the run stop
 before its next checkpoint body and release its lease with the execution `queued`.
 
@@ -35,19 +35,19 @@ def main(argv: list[str]) -> int:
         )
         return 2
     execution_id, owner, *modules = argv
-    from kitaru_core import _runtime
+    from kitaru_core import _leases, _signals
 
     def stop(_signal_number: int, _frame: Any) -> None:
-        _runtime.request_stop()
+        _signals.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         for module in modules:
             importlib.import_module(module)
-        if _runtime.stop_requested():
+        if _signals.stop_requested():
             return EXIT_NOT_STARTED
-        _runtime.lease_handoff = owner
+        _leases.lease_handoff = owner
         from kitaru_core._client import Client
         from kitaru_core.errors import StoreError
 
@@ -61,14 +61,14 @@ def main(argv: list[str]) -> int:
         except Exception as error:
             from kitaru_core.errors import ExecutionWaitingError
 
-            if not isinstance(error, ExecutionWaitingError) and _runtime.find_signal(error) is None:
+            if not isinstance(error, ExecutionWaitingError) and _signals.find_signal(error) is None:
                 _schedule_retry(client, execution_id, error)
             raise
     except BaseException as error:
         from kitaru_core.errors import ExecutionWaitingError
 
         if isinstance(error, ExecutionWaitingError) or isinstance(
-            _runtime.find_signal(error), _runtime.StopRun
+            _signals.find_signal(error), _signals.StopRun
         ):
             return 0
         traceback.print_exc()
