@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from kitaru_core import errors
 from kitaru_core._api import Checkpoint, Flow, checkpoint, execution, flow, named_run
-from kitaru_core._artifacts import load, log, save
+from kitaru_core._artifacts import load, log, log_async, save, save_async
 from kitaru_core._checkpoint_calls import OnInterrupted, RetryPolicy
 from kitaru_core._config import Settings, configure
 from kitaru_core._context import idempotency_key, scope
 from kitaru_core._serialization import Codec, JsonCodec
 from kitaru_core._view import CurrentExecution, current_execution
-from kitaru_core._waits import WaitSpec, wait, wait_all
+from kitaru_core._waits import WaitSpec, wait, wait_all, wait_all_async, wait_async
 
 __all__ = [
     "ApprovalDecision",
@@ -61,14 +61,18 @@ __all__ = [
     "idempotency_key",
     "load",
     "log",
+    "log_async",
     "model_retries",
     "named_run",
     "request_approval",
     "request_approvals",
     "save",
+    "save_async",
     "scope",
     "wait",
     "wait_all",
+    "wait_all_async",
+    "wait_async",
 ]
 
 __version__ = "0.1.0"

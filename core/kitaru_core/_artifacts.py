@@ -23,6 +23,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from kitaru_core import _boundary, _config, _signals
+from kitaru_core._async_io import off_loop
 from kitaru_core._context import ExecutionContext, current_call_key, current_execution, current_scope
 from kitaru_core._ids import check_artifact_name, check_execution_id
 from kitaru_core._serialization import JsonCodec
@@ -161,6 +162,23 @@ def log(**metadata: Any) -> None:
     context.merge_call_metadata(call_key, converted, lambda text: _check_size(text, f"call {call_key!r}"))
 
 
+
+async def log_async(**metadata: Any) -> None:
+    """Attach JSON metadata like `log`, in async code: the store write runs off the event loop.
+
+    `await log_async(...)` runs `log` on the execution's I/O lane, in the order reached; arguments
+    and errors as `log`.
+
+    Args:
+        **metadata: Keys (1 to 200 characters, no control characters) and JSON-able values.
+
+    Raises:
+        ConfigurationError: Called outside any execution.
+        InvalidIdError: A key breaks the name rule.
+        SerializationError: A value is not JSON-able, or the metadata of the call grows past 64 KiB.
+    """
+    await off_loop(current_execution(), log, **metadata)
+
 def _check_size(text: str, owner: str) -> None:
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise SerializationError(
@@ -223,6 +241,28 @@ def save(name: str, value: Any, *, media_type: str | None = None) -> int:
         raise _signals.LeaseLost(context.execution_id)
     return version
 
+
+
+async def save_async(name: str, value: Any, *, media_type: str | None = None) -> int:
+    """Store `value` like `save`, in async code: its encoding and store I/O run off the event loop.
+
+    `version = await save_async(...)` runs `save` on the execution's I/O lane, in the order
+    reached, so versions are numbered as `save` numbers them; arguments, result and errors as `save`.
+
+    Args:
+        name: The artifact's name, 1 to 200 characters without control characters.
+        value: What to store; files as `bytes`.
+        media_type: What it is (`text/markdown`, `image/png`...); default: guessed.
+
+    Returns:
+        The version number (1, 2, ...).
+
+    Raises:
+        ConfigurationError: Called outside any execution, or `media_type` is not `type/subtype`.
+        InvalidIdError: `name` breaks the name rule.
+        SerializationError: The value cannot be stored.
+    """
+    return await off_loop(current_execution(), save, name, value, media_type=media_type)
 
 def load(execution_id: str, name: str, version: int | None = None) -> Any:
     """Read an artifact back: the latest version of `name`, or the given one.

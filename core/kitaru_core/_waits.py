@@ -158,43 +158,126 @@ def wait_all(specs: Sequence[WaitSpec], *, timeout: timedelta | float | None = N
     Raises:
         ConfigurationError: Called outside an execution.
     """
-    from pydantic import TypeAdapter
-
-    context = _current.get()
-    if context is None:
-        raise ConfigurationError(
-            "wait() needs an execution to suspend: call it inside a @flow, a `with execution(...)` block, "
-            "or a run of an agent made durable with an adapter."
-        )
-    context.check_alive()
-    open_waits: list[_OpenWait] = []
-    for spec in specs:
-        adapter = TypeAdapter(spec.schema)
-        open_waits.append(_OpenWait(context.wait_name(spec.name), spec, adapter, adapter.json_schema()))
-    store = context.store
-    for item in open_waits:
-        cached = context.cached_wait(item.name)
-        item.record = (
-            cached
-            if cached is not None and cached.status == "answered"
-            else store.find_wait(context.execution_id, item.name)
-        )
-    timeout_s = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-    deadline = time.monotonic() + (timeout_s or 0.0)
-    interactive = _interactive(context.settings)
+    waiting = _Waiting.open(specs, timeout)
+    waiting.load()
     while True:
-        for item in open_waits:
-            if not item.done:
-                item.settle(context, interactive)
-        if all(item.done for item in open_waits):
-            return [item.value for item in open_waits]
-        if time.monotonic() >= deadline:
-            raise SuspendExecution(context.execution_id)
-        time.sleep(min(context.settings.wait_poll_interval_s, max(0.0, deadline - time.monotonic())))
+        waiting.settle()
+        if waiting.done:
+            return waiting.values()
+        time.sleep(waiting.pause_s())
+        waiting.context.check_alive()
+        waiting.refresh()
+
+
+async def wait_all_async(specs: Sequence[WaitSpec], *, timeout: timedelta | float | None = None) -> list[Any]:
+    """`wait_all` for async code: the store I/O runs off the event loop, the polling sleeps on it.
+
+    The store reads and writes run on the execution's I/O lane (in the order they were reached);
+    a question asked at a terminal runs on a thread of its own; between polls the task sleeps
+    with `asyncio.sleep`, so other tasks keep running. Arguments, result and errors as `wait_all`.
+
+    Args:
+        specs: The questions.
+        timeout: How long to poll the store for the answers before suspending (`timedelta` or
+            seconds as a float); `None`: do not poll.
+
+    Returns:
+        The validated answers, in the order of `specs`.
+
+    Raises:
+        ConfigurationError: Called outside an execution.
+    """
+    import asyncio
+
+    from kitaru_core._async_io import off_loop
+
+    waiting = _Waiting.open(specs, timeout)
+    context = waiting.context
+    await off_loop(context, waiting.load)
+    while True:
+        # a terminal question blocks until somebody types: not on the lane, which it would hold up
+        await off_loop(None if waiting.interactive else context, waiting.settle)
+        if waiting.done:
+            return waiting.values()
+        await asyncio.sleep(waiting.pause_s())
         context.check_alive()
-        for item in open_waits:
+        await off_loop(context, waiting.refresh)
+
+
+@dataclass
+class _Waiting:
+    """The questions of one `wait_all` while it runs: each step is a blocking call or a pure one."""
+
+    context: ExecutionContext
+    open_waits: list[_OpenWait]
+    deadline: float
+    interactive: bool
+
+    @classmethod
+    def open(cls, specs: Sequence[WaitSpec], timeout: timedelta | float | None) -> _Waiting:
+        """Name the waits in the order reached (no I/O).
+
+        Raises:
+            ConfigurationError: Called outside an execution.
+        """
+        from pydantic import TypeAdapter
+
+        context = _current.get()
+        if context is None:
+            raise ConfigurationError(
+                "wait() needs an execution to suspend: call it inside a @flow, a `with execution(...)` block, "
+                "or a run of an agent made durable with an adapter."
+            )
+        context.check_alive()
+        open_waits: list[_OpenWait] = []
+        for spec in specs:
+            adapter = TypeAdapter(spec.schema)
+            open_waits.append(_OpenWait(context.wait_name(spec.name), spec, adapter, adapter.json_schema()))
+        timeout_s = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        deadline = time.monotonic() + (timeout_s or 0.0)
+        return cls(context, open_waits, deadline, _interactive(context.settings))
+
+    @property
+    def done(self) -> bool:
+        """Whether every wait has a valid answer."""
+        return all(item.done for item in self.open_waits)
+
+    def values(self) -> list[Any]:
+        """The validated answers, in the order asked."""
+        return [item.value for item in self.open_waits]
+
+    def load(self) -> None:
+        """Read the waits' records: as loaded at the start of the run if answered, else from the store."""
+        store = self.context.store
+        for item in self.open_waits:
+            cached = self.context.cached_wait(item.name)
+            item.record = (
+                cached
+                if cached is not None and cached.status == "answered"
+                else store.find_wait(self.context.execution_id, item.name)
+            )
+
+    def settle(self) -> None:
+        """Take the valid answers, record the new waits, ask at the terminal once (blocking I/O)."""
+        for item in self.open_waits:
             if not item.done:
-                item.record = store.find_wait(context.execution_id, item.name)
+                item.settle(self.context, self.interactive)
+
+    def pause_s(self) -> float:
+        """Seconds to sleep before the next poll.
+
+        Raises:
+            SuspendExecution: The timeout has passed (not an `Exception`).
+        """
+        if time.monotonic() >= self.deadline:
+            raise SuspendExecution(self.context.execution_id)
+        return min(self.context.settings.wait_poll_interval_s, max(0.0, self.deadline - time.monotonic()))
+
+    def refresh(self) -> None:
+        """Read again the records of the waits not answered yet (blocking I/O)."""
+        for item in self.open_waits:
+            if not item.done:
+                item.record = self.context.store.find_wait(self.context.execution_id, item.name)
 
 
 def wait(
@@ -231,3 +314,35 @@ def wait(
         ConfigurationError: Called outside an execution.
     """
     return wait_all([WaitSpec(name, question, schema, metadata)], timeout=timeout)[0]
+
+
+async def wait_async(
+    name: str | None = None,
+    *,
+    question: str,
+    schema: Any = bool,
+    timeout: timedelta | float | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """Stop the execution until an answer arrives, in async code: the event loop is never blocked.
+
+    `answer = await wait_async(...)` is the same wait as `wait` (same names, records and answers;
+    an execution may mix both): its store I/O runs on the execution's I/O lane, a question asked at
+    a terminal on a thread of its own, and the polling sleeps with `asyncio.sleep`.
+
+    Args:
+        name: The wait's name, unique within the execution (repeats get `-2`, `-3`...). Default:
+            `wait-1`, `wait-2`... in the order reached.
+        question: What to ask.
+        schema: Type of the answer (any type pydantic validates).
+        timeout: How long to poll the store for an answer before suspending: a `timedelta` or
+            seconds as a float. `None`: do not poll.
+        metadata: Small JSON-able facts stored with the wait (shown to whoever answers).
+
+    Returns:
+        The validated answer.
+
+    Raises:
+        ConfigurationError: Called outside an execution.
+    """
+    return (await wait_all_async([WaitSpec(name, question, schema, metadata)], timeout=timeout))[0]
