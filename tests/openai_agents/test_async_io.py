@@ -42,3 +42,33 @@ def test_runner_run_records_every_call_with_the_loop_free(sqlite_file_store: str
     for execution in executions:
         assert [call.kind for call in Client().get_execution(execution.id).calls] == ["model", "tool", "tool", "model"]
     assert tools.runs == ["add 2 3", "add 4 5"] * 2  # the scripted model asks for the same calls
+
+
+def test_runner_run_streamed_opens_and_closes_its_execution_off_the_loop(
+    sqlite_file_store: str, model_server: Any
+) -> None:
+    """`Runner.run_streamed` is sync: the execution opens in the run's task, through the I/O lane."""
+    tools = Tools()
+    agent = durable(Agent(name="calculator", instructions="Add.", tools=[tools.add]))
+
+    async def streamed(prompt: str) -> str:
+        result = Runner.run_streamed(agent, prompt, run_config=model_server.run_config())
+        events = [event async for event in result.stream_events()]
+        assert any(event.type == "raw_response_event" for event in events)
+        return str(result.final_output)
+
+    assert run_async(streamed("Add 1+1 and 4+5")) == "Sums: 9"  # warm up: first-use costs
+
+    async def measured() -> str:
+        async with LoopLagMeter() as meter:
+            output = await streamed("Add 2+3 and 4+5")
+        assert_loop_stayed_free(meter, slow, at_least=6)  # open, 4 calls, finish
+        return output
+
+    with slow_store() as slow:
+        assert run_async(measured()) == "Sums: 9"
+    executions = Client().list_executions()
+    assert [execution.status for execution in executions] == ["completed", "completed"]
+    for execution in executions:
+        assert [call.kind for call in Client().get_execution(execution.id).calls] == ["model", "tool", "tool", "model"]
+    assert tools.runs == ["add 2 3", "add 4 5"] * 2  # the scripted model asks for the same calls
