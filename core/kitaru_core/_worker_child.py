@@ -16,14 +16,16 @@ failed (recorded in the store) or the execution could not be run; 4 stopped befo
 from __future__ import annotations
 
 import importlib
+import logging
 import signal
 import sys
-import traceback
 from typing import Any
 
 EXIT_FAILED = 1
 EXIT_NOT_STARTED = 4
 EXIT_STORE_UNAVAILABLE = 5
+
+logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
@@ -54,7 +56,7 @@ def main(argv: list[str]) -> int:
         try:
             client = Client()
         except StoreError:
-            traceback.print_exc()
+            logger.exception("kitaru worker: the store could not be reached to run execution %s", execution_id)
             return EXIT_STORE_UNAVAILABLE
         try:
             client.resume(execution_id, audit=False)
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> int:
             _signals.find_signal(error), _signals.StopRun
         ):
             return 0
-        traceback.print_exc()
+        logger.exception("kitaru worker: execution %s failed", execution_id)
         return EXIT_FAILED
     return 0
 
@@ -85,8 +87,9 @@ def _schedule_retry(client: Any, execution_id: str, error: Exception) -> None:
         policy = getattr(client.load_flow(execution_id), "retry", None)
         schedule_retry(client.store, execution_id, error, policy)
     except (KitaruError, OSError):  # the failure stays recorded; only its retry is lost
-        traceback.print_exc()
+        logger.exception("kitaru worker: could not schedule a retry of the failed execution %s", execution_id)
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # as the worker's own log
     sys.exit(main(sys.argv[1:]))
