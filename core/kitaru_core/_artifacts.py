@@ -162,7 +162,6 @@ def log(**metadata: Any) -> None:
     context.merge_call_metadata(call_key, converted, lambda text: _check_size(text, f"call {call_key!r}"))
 
 
-
 async def log_async(**metadata: Any) -> None:
     """Attach JSON metadata like `log`, in async code: the store write runs off the event loop.
 
@@ -178,6 +177,7 @@ async def log_async(**metadata: Any) -> None:
         SerializationError: A value is not JSON-able, or the metadata of the call grows past 64 KiB.
     """
     await off_loop(current_execution(), log, **metadata)
+
 
 def _check_size(text: str, owner: str) -> None:
     if len(text.encode()) > MAX_METADATA_BYTES:
@@ -242,7 +242,6 @@ def save(name: str, value: Any, *, media_type: str | None = None) -> int:
     return version
 
 
-
 async def save_async(name: str, value: Any, *, media_type: str | None = None) -> int:
     """Store `value` like `save`, in async code: its encoding and store I/O run off the event loop.
 
@@ -255,14 +254,15 @@ async def save_async(name: str, value: Any, *, media_type: str | None = None) ->
         media_type: What it is (`text/markdown`, `image/png`...); default: guessed.
 
     Returns:
-        The version number (1, 2, ...).
+        The version `save` gives.
 
     Raises:
-        ConfigurationError: Called outside any execution, or `media_type` is not `type/subtype`.
-        InvalidIdError: `name` breaks the name rule.
-        SerializationError: The value cannot be stored.
+        ConfigurationError: No execution runs here, or `media_type` is not `type/subtype`.
+        InvalidIdError: `name` is not a valid artifact name.
+        SerializationError: `value` cannot be encoded or stored.
     """
     return await off_loop(current_execution(), save, name, value, media_type=media_type)
+
 
 def load(execution_id: str, name: str, version: int | None = None) -> Any:
     """Read an artifact back: the latest version of `name`, or the given one.

@@ -170,22 +170,22 @@ def wait_all(specs: Sequence[WaitSpec], *, timeout: timedelta | float | None = N
 
 
 async def wait_all_async(specs: Sequence[WaitSpec], *, timeout: timedelta | float | None = None) -> list[Any]:
-    """`wait_all` for async code: the store I/O runs off the event loop, the polling sleeps on it.
+    """Ask several questions at once in async code; see `wait_all` and `wait_async`.
 
-    The store reads and writes run on the execution's I/O lane (in the order they were reached);
-    a question asked at a terminal runs on a thread of its own; between polls the task sleeps
-    with `asyncio.sleep`, so other tasks keep running. Arguments, result and errors as `wait_all`.
+    `await wait_all_async([...])` records and takes the same waits as `wait_all`. Its store reads
+    and writes run on the execution's I/O lane, in the order reached; a question asked at a
+    terminal runs on a thread of its own; between polls the task sleeps with `asyncio.sleep`.
 
     Args:
-        specs: The questions.
-        timeout: How long to poll the store for the answers before suspending (`timedelta` or
-            seconds as a float); `None`: do not poll.
+        specs: The questions (`WaitSpec`s).
+        timeout: Seconds (or a `timedelta`) to poll for the answers before the execution
+            suspends; `None`: suspend at once while one is missing.
 
     Returns:
-        The validated answers, in the order of `specs`.
+        The answers, validated, in the order of `specs`.
 
     Raises:
-        ConfigurationError: Called outside an execution.
+        ConfigurationError: No execution runs here.
     """
     import asyncio
 

@@ -24,44 +24,26 @@ def script() -> Script:
     return SCRIPT
 
 
-def test_runner_run_records_every_call_with_the_loop_free(sqlite_file_store: str, model_server: Any) -> None:
+async def _run(agent: Agent[Any], prompt: str, run_config: Any, *, streamed: bool) -> str:
+    if not streamed:
+        return str((await Runner.run(agent, prompt, run_config=run_config)).final_output)
+    result = Runner.run_streamed(agent, prompt, run_config=run_config)  # sync: the run starts in a task
+    events = [event async for event in result.stream_events()]
+    assert any(event.type == "raw_response_event" for event in events)
+    return str(result.final_output)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
+def test_runner_records_every_call_with_the_loop_free(sqlite_file_store: str, model_server: Any, streamed: bool) -> None:
+    """`Runner.run`, and `Runner.run_streamed` (whose execution opens and closes in the run's task)."""
     tools = Tools()
     agent = durable(Agent(name="calculator", instructions="Add.", tools=[tools.add]))
-    run_async(Runner.run(agent, "Add 1+1 and 4+5", run_config=model_server.run_config()))  # warm up: first-use costs
-
-    async def run() -> str:
-        async with LoopLagMeter() as meter:
-            result = await Runner.run(agent, "Add 2+3 and 4+5", run_config=model_server.run_config())
-        assert_loop_stayed_free(meter, slow, at_least=6)  # open, 4 calls, finish
-        return str(result.final_output)
-
-    with slow_store() as slow:
-        assert run_async(run()) == "Sums: 9"
-    executions = Client().list_executions()
-    assert [execution.status for execution in executions] == ["completed", "completed"]
-    for execution in executions:
-        assert [call.kind for call in Client().get_execution(execution.id).calls] == ["model", "tool", "tool", "model"]
-    assert tools.runs == ["add 2 3", "add 4 5"] * 2  # the scripted model asks for the same calls
-
-
-def test_runner_run_streamed_opens_and_closes_its_execution_off_the_loop(
-    sqlite_file_store: str, model_server: Any
-) -> None:
-    """`Runner.run_streamed` is sync: the execution opens in the run's task, through the I/O lane."""
-    tools = Tools()
-    agent = durable(Agent(name="calculator", instructions="Add.", tools=[tools.add]))
-
-    async def streamed(prompt: str) -> str:
-        result = Runner.run_streamed(agent, prompt, run_config=model_server.run_config())
-        events = [event async for event in result.stream_events()]
-        assert any(event.type == "raw_response_event" for event in events)
-        return str(result.final_output)
-
-    assert run_async(streamed("Add 1+1 and 4+5")) == "Sums: 9"  # warm up: first-use costs
+    config = model_server.run_config()
+    assert run_async(_run(agent, "Add 1+1 and 4+5", config, streamed=streamed)) == "Sums: 9"  # warm up
 
     async def measured() -> str:
         async with LoopLagMeter() as meter:
-            output = await streamed("Add 2+3 and 4+5")
+            output = await _run(agent, "Add 2+3 and 4+5", config, streamed=streamed)
         assert_loop_stayed_free(meter, slow, at_least=6)  # open, 4 calls, finish
         return output
 
