@@ -12,19 +12,13 @@ from typing import TYPE_CHECKING
 
 from kitaru_core import errors
 from kitaru_core._api import Checkpoint, Flow, checkpoint, execution, flow, named_run
-from kitaru_core._artifacts import load, log, save
+from kitaru_core._artifacts import load, log, log_async, save, save_async
+from kitaru_core._checkpoint_calls import OnInterrupted, RetryPolicy
 from kitaru_core._config import Settings, configure
-from kitaru_core._runtime import (
-    OnInterrupted,
-    RetryPolicy,
-    WaitSpec,
-    idempotency_key,
-    scope,
-    wait,
-    wait_all,
-)
+from kitaru_core._context import idempotency_key, scope
 from kitaru_core._serialization import Codec, JsonCodec
 from kitaru_core._view import CurrentExecution, current_execution
+from kitaru_core._waits import WaitSpec, wait, wait_all, wait_all_async, wait_async
 
 __all__ = [
     "ApprovalDecision",
@@ -67,14 +61,18 @@ __all__ = [
     "idempotency_key",
     "load",
     "log",
+    "log_async",
     "model_retries",
     "named_run",
     "request_approval",
     "request_approvals",
     "save",
+    "save_async",
     "scope",
     "wait",
     "wait_all",
+    "wait_all_async",
+    "wait_async",
 ]
 
 __version__ = "0.1.0"
@@ -82,16 +80,16 @@ __version__ = "0.1.0"
 # Names kitaru_core 0.1 exported for adapters: importable from here still (0.1 code keeps working),
 # but no longer part of the user API; they live in `kitaru_core.adapters`.
 _MOVED_TO_ADAPTERS = {
-    "CallUsage": "_runtime",
+    "CallUsage": "_checkpoint_calls",
     "durable_run": "_api",
     "fingerprint": "_serialization",
     "model_retry_policy": "_model_retries",
     "request_approval_together": "_approvals",
-    "retry_delay_in_call": "_runtime",
-    "run_checkpoint": "_runtime",
-    "run_checkpoint_async": "_runtime",
+    "retry_delay_in_call": "_checkpoint_calls",
+    "run_checkpoint": "_checkpoint_calls",
+    "run_checkpoint_async": "_checkpoint_calls",
     "SideEffectPolicy": "_interrupted",
-    "stop_retries_in_call": "_runtime",
+    "stop_retries_in_call": "_checkpoint_calls",
 }
 
 _LAZY = {
@@ -151,6 +149,21 @@ if TYPE_CHECKING:
         request_approval_together as request_approval_together,
     )
     from kitaru_core._budgets import Budget, BudgetView
+    from kitaru_core._checkpoint_calls import (
+        CallUsage as CallUsage,
+    )
+    from kitaru_core._checkpoint_calls import (
+        retry_delay_in_call as retry_delay_in_call,
+    )
+    from kitaru_core._checkpoint_calls import (
+        run_checkpoint as run_checkpoint,
+    )
+    from kitaru_core._checkpoint_calls import (
+        run_checkpoint_async as run_checkpoint_async,
+    )
+    from kitaru_core._checkpoint_calls import (
+        stop_retries_in_call as stop_retries_in_call,
+    )
     from kitaru_core._client import (
         ArtifactView,
         AuditEvent,
@@ -172,21 +185,6 @@ if TYPE_CHECKING:
     )
     from kitaru_core._model_retries import (
         model_retry_policy as model_retry_policy,
-    )
-    from kitaru_core._runtime import (
-        CallUsage as CallUsage,
-    )
-    from kitaru_core._runtime import (
-        retry_delay_in_call as retry_delay_in_call,
-    )
-    from kitaru_core._runtime import (
-        run_checkpoint as run_checkpoint,
-    )
-    from kitaru_core._runtime import (
-        run_checkpoint_async as run_checkpoint_async,
-    )
-    from kitaru_core._runtime import (
-        stop_retries_in_call as stop_retries_in_call,
     )
     from kitaru_core._serialization import fingerprint as fingerprint
     from kitaru_core._workers import Worker

@@ -20,23 +20,19 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from kitaru_core import _config
 from kitaru_core._async_io import off_loop
-from kitaru_core._ids import check_execution_id, check_queue_name, fit_name
-from kitaru_core._records import ExecutionRecord, StoredValue
-from kitaru_core._runtime import (
-    ExecutionRun,
+from kitaru_core._boundary import ExecutionRun, decode_stored, get_store, open_or_find
+from kitaru_core._checkpoint_calls import (
     Kind,
     OnDivergence,
     OnInterrupted,
     RetryPolicy,
     check_on_interrupted,
-    current_execution,
-    decode_stored,
-    get_store,
-    open_or_find,
     run_checkpoint,
     run_checkpoint_async,
-    scope,
 )
+from kitaru_core._context import current_execution, scope
+from kitaru_core._ids import check_execution_id, check_queue_name, fit_name
+from kitaru_core._records import ExecutionRecord, StoredValue
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint, unstorable_type
 from kitaru_core._view import CurrentExecution
 from kitaru_core.errors import ConfigurationError

@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kitaru_core._context import current_execution
 from kitaru_core._ids import fit_name
-from kitaru_core._runtime import WaitSpec, current_execution, wait_all
+from kitaru_core._waits import WaitSpec, wait_all
 from kitaru_core.errors import ConfigurationError
 
 ARGUMENT_PREVIEW_CHARACTERS = 300

@@ -22,7 +22,9 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from kitaru_core import _config, _runtime
+from kitaru_core import _boundary, _config, _signals
+from kitaru_core._async_io import off_loop
+from kitaru_core._context import ExecutionContext, current_call_key, current_execution, current_scope
 from kitaru_core._ids import check_artifact_name, check_execution_id
 from kitaru_core._serialization import JsonCodec
 from kitaru_core.errors import ArtifactNotFoundError, ConfigurationError, InvalidIdError, SerializationError
@@ -107,8 +109,8 @@ def _jsonable(key: str, value: Any) -> Any:
         ) from None
 
 
-def _context(what: str) -> _runtime.ExecutionContext:
-    context = _runtime.current_execution()
+def _context(what: str) -> ExecutionContext:
+    context = current_execution()
     if context is None:
         raise ConfigurationError(
             f"{what} needs an execution: call it inside a @flow, a `with execution(...)` block, a "
@@ -149,15 +151,32 @@ def log(**metadata: Any) -> None:
         converted[key] = _jsonable(key, value)
     if not converted:
         return
-    call_key = _runtime.current_call_key()
+    call_key = current_call_key()
     if call_key is None:
         text = json.dumps(converted)
         _check_size(text, "the execution")
         if not context.store.merge_execution_metadata(context.execution_id, context.owner, converted):
             context.lease_lost = True
-            raise _runtime.LeaseLost(context.execution_id)
+            raise _signals.LeaseLost(context.execution_id)
         return
     context.merge_call_metadata(call_key, converted, lambda text: _check_size(text, f"call {call_key!r}"))
+
+
+async def log_async(**metadata: Any) -> None:
+    """Attach JSON metadata like `log`, in async code: the store write runs off the event loop.
+
+    `await log_async(...)` runs `log` on the execution's I/O lane, in the order reached; arguments
+    and errors as `log`.
+
+    Args:
+        **metadata: Keys (1 to 200 characters, no control characters) and JSON-able values.
+
+    Raises:
+        ConfigurationError: Called outside any execution.
+        InvalidIdError: A key breaks the name rule.
+        SerializationError: A value is not JSON-able, or the metadata of the call grows past 64 KiB.
+    """
+    await off_loop(current_execution(), log, **metadata)
 
 
 def _check_size(text: str, owner: str) -> None:
@@ -205,7 +224,7 @@ def save(name: str, value: Any, *, media_type: str | None = None) -> int:
     chosen_type = _check_media_type(media_type) if media_type is not None else guess_media_type(name, value)
     format_, payload = JsonCodec(allow_pickle=context.settings.allow_pickle).encode(value)
     stored = context.store.prepare_value(format_, payload)
-    scope = _runtime.current_scope()
+    scope = current_scope()
     occurrence = context.next_save(scope, name)
     version = context.store.save_artifact(
         context.execution_id,
@@ -219,8 +238,30 @@ def save(name: str, value: Any, *, media_type: str | None = None) -> int:
     )
     if version < 0:
         context.lease_lost = True
-        raise _runtime.LeaseLost(context.execution_id)
+        raise _signals.LeaseLost(context.execution_id)
     return version
+
+
+async def save_async(name: str, value: Any, *, media_type: str | None = None) -> int:
+    """Store `value` like `save`, in async code: its encoding and store I/O run off the event loop.
+
+    `version = await save_async(...)` runs `save` on the execution's I/O lane, in the order
+    reached, so versions are numbered as `save` numbers them; arguments, result and errors as `save`.
+
+    Args:
+        name: The artifact's name, 1 to 200 characters without control characters.
+        value: What to store; files as `bytes`.
+        media_type: What it is (`text/markdown`, `image/png`...); default: guessed.
+
+    Returns:
+        The version `save` gives.
+
+    Raises:
+        ConfigurationError: No execution runs here, or `media_type` is not `type/subtype`.
+        InvalidIdError: `name` is not a valid artifact name.
+        SerializationError: `value` cannot be encoded or stored.
+    """
+    return await off_loop(current_execution(), save, name, value, media_type=media_type)
 
 
 def load(execution_id: str, name: str, version: int | None = None) -> Any:
@@ -245,7 +286,7 @@ def load(execution_id: str, name: str, version: int | None = None) -> Any:
         ArtifactNotFoundError: The execution has no artifact of that name, or not that version.
         SerializationError: The value cannot be loaded (pickle not allowed, an unknown class...).
     """
-    return load_from(_runtime.get_store(), execution_id, name, version)
+    return load_from(_boundary.get_store(), execution_id, name, version)
 
 
 def find(store: Store, execution_id: str, name: str, version: int | None = None) -> ArtifactRecord:

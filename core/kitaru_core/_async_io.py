@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from kitaru_core._runtime import ExecutionContext
+    from kitaru_core._context import ExecutionContext
 
 T = TypeVar("T")
 

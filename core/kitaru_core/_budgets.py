@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kitaru_core import _runtime
+from kitaru_core import _checkpoint_calls, _context, _signals, _waits
 from kitaru_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ class BudgetAnswer(BaseModel):
         return self
 
 
-class BudgetStopped(_runtime.CancelExecution):
+class BudgetStopped(_signals.CancelExecution):
     """The budget wait was answered `stop`: the execution ends `cancelled` (not an `Exception`)."""
 
     def __init__(self, execution_id: str, reason: str) -> None:
@@ -324,7 +324,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _state(context: _runtime.ExecutionContext) -> _State:
+def _state(context: _context.ExecutionContext) -> _State:
     state = context.budget_state
     if isinstance(state, _State):
         return state
@@ -378,16 +378,16 @@ def _question(limits: dict[str, float], spend: BudgetSpend, reached: list[str], 
     )
 
 
-def _record_budget(context: _runtime.ExecutionContext, state: _State, payload: dict[str, Any]) -> None:
+def _record_budget(context: _context.ExecutionContext, state: _State, payload: dict[str, Any]) -> None:
     if state.written == payload:
         return
     if not context.store.merge_execution_metadata(context.execution_id, context.owner, {BUDGET_METADATA_KEY: payload}):
         context.lease_lost = True
-        raise _runtime.LeaseLost(context.execution_id)
+        raise _signals.LeaseLost(context.execution_id)
     state.written = payload
 
 
-def check_before_model_call(context: _runtime.ExecutionContext, call_key: str) -> None:
+def check_before_model_call(context: _context.ExecutionContext, call_key: str) -> None:
     """Stop at the budget wait when the budget in force is reached; called before each live model call.
 
     Args:
@@ -429,16 +429,16 @@ def check_before_model_call(context: _runtime.ExecutionContext, call_key: str) -
             "cost_unknown_calls": spend.cost_unknown_calls,
             "cost_unknown_models": list(spend.cost_unknown_models),
         }
-        token = _runtime.enter_scope(call_key)  # the wait is shown with the call it holds back
+        token = _context.enter_scope(call_key)  # the wait is shown with the call it holds back
         try:
-            answer: BudgetAnswer = _runtime.wait(
+            answer: BudgetAnswer = _waits.wait(
                 BUDGET_WAIT_NAME,
                 question=_question(limits, spend, reached, unknown),
                 schema=BudgetAnswer,
                 metadata=metadata,
             )
         finally:
-            _runtime.leave_scope(token)
+            _context.leave_scope(token)
         if answer.action == "stop":
             reason = answer.reason or "stopped at the budget wait"
             _record_budget(context, state, {"initial": initial, "limits": limits, "stopped": reason})
@@ -453,7 +453,7 @@ def check_before_model_call(context: _runtime.ExecutionContext, call_key: str) -
             limits = {**budget.limits(), **state.raised}
 
 
-_runtime.model_call_gate = check_before_model_call
+_checkpoint_calls.model_call_gate = check_before_model_call
 
 
 # -- what surfaces show ----------------------------------------------------------------------------

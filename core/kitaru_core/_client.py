@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from kitaru_core import _artifacts, _config, _runtime
+from kitaru_core import _artifacts, _boundary, _config, _leases
 from kitaru_core._api import FILE_ENTRY_PREFIX, Flow, submit_flow
 from kitaru_core._budgets import BudgetView, budget_view
 from kitaru_core._records import ArtifactRecord, AuditRecord
@@ -313,7 +313,7 @@ class Client:
             "id": record.id,
             "flow_name": record.flow_name,
             "status": record.status,
-            "runner_alive": _runtime.lease_is_live(record),
+            "runner_alive": _leases.lease_is_live(record),
             "run_count": record.run_count,
             "entry_point": record.entry_point,
             "replay_of": record.replay_of,
@@ -398,7 +398,7 @@ class Client:
             else [record for record in [self.store.find_execution(execution_id)] if record is not None]
         )
         runners_gone = sum(
-            1 for record in running if record.status == "running" and not _runtime.lease_is_live(record)
+            1 for record in running if record.status == "running" and not _leases.lease_is_live(record)
         )
         return f"{self.store.change_marker(execution_id)}/{runners_gone}"
 
@@ -521,7 +521,7 @@ class Client:
         record = self.store.get_execution(execution_id)
         calls = self.store.load_calls(execution_id, include_superseded=True)
         retries = retry_state(self.store, execution_id)
-        in_flight = record.status == "running" and _runtime.lease_is_live(record)
+        in_flight = record.status == "running" and _leases.lease_is_live(record)
         views = [self._call_view(call, record.run_count, in_flight) for call in calls]
         totals = Totals()
         for view in views:
@@ -563,7 +563,7 @@ class Client:
         if stored is None:
             return None
         try:
-            value = _runtime.decode_stored(self.store, stored, JsonCodec())
+            value = _boundary.decode_stored(self.store, stored, JsonCodec())
         except SerializationError:  # a class not imported here: its tagged JSON form
             try:
                 return json.loads(self.store.load_value(stored))
@@ -615,7 +615,7 @@ class Client:
             raise ExecutionError(
                 execution_id, f"Execution {execution_id!r} is {record.status}, not completed."
             )
-        return _runtime.decode_stored(self.store, record.output, JsonCodec(type_hint=type_hint))
+        return _boundary.decode_stored(self.store, record.output, JsonCodec(type_hint=type_hint))
 
     def pending_waits(self, execution_id: str | None = None) -> list[WaitView]:
         """Waits without an answer, of one execution or of all."""
@@ -766,7 +766,7 @@ class Client:
         flow_object = self.load_flow(execution_id)
         if audit:
             self.store.record_audit(execution_id, "resume", actor or os_user())
-        inputs = _runtime.decode_stored(self.store, _stored_inputs(record), JsonCodec()) or {}
+        inputs = _boundary.decode_stored(self.store, _stored_inputs(record), JsonCodec()) or {}
         if not isinstance(inputs, dict):
             raise SerializationError(f"Stored inputs of {execution_id!r} are not a mapping of parameters.")
         if record.inputs_format == TYPED_FORMAT:
@@ -817,7 +817,7 @@ class Client:
             )
         if record.status == "cancelled" or record.cancel_requested:
             raise ExecutionCancelledError(execution_id)
-        if _runtime.lease_is_live(record):
+        if _leases.lease_is_live(record):
             expires_in_s = max(0.0, (record.lease_expires_at_epoch_s or 0.0) - time.time())
             raise ExecutionLockedError(execution_id, f"{record.lease_host}:{record.lease_pid}", expires_in_s)
         if not record.entry_point:
@@ -1085,7 +1085,7 @@ class Client:
         crashed = [
             (record.id, record.lease_owner)
             for record in self.store.list_executions(statuses=["running"], limit=10_000)
-            if not _runtime.lease_is_live(record)
+            if not _leases.lease_is_live(record)
         ]
         return self.store.mark_crashed(
             crashed, message="The process running it stopped without finishing (crash or kill)."

@@ -166,7 +166,7 @@ class SideEffectPolicy:
     default: str | None = None
 
     def __post_init__(self) -> None:
-        from kitaru_core._runtime import check_on_interrupted
+        from kitaru_core._checkpoint_calls import check_on_interrupted
         from kitaru_core.errors import ConfigurationError
 
         if isinstance(self.rule, str):

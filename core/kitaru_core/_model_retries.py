@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kitaru_core._runtime import RetryPolicy
+from kitaru_core._checkpoint_calls import RetryPolicy
 
 ModelErrorClass = Literal["rate_limit", "timeout", "connection", "server", "authentication", "client"]
 """The class of a failed model call: `rate_limit` (429), `timeout` (408 or a client-side timeout),

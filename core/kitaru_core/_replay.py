@@ -283,7 +283,7 @@ def _override_inputs(
     parameters: Sequence[str] | None,
     decode_inputs: Any,
 ) -> StoredValue:
-    from kitaru_core._runtime import decode_stored
+    from kitaru_core._boundary import decode_stored
 
     stored = decode_stored(store, _stored_inputs(source), JsonCodec())
     current: dict[str, Any] = dict(stored) if isinstance(stored, dict) else {}  # pyright: ignore[reportUnknownArgumentType]

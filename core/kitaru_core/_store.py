@@ -861,7 +861,7 @@ class Store:
             host: The new holder's host name (shown to people).
             pid: The new holder's process id.
             lease_duration_s: Seconds until the lease expires without a renewal.
-            host_id: The new holder's host id (boot id and pid namespace; see `_runtime.HOST_ID`).
+            host_id: The new holder's host id (boot id and pid namespace; see `_leases.HOST_ID`).
             process_start_ticks: The new holder's process start time (clock ticks since boot).
 
         Returns:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kitaru_core import _runtime
+from kitaru_core import _context
 
 if TYPE_CHECKING:
-    from kitaru_core._runtime import ExecutionContext
+    from kitaru_core._context import ExecutionContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,5 +60,5 @@ def current_execution() -> CurrentExecution | None:
         A frozen view (its `execution_id` names the execution), or `None` outside a `@flow`, an
         `execution(...)` block, a checkpoint call of one, or a run of an agent made durable.
     """
-    context = _runtime.current_execution()
+    context = _context.current_execution()
     return None if context is None else CurrentExecution.of(context)

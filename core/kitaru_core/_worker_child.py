@@ -1,7 +1,7 @@
 """The child process of a worker: runs one claimed execution, then exits.
 
 `python -m kitaru_core._worker_child EXECUTION_ID CLAIM_OWNER [MODULE ...]` imports the modules,
-takes the execution's lease over from the worker's claim (`_runtime.lease_handoff`) and resumes it
+takes the execution's lease over from the worker's claim (`_leases.lease_handoff`) and resumes it
 like `kitaru-adapters executions resume` does (`Client.resume`). SIGTERM or SIGINT make the run stop
 before its next checkpoint body and release its lease with the execution `queued`.
 
@@ -16,14 +16,16 @@ failed (recorded in the store) or the execution could not be run; 4 stopped befo
 from __future__ import annotations
 
 import importlib
+import logging
 import signal
 import sys
-import traceback
 from typing import Any
 
 EXIT_FAILED = 1
 EXIT_NOT_STARTED = 4
 EXIT_STORE_UNAVAILABLE = 5
+
+logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
@@ -35,43 +37,43 @@ def main(argv: list[str]) -> int:
         )
         return 2
     execution_id, owner, *modules = argv
-    from kitaru_core import _runtime
+    from kitaru_core import _leases, _signals
 
     def stop(_signal_number: int, _frame: Any) -> None:
-        _runtime.request_stop()
+        _signals.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         for module in modules:
             importlib.import_module(module)
-        if _runtime.stop_requested():
+        if _signals.stop_requested():
             return EXIT_NOT_STARTED
-        _runtime.lease_handoff = owner
+        _leases.lease_handoff = owner
         from kitaru_core._client import Client
         from kitaru_core.errors import StoreError
 
         try:
             client = Client()
         except StoreError:
-            traceback.print_exc()
+            logger.exception("kitaru worker: the store could not be reached to run execution %s", execution_id)
             return EXIT_STORE_UNAVAILABLE
         try:
             client.resume(execution_id, audit=False)
         except Exception as error:
             from kitaru_core.errors import ExecutionWaitingError
 
-            if not isinstance(error, ExecutionWaitingError) and _runtime.find_signal(error) is None:
+            if not isinstance(error, ExecutionWaitingError) and _signals.find_signal(error) is None:
                 _schedule_retry(client, execution_id, error)
             raise
     except BaseException as error:
         from kitaru_core.errors import ExecutionWaitingError
 
         if isinstance(error, ExecutionWaitingError) or isinstance(
-            _runtime.find_signal(error), _runtime.StopRun
+            _signals.find_signal(error), _signals.StopRun
         ):
             return 0
-        traceback.print_exc()
+        logger.exception("kitaru worker: execution %s failed", execution_id)
         return EXIT_FAILED
     return 0
 
@@ -85,8 +87,9 @@ def _schedule_retry(client: Any, execution_id: str, error: Exception) -> None:
         policy = getattr(client.load_flow(execution_id), "retry", None)
         schedule_retry(client.store, execution_id, error, policy)
     except (KitaruError, OSError):  # the failure stays recorded; only its retry is lost
-        traceback.print_exc()
+        logger.exception("kitaru worker: could not schedule a retry of the failed execution %s", execution_id)
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # as the worker's own log
     sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,7 @@ What a worker takes, from its queues (executions not submitted are in the `defau
 
 1. `queued` executions (`Flow.submit`, `Client.submit`, `kitaru-adapters executions submit`);
 2. `running` executions whose runner is gone: its lease expired, or it is on this host and its
-   process is dead or replaced (`_runtime.lease_is_live`, the rule every takeover follows);
+   process is dead or replaced (`_leases.lease_is_live`, the rule every takeover follows);
 3. `waiting` executions whose waits are all answered;
 4. `failed` executions whose flow asked for retries (`@flow(retry=ExecutionRetryPolicy(...))`),
    once the retry the failed run scheduled is due (`schedule_retry`).
@@ -40,7 +40,7 @@ from typing import Any, Literal
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from kitaru_core import _config, _runtime
+from kitaru_core import _checkpoint_calls, _config, _leases
 from kitaru_core import _tables as tables
 from kitaru_core._ids import check_queue_name
 from kitaru_core._records import ExecutionRecord
@@ -71,7 +71,7 @@ def _runner_gone(record: ExecutionRecord, now: float, lease_duration_s: float) -
     """Whether a `running` execution has no live runner (a lease that never was: created long ago)."""
     if record.lease_owner is None:
         return record.updated_at_epoch_s < now - lease_duration_s
-    return not _runtime.lease_is_live(record, now)
+    return not _leases.lease_is_live(record, now)
 
 
 def claim_executions(
@@ -111,7 +111,7 @@ def claim_executions(
     t, w = tables.executions, tables.waits
     batch = uuid.uuid4().hex
     pid = os.getpid()
-    start_ticks = _runtime.process_start_ticks(pid)
+    start_ticks = _leases.process_start_ticks(pid)
     in_queues = t.c.queue.in_(list(queues))
     importable = t.c.entry_point.is_not(None)
     not_cancelled = t.c.cancel_requested.is_(False)
@@ -127,7 +127,7 @@ def claim_executions(
                 or_(
                     t.c.lease_owner.is_(None),
                     t.c.lease_expires_at_epoch_s < now,
-                    t.c.lease_host_id == _runtime.HOST_ID,
+                    t.c.lease_host_id == _leases.HOST_ID,
                 ),
             )
             .order_by(t.c.updated_at_epoch_s, t.c.id)
@@ -201,9 +201,9 @@ def claim_executions(
                     .where(t.c.id == record.id, t.c.status == record.status, seen_owner)
                     .values(
                         lease_owner=owner,
-                        lease_host=_runtime.HOST,
+                        lease_host=_leases.HOST,
                         lease_pid=pid,
-                        lease_host_id=_runtime.HOST_ID,
+                        lease_host_id=_leases.HOST_ID,
                         lease_process_start_ticks=start_ticks,
                         lease_expires_at_epoch_s=now + lease_duration_s,
                         status="running",
@@ -277,7 +277,7 @@ class WorkerRecord:
             return "stopped"
         if self.heartbeat_at_epoch_s < (time.time() if now is None else now) - 3 * WORKER_HEARTBEAT_S:
             return "gone"
-        if self.host_id == _runtime.HOST_ID and not _runtime.process_alive(self.pid):
+        if self.host_id == _leases.HOST_ID and not _leases.process_alive(self.pid):
             return "gone"
         return "alive"
 
@@ -450,8 +450,8 @@ class Worker:
             self.store,
             self.id,
             {
-                "host": _runtime.HOST,
-                "host_id": _runtime.HOST_ID,
+                "host": _leases.HOST,
+                "host_id": _leases.HOST_ID,
                 "pid": os.getpid(),
                 "queues": json.dumps(
                     [f"{name}:{self.queue_limits[name]}" if name in self.queue_limits else name for name in self.queues]
@@ -485,8 +485,8 @@ class Worker:
             free = 0
             try:
                 self._reap()
-                if _runtime.lease_clock_s() - last_beat_s >= beat_interval_s:
-                    last_beat_s = _runtime.lease_clock_s()
+                if _leases.lease_clock_s() - last_beat_s >= beat_interval_s:
+                    last_beat_s = _leases.lease_clock_s()
                     self._beat()
                 free = self.concurrency - len(self._children)
                 if free > 0 and not self._stop_flag:
@@ -508,7 +508,7 @@ class Worker:
     def _start(self, claim: Claim) -> None:
         environment = self.client.child_environment()
         environment["KITARU_LEASE_DURATION_S"] = repr(self.lease_duration_s)
-        _runtime.active_owners.add(claim.owner)  # this process holds the claim: its lease is live
+        _leases.active_owners.add(claim.owner)  # this process holds the claim: its lease is live
         try:
             process = subprocess.Popen(
                 [
@@ -523,7 +523,7 @@ class Worker:
                 env=environment,
             )
         except OSError as error:
-            _runtime.active_owners.discard(claim.owner)
+            _leases.active_owners.discard(claim.owner)
             self._release(
                 claim.execution_id, claim.owner, failure=f"the worker could not start a process: {error}"
             )
@@ -570,7 +570,7 @@ class Worker:
             if code is None:
                 continue
             del self._children[execution_id]
-            _runtime.active_owners.discard(child.claim.owner)
+            _leases.active_owners.discard(child.claim.owner)
             record = self.store.find_execution(execution_id)
             if record is None:
                 continue
@@ -586,7 +586,7 @@ class Worker:
                 record.status == "running"
                 and record.lease_owner is not None
                 and record.lease_pid == child.process.pid
-                and record.lease_host_id == _runtime.HOST_ID
+                and record.lease_host_id == _leases.HOST_ID
             ):  # it died holding the lease: killed or crashed (a signal), or it could not record its outcome
                 failure = f"The worker's process {child.process.pid} running it ended ({ended})."
                 retry = stopping or code >= 0
@@ -761,7 +761,7 @@ def retry_state(store: Store, execution_id: str) -> RetryState:
 
 
 def schedule_retry(
-    store: Store, execution_id: str, error: BaseException, policy: _runtime.RetryPolicy | None
+    store: Store, execution_id: str, error: BaseException, policy: _checkpoint_calls.RetryPolicy | None
 ) -> float | None:
     """After an execution failed with `error`, schedule its retry as `policy` says (a worker takes it then).
 
@@ -818,7 +818,7 @@ def schedule_retry(
     store.record_audit(
         execution_id,
         "retry scheduled",
-        (f"worker on {_runtime.HOST}", "worker"),
+        (f"worker on {_leases.HOST}", "worker"),
         details={
             "attempt": failed_attempt + 1,
             "delay_s": round(delay_s, 3),

@@ -7,7 +7,7 @@ import contextlib
 import contextvars
 import dataclasses
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
@@ -184,6 +184,11 @@ class _DurableSession(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeAr
         self._self_served = served
         self._self_start = 0
 
+    def _self_enter_run(self) -> None:
+        """Read, once the run's execution is open, whether it is a served re-run of a completed run."""
+        context = current_execution()
+        self._self_served = context is not None and context.served_completed
+
     async def _self_truncate(self) -> None:
         if self._self_checked:
             return
@@ -282,7 +287,8 @@ def _durable_boundary(
 ) -> Generator[tuple[Any, dict[str, Any]]]:
     """Open (or join) the execution, and give the prepared agent and the run's keyword arguments."""
     prepared, run = _boundary_run(options, agent, input, kwargs, in_place=in_place)
-    with run, _inside_boundary(options, kwargs) as changed:
+    changed = _run_kwargs(kwargs)
+    with run, _inside_boundary(options, changed):
         yield prepared, changed
 
 
@@ -292,28 +298,35 @@ async def _durable_boundary_async(
 ) -> AsyncGenerator[tuple[Any, dict[str, Any]]]:
     """`_durable_boundary` for `Runner.run`: the execution's store I/O runs off the event loop."""
     prepared, run = _boundary_run(options, agent, input, kwargs, in_place=in_place)
+    changed = _run_kwargs(kwargs)
     async with run:
-        with _inside_boundary(options, kwargs) as changed:
+        with _inside_boundary(options, changed):
             yield prepared, changed
 
 
-@contextlib.contextmanager
-def _inside_boundary(options: DurableOptions, kwargs: dict[str, Any]) -> Generator[dict[str, Any]]:
-    """Inside the run's execution: the options, model retries and session for the run; its keyword arguments."""
+def _run_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The SDK runner's keyword arguments for a durable run: its run config and session made durable."""
     session: Session | None = kwargs.get("session")
+    changed = {key: value for key, value in kwargs.items() if key != "execution_id"}
+    changed["run_config"] = _run_config(kwargs.get("run_config"))
+    if session is not None:
+        changed["session"] = _DurableSession(session)
+    return changed
+
+
+@contextlib.contextmanager
+def _inside_boundary(options: DurableOptions, changed: dict[str, Any]) -> Generator[None]:
+    """Inside the run's execution: the options, model retries and session (`_run_kwargs`) for the run."""
+    session = changed.get("session")
     token = _active_options.set(options)
     retries = contextlib.ExitStack()
     if options.model_retries is not None:  # for the model calls of this run (see DurableModel)
         retries.enter_context(model_retries(options.model_retries))
     retries.enter_context(budget_scope(options.budget))  # checked before each model call (the core)
     try:
-        changed = {key: value for key, value in kwargs.items() if key != "execution_id"}
-        changed["run_config"] = _run_config(kwargs.get("run_config"))
-        if session is not None:
-            context = current_execution()
-            served = context is not None and context.served_completed
-            changed["session"] = _DurableSession(session, served=served)
-        yield changed
+        if isinstance(session, _DurableSession):
+            session._self_enter_run()
+        yield
     except AgentsException as error:
         # The SDK wraps a tool's error in `UserError`; an interrupted call must reach the caller as itself.
         interrupted = _interrupted_cause(error)
@@ -338,36 +351,96 @@ def _interrupted_cause(error: BaseException) -> InterruptedCallError | None:
 
 
 class _StreamBoundary:
-    """Keeps a streamed run's execution open until its background task ends, and reports how it ended."""
+    """A streamed run's execution, opened and closed inside the run's own task, off the event loop.
 
-    def __init__(self, context: contextvars.Context, stack: contextlib.ExitStack) -> None:
-        self.context = context
-        self.stack = stack
-        self.closed = False
+    `Runner.run_streamed` is synchronous: it starts the run in a background task and returns at
+    once. The execution is not opened there (its store I/O would block the event loop) but at the
+    start of that task (`around`), through `durable_run`'s `async with` (store I/O on the
+    execution's I/O lane); it is closed when the task's run ends, and how it ended (waiting,
+    cancelled, failed) is the task's outcome and `error`.
+    """
+
+    def __init__(self, run: Any, options: DurableOptions, changed: dict[str, Any]) -> None:
+        self.run = run
+        self.options = options
+        self.changed = changed
+        self.task: asyncio.Task[Any] | None = None
         self.error: BaseException | None = None
 
-    def close(self, error: BaseException | None) -> None:
-        if self.closed:
-            return
-        self.closed = True
+    async def around(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run the SDK's run loop `coroutine` inside the execution (the body of the run's task)."""
         try:
-            if error is None:
-                self.context.run(self.stack.close)
-            else:
-                self.context.run(self.stack.__exit__, type(error), error, error.__traceback__)
-        except BaseException as raised:  # the execution's verdict: waiting, cancelled, failed...
-            self.error = raised
+            async with self.run:
+                with _inside_boundary(self.options, self.changed):
+                    return await coroutine
+        except BaseException as error:  # the execution's verdict: waiting, cancelled, failed...
+            self.error = error
+            raise
+
+    @contextlib.contextmanager
+    def opening_in_run_task(self) -> Generator[None]:
+        """While the SDK starts a streamed run: the first task it creates (the run loop) runs in `around`.
+
+        A task factory of the running loop, set for the synchronous call only (`check_started` then
+        makes sure the task was the run's).
+        """
+        loop = asyncio.get_running_loop()
+        previous = loop.get_task_factory()
+        created: list[asyncio.Task[Any]] = []
+
+        def factory(loop: asyncio.AbstractEventLoop, coroutine: Any, **options: Any) -> asyncio.Task[Any]:
+            if not created:
+                coroutine = self.around(coroutine)
+            task = (
+                previous(loop, coroutine, **options)
+                if previous is not None
+                else asyncio.Task(coroutine, loop=loop, **options)
+            )
+            created.append(cast("asyncio.Task[Any]", task))
+            return cast("asyncio.Task[Any]", task)
+
+        loop.set_task_factory(factory)
+        try:
+            yield
+        finally:
+            loop.set_task_factory(previous)
+        self.task = created[0] if created else None
+
+    def check_started(self, result: RunResultStreaming) -> None:
+        """Make sure the task that opens the execution is the run's own (see `opening_in_run_task`).
+
+        Raises:
+            AdapterError: It is not: the SDK starts streamed runs otherwise than this adapter knows.
+        """
+        task = self.task
+        if task is not None and task in (
+            result.run_loop_task,
+            getattr(result, "_sandbox_wrapped_run_loop_task", None),
+        ):
+            task.add_done_callback(_retrieve_outcome)
+            return
+        if task is not None:
+            task.cancel()
+        raise AdapterError(
+            "Runner.run_streamed no longer starts its run as the first task it creates (its "
+            "run_loop_task), so kitaru_adapters.openai_agents cannot open the streamed run's execution "
+            "in it. Use Runner.run for this agent, or an openai-agents release in the supported range."
+        )
+
+    async def ended(self) -> None:
+        """Wait until the run's task has ended and closed the execution (raises nothing)."""
+        if self.task is not None and not self.task.done():
+            await asyncio.wait([self.task])
 
 
-def _outcome(task: asyncio.Task[Any]) -> BaseException | None:
-    """How a streamed run's task ended: `None` when it completed (a cancelled run is not completed)."""
-    if task.cancelled():
-        return asyncio.CancelledError("the streamed run was cancelled")
-    return task.exception()
+def _retrieve_outcome(task: asyncio.Task[Any]) -> None:
+    """Mark a streamed run's outcome as seen (the caller may never read its events)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _DurableStreamingResult(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
-    """A `RunResultStreaming` whose `stream_events()` ends by closing the run's execution."""
+    """A `RunResultStreaming` whose `stream_events()` ends once the run's execution is closed."""
 
     def __init__(self, wrapped: RunResultStreaming, boundary: _StreamBoundary) -> None:
         super().__init__(wrapped)
@@ -381,14 +454,11 @@ class _DurableStreamingResult(wrapt.ObjectProxy):  # pyright: ignore[reportMissi
         except (GeneratorExit, asyncio.CancelledError):
             raise  # the consumer stopped listening: the run's own end closes the execution
         except BaseException as error:
-            boundary.close(error)
+            await boundary.ended()
             if boundary.error is not None and boundary.error is not error:
                 raise boundary.error from None
             raise
-        task = self.__wrapped__.run_loop_task
-        if task is not None and not task.done():
-            await task
-        boundary.close(None)
+        await boundary.ended()
         if boundary.error is not None:
             raise boundary.error
 
@@ -439,30 +509,22 @@ class DurableAgentRunner:
     def run_streamed(self, starting_agent: Any, input: Any, **kwargs: Any) -> RunResultStreaming:
         """Run durably when the agent is durable (see `Runner.run_streamed`).
 
-        The execution stays open while the run streams in the background; `stream_events()`
-        raises `ExecutionWaitingError` at its end when the run stopped at a wait.
+        The execution opens at the start of the run's background task (its store I/O off the
+        event loop) and stays open while the run streams; `stream_events()` raises
+        `ExecutionWaitingError` at its end when the run stopped at a wait.
+
+        Raises:
+            AdapterError: The SDK starts streamed runs otherwise than this adapter knows.
         """
         options, in_place = self._options(starting_agent)
         if options is None:
             return self.inner.run_streamed(starting_agent, input, **kwargs)
-        context = contextvars.copy_context()
-        stack = contextlib.ExitStack()
-
-        def start() -> RunResultStreaming:
-            agent, changed = stack.enter_context(
-                _durable_boundary(options, starting_agent, input, kwargs, in_place=in_place)
-            )
-            return self.inner.run_streamed(agent, input, **changed)
-
-        try:
-            result = context.run(start)
-        except BaseException:
-            context.run(stack.close)
-            raise
-        boundary = _StreamBoundary(context, stack)
-        task = result.run_loop_task
-        if task is not None:
-            task.add_done_callback(lambda done: boundary.close(_outcome(done)))
+        agent, run = _boundary_run(options, starting_agent, input, kwargs, in_place=in_place)
+        changed = _run_kwargs(kwargs)
+        boundary = _StreamBoundary(run, options, changed)
+        with boundary.opening_in_run_task():  # the execution opens in the run's task, off the loop
+            result = self.inner.run_streamed(agent, input, **changed)
+        boundary.check_started(result)
         return cast(RunResultStreaming, _DurableStreamingResult(result, boundary))
 
 

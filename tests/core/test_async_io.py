@@ -115,3 +115,47 @@ def test_async_retry_and_started_record_go_through_the_lane(sqlite_file_store: s
     assert attempts["flaky"] == 2
     (call,) = get_store().load_calls("async-io-retry", include_superseded=False)
     assert (call.status, call.attempts) == ("completed", 2)
+
+
+@checkpoint
+async def draft(topic: str) -> str:
+    await kitaru_core.log_async(topic=topic)  # inside a call: kept with the call's record
+    return f"draft about {topic}"
+
+
+@flow
+async def reviewed(topic: str) -> dict[str, object]:
+    text = await draft(topic)
+    await kitaru_core.log_async(stage="drafted")  # outside a call: written to the execution at once
+    version = await kitaru_core.save_async("draft.md", text + "x" * 2000)  # over the inline limit
+    approved = await kitaru_core.wait_async("approve", question=f"Publish {text!r}?", timeout=0.05)
+    return {"approved": approved, "version": version}
+
+
+def test_async_log_save_and_wait_keep_the_loop_free(small_inline_store: str) -> None:
+    """`log_async`, `save_async` and `wait_async` (polling included) do their store I/O off the loop."""
+
+    async def first_run() -> None:
+        async with LoopLagMeter() as meter:
+            with pytest.raises(kitaru_core.errors.ExecutionWaitingError):
+                await reviewed.run("tides", execution_id="async-io-wait")
+        assert_loop_stayed_free(meter, slow, at_least=6)  # lease, call, log, artifact, wait, finish
+
+    with slow_store(0.1) as slow:  # 100 ms a store operation: twice the bound, and a shorter test
+        asyncio.run(first_run())
+    client = kitaru_core.Client()
+    assert [wait.name for wait in client.pending_waits("async-io-wait")] == ["approve"]
+    client.answer("async-io-wait", "approve", True)
+    assert asyncio.run(reviewed.run("tides", execution_id="async-io-wait")) == {"approved": True, "version": 1}
+    detail = client.get_execution("async-io-wait")
+    assert detail.metadata == {"stage": "drafted"}
+    assert [call.metadata for call in detail.calls] == [{"topic": "tides"}]
+    assert kitaru_core.load("async-io-wait", "draft.md") == "draft about tides" + "x" * 2000
+    assert [artifact.version for artifact in client.list_artifacts("async-io-wait")] == [1]
+
+
+def test_async_wait_and_save_outside_an_execution_say_so() -> None:
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match="needs an execution"):
+        asyncio.run(kitaru_core.wait_async(question="Go?"))
+    with pytest.raises(kitaru_core.errors.ConfigurationError, match="needs an execution"):
+        asyncio.run(kitaru_core.save_async("a", 1))

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import text
 
 import kitaru_core
-from kitaru_core import Client, _config, _runtime, checkpoint, current_execution, flow
+from kitaru_core import Client, _config, _leases, checkpoint, current_execution, flow
 from kitaru_core._runtime import get_store
 from kitaru_core.errors import ExecutionLockedError
 
@@ -224,9 +224,9 @@ def test_heartbeat_renews_the_lease_while_a_checkpoint_runs(
             record = store.get_execution(context.execution_id)
             samples.append((time.time(), record.lease_expires_at_epoch_s))
             with monkeypatch.context() as patch:  # look at the lease as a runner on another host would
-                patch.setattr(_runtime, "HOST_ID", "boot:other-host/pid:[1]")
+                patch.setattr(_leases, "HOST_ID", "boot:other-host/pid:[1]")
                 try:
-                    _runtime.acquire(store, context.execution_id, _config.current_settings())
+                    _leases.acquire(store, context.execution_id, _config.current_settings())
                     takeover_attempts.append("took over")
                 except ExecutionLockedError:
                     takeover_attempts.append("refused")

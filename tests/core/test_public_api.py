@@ -54,14 +54,18 @@ EXPECTED_ALL = [
     "idempotency_key",
     "load",
     "log",
+    "log_async",
     "model_retries",
     "named_run",
     "request_approval",
     "request_approvals",
     "save",
+    "save_async",
     "scope",
     "wait",
     "wait_all",
+    "wait_all_async",
+    "wait_async",
 ]
 
 MOVED_TO_ADAPTERS = [

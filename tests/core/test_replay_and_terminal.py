@@ -347,7 +347,7 @@ def test_adapter_overrides_that_do_not_fit_are_refused_before_anything_is_create
 
 
 def test_a_worker_claims_a_prepared_replay_on_its_queue_and_runs_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kitaru_core import _runtime
+    from kitaru_core import _leases
     from kitaru_core._workers import claim_executions
 
     order(4)
@@ -357,6 +357,6 @@ def test_a_worker_claims_a_prepared_replay_on_its_queue_and_runs_it(monkeypatch:
     assert claim_executions(store, ["default"], 5, lease_duration_s=30.0) == []
     [claim] = claim_executions(store, ["replays"], 5, lease_duration_s=30.0)
     assert (claim.execution_id, claim.reason) == (replay_id, "queued")
-    monkeypatch.setattr(_runtime, "lease_handoff", claim.owner)  # as the worker's child takes it over
+    monkeypatch.setattr(_leases, "lease_handoff", claim.owner)  # as the worker's child takes it over
     assert Client().resume(replay_id, audit=False) == "total 41"
     assert counts == Counter({"fetch": 1, "price": 1, "confirm": 2})

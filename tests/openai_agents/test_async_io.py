@@ -24,19 +24,31 @@ def script() -> Script:
     return SCRIPT
 
 
-def test_runner_run_records_every_call_with_the_loop_free(sqlite_file_store: str, model_server: Any) -> None:
+async def _run(agent: Agent[Any], prompt: str, run_config: Any, *, streamed: bool) -> str:
+    if not streamed:
+        return str((await Runner.run(agent, prompt, run_config=run_config)).final_output)
+    result = Runner.run_streamed(agent, prompt, run_config=run_config)  # sync: the run starts in a task
+    events = [event async for event in result.stream_events()]
+    assert any(event.type == "raw_response_event" for event in events)
+    return str(result.final_output)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
+def test_runner_records_every_call_with_the_loop_free(sqlite_file_store: str, model_server: Any, streamed: bool) -> None:
+    """`Runner.run`, and `Runner.run_streamed` (whose execution opens and closes in the run's task)."""
     tools = Tools()
     agent = durable(Agent(name="calculator", instructions="Add.", tools=[tools.add]))
-    run_async(Runner.run(agent, "Add 1+1 and 4+5", run_config=model_server.run_config()))  # warm up: first-use costs
+    config = model_server.run_config()
+    assert run_async(_run(agent, "Add 1+1 and 4+5", config, streamed=streamed)) == "Sums: 9"  # warm up
 
-    async def run() -> str:
+    async def measured() -> str:
         async with LoopLagMeter() as meter:
-            result = await Runner.run(agent, "Add 2+3 and 4+5", run_config=model_server.run_config())
+            output = await _run(agent, "Add 2+3 and 4+5", config, streamed=streamed)
         assert_loop_stayed_free(meter, slow, at_least=6)  # open, 4 calls, finish
-        return str(result.final_output)
+        return output
 
     with slow_store() as slow:
-        assert run_async(run()) == "Sums: 9"
+        assert run_async(measured()) == "Sums: 9"
     executions = Client().list_executions()
     assert [execution.status for execution in executions] == ["completed", "completed"]
     for execution in executions:

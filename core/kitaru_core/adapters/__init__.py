@@ -72,6 +72,14 @@ from kitaru_core._approvals import (
     request_approvals,
 )
 from kitaru_core._budgets import budget_scope
+from kitaru_core._checkpoint_calls import (
+    CallUsage,
+    retry_delay_in_call,
+    run_checkpoint,
+    run_checkpoint_async,
+    stop_retries_in_call,
+)
+from kitaru_core._context import scope
 from kitaru_core._interrupted import SideEffectPolicy
 from kitaru_core._model_retries import model_retries, model_retry_policy
 from kitaru_core._overrides import (
@@ -81,14 +89,6 @@ from kitaru_core._overrides import (
     ToolCallOverride,
     ToolResultOverride,
     read_override,
-)
-from kitaru_core._runtime import (
-    CallUsage,
-    retry_delay_in_call,
-    run_checkpoint,
-    run_checkpoint_async,
-    scope,
-    stop_retries_in_call,
 )
 from kitaru_core._serialization import canonical_json, fingerprint
 from kitaru_core.adapters._seams import (

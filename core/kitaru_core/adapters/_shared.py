@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from kitaru_core import _runtime
+from kitaru_core import _context
 
 if TYPE_CHECKING:
-    from kitaru_core._runtime import ExecutionContext
+    from kitaru_core._context import ExecutionContext
 
 APPROVAL_BATCH_WINDOW_S: Final = 0.05
 """Seconds the first tool call of a batch waits for its siblings before asking for approval.
@@ -163,7 +163,7 @@ def execution_context() -> ExecutionContext | None:
         The context (`execution_id`, `flow_name`, `run_number`, `served_completed`, `settings`,
         `store`...), or `None`.
     """
-    return _runtime.current_execution()
+    return _context.current_execution()
 
 
 def approval_timeout_s(approval_timeout: timedelta | float | None) -> float | None:

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Generator, Sized
 from typing import Any, TypeVar
 
-from kitaru_core._runtime import stop_retries_in_call
+from kitaru_core._checkpoint_calls import stop_retries_in_call
 
 T = TypeVar("T")
 

@@ -20,14 +20,8 @@ Example:
     ```
 """
 
-from kitaru_core.testing._model_server import (
-    Rule,
-    Script,
-    ScriptedModelServer,
-    ScriptedToolCall,
-    ScriptedUsage,
-    read_request_log,
-)
+from kitaru_core.testing._http import ScriptedModelServer, read_request_log
+from kitaru_core.testing._script import Rule, Script, ScriptedToolCall, ScriptedUsage
 
 __all__ = [
     "Rule",

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from kitaru_core.testing._model_server import Script, ScriptedModelServer
+from kitaru_core.testing._http import ScriptedModelServer
+from kitaru_core.testing._script import Script
 
 __all__ = ["build_argument_parser", "main"]
 
