@@ -19,7 +19,7 @@ from kitaru_core._waits import WaitSpec, _interactive, _OpenWait
 from kitaru_core.errors import ConfigurationError, DivergenceError, InterruptedCallError, SerializationError
 
 T = TypeVar("T")
-Kind = Literal["model", "tool", "user", "mcp"]
+Kind = Literal["model", "tool", "user", "mcp", "handoff"]
 OnDivergence = Literal["rerun", "error"]
 OnInterrupted = Literal["retry", "ask", "fail"]
 """What a later run does with a checkpoint call whose runner stopped inside its body: `"retry"` runs it
@@ -504,7 +504,7 @@ def run_checkpoint(
         function: The synchronous function to run.
         *args: Positional arguments for `function`.
         discriminator: A stable discriminator (e.g. a tool call id); default: occurrence count.
-        kind: `model`, `tool`, `mcp` or `user`, shown in the timeline.
+        kind: `model`, `tool`, `mcp`, `handoff` or `user`, shown in the timeline.
         inputs: What to fingerprint; default: `(args, kwargs)`.
         codec: How to store the output; default: `JsonCodec`, lossless JSON (the served output is
             equal to the returned one and of the same type).

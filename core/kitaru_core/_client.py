@@ -76,7 +76,7 @@ class CallView(BaseModel):
         sequence: Order in which the call was recorded within the execution.
         key: Stable call key (scope/name:discriminator).
         name: Checkpoint name (`model_request`, `tool:lookup`, a function name...).
-        kind: `model`, `tool`, `mcp` or `user`.
+        kind: `model`, `tool`, `mcp`, `handoff` or `user`.
         status: `completed`, `failed`, `superseded`; for calls with `on_interrupted="ask"` or
             `"fail"` also `running` (its body runs now) or `interrupted` (its runner stopped inside
             the body; a wait named `interrupted:...` resolves it).

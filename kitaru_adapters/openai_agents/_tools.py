@@ -331,7 +331,7 @@ def durable_handoff(
             run,
             context,
             args_json,
-            kind="tool",
+            kind="handoff",
             inputs={"handoff": handoff.tool_name, "arguments": _arguments(args_json)},
             codec=HandoffCodec(),
             details={"tool_name": handoff.tool_name, "agent": handoff.agent_name},

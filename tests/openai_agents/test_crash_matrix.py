@@ -57,7 +57,7 @@ def test_uninterrupted_run_records_every_call(model_server, tmp_path: Path, mode
     assert summary.status == "completed"
     assert [call.kind for call in detail.calls] == [
         "model",
-        "tool",
+        "handoff",
         "model",
         "tool",
         "tool",

@@ -99,6 +99,7 @@ def _stored_flight_numbers(client: Client) -> dict[str, Any]:
     """The flight number stored with the handoff and the one `update_seat` saw, with their calls."""
     detail = client.get_execution(EXECUTION)
     handoffs = [call for call in detail.calls if call.name == "handoff:transfer_to_seat_booking_agent"]
+    assert all(call.kind == "handoff" for call in handoffs)  # a handoff takes no replay override
     seat_updates = [call for call in detail.calls if call.name == "tool:update_seat"]
     found: dict[str, Any] = {"handoffs": handoffs, "seat_updates": seat_updates}
     if handoffs:
@@ -134,7 +135,7 @@ def test_customer_service_runs_durably_and_a_rerun_pays_nothing(
         assert len(read_request_log(log)) == CUSTOMER_SERVICE_REQUESTS
     detail = client.get_execution(EXECUTION)
     assert detail.status == "completed"
-    assert [call.kind for call in detail.calls] == ["model", "tool", "model", "tool", "model"]
+    assert [call.kind for call in detail.calls] == ["model", "handoff", "model", "tool", "model"]
     assert {call.source for call in detail.calls} == {"store"}
     flights = _stored_flight_numbers(client)
     assert FLIGHT.match(flights["handoff"]), flights
