@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kitaru_core import _config
+from kitaru_core._call_index import StoredCalls
 from kitaru_core._ids import check_execution_id, check_wait_name, fit_name
 from kitaru_core._records import CallRecord, ExecutionRecord, StoredValue, WaitRecord, call_from_columns
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint
@@ -389,12 +390,9 @@ class ExecutionContext:
         """Whether this run entered an execution that had completed: every call should be served."""
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, str], int] = {}
-        self._calls: dict[str, CallRecord] = {}
-        self._sequence = 0
-        for call in store.load_calls(record.id, include_superseded=True):
-            self._sequence = max(self._sequence, call.sequence)
-            if call.status != "superseded":
-                self._calls[call.call_key] = call
+        # The stored calls: an index in memory, full records paged in when served (bounded memory).
+        self._calls = StoredCalls(store, record.id)
+        self._sequence = self._calls.max_sequence
         self._served: list[int] = []
         self._waits: dict[str, WaitRecord] = {wait.name: wait for wait in store.list_waits(record.id)}
         self._wait_names: dict[str, int] = {}
@@ -694,16 +692,13 @@ class ExecutionContext:
             self.lease_lost = True
             raise LeaseLost(self.execution_id)
         record = call_from_columns({**values, "id": row_id, "last_served_run": None})
-        with self._lock:
-            self._calls[key] = record
+        self._calls.put(record)
         return record
 
     def discard_started(self, record: CallRecord) -> None:
         """Forget this run's `started` record of a call whose body stopped at a wait (it runs again on resume)."""
         if self.store.discard_started_call(record.id, lease=(self.execution_id, self.owner)):
-            with self._lock:
-                if self._calls.get(record.call_key) is record:
-                    del self._calls[record.call_key]
+            self._calls.discard(record)
 
     # waits ------------------------------------------------------------------------------------------
 

@@ -1064,6 +1064,36 @@ class Store:
             lambda connection: [call_from_columns(row) for row in connection.execute(query).mappings()],
         )
 
+    def load_call_index(self, execution_id: str) -> list[tuple[int, str, int, bool]]:
+        """Every checkpoint call record of an execution as `(id, call key, sequence, live)`, in recording order.
+
+        `live` is `False` for superseded records. A resume keeps only this in memory and reads the
+        full records in pages (`load_calls_by_id`) when it serves them (`_call_index.StoredCalls`).
+        """
+        t = tables.checkpoint_calls
+        query = (
+            select(t.c.id, t.c.call_key, t.c.sequence, t.c.status != "superseded")
+            .where(t.c.execution_id == execution_id)
+            .order_by(t.c.sequence, t.c.id)
+        )
+        return self._read(
+            "load the checkpoint call index",
+            lambda connection: [
+                (row[0], row[1], row[2], bool(row[3])) for row in connection.execute(query)
+            ],
+        )
+
+    def load_calls_by_id(self, ids: Sequence[int]) -> list[CallRecord]:
+        """The checkpoint call records with these ids (those that exist), in id order (one query)."""
+        if not ids:
+            return []
+        t = tables.checkpoint_calls
+        query = select(t).where(t.c.id.in_(list(ids))).order_by(t.c.id)
+        return self._read(
+            "load checkpoint calls",
+            lambda connection: [call_from_columns(row) for row in connection.execute(query).mappings()],
+        )
+
     def record_call(
         self,
         values: dict[str, Any],
