@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from sqlalchemy import (
     Engine,
@@ -249,6 +249,23 @@ _INSERT_CALL_IF_LEASED = (
     .returning(tables.checkpoint_calls.c.id)
 )
 
+
+# The whole store's change marker: index and primary-key lookups only (see `Store.change_marker`).
+# Per status, the newest `updated_at` (index `ix_kitaru_executions_status_updated`, one seek each);
+# the newest call and wait ids; for waits, the newest answer time and how many are pending (the
+# waits table is small next to the calls table; a refused answer makes its wait pending again).
+_STORE_CHANGE_MARKER = select(
+    *[
+        select(func.max(tables.executions.c.updated_at_epoch_s))
+        .where(tables.executions.c.status == status)
+        .scalar_subquery()
+        for status in get_args(ExecutionStatus)
+    ],
+    select(func.max(tables.checkpoint_calls.c.id)).scalar_subquery(),
+    select(func.max(tables.waits.c.id)).scalar_subquery(),
+    select(func.max(tables.waits.c.answered_at_epoch_s)).scalar_subquery(),
+    select(func.count()).select_from(tables.waits).where(tables.waits.c.status == "pending").scalar_subquery(),
+)
 
 _SQLITE_SUPERSEDE = "UPDATE kitaru_checkpoint_calls SET status = 'superseded' WHERE id = ?"
 
@@ -806,30 +823,35 @@ class Store:
     def change_marker(self, execution_id: str | None = None) -> str:
         """A short string that changes whenever an execution, a checkpoint call or a wait changes.
 
-        Cheap enough to poll: three aggregate queries in one connection. Every write the runtime and
-        the client make moves one of the numbers: a new or updated execution (its `updated_at`), a
-        new checkpoint call (ids only grow; superseding one inserts its successor), calls served from
-        the store on resume, a new wait, an answer, a refused answer.
+        Cheap enough to poll (the dashboard asks every 250 ms): every part is an index or primary-key
+        lookup, not an aggregate over a table. Every write the runtime and the client make moves one
+        of the numbers: a new or updated execution (the newest `updated_at` among executions of each
+        status, read from the `(status, updated_at)` index), a new checkpoint call (ids only grow;
+        superseding one inserts its successor), a new wait, an answer, a refused answer. Calls served
+        from the store on resume are marked within a run whose end (or served-run record) updates
+        its execution. For one execution the same facts are read with its own aggregates (its calls
+        and waits, by index), served marks included.
 
         Args:
             execution_id: Watch only this execution; default: the whole store.
         """
         e, c, w = tables.executions, tables.checkpoint_calls, tables.waits
-        queries = [
-            select(func.count(), func.max(e.c.updated_at_epoch_s), func.max(e.c.run_count)),
-            select(func.count(), func.max(c.c.id), func.sum(c.c.last_served_run)),
-            select(
-                func.count(),
-                func.max(w.c.id),
-                func.max(w.c.answered_at_epoch_s),
-                func.sum(case((w.c.status == "pending", 1), else_=0)),
-            ),
-        ]
-        if execution_id is not None:
+        if execution_id is None:
+            queries = [_STORE_CHANGE_MARKER]
+        else:
             queries = [
-                queries[0].where(e.c.id == execution_id),
-                queries[1].where(c.c.execution_id == execution_id),
-                queries[2].where(w.c.execution_id == execution_id),
+                select(func.count(), func.max(e.c.updated_at_epoch_s), func.max(e.c.run_count)).where(
+                    e.c.id == execution_id
+                ),
+                select(func.count(), func.max(c.c.id), func.sum(c.c.last_served_run)).where(
+                    c.c.execution_id == execution_id
+                ),
+                select(
+                    func.count(),
+                    func.max(w.c.id),
+                    func.max(w.c.answered_at_epoch_s),
+                    func.sum(case((w.c.status == "pending", 1), else_=0)),
+                ).where(w.c.execution_id == execution_id),
             ]
         parts = self._read(
             "read the change marker",

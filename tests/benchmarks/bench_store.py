@@ -299,17 +299,21 @@ def run_memory(directory: Path, calls: int) -> None:
     context = ExecutionContext(store, record, "bench", settings)  # what a resume loads before serving
     gc.collect()
     retained = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.reset_peak()
+    values = 0
+    for i in range(calls):  # serve every call, as the resume would: records are paged in
+        call = context.stored_call(f"bench_store.memory_step:{i}")
+        assert call is not None and call.output is not None and call.output.payload is not None
+        values += sys.getsizeof(call.output.payload)
+    gc.collect()
+    after_serving, peak = (value - before for value in tracemalloc.get_traced_memory())
     tracemalloc.stop()
-    values = sum(
-        sys.getsizeof(call.output.payload)
-        for call in [context.stored_call(f"bench_store.memory_step:{i}") for i in range(calls)]
-        if call is not None and call.output is not None and call.output.payload is not None
-    )
     kitaru_core.configure(reset=True)
     print(
-        f"\nResume memory ({calls:,} stored calls, tracemalloc of the loaded records): "
-        f"{retained / calls:.0f} B per call, of which values {values / calls:.0f} B, "
-        f"beyond the values {(retained - values) / calls:.0f} B; total {retained / 1e6:.1f} MB"
+        f"\nResume memory ({calls:,} stored calls, tracemalloc): loaded before serving "
+        f"{retained / calls:.0f} B per call ({retained / 1e6:.1f} MB); after serving every call "
+        f"{after_serving / calls:.0f} B per call, peak while serving {peak / calls:.0f} B per call "
+        f"({peak / 1e6:.1f} MB); the values served average {values / calls:.0f} B"
     )
 
 
