@@ -73,9 +73,12 @@ class StoredCalls:
         with self._lock:
             self._positions[record.call_key] = len(self._ids)
             self._ids.append(record.id)
-            self._trim(1)
-            self._cache[record.id] = record
-            self.max_sequence = max(self.max_sequence, record.sequence)
+            cache = self._cache
+            if len(cache) >= 2 * self._page_size:
+                self._trim(1)
+            cache[record.id] = record
+            if record.sequence > self.max_sequence:
+                self.max_sequence = record.sequence
 
     def discard(self, record: CallRecord) -> None:
         """Forget `record` (deleted from the store) if it is still the live record of its key."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -476,15 +477,25 @@ class Store:
             else None
         )
         self._write_lock = threading.RLock()
-        self._sqlite_insert: tuple[str, list[str]] | None = None
         self._hot_connection: Any = None  # SQLite: the connection `_record_call_sqlite` keeps
-        self._sqlite_finish: tuple[str, list[str]] | None = None
-        if self.engine.dialect.name == "sqlite":
-            compiled = _INSERT_CALL_IF_LEASED.compile(dialect=self.engine.dialect)
-            self._sqlite_insert = (str(compiled), list(compiled.positiontup or []))
-            compiled = _FINISH_STARTED_CALL.compile(dialect=self.engine.dialect)
-            self._sqlite_finish = (str(compiled), list(compiled.positiontup or []))
         self._migrate()
+
+    def _compiled_for_sqlite(self, statement: Any) -> tuple[str, list[str]] | None:
+        """SQLite: `statement`'s SQL and the order of its parameters (run on the driver); else `None`."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        compiled = statement.compile(dialect=self.engine.dialect)
+        return str(compiled), list(compiled.positiontup or [])
+
+    @functools.cached_property
+    def _sqlite_insert(self) -> tuple[str, list[str]] | None:
+        """The leased call insert compiled for the driver, at its first use (not at every store open)."""
+        return self._compiled_for_sqlite(_INSERT_CALL_IF_LEASED)
+
+    @functools.cached_property
+    def _sqlite_finish(self) -> tuple[str, list[str]] | None:
+        """The started-call outcome update compiled for the driver, at its first use."""
+        return self._compiled_for_sqlite(_FINISH_STARTED_CALL)
 
     # -- faults ---------------------------------------------------------------------------------
 

@@ -261,6 +261,116 @@ def run_durability(directory: Path, commits: int, calls: int, repeat: int) -> No
     )
 
 
+# -- overhead of a recorded call over a bare commit, fsync made cheap ---------------------------------
+
+
+def run_overhead(directory: Path, calls: int, rounds: int) -> None:
+    """A recorded call against a bare commit with fsync out of the picture, in one process.
+
+    Both sides use WAL with `synchronous=NORMAL` (no fsync per commit) on the file system holding
+    `directory` (use a tmpfs such as /dev/shm to leave the disk out too), so the ratio measures
+    the core's overhead. Blocks of bare commits, recorded calls and the store's own insert statement
+    on its own schema through the driver (the floor of a recorded call: the same SQL work, no
+    Python around it) alternate for `rounds` rounds; each figure is the median of the per-round
+    medians.
+    """
+    import kitaru_core
+    from kitaru_core import _store, checkpoint, flow
+    from kitaru_core._runtime import get_store
+
+    timings: list[int] = []
+
+    @checkpoint(name="bench_store.overhead_step")
+    def step(i: int) -> int:
+        return i + 1
+
+    @flow(name="bench_store.overhead")
+    def calls_flow(tag: str, n: int) -> None:
+        clock = time.perf_counter_ns
+        for i in range(n):
+            start = clock()
+            step(i)
+            timings.append(clock() - start)
+
+    kitaru_core.configure(
+        store_url=f"sqlite:///{directory / 'overhead.db'}",
+        artifacts_url=str(directory / "artifacts"),
+        sqlite_synchronous="normal",
+    )
+    calls_flow(uuid.uuid4().hex, 50)  # warm-up: first connection, adapters
+    store = get_store()
+    [record] = store.list_executions(flow_name="bench_store.overhead", limit=1)
+    floor_connection = sqlite3.connect(directory / "overhead.db", isolation_level=None, timeout=30)
+    floor_connection.execute("PRAGMA synchronous=NORMAL")
+    floor_connection.execute("PRAGMA foreign_keys=ON")
+    floor_connection.execute("BEGIN IMMEDIATE")
+    floor_connection.execute(
+        "UPDATE kitaru_executions SET lease_owner = 'bench-floor' WHERE id = ?", (record.id,)
+    )  # the finished warm-up execution, leased to the floor's inserts
+    floor_connection.execute("COMMIT")
+    sql, order = store._sqlite_insert or ("", [])  # pyright: ignore[reportPrivateUsage]
+    sequence = 1000
+
+    def floor_block(n: int) -> list[int]:
+        nonlocal sequence
+        samples: list[int] = []
+        for i in range(n):
+            sequence += 1
+            now = time.time()
+            parameters = {
+                **_store._CALL_DEFAULTS,  # pyright: ignore[reportPrivateUsage]
+                "execution_id": record.id,
+                "call_key": f"floor:{sequence}",
+                "name": "floor",
+                "kind": "user",
+                "sequence": sequence,
+                "status": "completed",
+                "fingerprint": "0" * 64,
+                "output_format": "json+typed/1",
+                "output": str(i).encode(),
+                "output_size_bytes": len(str(i)),
+                "attempts": 1,
+                "run_number": 1,
+                "started_at_epoch_s": now,
+                "ended_at_epoch_s": now,
+                "lease_execution_id": record.id,
+                "lease_owner": "bench-floor",
+            }
+            start = time.perf_counter_ns()
+            floor_connection.execute("BEGIN IMMEDIATE")
+            floor_connection.execute(sql, [parameters[name] for name in order]).fetchone()
+            floor_connection.execute("COMMIT")
+            samples.append(time.perf_counter_ns() - start)
+        return samples
+
+    figures: dict[str, list[float]] = {"bare commit": [], "insert floor": [], "recorded call": []}
+    for round_ in range(rounds):
+        figures["bare commit"].append(
+            bare_commits_us(directory / f"overhead-bare-{round_}.db", "NORMAL", calls)
+        )
+        figures["insert floor"].append(statistics.median(floor_block(calls)) / 1000)
+        timings.clear()
+        calls_flow(uuid.uuid4().hex, calls)
+        figures["recorded call"].append(statistics.median(timings) / 1000)
+    floor_connection.close()
+    kitaru_core.configure(reset=True)
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    bare = median["bare commit"]
+    print(
+        f"\nRecorded call over a bare commit, WAL synchronous=NORMAL on {directory} "
+        f"({rounds} rounds of {calls}; medians of per-round medians):"
+    )
+    for name, values in figures.items():
+        print(
+            f"  {name:14} {median[name]:8.1f} µs = {median[name] / bare:4.2f}x bare commit   rounds: "
+            + ", ".join(f"{value:.1f}" for value in values)
+        )
+    print(
+        f"  the core's Python overhead (recorded call - insert floor): "
+        f"{median['recorded call'] - median['insert floor']:.1f} µs per call"
+    )
+
+
 # -- resume memory per stored call ------------------------------------------------------------------
 
 
@@ -434,13 +544,20 @@ def main() -> int:
     parser.add_argument("--backend", choices=["all", "sqlite", "postgres"], default="all")
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument(
-        "--section", choices=["all", "list", "durability", "memory", "scaling"], default="all", help="What to measure."
+        "--section",
+        choices=["all", "list", "durability", "overhead", "memory", "scaling", "marker", "restart"],
+        default="all",
+        help="What to measure.",
     )
     parser.add_argument("--commits", type=int, default=1000, help="Bare commits per durability round.")
     parser.add_argument("--calls", type=int, default=500, help="Recorded calls per durability round.")
     parser.add_argument("--scaling-calls", type=int, default=200, help="Calls per process in the scaling figure.")
     parser.add_argument("--processes", default="1,2,4,8", help="Process counts of the scaling figure.")
     parser.add_argument("--memory-calls", type=int, default=20_000, help="Stored calls for the memory figure.")
+    parser.add_argument("--rounds", type=int, default=5, help="Alternating rounds of the overhead figure.")
+    parser.add_argument(
+        "--overhead-dir", default=None, help="Where the overhead figure's stores go (e.g. /dev/shm; default: --dir)."
+    )
     parser.add_argument("--dir", default=None, help="Where the temporary directory goes (default $TMPDIR).")
     args = parser.parse_args()
     print(
@@ -461,6 +578,8 @@ def main() -> int:
                 with _postgres_database(args.postgres_url) as url:
                     if url is not None:
                         run_scaling("PostgreSQL", url, Path(directory), args.scaling_calls, counts)
+        if args.section in {"all", "overhead"}:
+            run_overhead(Path(args.overhead_dir or directory), args.calls, args.rounds)
         if args.section in {"all", "memory"}:
             run_memory(Path(directory), args.memory_calls)
         if args.section not in {"all", "list"}:
