@@ -200,7 +200,7 @@ class Checkpoint(Generic[P, R]):
             names, defaults = simple
             empty = inspect.Parameter.empty
             if all(default is not empty for default in defaults[len(args) :]):  # else: bind raises below
-                inputs = dict(zip(names, args))
+                inputs = dict(zip(names, args, strict=False))  # args may stop before the defaults
                 for name, default in zip(names[len(args) :], defaults[len(args) :], strict=True):
                     inputs[name] = default
                 inputs.pop("self", None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import sqlite3
 import statistics
 import sys
@@ -371,6 +372,96 @@ def run_overhead(directory: Path, calls: int, rounds: int) -> None:
     )
 
 
+# -- restart to first served call ------------------------------------------------------------------
+
+_RESTART_SCRIPT = """
+import sys
+import kitaru_core
+from kitaru_core import checkpoint, flow
+
+@checkpoint(name="restart.step")
+def step(i: int) -> int:
+    return i + 1
+
+@flow(name="restart.flow")
+def restart_flow(n: int, crash: bool) -> int:
+    total = sum(step(i) for i in range(n))
+    if crash:
+        raise SystemExit(3)  # the first run stops after its calls: the next one resumes it
+    return total
+
+kitaru_core.configure(store_url=sys.argv[1], artifacts_url=sys.argv[2])
+mode = sys.argv[3]
+if mode == "completed":
+    result = restart_flow.run(20, False, execution_id="restart-completed")
+else:
+    result = restart_flow.run(20, mode == "crash-first", execution_id="restart-crashed-" + sys.argv[4])
+print(result)
+"""
+
+_PLAIN_SCRIPT = """
+def step(i: int) -> int:
+    return i + 1
+
+def restart_flow(n: int) -> int:
+    return sum(step(i) for i in range(n))
+
+print(restart_flow(20))
+"""
+
+
+def run_restart(directory: Path, repeat: int) -> None:
+    """Wall time from a fresh interpreter to the result of a stored run, against a plain re-run.
+
+    Three scripts run `repeat` times each, alternating, in fresh interpreters (bytecode cached):
+    a completed named run run again (served: one read), a crashed named run resumed (20 calls
+    served, then it completes), and the same script without kitaru. Each figure is the median wall
+    time of the whole process (`subprocess` start to exit) and its
+    CPU time (user + system), which a loaded machine does not inflate the way it inflates wall time.
+    """
+    import subprocess
+
+    script = directory / "restart_script.py"
+    script.write_text(_RESTART_SCRIPT)
+    plain = directory / "plain_script.py"
+    plain.write_text(_PLAIN_SCRIPT)
+    store_url = f"sqlite:///{directory / 'restart.db'}"
+    artifacts = str(directory / "restart-artifacts")
+
+    def timed(arguments: list[str], expect_code: int = 0) -> tuple[float, float]:
+        """(wall ms of the process, CPU ms of the process: user + system)."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, check=False)
+        wall_ms = (time.perf_counter() - start) * 1000
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if done.returncode != expect_code:
+            raise RuntimeError(f"restart script failed ({done.returncode}): {done.stderr[-2000:]}")
+        cpu_ms = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+        return wall_ms, cpu_ms
+
+    timed([str(script), store_url, artifacts, "completed"])  # the run that completes, and the .pyc files
+    figures: dict[str, list[tuple[float, float]]] = {"completed named run again": [], "crashed run resumed": [], "plain re-run": []}
+    for round_ in range(repeat):
+        figures["completed named run again"].append(timed([str(script), store_url, artifacts, "completed"]))
+        timed([str(script), store_url, artifacts, "crash-first", str(round_)], expect_code=3)
+        figures["crashed run resumed"].append(timed([str(script), store_url, artifacts, "resume", str(round_)]))
+        figures["plain re-run"].append(timed([str(plain)]))
+    plain_wall = statistics.median(wall for wall, _ in figures["plain re-run"])
+    plain_cpu = statistics.median(cpu for _, cpu in figures["plain re-run"])
+    print(
+        f"\nRestart to result ({repeat} fresh interpreters each, alternating; medians; CPU = user + system "
+        "of the process, the figure to trust on a loaded machine):"
+    )
+    for name, samples in figures.items():
+        wall = statistics.median(wall for wall, _ in samples)
+        cpu = statistics.median(cpu for _, cpu in samples)
+        print(
+            f"  {name:26} {wall:7.0f} ms wall = {wall / plain_wall:5.1f}x plain;"
+            f"  {cpu:6.0f} ms CPU = {cpu / plain_cpu:5.1f}x plain"
+        )
+
+
 # -- resume memory per stored call ------------------------------------------------------------------
 
 
@@ -413,8 +504,9 @@ def run_memory(directory: Path, calls: int) -> None:
     values = 0
     for i in range(calls):  # serve every call, as the resume would: records are paged in
         call = context.stored_call(f"bench_store.memory_step:{i}")
-        assert call is not None and call.output is not None and call.output.payload is not None
-        values += sys.getsizeof(call.output.payload)
+        payload = call.output.payload if call is not None and call.output is not None else None
+        assert payload is not None, f"call {i} was not stored"
+        values += sys.getsizeof(payload)
     gc.collect()
     after_serving, peak = (value - before for value in tracemalloc.get_traced_memory())
     tracemalloc.stop()
@@ -580,6 +672,8 @@ def main() -> int:
                         run_scaling("PostgreSQL", url, Path(directory), args.scaling_calls, counts)
         if args.section in {"all", "overhead"}:
             run_overhead(Path(args.overhead_dir or directory), args.calls, args.rounds)
+        if args.section in {"all", "restart"}:
+            run_restart(Path(directory), min(args.repeat, 7))
         if args.section in {"all", "memory"}:
             run_memory(Path(directory), args.memory_calls)
         if args.section not in {"all", "list"}:
