@@ -29,14 +29,14 @@ class StoredCalls:
     Args:
         store: The store to read records from.
         execution_id: The execution.
-        page_size: Records read at once (and about half of what the cache keeps).
+        page_size: Records read at once (and about half of what the cache keeps); default `PAGE_SIZE`.
 
     Thread-safe: a run's calls may be asked for and recorded from several threads.
     """
 
-    def __init__(self, store: Store, execution_id: str, *, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, store: Store, execution_id: str, *, page_size: int | None = None) -> None:
         self._store = store
-        self._page_size = page_size
+        self._page_size = PAGE_SIZE if page_size is None else page_size
         self._lock = threading.Lock()
         self._ids = array("q")  # record ids in recording order; positions index into it
         self._positions: dict[str, int] = {}  # call key -> position of its live record in `_ids`

@@ -462,6 +462,103 @@ def run_restart(directory: Path, repeat: int) -> None:
         )
 
 
+# -- the dashboard's change marker ------------------------------------------------------------------
+
+
+def _old_change_marker(store: Store) -> str:
+    """The whole-store change marker before it used indexes: aggregates over every table (the "before")."""
+    e, c, w = tables.executions, tables.checkpoint_calls, tables.waits
+    func = sqlalchemy.func
+    queries = [
+        sqlalchemy.select(func.count(), func.max(e.c.updated_at_epoch_s), func.max(e.c.run_count)),
+        sqlalchemy.select(func.count(), func.max(c.c.id), func.sum(c.c.last_served_run)),
+        sqlalchemy.select(
+            func.count(),
+            func.max(w.c.id),
+            func.max(w.c.answered_at_epoch_s),
+            func.sum(sqlalchemy.case((w.c.status == "pending", 1), else_=0)),
+        ),
+    ]
+    with store.engine.connect() as connection:
+        return repr([tuple(connection.execute(query).one()) for query in queries])
+
+
+def run_marker(label: str, url: str, artifacts: str, count: int, calls_each: int, repeat: int) -> None:
+    """`Store.change_marker` (polled every 250 ms by the dashboard) at `count` executions."""
+    store = Store(url, artifacts)
+    now = time.time()
+    with store.engine.begin() as connection:
+        for start in range(0, count, 10_000):
+            ids = range(start, min(count, start + 10_000))
+            connection.execute(
+                sqlalchemy.insert(tables.executions),
+                [
+                    {
+                        "id": f"m-{i}",
+                        "flow_name": FLOWS[i % len(FLOWS)],
+                        "inputs_fingerprint": f"{i:064x}",
+                        "status": _status(i),
+                        "run_count": 1,
+                        "cancel_requested": False,
+                        "created_at_epoch_s": now - count + i,
+                        "updated_at_epoch_s": now - count + i,
+                        "queue": "default",
+                    }
+                    for i in ids
+                ],
+            )
+            connection.execute(
+                sqlalchemy.insert(tables.checkpoint_calls),
+                [
+                    {
+                        "execution_id": f"m-{i}",
+                        "call_key": f"step:{j}",
+                        "name": "step",
+                        "kind": "user",
+                        "sequence": j + 1,
+                        "status": "completed",
+                        "attempts": 1,
+                        "run_number": 1,
+                        "started_at_epoch_s": now,
+                        "ended_at_epoch_s": now,
+                        "output_format": "json+typed/1",
+                        "output": b"1",
+                    }
+                    for i in ids
+                    for j in range(calls_each)
+                ],
+            )
+            connection.execute(
+                sqlalchemy.insert(tables.waits),
+                [
+                    {
+                        "execution_id": f"m-{i}",
+                        "name": "approve",
+                        "call_key": "",
+                        "question": "ok?",
+                        "schema": "{}",
+                        "status": "pending" if i % 3 == 0 else "answered",
+                        "created_at_epoch_s": now,
+                        "answered_at_epoch_s": None if i % 3 == 0 else now,
+                    }
+                    for i in ids
+                    if i % 5 == 0
+                ],
+            )
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE")
+    whole = _median_ms(store.change_marker, repeat)
+    one = _median_ms(lambda: store.change_marker(f"m-{count // 2}"), repeat)
+    old = _median_ms(lambda: _old_change_marker(store), repeat)
+    print(
+        f"\nChange marker, {label}: {count:,} executions, {count * calls_each:,} calls, {count // 5:,} waits "
+        f"(medians of {repeat}):\n  whole store: before (aggregates) {old:8.2f} ms, now {whole:6.2f} ms "
+        f"({old / whole:.0f}x less); one execution: {one:.2f} ms"
+    )
+    store.close()
+
+
 # -- resume memory per stored call ------------------------------------------------------------------
 
 
@@ -672,6 +769,14 @@ def main() -> int:
                         run_scaling("PostgreSQL", url, Path(directory), args.scaling_calls, counts)
         if args.section in {"all", "overhead"}:
             run_overhead(Path(args.overhead_dir or directory), args.calls, args.rounds)
+        if args.section in {"all", "marker"}:
+            if args.backend in {"all", "sqlite"}:
+                url = f"sqlite:///{Path(directory, 'marker.db')}"
+                run_marker("SQLite file", url, str(Path(directory, "marker-artifacts")), args.executions, 10, args.repeat)
+            if args.backend in {"all", "postgres"}:
+                with _postgres_database(args.postgres_url) as url:
+                    if url is not None:
+                        run_marker("PostgreSQL", url, str(Path(directory, "marker-artifacts")), args.executions, 10, args.repeat)
         if args.section in {"all", "restart"}:
             run_restart(Path(directory), min(args.repeat, 7))
         if args.section in {"all", "memory"}:
