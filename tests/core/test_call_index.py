@@ -38,7 +38,7 @@ def test_a_resume_serves_every_call_from_pages(store_url: str, monkeypatch: pyte
     RAN.clear()
     with pytest.raises(Stop):
         paged.run(23, True, execution_id="paged-1")
-    assert RAN == list(range(23))
+    assert list(range(23)) == RAN
     RAN.clear()
     with pytest.raises(Stop):
         paged.run(23, True, execution_id="paged-1")  # served: pages of 4 records from the store
