@@ -174,8 +174,34 @@ class Checkpoint(Generic[P, R]):
         except (TypeError, ValueError):
             return None
 
+    @functools.cached_property
+    def _simple_parameters(self) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
+        """`(names, defaults)` when every parameter is plain positional-or-keyword, else `None`.
+
+        `defaults` holds one entry per name (`inspect.Parameter.empty` when it has none). Such a
+        signature binds positional arguments by position alone: `_inputs` then skips `bind`.
+        """
+        signature = self._signature
+        if signature is None:
+            return None
+        parameters = list(signature.parameters.values())
+        if any(parameter.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for parameter in parameters):
+            return None
+        return tuple(parameter.name for parameter in parameters), tuple(p.default for p in parameters)
+
     def _inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The arguments by parameter name, defaults applied (`self`/`cls` left out), for the fingerprint."""
+        simple = self._simple_parameters
+        if simple is not None and not kwargs and len(args) <= len(simple[0]):
+            names, defaults = simple
+            empty = inspect.Parameter.empty
+            if all(default is not empty for default in defaults[len(args) :]):  # else: bind raises below
+                inputs = dict(zip(names, args, strict=False))  # args may stop before the defaults
+                for name, default in zip(names[len(args) :], defaults[len(args) :], strict=True):
+                    inputs[name] = default
+                inputs.pop("self", None)
+                inputs.pop("cls", None)
+                return inputs
         signature = self._signature
         if signature is None:
             return (args, kwargs)

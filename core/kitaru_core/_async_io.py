@@ -21,7 +21,6 @@ in one place, and the artifact store (fsspec) is synchronous too. The SQLite eng
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import threading
@@ -55,6 +54,8 @@ class Lane:
         Raises:
             BaseException: What `function` raised.
         """
+        import asyncio  # imported when async code runs: `import kitaru_core` stays light
+
         loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
         return await loop.run_in_executor(self._executor, call)
@@ -105,5 +106,7 @@ async def off_loop(context: ExecutionContext | None, function: Callable[..., T],
         What `function` returned.
     """
     if context is None:
+        import asyncio
+
         return await asyncio.to_thread(function, *args, **kwargs)
     return await lane_for(context).run(function, *args, **kwargs)

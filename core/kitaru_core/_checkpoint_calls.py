@@ -312,9 +312,17 @@ def _codec_for(
 ) -> Codec:
     if codec is not None:
         return codec
-    return JsonCodec(
-        type_hint=type_hint, allow_pickle=settings.allow_pickle if allow_pickle is None else allow_pickle
-    )
+    allowed = settings.allow_pickle if allow_pickle is None else allow_pickle
+    try:  # one codec per (hint, pickle) kept: making one per call costs more than its lookup
+        return _json_codecs[type_hint, allowed]
+    except KeyError:
+        made = _json_codecs[type_hint, allowed] = JsonCodec(type_hint=type_hint, allow_pickle=allowed)
+        return made
+    except TypeError:  # an unhashable type hint
+        return JsonCodec(type_hint=type_hint, allow_pickle=allowed)
+
+
+_json_codecs: dict[tuple[Any, bool], JsonCodec] = {}
 
 
 def _plan(

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from kitaru_core import _config
+from kitaru_core._call_index import StoredCalls
 from kitaru_core._ids import check_wait_name, fit_name
 from kitaru_core._leases import _active_owners, acquire, lease_clock_s
-from kitaru_core._records import CallRecord, ExecutionRecord, StoredValue, WaitRecord, call_from_columns
+from kitaru_core._records import CallRecord, ExecutionRecord, StoredValue, WaitRecord
 from kitaru_core._signals import CancelExecution, LeaseLost, StopRun, _stop_requested
 from kitaru_core.errors import ConfigurationError, StoreError
 
@@ -59,12 +60,9 @@ class ExecutionContext:
         """Whether this run entered an execution that had completed: every call should be served."""
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, str], int] = {}
-        self._calls: dict[str, CallRecord] = {}
-        self._sequence = 0
-        for call in store.load_calls(record.id, include_superseded=True):
-            self._sequence = max(self._sequence, call.sequence)
-            if call.status != "superseded":
-                self._calls[call.call_key] = call
+        # The stored calls: an index in memory, full records paged in when served (bounded memory).
+        self._calls = StoredCalls(store, record.id)
+        self._sequence = self._calls.max_sequence
         self._served: list[int] = []
         self._waits: dict[str, WaitRecord] = {wait.name: wait for wait in store.list_waits(record.id)}
         self._wait_names: dict[str, int] = {}
@@ -363,17 +361,38 @@ class ExecutionContext:
         if row_id < 0:
             self.lease_lost = True
             raise LeaseLost(self.execution_id)
-        record = call_from_columns({**values, "id": row_id, "last_served_run": None})
-        with self._lock:
-            self._calls[key] = record
+        record = CallRecord(  # as `call_from_columns` would read the row back, without the dict
+            id=row_id,
+            execution_id=self.execution_id,
+            call_key=key,
+            name=name,
+            kind=kind,
+            sequence=sequence,
+            status=status,
+            fingerprint=fingerprint_,
+            output=value,
+            error_type=values["error_type"],
+            error_message=values["error_message"],
+            error_traceback=values["error_traceback"],
+            attempts=attempts,
+            run_number=values["run_number"],
+            last_served_run=None,
+            started_at_epoch_s=started_at_epoch_s,
+            ended_at_epoch_s=values["ended_at_epoch_s"],
+            model_name=values["model_name"],
+            input_tokens=values["input_tokens"],
+            output_tokens=values["output_tokens"],
+            cost_usd=values["cost_usd"],
+            details=json.loads(values["details"]) if values["details"] else {},
+            metadata=json.loads(values["metadata"]) if values["metadata"] else {},
+        )
+        self._calls.put(record)
         return record
 
     def discard_started(self, record: CallRecord) -> None:
         """Forget this run's `started` record of a call whose body stopped at a wait (it runs again on resume)."""
         if self.store.discard_started_call(record.id, lease=(self.execution_id, self.owner)):
-            with self._lock:
-                if self._calls.get(record.call_key) is record:
-                    del self._calls[record.call_key]
+            self._calls.discard(record)
 
     # waits ------------------------------------------------------------------------------------------
 

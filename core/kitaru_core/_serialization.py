@@ -879,6 +879,24 @@ class _Resorted:
         self.value = value
 
 
+def _is_plain_json(value: Any) -> bool:
+    """Whether `value` is made only of `dict` (with `str` keys), `list`, `str`, `int`, `float`, `bool`, `None`.
+
+    Such a value is what `_jsonable` would return for it (pydantic leaves JSON builtins as they are).
+    """
+    cls = type(value)
+    if value is None or cls is str or cls is int or cls is float or cls is bool:
+        return True
+    if cls is list:
+        return all(_is_plain_json(item) for item in value)  # pyright: ignore[reportUnknownVariableType]
+    if cls is dict:
+        return all(
+            type(key) is str and _is_plain_json(item)  # pyright: ignore[reportUnknownArgumentType]
+            for key, item in value.items()  # pyright: ignore[reportUnknownVariableType]
+        )
+    return False
+
+
 def _jsonable(value: Any) -> Any:
     from pydantic_core import to_jsonable_python
 
@@ -918,6 +936,12 @@ def _strip(value: Any, exclude_keys: frozenset[str]) -> Any:
     return value
 
 
+_CANONICAL_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
+)
+"""`json.dumps(plain, sort_keys=True, ...)` without building an encoder per call."""
+
+
 def canonical_json(value: Any, *, exclude_keys: Iterable[str] = ()) -> str | None:
     """Canonical JSON text of `value` (sorted keys, no spaces), or `None` if it has no JSON form.
 
@@ -933,19 +957,25 @@ def canonical_json(value: Any, *, exclude_keys: Iterable[str] = ()) -> str | Non
             `None`: reading it would consume it, and the caller still needs its items.
         exclude_keys: Mapping keys removed at every depth before encoding (per-run ids, timestamps).
     """
-    from pydantic_core import PydanticSerializationError
-
     try:
-        plain = _jsonable(_prepare(value))
-    except (PydanticSerializationError, TypeError, ValueError, RecursionError):
+        prepared = _prepare(value)
+        plain_already = _is_plain_json(prepared)
+    except (TypeError, ValueError, RecursionError):
         return None
+    if plain_already:  # a tree of JSON builtins (the usual inputs) is its own JSON form
+        plain = prepared
+    else:
+        from pydantic_core import PydanticSerializationError
+
+        try:
+            plain = _jsonable(prepared)
+        except (PydanticSerializationError, TypeError, ValueError, RecursionError):
+            return None
     excluded = frozenset(exclude_keys)
     if excluded:
         plain = _strip(plain, excluded)
     try:
-        return json.dumps(
-            plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
-        )
+        return _CANONICAL_ENCODER.encode(plain)
     except ValueError:  # NaN or ±inf somewhere
         return _canonical_text(_finite(plain))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import sqlite3
 import statistics
 import sys
@@ -261,6 +262,303 @@ def run_durability(directory: Path, commits: int, calls: int, repeat: int) -> No
     )
 
 
+# -- overhead of a recorded call over a bare commit, fsync made cheap ---------------------------------
+
+
+def run_overhead(directory: Path, calls: int, rounds: int) -> None:
+    """A recorded call against a bare commit with fsync out of the picture, in one process.
+
+    Both sides use WAL with `synchronous=NORMAL` (no fsync per commit) on the file system holding
+    `directory` (use a tmpfs such as /dev/shm to leave the disk out too), so the ratio measures
+    the core's overhead. Blocks of bare commits, recorded calls and the store's own insert statement
+    on its own schema through the driver (the floor of a recorded call: the same SQL work, no
+    Python around it) alternate for `rounds` rounds; each figure is the median of the per-round
+    medians.
+    """
+    import kitaru_core
+    from kitaru_core import _store, checkpoint, flow
+    from kitaru_core._runtime import get_store
+
+    timings: list[int] = []
+
+    @checkpoint(name="bench_store.overhead_step")
+    def step(i: int) -> int:
+        return i + 1
+
+    @flow(name="bench_store.overhead")
+    def calls_flow(tag: str, n: int) -> None:
+        clock = time.perf_counter_ns
+        for i in range(n):
+            start = clock()
+            step(i)
+            timings.append(clock() - start)
+
+    kitaru_core.configure(
+        store_url=f"sqlite:///{directory / 'overhead.db'}",
+        artifacts_url=str(directory / "artifacts"),
+        sqlite_synchronous="normal",
+    )
+    calls_flow(uuid.uuid4().hex, 50)  # warm-up: first connection, adapters
+    store = get_store()
+    [record] = store.list_executions(flow_name="bench_store.overhead", limit=1)
+    floor_connection = sqlite3.connect(directory / "overhead.db", isolation_level=None, timeout=30)
+    floor_connection.execute("PRAGMA synchronous=NORMAL")
+    floor_connection.execute("PRAGMA foreign_keys=ON")
+    floor_connection.execute("BEGIN IMMEDIATE")
+    floor_connection.execute(
+        "UPDATE kitaru_executions SET lease_owner = 'bench-floor' WHERE id = ?", (record.id,)
+    )  # the finished warm-up execution, leased to the floor's inserts
+    floor_connection.execute("COMMIT")
+    sql, order = store._sqlite_insert or ("", [])  # pyright: ignore[reportPrivateUsage]
+    sequence = 1000
+
+    def floor_block(n: int) -> list[int]:
+        nonlocal sequence
+        samples: list[int] = []
+        for i in range(n):
+            sequence += 1
+            now = time.time()
+            parameters = {
+                **_store._CALL_DEFAULTS,  # pyright: ignore[reportPrivateUsage]
+                "execution_id": record.id,
+                "call_key": f"floor:{sequence}",
+                "name": "floor",
+                "kind": "user",
+                "sequence": sequence,
+                "status": "completed",
+                "fingerprint": "0" * 64,
+                "output_format": "json+typed/1",
+                "output": str(i).encode(),
+                "output_size_bytes": len(str(i)),
+                "attempts": 1,
+                "run_number": 1,
+                "started_at_epoch_s": now,
+                "ended_at_epoch_s": now,
+                "lease_execution_id": record.id,
+                "lease_owner": "bench-floor",
+            }
+            start = time.perf_counter_ns()
+            floor_connection.execute("BEGIN IMMEDIATE")
+            floor_connection.execute(sql, [parameters[name] for name in order]).fetchone()
+            floor_connection.execute("COMMIT")
+            samples.append(time.perf_counter_ns() - start)
+        return samples
+
+    figures: dict[str, list[float]] = {"bare commit": [], "insert floor": [], "recorded call": []}
+    for round_ in range(rounds):
+        figures["bare commit"].append(
+            bare_commits_us(directory / f"overhead-bare-{round_}.db", "NORMAL", calls)
+        )
+        figures["insert floor"].append(statistics.median(floor_block(calls)) / 1000)
+        timings.clear()
+        calls_flow(uuid.uuid4().hex, calls)
+        figures["recorded call"].append(statistics.median(timings) / 1000)
+    floor_connection.close()
+    kitaru_core.configure(reset=True)
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    bare = median["bare commit"]
+    print(
+        f"\nRecorded call over a bare commit, WAL synchronous=NORMAL on {directory} "
+        f"({rounds} rounds of {calls}; medians of per-round medians):"
+    )
+    for name, values in figures.items():
+        print(
+            f"  {name:14} {median[name]:8.1f} µs = {median[name] / bare:4.2f}x bare commit   rounds: "
+            + ", ".join(f"{value:.1f}" for value in values)
+        )
+    print(
+        f"  the core's Python overhead (recorded call - insert floor): "
+        f"{median['recorded call'] - median['insert floor']:.1f} µs per call"
+    )
+
+
+# -- restart to first served call ------------------------------------------------------------------
+
+_RESTART_SCRIPT = """
+import sys
+import kitaru_core
+from kitaru_core import checkpoint, flow
+
+@checkpoint(name="restart.step")
+def step(i: int) -> int:
+    return i + 1
+
+@flow(name="restart.flow")
+def restart_flow(n: int, crash: bool) -> int:
+    total = sum(step(i) for i in range(n))
+    if crash:
+        raise SystemExit(3)  # the first run stops after its calls: the next one resumes it
+    return total
+
+kitaru_core.configure(store_url=sys.argv[1], artifacts_url=sys.argv[2])
+mode = sys.argv[3]
+if mode == "completed":
+    result = restart_flow.run(20, False, execution_id="restart-completed")
+else:
+    result = restart_flow.run(20, mode == "crash-first", execution_id="restart-crashed-" + sys.argv[4])
+print(result)
+"""
+
+_PLAIN_SCRIPT = """
+def step(i: int) -> int:
+    return i + 1
+
+def restart_flow(n: int) -> int:
+    return sum(step(i) for i in range(n))
+
+print(restart_flow(20))
+"""
+
+
+def run_restart(directory: Path, repeat: int) -> None:
+    """Wall time from a fresh interpreter to the result of a stored run, against a plain re-run.
+
+    Three scripts run `repeat` times each, alternating, in fresh interpreters (bytecode cached):
+    a completed named run run again (served: one read), a crashed named run resumed (20 calls
+    served, then it completes), and the same script without kitaru. Each figure is the median wall
+    time of the whole process (`subprocess` start to exit) and its
+    CPU time (user + system), which a loaded machine does not inflate the way it inflates wall time.
+    """
+    import subprocess
+
+    script = directory / "restart_script.py"
+    script.write_text(_RESTART_SCRIPT)
+    plain = directory / "plain_script.py"
+    plain.write_text(_PLAIN_SCRIPT)
+    store_url = f"sqlite:///{directory / 'restart.db'}"
+    artifacts = str(directory / "restart-artifacts")
+
+    def timed(arguments: list[str], expect_code: int = 0) -> tuple[float, float]:
+        """(wall ms of the process, CPU ms of the process: user + system)."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, check=False)
+        wall_ms = (time.perf_counter() - start) * 1000
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if done.returncode != expect_code:
+            raise RuntimeError(f"restart script failed ({done.returncode}): {done.stderr[-2000:]}")
+        cpu_ms = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+        return wall_ms, cpu_ms
+
+    timed([str(script), store_url, artifacts, "completed"])  # the run that completes, and the .pyc files
+    figures: dict[str, list[tuple[float, float]]] = {"completed named run again": [], "crashed run resumed": [], "plain re-run": []}
+    for round_ in range(repeat):
+        figures["completed named run again"].append(timed([str(script), store_url, artifacts, "completed"]))
+        timed([str(script), store_url, artifacts, "crash-first", str(round_)], expect_code=3)
+        figures["crashed run resumed"].append(timed([str(script), store_url, artifacts, "resume", str(round_)]))
+        figures["plain re-run"].append(timed([str(plain)]))
+    plain_wall = statistics.median(wall for wall, _ in figures["plain re-run"])
+    plain_cpu = statistics.median(cpu for _, cpu in figures["plain re-run"])
+    print(
+        f"\nRestart to result ({repeat} fresh interpreters each, alternating; medians; CPU = user + system "
+        "of the process, the figure to trust on a loaded machine):"
+    )
+    for name, samples in figures.items():
+        wall = statistics.median(wall for wall, _ in samples)
+        cpu = statistics.median(cpu for _, cpu in samples)
+        print(
+            f"  {name:26} {wall:7.0f} ms wall = {wall / plain_wall:5.1f}x plain;"
+            f"  {cpu:6.0f} ms CPU = {cpu / plain_cpu:5.1f}x plain"
+        )
+
+
+# -- the dashboard's change marker ------------------------------------------------------------------
+
+
+def _old_change_marker(store: Store) -> str:
+    """The whole-store change marker before it used indexes: aggregates over every table (the "before")."""
+    e, c, w = tables.executions, tables.checkpoint_calls, tables.waits
+    func = sqlalchemy.func
+    queries = [
+        sqlalchemy.select(func.count(), func.max(e.c.updated_at_epoch_s), func.max(e.c.run_count)),
+        sqlalchemy.select(func.count(), func.max(c.c.id), func.sum(c.c.last_served_run)),
+        sqlalchemy.select(
+            func.count(),
+            func.max(w.c.id),
+            func.max(w.c.answered_at_epoch_s),
+            func.sum(sqlalchemy.case((w.c.status == "pending", 1), else_=0)),
+        ),
+    ]
+    with store.engine.connect() as connection:
+        return repr([tuple(connection.execute(query).one()) for query in queries])
+
+
+def run_marker(label: str, url: str, artifacts: str, count: int, calls_each: int, repeat: int) -> None:
+    """`Store.change_marker` (polled every 250 ms by the dashboard) at `count` executions."""
+    store = Store(url, artifacts)
+    now = time.time()
+    with store.engine.begin() as connection:
+        for start in range(0, count, 10_000):
+            ids = range(start, min(count, start + 10_000))
+            connection.execute(
+                sqlalchemy.insert(tables.executions),
+                [
+                    {
+                        "id": f"m-{i}",
+                        "flow_name": FLOWS[i % len(FLOWS)],
+                        "inputs_fingerprint": f"{i:064x}",
+                        "status": _status(i),
+                        "run_count": 1,
+                        "cancel_requested": False,
+                        "created_at_epoch_s": now - count + i,
+                        "updated_at_epoch_s": now - count + i,
+                        "queue": "default",
+                    }
+                    for i in ids
+                ],
+            )
+            connection.execute(
+                sqlalchemy.insert(tables.checkpoint_calls),
+                [
+                    {
+                        "execution_id": f"m-{i}",
+                        "call_key": f"step:{j}",
+                        "name": "step",
+                        "kind": "user",
+                        "sequence": j + 1,
+                        "status": "completed",
+                        "attempts": 1,
+                        "run_number": 1,
+                        "started_at_epoch_s": now,
+                        "ended_at_epoch_s": now,
+                        "output_format": "json+typed/1",
+                        "output": b"1",
+                    }
+                    for i in ids
+                    for j in range(calls_each)
+                ],
+            )
+            connection.execute(
+                sqlalchemy.insert(tables.waits),
+                [
+                    {
+                        "execution_id": f"m-{i}",
+                        "name": "approve",
+                        "call_key": "",
+                        "question": "ok?",
+                        "schema": "{}",
+                        "status": "pending" if i % 3 == 0 else "answered",
+                        "created_at_epoch_s": now,
+                        "answered_at_epoch_s": None if i % 3 == 0 else now,
+                    }
+                    for i in ids
+                    if i % 5 == 0
+                ],
+            )
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE")
+    whole = _median_ms(store.change_marker, repeat)
+    one = _median_ms(lambda: store.change_marker(f"m-{count // 2}"), repeat)
+    old = _median_ms(lambda: _old_change_marker(store), repeat)
+    print(
+        f"\nChange marker, {label}: {count:,} executions, {count * calls_each:,} calls, {count // 5:,} waits "
+        f"(medians of {repeat}):\n  whole store: before (aggregates) {old:8.2f} ms, now {whole:6.2f} ms "
+        f"({old / whole:.0f}x less); one execution: {one:.2f} ms"
+    )
+    store.close()
+
+
 # -- resume memory per stored call ------------------------------------------------------------------
 
 
@@ -299,17 +597,22 @@ def run_memory(directory: Path, calls: int) -> None:
     context = ExecutionContext(store, record, "bench", settings)  # what a resume loads before serving
     gc.collect()
     retained = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.reset_peak()
+    values = 0
+    for i in range(calls):  # serve every call, as the resume would: records are paged in
+        call = context.stored_call(f"bench_store.memory_step:{i}")
+        payload = call.output.payload if call is not None and call.output is not None else None
+        assert payload is not None, f"call {i} was not stored"
+        values += sys.getsizeof(payload)
+    gc.collect()
+    after_serving, peak = (value - before for value in tracemalloc.get_traced_memory())
     tracemalloc.stop()
-    values = sum(
-        sys.getsizeof(call.output.payload)
-        for call in [context.stored_call(f"bench_store.memory_step:{i}") for i in range(calls)]
-        if call is not None and call.output is not None and call.output.payload is not None
-    )
     kitaru_core.configure(reset=True)
     print(
-        f"\nResume memory ({calls:,} stored calls, tracemalloc of the loaded records): "
-        f"{retained / calls:.0f} B per call, of which values {values / calls:.0f} B, "
-        f"beyond the values {(retained - values) / calls:.0f} B; total {retained / 1e6:.1f} MB"
+        f"\nResume memory ({calls:,} stored calls, tracemalloc): loaded before serving "
+        f"{retained / calls:.0f} B per call ({retained / 1e6:.1f} MB); after serving every call "
+        f"{after_serving / calls:.0f} B per call, peak while serving {peak / calls:.0f} B per call "
+        f"({peak / 1e6:.1f} MB); the values served average {values / calls:.0f} B"
     )
 
 
@@ -430,13 +733,20 @@ def main() -> int:
     parser.add_argument("--backend", choices=["all", "sqlite", "postgres"], default="all")
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument(
-        "--section", choices=["all", "list", "durability", "memory", "scaling"], default="all", help="What to measure."
+        "--section",
+        choices=["all", "list", "durability", "overhead", "memory", "scaling", "marker", "restart"],
+        default="all",
+        help="What to measure.",
     )
     parser.add_argument("--commits", type=int, default=1000, help="Bare commits per durability round.")
     parser.add_argument("--calls", type=int, default=500, help="Recorded calls per durability round.")
     parser.add_argument("--scaling-calls", type=int, default=200, help="Calls per process in the scaling figure.")
     parser.add_argument("--processes", default="1,2,4,8", help="Process counts of the scaling figure.")
     parser.add_argument("--memory-calls", type=int, default=20_000, help="Stored calls for the memory figure.")
+    parser.add_argument("--rounds", type=int, default=5, help="Alternating rounds of the overhead figure.")
+    parser.add_argument(
+        "--overhead-dir", default=None, help="Where the overhead figure's stores go (e.g. /dev/shm; default: --dir)."
+    )
     parser.add_argument("--dir", default=None, help="Where the temporary directory goes (default $TMPDIR).")
     args = parser.parse_args()
     print(
@@ -457,6 +767,18 @@ def main() -> int:
                 with _postgres_database(args.postgres_url) as url:
                     if url is not None:
                         run_scaling("PostgreSQL", url, Path(directory), args.scaling_calls, counts)
+        if args.section in {"all", "overhead"}:
+            run_overhead(Path(args.overhead_dir or directory), args.calls, args.rounds)
+        if args.section in {"all", "marker"}:
+            if args.backend in {"all", "sqlite"}:
+                url = f"sqlite:///{Path(directory, 'marker.db')}"
+                run_marker("SQLite file", url, str(Path(directory, "marker-artifacts")), args.executions, 10, args.repeat)
+            if args.backend in {"all", "postgres"}:
+                with _postgres_database(args.postgres_url) as url:
+                    if url is not None:
+                        run_marker("PostgreSQL", url, str(Path(directory, "marker-artifacts")), args.executions, 10, args.repeat)
+        if args.section in {"all", "restart"}:
+            run_restart(Path(directory), min(args.repeat, 7))
         if args.section in {"all", "memory"}:
             run_memory(Path(directory), args.memory_calls)
         if args.section not in {"all", "list"}:
