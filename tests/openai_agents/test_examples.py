@@ -335,10 +335,21 @@ def test_streaming_examples_served_from_the_store_stream_as_they_did_live(
         assert len(read_request_log(log)) == live_requests  # completed: every call served
         assert _comparable(served) == _comparable(live)
 
-        killed = _run_on_responses(
-            module, server.base_url, tmp_path / "crash", sdist_examples, "--crash-after", str(crash_after)
+        (tmp_path / "crash").mkdir()
+        killed = _run(
+            module,
+            server.base_url,
+            tmp_path / "crash",
+            sdist_examples,
+            "--openai-api",
+            "responses",
+            "--crash-after",
+            str(crash_after),
         )
-        assert _comparable(killed) != _comparable(live)
+        # SIGKILLed after its first committed calls: mid-stream, or (when the streamed call commits before a
+        # guardrail check, as under load) after it printed everything; what it printed is never more than live.
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert len(_comparable(killed.stdout)) <= len(_comparable(live))
         resumed = _run_on_responses(module, server.base_url, tmp_path / "crash", sdist_examples)
         assert _comparable(resumed) == _comparable(live)
     records = read_request_log(log)[live_requests:]  # the killed run's and the resumed run's
