@@ -45,6 +45,11 @@ CHAOS_KILL_EVERY_S = float(os.environ.get("KITARU_CHAOS_KILL_EVERY_S", "2.0"))
 CHAOS_KILLS = int(os.environ.get("KITARU_CHAOS_KILLS", "1"))
 
 
+def _pythonpath() -> str:
+    """This folder (for `workers_program`), then the caller's path (a worktree's own code comes first)."""
+    return os.pathsep.join([str(PROGRAM.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 @pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
 def environment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     """The store for this test (configured here too) and the environment of its subprocesses."""
@@ -67,7 +72,7 @@ def environment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict
             "KITARU_ARTIFACTS_URL": artifacts,
             "KITARU_INTERACTIVE": "false",
             "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
-            "PYTHONPATH": str(PROGRAM.parent),
+            "PYTHONPATH": _pythonpath(),
         }
     )
     (tmp_path / "effects").mkdir()
@@ -441,7 +446,7 @@ def own_cluster_environment(tmp_path: Path) -> Iterator[tuple[dict[str, str], An
                 "KITARU_ARTIFACTS_URL": artifacts,
                 "KITARU_INTERACTIVE": "false",
                 "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
-                "PYTHONPATH": str(PROGRAM.parent),
+                "PYTHONPATH": _pythonpath(),
             }
         )
         (tmp_path / "effects").mkdir()
