@@ -5,6 +5,12 @@ takes the execution's lease over from the worker's claim (`_runtime.lease_handof
 like `kitaru-adapters executions resume` does (`Client.resume`). SIGTERM or SIGINT make the run stop
 before its next checkpoint body and release its lease with the execution `queued`.
 
+`python -m kitaru_core._worker_child --warm [MODULE ...]` is a prestarted child: it imports the
+modules, opens the store and then waits for one line on its standard input, a JSON array
+`[EXECUTION_ID, CLAIM_OWNER]`, and runs that execution as above (end of input: it exits, code 4).
+A worker keeps one such child ready, so taking work costs no interpreter start; each execution
+still runs in a process of its own.
+
 A run that fails is retried later by a worker when its flow asks for it (`@flow(retry=...)`,
 `_workers.schedule_retry`).
 
@@ -16,6 +22,7 @@ failed (recorded in the store) or the execution could not be run; 4 stopped befo
 from __future__ import annotations
 
 import importlib
+import json
 import signal
 import sys
 import traceback
@@ -28,13 +35,18 @@ EXIT_STORE_UNAVAILABLE = 5
 
 def main(argv: list[str]) -> int:
     """Run the claimed execution named by `argv` (`EXECUTION_ID CLAIM_OWNER [MODULE ...]`); return the exit code."""
-    if len(argv) < 2:
+    warm = argv[:1] == ["--warm"]
+    if len(argv) < 2 and not warm:
         print(
-            "usage: python -m kitaru_core._worker_child EXECUTION_ID CLAIM_OWNER [MODULE ...]",
+            "usage: python -m kitaru_core._worker_child EXECUTION_ID CLAIM_OWNER [MODULE ...]\n"
+            "       python -m kitaru_core._worker_child --warm [MODULE ...]   (then [ID, OWNER] on stdin)",
             file=sys.stderr,
         )
         return 2
-    execution_id, owner, *modules = argv
+    if warm:
+        execution_id, owner, modules = "", "", argv[1:]
+    else:
+        execution_id, owner, *modules = argv
     from kitaru_core import _runtime
 
     def stop(_signal_number: int, _frame: Any) -> None:
@@ -45,17 +57,28 @@ def main(argv: list[str]) -> int:
     try:
         for module in modules:
             importlib.import_module(module)
-        if _runtime.stop_requested():
-            return EXIT_NOT_STARTED
-        _runtime.lease_handoff = owner
         from kitaru_core._client import Client
         from kitaru_core.errors import StoreError
 
-        try:
-            client = Client()
-        except StoreError:
-            traceback.print_exc()
-            return EXIT_STORE_UNAVAILABLE
+        client: Client | None = None
+        if warm:
+            try:
+                client = Client()  # opened before the work comes: the import and first connection are paid
+            except StoreError:
+                client = None  # the store is down now: try again once there is work
+            line = sys.stdin.readline()
+            if not line.strip():
+                return EXIT_NOT_STARTED  # the worker closed our input: it stops, or it died
+            execution_id, owner = (str(part) for part in json.loads(line))
+        if _runtime.stop_requested():
+            return EXIT_NOT_STARTED
+        _runtime.lease_handoff = owner
+        if client is None:
+            try:
+                client = Client()
+            except StoreError:
+                traceback.print_exc()
+                return EXIT_STORE_UNAVAILABLE
         try:
             client.resume(execution_id, audit=False)
         except Exception as error:
