@@ -687,10 +687,11 @@ class Worker:
         self.started_executions += 1
         self._children[claim.execution_id] = _Child(claim, process)
         logger.info(
-            "kitaru worker %s: took execution %r (%s) into process %d",
+            "kitaru worker %s: took execution %r (%s) into %s process %d",
             self.id,
             claim.execution_id,
             claim.reason,
+            "a new" if process.stdin is None else "the prestarted",
             process.pid,
         )
 

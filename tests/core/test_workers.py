@@ -12,6 +12,7 @@ and prints its figures).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -251,6 +252,8 @@ def test_a_wait_answered_through_the_client_or_the_cli_is_resumed_by_a_running_w
     _until(lambda: _status(execution_id) == _status(by_cli) == "completed", 60, "the resumes", log)
     assert (Client().get_output(execution_id), Client().get_output(by_cli)) == ("go on: True", "go on: False")
     assert {name: len(pids) for name, pids in _effects(effects).items()} == {"a-0": 1, "a-1": 1, "c-0": 1, "c-1": 1}
+    # the worker kept a process started ahead while it waited, and a resume went into it
+    assert "(answered) into the prestarted process" in log.read_text(), log.read_text()
     assert _stop(worker) == 0
 
 
@@ -381,6 +384,27 @@ def test_a_queue_limit_holds_across_workers(environment: dict[str, str], tmp_pat
     [row, _] = json.loads(_cli(environment, "workers", "list", "--json").stdout)
     assert row["queues"] == ["limited:1"]
     assert [_stop(worker) for worker in workers] == [0, 0]
+
+
+def test_an_idle_worker_is_woken_by_a_submit_or_an_answer_not_only_by_its_poll(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    """PostgreSQL: the notification a submit or an answer sends; SQLite: the file's change counter."""
+    from kitaru_core._workers import _Wakeup  # pyright: ignore[reportPrivateUsage]
+
+    wakeup = _Wakeup(get_store())
+    try:
+        assert wakeup.wait(0.05) is False  # nothing happened
+        Client().submit("workers_program:approved", "w", str(tmp_path / "effects"))
+        _until(lambda: wakeup.wait(0.05), 10, "the wakeup after a submit")
+        with contextlib.suppress(Exception):
+            workers_program.approved.run("x", str(tmp_path / "effects"), execution_id="x")
+        while wakeup.wait(0.05):  # the run's own commits (SQLite) and nothing else
+            pass
+        Client().answer("x", "go-on", True)
+        _until(lambda: wakeup.wait(0.05), 10, "the wakeup after an answer")
+    finally:
+        wakeup.close()
 
 
 def test_bad_submissions_are_refused_with_a_clear_error(environment: dict[str, str], tmp_path: Path) -> None:
