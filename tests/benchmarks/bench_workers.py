@@ -125,6 +125,8 @@ def measure(kind: str, rounds: int, poll_interval_s: float | None) -> list[float
         env=environment, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     latencies: list[float] = []
+    claims: list[float] = []
+    stored: list[float] = []
     base = f"http://127.0.0.1:{port}"
     try:
         _until(lambda: live_workers_for(client.store, "default") != [], 60, "the worker")
@@ -140,11 +142,11 @@ def measure(kind: str, rounds: int, poll_interval_s: float | None) -> list[float
                 execution_id = client.submit("bench_workers:approval", f"r{index}", execution_id=f"r{index}")
                 _until(lambda: client.get_execution(execution_id).status == "waiting", 60, "the wait")
                 _until(
-                    lambda: all(not record.running for record in live_workers_for(client.store, "default")),
+                    lambda: f"execution {execution_id!r}: process ended" in (folder / "worker.log").read_text(),
                     60,
-                    "the worker to be idle",
+                    "the worker's child to end at the wait",
                 )
-                time.sleep(0.5)  # the worker is between looks for work, as it would be
+                time.sleep(1.0)  # the worker is between looks for work, and its next process is up
                 sent_at = time.time()
                 response = http.post(
                     f"/api/executions/{execution_id}/waits/go-on/answer", json={"value": True, "resume": True}
@@ -163,6 +165,14 @@ def measure(kind: str, rounds: int, poll_interval_s: float | None) -> list[float
                 _until(lambda: written() is not None, 60, "the resumed run's first record")
                 if index:
                     latencies.append(float(written() or 0.0) - sent_at)
+                    claimed_at = _claimed_at(folder / "worker.log", execution_id, after=sent_at)
+                    if claimed_at is not None:
+                        claims.append(claimed_at - sent_at)
+                    [answered] = [w for w in client.store.list_waits(execution_id) if w.name == "go-on"]
+                    stored.append(float(answered.answered_at_epoch_s or 0.0) - sent_at)
+                    if os.environ.get("KITARU_BENCH_VERBOSE"):
+                        print(f"    round {index}: stored {stored[-1]:.3f} s, taken "
+                              f"{claims[-1] if claims else float('nan'):.3f} s, first record {latencies[-1]:.3f} s")  # fmt: skip
                 _until(lambda: client.get_execution(execution_id).status == "completed", 60, "completion")
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -177,7 +187,26 @@ def measure(kind: str, rounds: int, poll_interval_s: float | None) -> list[float
             _store._stores.pop(key).close()  # pyright: ignore[reportPrivateUsage]
         if drop is not None:
             drop()  # type: ignore[operator]
+    if claims:
+        print(
+            f"  {kind}, medians: request sent -> answer stored {statistics.median(stored):.3f} s; "
+            f"-> the worker took it (its log) {statistics.median(claims):.3f} s; "
+            f"-> first record {statistics.median(latencies):.3f} s"
+        )
     return latencies
+
+
+def _claimed_at(log: Path, execution_id: str, *, after: float) -> float | None:
+    """When the worker's log says it took `execution_id` (the last such line after `after`)."""
+    from datetime import datetime
+
+    found = None
+    for line in log.read_text(errors="replace").splitlines():
+        if f"took execution {execution_id!r}" in line:
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if stamp >= after - 0.01:
+                found = stamp
+    return found
 
 
 def main() -> None:
