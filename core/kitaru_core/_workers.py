@@ -623,7 +623,7 @@ class Worker:
                 return
             code = self._warm.returncode
             self._warm = None
-            self._warm_failed_at_s = time.monotonic()  # it ended before it had work: do not start one in a loop
+            self._warm_failed_at_s = time.monotonic()  # it ended before it had work: no start loop
             logger.warning(
                 "kitaru worker %s: the prestarted process ended before it had work (exit code %s); "
                 "starting executions in fresh processes for a while",

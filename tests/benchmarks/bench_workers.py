@@ -140,12 +140,9 @@ def measure(kind: str, rounds: int, poll_interval_s: float | None) -> list[float
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http:
             for index in range(rounds + 1):  # the first round warms up and is not counted
                 execution_id = client.submit("bench_workers:approval", f"r{index}", execution_id=f"r{index}")
-                _until(lambda: client.get_execution(execution_id).status == "waiting", 60, "the wait")
-                _until(
-                    lambda: f"execution {execution_id!r}: process ended" in (folder / "worker.log").read_text(),
-                    60,
-                    "the worker's child to end at the wait",
-                )
+                _until(lambda: client.get_execution(execution_id).status == "waiting", 60, "the wait")  # noqa: B023
+                ended = f"execution {execution_id!r}: process ended"
+                _until(lambda: ended in (folder / "worker.log").read_text(), 60, "the worker's child to end")  # noqa: B023
                 time.sleep(1.0)  # the worker is between looks for work, and its next process is up
                 sent_at = time.time()
                 response = http.post(
@@ -173,7 +170,7 @@ def measure(kind: str, rounds: int, poll_interval_s: float | None) -> list[float
                     if os.environ.get("KITARU_BENCH_VERBOSE"):
                         print(f"    round {index}: stored {stored[-1]:.3f} s, taken "
                               f"{claims[-1] if claims else float('nan'):.3f} s, first record {latencies[-1]:.3f} s")  # fmt: skip
-                _until(lambda: client.get_execution(execution_id).status == "completed", 60, "completion")
+                _until(lambda: client.get_execution(execution_id).status == "completed", 60, "done")  # noqa: B023
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
@@ -213,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--poll-interval", type=float, default=None, help="the worker's; default: its default")
+    parser.add_argument("--poll-interval", type=float, default=None, help="the worker's (default: its own)")
     arguments = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     kinds = ["sqlite", "postgres"] if arguments.store == "both" else [arguments.store]
