@@ -753,19 +753,15 @@ class Worker:
     def _shutdown(self) -> None:
         """Stop the children at their next checkpoint boundary (kill them after the timeout), release, record."""
         self._wakeup.close()
-        warm, self._warm = self._warm, None
-        if warm is not None:  # it has no work: closing its input ends it
-            with contextlib.suppress(OSError):
-                if warm.stdin is not None:
-                    warm.stdin.close()
-            try:
-                warm.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                warm.kill()
-                warm.wait()
         for child in self._children.values():
             with contextlib.suppress(OSError):
                 child.process.send_signal(signal.SIGTERM)
+        warm, self._warm = self._warm, None
+        if warm is not None:  # it has no work: the end of its input (or SIGTERM, while it starts) ends it
+            with contextlib.suppress(OSError):
+                if warm.stdin is not None:
+                    warm.stdin.close()
+                warm.send_signal(signal.SIGTERM)
         deadline_s = time.monotonic() + self.shutdown_timeout_s
         last_beat_s = time.monotonic()
         while self._children and time.monotonic() < deadline_s:
@@ -780,6 +776,12 @@ class Worker:
             with contextlib.suppress(OSError):
                 child.process.kill()
             child.process.wait()
+        if warm is not None:
+            try:
+                warm.wait(timeout=max(0.1, deadline_s - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                warm.kill()
+                warm.wait()
         with contextlib.suppress(StoreError):
             self._reap()
             _save_worker(
