@@ -3,6 +3,10 @@
 A `Worker` loops: it claims executions with a lease (`claim_executions`), runs each one in a child
 process (`python -m kitaru_core._worker_child`, at most `concurrency` at once), renews the leases of
 claims its children have not taken over yet, and keeps a row in the workers table with a heartbeat.
+It keeps one child started ahead (imports done, store open) that waits for its execution on a
+pipe, and between looks for work it waits on a wakeup (`_Wakeup`: PostgreSQL `LISTEN`, SQLite's
+`data_version`), so an answered wait is taken within a fraction of a second, not a poll interval
+and a process start.
 
 What a worker takes, from its queues (executions not submitted are in the `default` queue):
 
