@@ -68,7 +68,7 @@ def flow_env(store_url: str, artifacts_url: str, **extra: str) -> dict[str, str]
         "KITARU_ARTIFACTS_URL": artifacts_url,
         "KITARU_INLINE_LIMIT_BYTES": "512",
         "KITARU_INTERACTIVE": "false",
-        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "PYTHONPATH": str(REPO),
         **extra,
     }
 
