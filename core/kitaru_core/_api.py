@@ -973,4 +973,8 @@ def submit_flow(
         queue=queue,
         store=store,
     )
+    if record.status == "queued":
+        from kitaru_core._workers import notify_workers
+
+        notify_workers(store or get_store(), queue)  # listening workers take it at once
     return record.id

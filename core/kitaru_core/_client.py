@@ -684,9 +684,11 @@ class Client:
             answer_json = json.dumps(value)
         except (TypeError, ValueError) as error:
             raise InvalidAnswerError(execution_id, wait_name, [f"value is not JSON: {error}"]) from error
-        return self._wait_view(
-            self.store.answer_wait(execution_id, wait_name, answer_json, actor=actor or os_user())
-        )
+        answered = self.store.answer_wait(execution_id, wait_name, answer_json, actor=actor or os_user())
+        from kitaru_core._workers import notify_workers
+
+        notify_workers(self.store)  # a worker takes a waiting execution once its waits are all answered
+        return self._wait_view(answered)
 
     def load_flow(self, execution_id: str) -> Flow[..., Any]:
         """Import the `@flow` that runs an execution.

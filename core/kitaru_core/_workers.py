@@ -3,6 +3,10 @@
 A `Worker` loops: it claims executions with a lease (`claim_executions`), runs each one in a child
 process (`python -m kitaru_core._worker_child`, at most `concurrency` at once), renews the leases of
 claims its children have not taken over yet, and keeps a row in the workers table with a heartbeat.
+It keeps one child started ahead (imports done, store open) that waits for its execution on a
+pipe, and between looks for work it waits on a wakeup (`_Wakeup`: PostgreSQL `LISTEN`, SQLite's
+`data_version`), so an answered wait is taken within a fraction of a second, not a poll interval
+and a process start.
 
 What a worker takes, from its queues (executions not submitted are in the `default` queue):
 
@@ -27,6 +31,7 @@ import importlib
 import json
 import logging
 import os
+import select as select_module
 import signal
 import subprocess
 import sys
@@ -49,7 +54,7 @@ from kitaru_core._store import _execution as execution_from_row  # pyright: igno
 from kitaru_core._worker_child import EXIT_NOT_STARTED, EXIT_STORE_UNAVAILABLE
 from kitaru_core.errors import ConfigurationError, KitaruError, StoreError
 
-__all__ = ["Claim", "Worker", "WorkerRecord", "claim_executions", "list_workers"]
+__all__ = ["Claim", "Worker", "WorkerRecord", "claim_executions", "list_workers", "notify_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -331,6 +336,95 @@ def _save_worker(store: Store, worker_id: str, values: dict[str, Any], *, create
 # -- the worker ----------------------------------------------------------------------------------
 
 
+WORKERS_CHANNEL = "kitaru_workers"
+"""The PostgreSQL notification channel that tells workers there may be work (payload: the queue)."""
+
+
+def notify_workers(store: Store, queue: str = "") -> None:
+    """Tell listening workers that there may be work (PostgreSQL `NOTIFY`; nothing on SQLite).
+
+    Best effort: a notification that cannot be sent only costs the workers' poll interval.
+    """
+    if store.engine.dialect.name != "postgresql":
+        return
+    try:
+        with store.engine.connect() as connection:
+            connection.execute(select(func.pg_notify(WORKERS_CHANNEL, queue)))
+            connection.commit()
+    except Exception as error:  # the change it announces is committed; the workers poll anyway
+        logger.debug("kitaru: could not notify the workers: %s", error)
+
+
+class _Wakeup:
+    """Tells a waiting worker that something changed: PostgreSQL `LISTEN`, or SQLite's `data_version`.
+
+    Any failure turns it off for a while (the worker then only polls); it reconnects later.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._connection: Any = None
+        self._version: int | None = None
+        self._notified: list[bool] = []
+        self._retry_at_s = 0.0
+
+    def _open(self) -> Any:
+        if self._connection is not None or time.monotonic() < self._retry_at_s:
+            return self._connection
+        url = self.store.engine.url
+        try:
+            if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
+                import psycopg
+
+                conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+                connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+                connection.add_notify_handler(lambda _notify: self._notified.append(True))
+                connection.execute(f"LISTEN {WORKERS_CHANNEL}")
+                self._connection = connection
+            elif url.get_backend_name() == "sqlite" and url.database:
+                import sqlite3
+
+                connection = sqlite3.connect(url.database, timeout=1.0, check_same_thread=False)
+                self._version = int(connection.execute("PRAGMA data_version").fetchone()[0])
+                self._connection = connection
+            else:
+                self._retry_at_s = float("inf")  # another driver: poll only
+        except Exception as error:
+            logger.debug("kitaru worker: no wakeups for now (%s); polling", error)
+            self._retry_at_s = time.monotonic() + 5.0
+        return self._connection
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s`; `True` when told there may be work (return at once then)."""
+        connection = self._open()
+        if connection is None:
+            time.sleep(timeout_s)
+            return False
+        try:
+            if self.store.engine.dialect.name == "postgresql":
+                readable, _, _ = select_module.select([connection.fileno()], [], [], timeout_s)
+                if readable:  # a notification (or a closed connection): a statement reads it
+                    connection.execute("SELECT 1")
+                notified = bool(self._notified)
+                self._notified.clear()
+                return notified
+            time.sleep(timeout_s)
+            version = int(connection.execute("PRAGMA data_version").fetchone()[0])
+            changed, self._version = version != self._version, version
+            return changed
+        except Exception as error:  # the database restarted or the file went: poll, reconnect later
+            logger.debug("kitaru worker: wakeups lost (%s); polling", error)
+            self.close()
+            self._retry_at_s = time.monotonic() + 1.0
+            return False
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
 @dataclass
 class _Child:
     claim: Claim
@@ -349,7 +443,13 @@ class Worker:
         concurrency: Executions this worker runs at once (each in its own process).
         imports: Modules the children import before running an execution (where flows register
             things, or to check at start that the flows import).
-        poll_interval_s: Seconds between two looks for work when there was none.
+        poll_interval_s: Seconds between two looks for work when there was none. A worker also
+            looks at once when told there is work: on PostgreSQL it listens for the notifications
+            a submit, an answer or a handed resume sends (`LISTEN kitaru_workers`); on SQLite it
+            watches the database file's change counter (`PRAGMA data_version`) every 50 ms.
+        prestart: Keep one child process started ahead (interpreter up, `imports` imported, store
+            open), waiting for its execution, so that taking work costs no process start. Each
+            execution still runs in a process of its own, used once.
         shutdown_timeout_s: Seconds a stopping worker waits for its children to reach a checkpoint
             boundary before it kills them (their executions are then released as `queued` too).
         store_url: SQLAlchemy URL of the store; default: the configured one.
@@ -384,6 +484,7 @@ class Worker:
         shutdown_timeout_s: float = 30.0,
         store_url: str | None = None,
         artifacts_url: str | None = None,
+        prestart: bool = True,
     ) -> None:
         from kitaru_core._client import Client
 
@@ -424,15 +525,21 @@ class Worker:
         self.started_executions = 0
         self._children: dict[str, _Child] = {}
         self._stop_flag = False  # a plain flag: set from signal handlers, read by the loop
+        self.prestart = prestart
+        self._warm: subprocess.Popen[bytes] | None = None
+        self._warm_failed_at_s = -float("inf")
+        self._wakeup = _Wakeup(self.store)
 
     def stop(self) -> None:
         """Ask the worker to shut down (safe from a signal handler or another thread)."""
         self._stop_flag = True
 
     def _sleep(self, seconds: float) -> None:
+        """Wait up to `seconds`, less when stopped or told that there may be work."""
         deadline = time.monotonic() + seconds
         while not self._stop_flag and time.monotonic() < deadline:
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            if self._wakeup.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                return
 
     def run(self, *, handle_signals: bool = True) -> None:
         """Take and run executions until `stop()`, SIGTERM or SIGINT; then shut down in order and return.
@@ -502,26 +609,79 @@ class Worker:
                     claimed = len(claims)
             except (KitaruError, OSError) as error:  # the store is down or locked: keep trying
                 logger.warning("kitaru worker %s: %s; trying again", self.id, error)
+            self._prestart()
             if claimed == 0 or claimed < free:
                 self._sleep(self.poll_interval_s)
 
-    def _start(self, claim: Claim) -> None:
+    def _child_environment(self) -> dict[str, str]:
         environment = self.client.child_environment()
         environment["KITARU_LEASE_DURATION_S"] = repr(self.lease_duration_s)
-        _leases.active_owners.add(claim.owner)  # this process holds the claim: its lease is live
-        try:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kitaru_core._worker_child",
-                    claim.execution_id,
-                    claim.owner,
-                    *self.imports,
-                ],
-                stdin=subprocess.DEVNULL,
-                env=environment,
+        return environment
+
+    def _prestart(self) -> None:
+        """Keep one child started ahead (imports done, store open) that waits for an execution on its stdin."""
+        if not self.prestart or self._stop_flag:
+            return
+        if self._warm is not None:
+            if self._warm.poll() is None:
+                return
+            code = self._warm.returncode
+            self._warm = None
+            self._warm_failed_at_s = time.monotonic()  # it ended before it had work: no start loop
+            logger.warning(
+                "kitaru worker %s: the prestarted process ended before it had work (exit code %s); "
+                "starting executions in fresh processes for a while",
+                self.id,
+                code,
             )
+            return
+        if time.monotonic() - self._warm_failed_at_s < max(5.0, self.poll_interval_s):
+            return
+        try:
+            self._warm = subprocess.Popen(
+                [sys.executable, "-m", "kitaru_core._worker_child", "--warm", *self.imports],
+                stdin=subprocess.PIPE,
+                env=self._child_environment(),
+            )
+        except OSError as error:
+            self._warm_failed_at_s = time.monotonic()
+            logger.warning("kitaru worker %s: could not prestart a process: %s", self.id, error)
+
+    def _take_warm(self, claim: Claim) -> subprocess.Popen[bytes] | None:
+        """Hand `claim` to the prestarted child; `None` when there is none alive (or it would not take it)."""
+        warm, self._warm = self._warm, None
+        if warm is None or warm.stdin is None:
+            return None
+        try:
+            if warm.poll() is not None:
+                raise OSError(f"it ended (exit code {warm.returncode})")
+            warm.stdin.write(json.dumps([claim.execution_id, claim.owner]).encode() + b"\n")
+            warm.stdin.close()
+        except OSError as error:
+            logger.warning("kitaru worker %s: the prestarted process could not take work: %s", self.id, error)
+            with contextlib.suppress(OSError):
+                warm.kill()
+            warm.wait()
+            return None
+        return warm
+
+    def _start(self, claim: Claim) -> None:
+        _leases.active_owners.add(claim.owner)  # this process holds the claim: its lease is live
+        process = self._take_warm(claim)
+        try:
+            if process is None:
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "kitaru_core._worker_child",
+                        claim.execution_id,
+                        claim.owner,
+                        *self.imports,
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    env=self._child_environment(),
+                )
         except OSError as error:
             _leases.active_owners.discard(claim.owner)
             self._release(
@@ -531,10 +691,11 @@ class Worker:
         self.started_executions += 1
         self._children[claim.execution_id] = _Child(claim, process)
         logger.info(
-            "kitaru worker %s: took execution %r (%s) into process %d",
+            "kitaru worker %s: took execution %r (%s) into %s process %d",
             self.id,
             claim.execution_id,
             claim.reason,
+            "a new" if process.stdin is None else "the prestarted",
             process.pid,
         )
 
@@ -595,9 +756,16 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Stop the children at their next checkpoint boundary (kill them after the timeout), release, record."""
+        self._wakeup.close()
         for child in self._children.values():
             with contextlib.suppress(OSError):
                 child.process.send_signal(signal.SIGTERM)
+        warm, self._warm = self._warm, None
+        if warm is not None:  # it has no work: the end of its input (or SIGTERM, while it starts) ends it
+            with contextlib.suppress(OSError):
+                if warm.stdin is not None:
+                    warm.stdin.close()
+                warm.send_signal(signal.SIGTERM)
         deadline_s = time.monotonic() + self.shutdown_timeout_s
         last_beat_s = time.monotonic()
         while self._children and time.monotonic() < deadline_s:
@@ -612,6 +780,12 @@ class Worker:
             with contextlib.suppress(OSError):
                 child.process.kill()
             child.process.wait()
+        if warm is not None:
+            try:
+                warm.wait(timeout=max(0.1, deadline_s - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                warm.kill()
+                warm.wait()
         with contextlib.suppress(StoreError):
             self._reap()
             _save_worker(
@@ -708,6 +882,8 @@ def hand_to_worker(store: Store, execution_id: str) -> ExecutionRecord:
     seen_owner = t.c.lease_owner.is_(None) if record.lease_owner is None else t.c.lease_owner == record.lease_owner
 
     def change(connection: Connection, retry: bool) -> bool:
+        if connection.dialect.name == "postgresql":  # sent at commit: listening workers look at once
+            connection.execute(select(func.pg_notify(WORKERS_CHANNEL, "")))
         result = connection.execute(
             update(t)
             .where(t.c.id == execution_id, t.c.status == record.status, seen_owner)

@@ -618,6 +618,9 @@ def worker(
     shutdown_timeout_s: Annotated[
         float, typer.Option("--shutdown-timeout", help="Seconds SIGTERM waits for runs to reach a checkpoint boundary.")
     ] = 30.0,
+    prestart: Annotated[
+        bool, typer.Option(help="Keep one process started ahead, imports done, so taking work costs no process start.")
+    ] = True,
 ) -> None:
     """Run queued, crashed and answered executions until SIGTERM or Ctrl-C (then stop at checkpoint boundaries)."""
     import logging
@@ -632,6 +635,7 @@ def worker(
             imports=imports or [],
             poll_interval_s=poll_interval_s,
             shutdown_timeout_s=shutdown_timeout_s,
+            prestart=prestart,
         )
     )
     _checked(runner.run)

@@ -12,6 +12,7 @@ and prints its figures).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -45,6 +46,11 @@ CHAOS_KILL_EVERY_S = float(os.environ.get("KITARU_CHAOS_KILL_EVERY_S", "2.0"))
 CHAOS_KILLS = int(os.environ.get("KITARU_CHAOS_KILLS", "1"))
 
 
+def _pythonpath() -> str:
+    """This folder (for `workers_program`), then the caller's path (a worktree's own code comes first)."""
+    return os.pathsep.join([str(PROGRAM.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 @pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
 def environment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     """The store for this test (configured here too) and the environment of its subprocesses."""
@@ -67,7 +73,7 @@ def environment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict
             "KITARU_ARTIFACTS_URL": artifacts,
             "KITARU_INTERACTIVE": "false",
             "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
-            "PYTHONPATH": str(PROGRAM.parent),
+            "PYTHONPATH": _pythonpath(),
         }
     )
     (tmp_path / "effects").mkdir()
@@ -246,6 +252,8 @@ def test_a_wait_answered_through_the_client_or_the_cli_is_resumed_by_a_running_w
     _until(lambda: _status(execution_id) == _status(by_cli) == "completed", 60, "the resumes", log)
     assert (Client().get_output(execution_id), Client().get_output(by_cli)) == ("go on: True", "go on: False")
     assert {name: len(pids) for name, pids in _effects(effects).items()} == {"a-0": 1, "a-1": 1, "c-0": 1, "c-1": 1}
+    # the worker kept a process started ahead while it waited, and a resume went into it
+    assert "(answered) into the prestarted process" in log.read_text(), log.read_text()
     assert _stop(worker) == 0
 
 
@@ -378,6 +386,27 @@ def test_a_queue_limit_holds_across_workers(environment: dict[str, str], tmp_pat
     assert [_stop(worker) for worker in workers] == [0, 0]
 
 
+def test_an_idle_worker_is_woken_by_a_submit_or_an_answer_not_only_by_its_poll(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    """PostgreSQL: the notification a submit or an answer sends; SQLite: the file's change counter."""
+    from kitaru_core._workers import _Wakeup  # pyright: ignore[reportPrivateUsage]
+
+    wakeup = _Wakeup(get_store())
+    try:
+        assert wakeup.wait(0.05) is False  # nothing happened
+        Client().submit("workers_program:approved", "w", str(tmp_path / "effects"))
+        _until(lambda: wakeup.wait(0.05), 10, "the wakeup after a submit")
+        with contextlib.suppress(Exception):
+            workers_program.approved.run("x", str(tmp_path / "effects"), execution_id="x")
+        while wakeup.wait(0.05):  # the run's own commits (SQLite) and nothing else
+            pass
+        Client().answer("x", "go-on", True)
+        _until(lambda: wakeup.wait(0.05), 10, "the wakeup after an answer")
+    finally:
+        wakeup.close()
+
+
 def test_bad_submissions_are_refused_with_a_clear_error(environment: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(InvalidIdError, match="queue name"):
         Client().submit("workers_program:counted", "x", 1, str(tmp_path), queue="bad\nqueue")
@@ -441,7 +470,7 @@ def own_cluster_environment(tmp_path: Path) -> Iterator[tuple[dict[str, str], An
                 "KITARU_ARTIFACTS_URL": artifacts,
                 "KITARU_INTERACTIVE": "false",
                 "KITARU_CONFIG_FILE": str(tmp_path / "none.toml"),
-                "PYTHONPATH": str(PROGRAM.parent),
+                "PYTHONPATH": _pythonpath(),
             }
         )
         (tmp_path / "effects").mkdir()
