@@ -151,3 +151,39 @@ def read_override(format: str, payload: bytes) -> ModelResponseOverride | ToolRe
         except (ValueError, KeyError, TypeError) as error:
             raise SerializationError(f"A stored tool result override is corrupt: {error!r}") from error
     return None
+
+
+def read_model_response_override(format: str, payload: bytes) -> ModelResponseOverride | None:
+    """The model response a replay's override gives a model call, or `None` for the call's own output.
+
+    A model call's codec calls this first in `decode` and converts what it returns.
+
+    Raises:
+        SerializationError: The stored override is corrupt, or it is a tool result override (a model
+            call takes a response override).
+    """
+    override = read_override(format, payload)
+    if isinstance(override, ToolResultOverride):
+        raise SerializationError(
+            "A model call's stored output is a tool result override; a model call takes a response "
+            'override (a string or {"text": ..., "tool_calls": [...]}).'
+        )
+    return override
+
+
+def read_tool_result_override(format: str, payload: bytes) -> ToolResultOverride | None:
+    """The result a replay's override gives a tool call, or `None` for the call's own output.
+
+    A tool call's codec calls this first in `decode` and converts `value` to its tool outcome.
+
+    Raises:
+        SerializationError: The stored override is corrupt, or it is a model response override (a
+            tool call takes its result as plain JSON).
+    """
+    override = read_override(format, payload)
+    if isinstance(override, ModelResponseOverride):
+        raise SerializationError(
+            "A tool call's stored output is a model response override; a tool call takes its result as "
+            "plain JSON."
+        )
+    return override

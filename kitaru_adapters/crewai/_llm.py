@@ -15,12 +15,11 @@ from kitaru_core import current_execution
 from kitaru_core.adapters import (
     CallUsage,
     ModelResponseOverride,
-    ToolResultOverride,
     cost_usd,
     fingerprint,
     jsonable,
     model_retry_policy,
-    read_override,
+    read_model_response_override,
     run_checkpoint,
     run_checkpoint_async,
 )
@@ -159,7 +158,7 @@ class LLMResponseCodec:
     Tool calls are stored (and, live too, handed to CrewAI) as OpenAI-style dicts, so the
     executor builds the same conversation whether a call ran live or came from the store.
     Structured outputs are stored as JSON and validated back into the call's `response_model`.
-    A replay's override (`kitaru_core.adapters.read_override`) is served as `overridden_response`
+    A replay's override (`kitaru_core.adapters.read_model_response_override`) is served as `overridden_response`
     makes it.
     """
 
@@ -193,11 +192,9 @@ class LLMResponseCodec:
 
     def decode(self, format: str, payload: bytes) -> Any:
         """Load a response (or a replay's override of it)."""
-        override = read_override(format, payload)
-        if isinstance(override, ModelResponseOverride):
+        override = read_model_response_override(format, payload)
+        if override is not None:
             return overridden_response(override, self.response_model)
-        if isinstance(override, ToolResultOverride):
-            raise SerializationError("A tool result override was stored for a CrewAI LLM call.")
         if format != LLM_RESPONSE_FORMAT:
             raise SerializationError(f"Expected a stored CrewAI LLM response, found format {format!r}.")
         document = json.loads(payload)

@@ -35,12 +35,11 @@ from kitaru_core.adapters import (
     UNCONVERTED,
     CallUsage,
     ModelResponseOverride,
-    ToolResultOverride,
     cost_usd,
     final_once_relayed,
     fingerprint,
     model_retry_policy,
-    read_override,
+    read_model_response_override,
     relay_while_running,
     run_checkpoint,
     run_checkpoint_async,
@@ -141,11 +140,6 @@ def overridden_message(override: ModelResponseOverride) -> AIMessage:
     )
 
 
-def _refuse_tool_override(override: ToolResultOverride | ModelResponseOverride | None) -> None:
-    if isinstance(override, ToolResultOverride):
-        raise SerializationError("A tool result override was stored for a LangChain chat model call.")
-
-
 @dataclass
 class RecordedChat:
     """A model call's outcome as stored: the `ChatResult` and, when the call streamed, its chunks.
@@ -166,7 +160,7 @@ class ChatResultCodec:
 
     A call that streamed also stores its chunks (`"chunks"`: one message JSON per chunk), so a served
     call streams the same chunks again. Records without `"chunks"` still load. A replay's override
-    (`kitaru_core.adapters.read_override`) loads as one generation of `overridden_message`, streamed
+    (`kitaru_core.adapters.read_model_response_override`) loads as one generation of `overridden_message`, streamed
     (when the call streams) as one chunk.
     """
 
@@ -189,12 +183,11 @@ class ChatResultCodec:
 
     def decode(self, format: str, payload: bytes) -> Any:
         """Load a `RecordedChat` (or a replay's override of it)."""
-        override = read_override(format, payload)
-        if isinstance(override, ModelResponseOverride):
+        override = read_model_response_override(format, payload)
+        if override is not None:
             message = overridden_message(override)
             chat = ChatResult(generations=[ChatGeneration(message=message)])
             return RecordedChat(chat, [_chunk_of(message)])
-        _refuse_tool_override(override)
         if format != CHAT_RESULT_FORMAT:
             raise SerializationError(f"Expected a stored LangChain chat result, found format {format!r}.")
         document = json.loads(payload)
@@ -226,10 +219,9 @@ class MessageCodec:
 
     def decode(self, format: str, payload: bytes) -> Any:
         """Load the list of chunks (or a replay's override of them)."""
-        override = read_override(format, payload)
-        if isinstance(override, ModelResponseOverride):
+        override = read_model_response_override(format, payload)
+        if override is not None:
             return [_chunk_of(overridden_message(override))]
-        _refuse_tool_override(override)
         if format == CHUNKS_FORMAT:
             return messages_from_dict(json.loads(payload))
         if format == MESSAGE_FORMAT:

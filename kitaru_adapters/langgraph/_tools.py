@@ -20,10 +20,8 @@ from kitaru_core import JsonCodec
 from kitaru_core.adapters import (
     ApprovalDecision,
     ApprovalRequest,
-    ModelResponseOverride,
-    ToolResultOverride,
     fingerprint,
-    read_override,
+    read_tool_result_override,
     request_approval_together,
     run_checkpoint,
     run_checkpoint_async,
@@ -115,7 +113,7 @@ def overridden_output(value: Any, tool_name: str, tool_call_id: str | None) -> A
 class ToolOutputCodec:
     """Stores a tool's output (a `ToolMessage`, a `Command`, plain content) as tagged JSON.
 
-    A replay's override of the call's result (`kitaru_core.adapters.read_override`) loads as
+    A replay's override of the call's result (`kitaru_core.adapters.read_tool_result_override`) loads as
     `overridden_output` makes it, for the call's tool and tool call id.
 
     Args:
@@ -133,11 +131,9 @@ class ToolOutputCodec:
 
     def decode(self, format: str, payload: bytes) -> Any:
         """Load a tool output (or a replay's override of it)."""
-        override = read_override(format, payload)
-        if isinstance(override, ToolResultOverride):
+        override = read_tool_result_override(format, payload)
+        if override is not None:
             return overridden_output(override.value, self.tool_name, self.tool_call_id)
-        if isinstance(override, ModelResponseOverride):
-            raise SerializationError("A model response override was stored for a LangGraph tool call.")
         if format != TOOL_OUTPUT_FORMAT:
             raise SerializationError(f"Expected a stored LangGraph tool output, found format {format!r}.")
         return decode_value(json.loads(payload))

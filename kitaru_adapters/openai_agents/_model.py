@@ -40,7 +40,7 @@ from kitaru_core.adapters import (
     final_once_relayed,
     fingerprint,
     model_retry_policy,
-    read_override,
+    read_model_response_override,
     relay_while_running,
     run_checkpoint_async,
 )
@@ -122,7 +122,7 @@ def overridden_response(override: ModelResponseOverride) -> ModelResponse:
     A streamed call serves it as events rebuilt from these items (`replayed_events`).
 
     Args:
-        override: The override, as `kitaru_core.adapters.read_override` loads it.
+        override: The override, as `kitaru_core.adapters.read_model_response_override` loads it.
 
     Returns:
         A response whose output is a `ResponseOutputMessage` (when the override has text) and one
@@ -158,7 +158,7 @@ def overridden_response(override: ModelResponseOverride) -> ModelResponse:
 class ModelResponseCodec:
     """Stores a `ModelResponse` as its output items (OpenAI's JSON) plus the SDK's usage JSON.
 
-    It also loads a replay's override of the response (`kitaru_core.adapters.read_override`).
+    It also loads a replay's override of the response (`kitaru_core.adapters.read_model_response_override`).
     """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
@@ -181,14 +181,9 @@ class ModelResponseCodec:
             SerializationError: The stored value is neither a recorded response nor a model
                 response override (a tool result override given to a model call).
         """
-        override = read_override(format, payload)
-        if isinstance(override, ModelResponseOverride):
-            return overridden_response(override)
+        override = read_model_response_override(format, payload)
         if override is not None:
-            raise SerializationError(
-                "A model call's stored response is a tool result override; a model call takes a "
-                'response override (a string or {"text": ..., "tool_calls": [...]}).'
-            )
+            return overridden_response(override)
         if format != MODEL_RESPONSE_FORMAT:
             raise SerializationError(
                 f"Expected a stored OpenAI Agents ModelResponse, found format {format!r}."

@@ -22,8 +22,8 @@ from kitaru_core.adapters import (
     ApprovalPolicy,
     ApprovalRequest,
     SideEffectPolicy,
-    ToolResultOverride,
     read_override,
+    read_tool_result_override,
     request_approval_together,
     run_checkpoint_async,
     scope,
@@ -119,7 +119,7 @@ class ToolOutcome:
 class ToolOutcomeCodec:
     """Stores a `ToolOutcome`: the output through the core's JSON codec, the context as JSON.
 
-    It also loads a replay's override of the result (`kitaru_core.adapters.read_override`): the tool
+    It also loads a replay's override of the result (`kitaru_core.adapters.read_tool_result_override`): the tool
     is taken to have returned that JSON value, and the run context is left as it is.
     """
 
@@ -137,14 +137,9 @@ class ToolOutcomeCodec:
             SerializationError: The stored value is neither a tool outcome nor a tool result
                 override (a model response override given to a tool call).
         """
-        override = read_override(format, payload)
-        if isinstance(override, ToolResultOverride):
-            return ToolOutcome(output=override.value)
+        override = read_tool_result_override(format, payload)
         if override is not None:
-            raise SerializationError(
-                "A tool call's stored result is a model response override; a tool call takes its "
-                "result as plain JSON."
-            )
+            return ToolOutcome(output=override.value)
         if format != TOOL_OUTCOME_FORMAT:
             raise SerializationError(
                 f"Expected a stored OpenAI Agents tool outcome, found format {format!r}."

@@ -45,10 +45,10 @@ from kitaru_core.adapters import (
     CallUsage,
     ModelResponseOverride,
     SideEffectPolicy,
-    ToolResultOverride,
     fingerprint,
     model_retry_policy,
-    read_override,
+    read_model_response_override,
+    read_tool_result_override,
     request_approvals,
     retry_delay_in_call,
     run_checkpoint_async,
@@ -132,7 +132,7 @@ def overridden_response(override: ModelResponseOverride) -> ModelResponse:
     The response has zero usage (no model was asked); `wrap_model_request` names the model.
 
     Args:
-        override: The override, as `kitaru_core.adapters.read_override` loads it.
+        override: The override, as `kitaru_core.adapters.read_model_response_override` loads it.
 
     Returns:
         A response with a `TextPart` (when the override has text) and one `ToolCallPart` per tool
@@ -152,7 +152,7 @@ def overridden_response(override: ModelResponseOverride) -> ModelResponse:
 class ModelResponseCodec:
     """Stores a `ModelResponse` as PydanticAI's own JSON (`TypeAdapter(ModelResponse)`).
 
-    It also loads a replay's override of the response (`kitaru_core.adapters.read_override`).
+    It also loads a replay's override of the response (`kitaru_core.adapters.read_model_response_override`).
     """
 
     def encode(self, value: Any) -> tuple[str, bytes]:
@@ -166,14 +166,9 @@ class ModelResponseCodec:
             SerializationError: The stored value is neither a PydanticAI response nor a model
                 response override (a tool result override given to a model request).
         """
-        override = read_override(format, payload)
-        if isinstance(override, ModelResponseOverride):
-            return overridden_response(override)
+        override = read_model_response_override(format, payload)
         if override is not None:
-            raise SerializationError(
-                "A model request's stored response is a tool result override; a model request takes "
-                'a response override (a string or {"text": ..., "tool_calls": [...]}).'
-            )
+            return overridden_response(override)
         if format != "json:pydantic_ai.ModelResponse":
             raise SerializationError(f"Expected a stored PydanticAI ModelResponse, found format {format!r}.")
         return RESPONSE_ADAPTER.validate_json(payload)
@@ -216,7 +211,7 @@ class ToolOutcome:
 class ToolOutcomeCodec:
     """Stores a `ToolOutcome` as JSON using PydanticAI's tool-return adapters.
 
-    It also loads a replay's override of the result (`kitaru_core.adapters.read_override`): the tool
+    It also loads a replay's override of the result (`kitaru_core.adapters.read_tool_result_override`): the tool
     is taken to have returned that JSON value.
     """
 
@@ -244,14 +239,9 @@ class ToolOutcomeCodec:
             SerializationError: The stored value is neither a PydanticAI tool outcome nor a tool
                 result override (a model response override given to a tool call).
         """
-        override = read_override(format, payload)
-        if isinstance(override, ToolResultOverride):
-            return given_tool_result(override.value)
+        override = read_tool_result_override(format, payload)
         if override is not None:
-            raise SerializationError(
-                "A tool call's stored result is a model response override; a tool call takes its "
-                "result as plain JSON."
-            )
+            return given_tool_result(override.value)
         if format != "json:pydantic_ai.ToolOutcome":
             raise SerializationError(f"Expected a stored PydanticAI tool outcome, found format {format!r}.")
         document = json.loads(payload)

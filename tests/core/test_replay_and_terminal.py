@@ -330,6 +330,29 @@ def test_adapter_calls_are_overridden_in_the_neutral_form_their_codec_converts()
     assert Client().get_output(replay_id)[0] == said
 
 
+def test_the_override_readers_return_their_kind_and_refuse_the_other() -> None:
+    from kitaru_core.adapters import (
+        MODEL_RESPONSE_OVERRIDE_FORMAT,
+        TOOL_RESULT_OVERRIDE_FORMAT,
+        read_model_response_override,
+        read_tool_result_override,
+    )
+
+    response = (MODEL_RESPONSE_OVERRIDE_FORMAT, b'{"text": "hi", "tool_calls": []}')
+    result = (TOOL_RESULT_OVERRIDE_FORMAT, b'{"value": [1]}')
+    own = ("json:demo.ToolOutcome", b"found")
+    assert read_model_response_override(*response).text == "hi"  # type: ignore[union-attr]
+    assert read_tool_result_override(*result).value == [1]  # type: ignore[union-attr]
+    assert read_model_response_override(*own) is None
+    assert read_tool_result_override(*own) is None
+    with pytest.raises(kitaru_core.errors.SerializationError, match="a model call takes a response override"):
+        read_model_response_override(*result)
+    with pytest.raises(kitaru_core.errors.SerializationError, match="takes its result as plain JSON"):
+        read_tool_result_override(*response)
+    with pytest.raises(kitaru_core.errors.SerializationError, match="model response override is corrupt"):
+        read_model_response_override(MODEL_RESPONSE_OVERRIDE_FORMAT, b'{"text": null}')
+
+
 def test_adapter_overrides_that_do_not_fit_are_refused_before_anything_is_created() -> None:
     adapter_like()
     [original] = Client().list_executions()

@@ -268,7 +268,7 @@ def test_an_override_of_the_wrong_kind_is_refused_by_name() -> None:
     from kitaru_core.adapters import MODEL_RESPONSE_OVERRIDE_FORMAT, TOOL_RESULT_OVERRIDE_FORMAT
     from kitaru_core.errors import SerializationError
 
-    with pytest.raises(SerializationError, match="a model request takes a response override"):
+    with pytest.raises(SerializationError, match="a model call takes a response override"):
         ModelResponseCodec().decode(TOOL_RESULT_OVERRIDE_FORMAT, b'{"value": 1}')
     with pytest.raises(SerializationError, match="a tool call takes its result as plain JSON"):
         ToolOutcomeCodec().decode(MODEL_RESPONSE_OVERRIDE_FORMAT, b'{"text": "hi", "tool_calls": []}')

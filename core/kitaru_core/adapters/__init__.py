@@ -28,8 +28,9 @@ The pieces:
   `declared_range` / `installed_version` name the supported and installed releases.
 - **Replay overrides**: a replay may give a model request a new response or a tool call a new
   result; they are stored framework-neutral, and an adapter's codec converts them in `decode`:
-  `read_override(format, payload)` returns a `ModelResponseOverride` (text and `ToolCallOverride`s)
-  or a `ToolResultOverride` (plain JSON), or `None` for the call's own output.
+  `read_model_response_override` / `read_tool_result_override(format, payload)` return a
+  `ModelResponseOverride` (text and `ToolCallOverride`s) / a `ToolResultOverride` (plain JSON), or
+  `None` for the call's own output (`read_override` returns either).
 - **Durable subclasses**: `DurableSubclasses` makes each durable subclass of a framework class once,
   under a lock, swaps an object's class to it and back; `register_durable_subclass` dresses a
   durable subclass as its framework class.
@@ -88,7 +89,9 @@ from kitaru_core._overrides import (
     ModelResponseOverride,
     ToolCallOverride,
     ToolResultOverride,
+    read_model_response_override,
     read_override,
+    read_tool_result_override,
 )
 from kitaru_core._serialization import canonical_json, fingerprint
 from kitaru_core.adapters._seams import (
@@ -147,7 +150,9 @@ __all__ = [
     "model_retries",
     "model_retry_policy",
     "per_check",
+    "read_model_response_override",
     "read_override",
+    "read_tool_result_override",
     "register_durable_subclass",
     "relay_while_running",
     "request_approval",
