@@ -15,6 +15,7 @@ from kitaru_core.cli import (
     JsonOption,
     _checked,  # pyright: ignore[reportPrivateUsage]
     _client,  # pyright: ignore[reportPrivateUsage]
+    _flow_output_to_stderr,  # pyright: ignore[reportPrivateUsage]
     _money,  # pyright: ignore[reportPrivateUsage]
     console,
     errors,
@@ -98,16 +99,17 @@ def replay(
     overrides = parse_assignments(override or [], "--override")
     inputs = parse_assignments(input_ or [], "--input")
     import_from_working_directory()
-    new_id = _checked(
-        lambda: _client().replay(
-            execution_id,
-            from_call=_call_reference(from_call),
-            overrides=overrides or None,
-            inputs=inputs or None,
-            run=run,
-            queue=queue,
+    with _flow_output_to_stderr(as_json):
+        new_id = _checked(
+            lambda: _client().replay(
+                execution_id,
+                from_call=_call_reference(from_call),
+                overrides=overrides or None,
+                inputs=inputs or None,
+                run=run,
+                queue=queue,
+            )
         )
-    )
     status = "completed" if run else "queued"
     if as_json:
         print(json.dumps({"execution_id": new_id, "replay_of": execution_id, "status": status}))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +76,15 @@ def _checked(action: Callable[[], T]) -> T:
     except KitaruError as error:
         errors.print("[bold red]error:[/] " + escape(str(error)), highlight=False)
         raise typer.Exit(code=1) from None
+
+
+def _flow_output_to_stderr(as_json: bool) -> contextlib.AbstractContextManager[object]:
+    """With `--json`, what a flow run here prints goes to stderr: stdout carries the JSON document alone.
+
+    An agent framework may print while the flow runs (CrewAI's tracing notice, an example's own
+    output); the command's `--json` output must still parse.
+    """
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
 def _when(value: datetime | None) -> str:
@@ -333,7 +344,8 @@ def resume(
     does, then from the installed packages.
     """
     import_from_working_directory()
-    result = _checked(lambda: _client().resume(execution_id, audit=not audited))
+    with _flow_output_to_stderr(as_json):
+        result = _checked(lambda: _client().resume(execution_id, audit=not audited))
     if as_json:
         from pydantic_core import to_json
 

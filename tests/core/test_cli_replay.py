@@ -41,6 +41,7 @@ def child(amount: int) -> int:
 @checkpoint
 def summarize(total: int) -> str:
     counts["summarize"] += 1
+    print(f"summarizing {total}")  # as agent frameworks print while they run
     return f"total {total}"
 
 
@@ -77,7 +78,8 @@ def test_replay_from_a_key_with_an_override_and_an_input(sqlite_file_store: str)
         "--json",
     )
     assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
+    document = json.loads(result.stdout)  # the flow's own printing went to stderr: stdout is the JSON alone
+    assert "summarizing 99" in result.stderr
     assert document["replay_of"] == original.id
     assert Client().get_output(document["execution_id"]) == "total 99"
     assert counts == Counter({"lookup": 1, "child": 1, "summarize": 2})
