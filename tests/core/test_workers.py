@@ -622,7 +622,9 @@ def test_the_docs_example_submits_and_a_worker_runs_it(environment: dict[str, st
     folder.mkdir()
     (folder / "jobs.py").write_text(_docs_block("python", "# jobs.py"), encoding="utf-8")
     (folder / "submit.py").write_text(_docs_block("python", ".submit("), encoding="utf-8")
-    env = {**environment, "PYTHONPATH": str(folder)}
+    # the project folder first, as the docs run it; then the caller's path (a checkout under test)
+    caller = os.environ.get("PYTHONPATH")
+    env = {**environment, "PYTHONPATH": os.pathsep.join([str(folder), *filter(None, [caller])])}
     cli = [sys.executable, "-m", "kitaru_core.cli"]
     submitted = subprocess.run(
         [sys.executable, "submit.py"], cwd=folder, env=env, capture_output=True, text=True, timeout=120
