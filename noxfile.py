@@ -203,18 +203,11 @@ def canary(session: nox.Session) -> None:
     session.log("canary: every adapter's suite passes on its framework's newest release")
 
 
-# Every session whose suite has tests marked `slow`, newest releases first (the core's large runs are
-# sessions of their own: fuzz_crashes, values_long, chaos_leases, chaos_workers; `-m slow` would select
-# nothing there, which pytest reports as a failure).
+# Every default test session but the core's, whose suites have tests marked `slow` (the core's large
+# runs are sessions of their own: fuzz_crashes, values_long, chaos_leases, chaos_workers; `-m slow`
+# would select nothing there, which pytest reports as a failure).
 SLOW_SESSIONS = [
-    "tests_pydantic_ai",
-    "tests_openai_agents",
-    "tests_server",
-    "tests_crewai",
-    "tests_langgraph",
-    "oldest_pydantic_ai",
-    "oldest_crewai",
-    "oldest_langgraph",
+    name for name in nox.options.sessions if name.startswith(("tests_", "oldest_")) and name != "tests_core"
 ]
 
 
