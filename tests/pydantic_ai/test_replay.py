@@ -163,6 +163,20 @@ def test_a_tool_call_override_runs_the_tool_live_with_its_arguments(
     assert (overridden.input_tokens, overridden.output_tokens, overridden.cost_usd) == (0, 0, 0.0)
 
 
+def test_a_hostile_tool_call_id_in_an_override_reaches_the_model_and_its_key_as_given(
+    server: ScriptedModelServer,
+) -> None:
+    original = original_run(server, stream=False)
+    hostile = '../"<b>x</b>/..'
+    override = {"tool_calls": [{"name": "refund", "arguments": {"order_id": 7, "amount": 4}, "id": hostile}]}
+    new_id = Client().replay(original, from_call=MODEL_1, overrides={MODEL_1: override})
+    assert Client().get_output(new_id) == "Done: refunded 4 on order 7"
+    [call] = server.request_bodies[-1]["messages"][-2]["tool_calls"]
+    assert call["id"] == hostile  # the model is shown the id as given
+    keys = [call.key for call in Client().get_execution(new_id).calls]
+    assert f"{SCOPE}tool:refund:{hostile}" in keys  # ids are data in keys (encoded where they meet paths)
+
+
 def test_a_replay_with_new_inputs_runs_the_changed_calls_live(server: ScriptedModelServer) -> None:
     original = original_run(server)
     new_id = Client().replay(original, inputs={"order_id": 8})
