@@ -27,10 +27,11 @@ from kitaru_core._checkpoint_calls import (
     OnInterrupted,
     RetryPolicy,
     check_on_interrupted,
-    run_checkpoint,
+    plan_call,
     run_checkpoint_async,
+    run_planned,
 )
-from kitaru_core._context import current_execution, scope
+from kitaru_core._context import _current, current_execution, scope
 from kitaru_core._ids import check_execution_id, check_queue_name, fit_name
 from kitaru_core._records import ExecutionRecord, StoredValue
 from kitaru_core._serialization import Codec, JsonCodec, fingerprint, unstorable_type
@@ -229,7 +230,26 @@ class Checkpoint(Generic[P, R]):
         """Run the checkpoint: served from the store when already completed with the same inputs."""
         if self.is_async:
             return self._call_async(*args, **kwargs)  # type: ignore[return-value]
-        return run_checkpoint(self.name, self.function, *args, **self._options(args, kwargs), **kwargs)
+        type_hint = self._type_hint  # resolved and checked at the first call, in an execution or not
+        if _current.get() is None:
+            return self.function(*args, **kwargs)
+        # `run_checkpoint` without its keyword plumbing: this is every `@checkpoint` call's path.
+        plan, stored = plan_call(
+            self.name,
+            self.discriminator(*args, **kwargs) if self.discriminator else None,
+            self.kind,
+            self._inputs(args, kwargs),
+            self.codec,
+            type_hint,
+            self.allow_pickle,
+            self.on_divergence,
+            None,
+            self.retry,
+            self.on_interrupted,
+        )
+        if plan is None:
+            return stored
+        return run_planned(plan, self.function, args, kwargs, None)
 
     async def _call_async(self, *args: Any, **kwargs: Any) -> Any:
         return await run_checkpoint_async(

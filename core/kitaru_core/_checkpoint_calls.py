@@ -184,21 +184,36 @@ class _Plan:
         run can tell that this attempt was cut off inside the body.
         """
         self._begin()
-        call_token = _call.set(self.key)
-        scope_token = _scope.set(self.key)
-        plan_token = _running_plan.set(self)
+        tokens = self._enter()
         try:
             yield
         except BaseException as error:
-            # A body that stopped at a wait stopped in order: it runs again on resume, as it would
-            # without a `started` record. Anything else (a kill, Ctrl-C) leaves the record `started`.
-            if self.started is not None and isinstance(find_signal(error), SuspendExecution | StopRun):
-                self.context.discard_started(self.started)
+            self._stopped(error)
             raise
         finally:
-            _running_plan.reset(plan_token)
-            _scope.reset(scope_token)
-            _call.reset(call_token)
+            self._leave(tokens)
+
+    def _enter(self) -> tuple[contextvars.Token[str | None], contextvars.Token[str], contextvars.Token[_Plan | None]]:
+        """Make the call the scope and idempotency key of its body (context variables set)."""
+        return _call.set(self.key), _scope.set(self.key), _running_plan.set(self)
+
+    @staticmethod
+    def _leave(
+        tokens: tuple[contextvars.Token[str | None], contextvars.Token[str], contextvars.Token[_Plan | None]],
+    ) -> None:
+        call_token, scope_token, plan_token = tokens
+        _running_plan.reset(plan_token)
+        _scope.reset(scope_token)
+        _call.reset(call_token)
+
+    def _stopped(self, error: BaseException) -> None:
+        """The body raised `error`: forget the `started` record of a body that stopped at a wait.
+
+        A body that stopped at a wait stopped in order: it runs again on resume, as it would without
+        a `started` record. Anything else (a kill, Ctrl-C) leaves the record `started`.
+        """
+        if self.started is not None and isinstance(find_signal(error), SuspendExecution | StopRun):
+            self.context.discard_started(self.started)
 
     def _begin(self) -> None:
         """Start the clock; with `on_interrupted="ask"` or `"fail"` commit the `started` record."""
@@ -214,9 +229,7 @@ class _Plan:
         from kitaru_core._async_io import off_loop
 
         await off_loop(self.context, self._begin)
-        call_token = _call.set(self.key)
-        scope_token = _scope.set(self.key)
-        plan_token = _running_plan.set(self)
+        tokens = self._enter()
         try:
             yield
         except BaseException as error:
@@ -224,9 +237,7 @@ class _Plan:
                 await off_loop(self.context, self.context.discard_started, self.started)
             raise
         finally:
-            _running_plan.reset(plan_token)
-            _scope.reset(scope_token)
-            _call.reset(call_token)
+            self._leave(tokens)
 
     def retry_delay_s(self, error: Exception) -> float:
         """Seconds to wait before the next attempt; records the failure and re-raises when final."""
@@ -338,6 +349,37 @@ def _plan(
     details: dict[str, Any] | None,
     retry: RetryPolicy | None,
     on_interrupted: OnInterrupted | None = None,
+    given_result: Callable[[Any], Any] | None = None,
+) -> tuple[_Plan | None, Any]:
+    """`plan_call` with keyword arguments."""
+    return plan_call(
+        name,
+        discriminator,
+        kind,
+        inputs,
+        codec,
+        type_hint,
+        allow_pickle,
+        on_divergence,
+        details,
+        retry,
+        on_interrupted,
+        given_result,
+    )
+
+
+def plan_call(
+    name: str,
+    discriminator: str | None,
+    kind: str,
+    inputs: Any,
+    codec: Codec | None,
+    type_hint: Any,
+    allow_pickle: bool | None,
+    on_divergence: OnDivergence,
+    details: dict[str, Any] | None,
+    retry: RetryPolicy | None,
+    on_interrupted: OnInterrupted | None,
     given_result: Callable[[Any], Any] | None = None,
 ) -> tuple[_Plan | None, Any]:
     """Decide whether a call is served from the store. Returns `(plan, _UNSET)` or `(None, stored value)`.
@@ -565,17 +607,40 @@ def run_checkpoint(
     )
     if plan is None:
         return stored
-    if kind == "model" and model_call_gate is not None:
-        model_call_gate(plan.context, plan.key)  # budgets: may stop at a wait before the call is sent
-    with plan.running():
+    return run_planned(plan, function, args, kwargs, usage)
+
+
+def run_planned(
+    plan: _Plan,
+    function: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    usage: Callable[[T], CallUsage | None] | None,
+) -> T:
+    """Run a live checkpoint call's body (with its retries) and commit its output (see `run_checkpoint`).
+
+    `plan.running()` written out: this is every live call's path, and the generator behind a
+    `with` costs a few percent of a recorded call.
+    """
+    context = plan.context
+    if plan.kind == "model" and model_call_gate is not None:
+        model_call_gate(context, plan.key)  # budgets: may stop at a wait before the call is sent
+    plan._begin()  # pyright: ignore[reportPrivateUsage]
+    tokens = plan._enter()  # pyright: ignore[reportPrivateUsage]
+    try:
         while True:
-            plan.context.ensure_lease()  # fencing: no body starts without the lease
+            context.ensure_lease()  # fencing: no body starts without the lease
             try:
                 output = function(*args, **kwargs)
                 break
             except Exception as error:
                 time.sleep(plan.retry_delay_s(error))  # records the failure and re-raises when final
-                plan.context.check_alive()
+                context.check_alive()
+    except BaseException as error:
+        plan._stopped(error)  # pyright: ignore[reportPrivateUsage]
+        raise
+    finally:
+        plan._leave(tokens)  # pyright: ignore[reportPrivateUsage]
     plan.commit(output, usage)
     return output
 

@@ -320,6 +320,8 @@ class ExecutionContext:
         with self._lock:
             self._sequence += 1
             sequence = self._sequence
+        ended_at_epoch_s = time.time()
+        # Only the columns that have a value: the others are NULL (the store's insert binds fewer).
         values: dict[str, Any] = {
             "execution_id": self.execution_id,
             "call_key": key,
@@ -327,25 +329,37 @@ class ExecutionContext:
             "kind": kind,
             "sequence": sequence,
             "status": status,
-            "fingerprint": fingerprint_,
-            "output_format": value.format if value else None,
-            "output": value.payload if value else None,
-            "output_ref": value.reference if value else None,
-            "output_size_bytes": value.size_bytes if value else None,
-            "error_type": _qualified_name(type(error)) if error is not None else None,
-            "error_message": str(error) if error is not None else None,
-            "error_traceback": "".join(traceback.format_exception(error)) if error is not None else None,
             "attempts": attempts,
             "run_number": self.run_number,
             "started_at_epoch_s": started_at_epoch_s,
-            "ended_at_epoch_s": time.time(),
-            "model_name": usage.model_name if usage else None,
-            "input_tokens": usage.input_tokens if usage else None,
-            "output_tokens": usage.output_tokens if usage else None,
-            "cost_usd": usage.cost_usd if usage else None,
-            "details": json.dumps(details, default=str) if details else None,
-            "metadata": self.take_call_metadata(key) if status != "started" else None,
+            "ended_at_epoch_s": ended_at_epoch_s,
         }
+        if fingerprint_ is not None:
+            values["fingerprint"] = fingerprint_
+        if value is not None:
+            values["output_format"] = value.format
+            values["output_size_bytes"] = value.size_bytes
+            if value.payload is not None:
+                values["output"] = value.payload
+            if value.reference is not None:
+                values["output_ref"] = value.reference
+        error_type = error_message = error_traceback = None
+        if error is not None:
+            error_type = values["error_type"] = _qualified_name(type(error))
+            error_message = values["error_message"] = str(error)
+            error_traceback = values["error_traceback"] = "".join(traceback.format_exception(error))
+        if usage is not None:
+            values.update(
+                model_name=usage.model_name,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=usage.cost_usd,
+            )
+        if details:
+            values["details"] = json.dumps(details, default=str)
+        metadata = self.take_call_metadata(key) if status != "started" and self.call_metadata else None
+        if metadata is not None:
+            values["metadata"] = metadata
         if replace is not None:
             row_id = replace.id if self.store.finish_started_call(replace.id, values, lease=lease) else -1
         else:
@@ -371,20 +385,20 @@ class ExecutionContext:
             status=status,
             fingerprint=fingerprint_,
             output=value,
-            error_type=values["error_type"],
-            error_message=values["error_message"],
-            error_traceback=values["error_traceback"],
+            error_type=error_type,
+            error_message=error_message,
+            error_traceback=error_traceback,
             attempts=attempts,
             run_number=values["run_number"],
             last_served_run=None,
             started_at_epoch_s=started_at_epoch_s,
-            ended_at_epoch_s=values["ended_at_epoch_s"],
-            model_name=values["model_name"],
-            input_tokens=values["input_tokens"],
-            output_tokens=values["output_tokens"],
-            cost_usd=values["cost_usd"],
-            details=json.loads(values["details"]) if values["details"] else {},
-            metadata=json.loads(values["metadata"]) if values["metadata"] else {},
+            ended_at_epoch_s=ended_at_epoch_s,
+            model_name=usage.model_name if usage else None,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            cost_usd=usage.cost_usd if usage else None,
+            details=json.loads(values["details"]) if details else {},
+            metadata=json.loads(metadata) if metadata else {},
         )
         self._calls.put(record)
         return record

@@ -475,6 +475,7 @@ class Store:
         )
         self._write_lock = threading.RLock()
         self._hot_connection: Any = None  # SQLite: the connection `_record_call_sqlite` keeps
+        self._sqlite_inserts: dict[tuple[str, ...], str] = {}  # see `_sqlite_insert_of`
         self._migrate()
 
     def _compiled_for_sqlite(self, statement: Any) -> tuple[str, list[str]] | None:
@@ -486,9 +487,31 @@ class Store:
 
     @functools.cached_property
     def _sqlite_insert(self) -> tuple[str, list[str]] | None:
-        """The leased call insert compiled for the driver, at its first use (not at every store open)."""
+        """The leased call insert of every column compiled for the driver, at its first use."""
         # Without RETURNING: the driver's rowcount and lastrowid say the same for 3 µs less per call.
         return self._compiled_for_sqlite(_INSERT_CALL_IF_LEASED_NO_ID)
+
+    def _sqlite_insert_of(self, columns: tuple[str, ...]) -> str:
+        """SQLite: the leased insert writing only `columns` (the others take their NULL or default).
+
+        Compiled once per column set (a handful: completed, failed, started, model calls...). Binding
+        only the given values instead of every column's NULL is 2 µs of a 10 µs insert.
+        """
+        sql = self._sqlite_inserts.get(columns)
+        if sql is None:
+            given = [tables.checkpoint_calls.c[name] for name in columns]
+            statement = insert(tables.checkpoint_calls).from_select(
+                list(columns),
+                select(*[bindparam(column.name, type_=column.type) for column in given]).where(
+                    exists()
+                    .where(tables.executions.c.id == bindparam("lease_execution_id"))
+                    .where(tables.executions.c.lease_owner == bindparam("lease_owner"))
+                ),
+            )
+            compiled = self._compiled_for_sqlite(statement)
+            assert compiled is not None and compiled[1] == [*columns, "lease_execution_id", "lease_owner"]
+            sql = self._sqlite_inserts[columns] = compiled[0]
+        return sql
 
     @functools.cached_property
     def _sqlite_finish(self) -> tuple[str, list[str]] | None:
@@ -1135,7 +1158,9 @@ class Store:
         """Insert a checkpoint call (and mark older records superseded) in one transaction.
 
         Args:
-            values: Column values of the new row.
+            values: Column values of the new row; a column left out takes its default (NULL, or 1
+                for `attempts`). `execution_id`, `call_key`, `sequence` and `ended_at_epoch_s` are
+                required.
             supersede_ids: Ids of older records of the same key to mark `superseded`.
             lease: `(execution_id, owner)`: refuse to write unless `owner` still holds the lease.
 
@@ -1155,7 +1180,7 @@ class Store:
         t = tables.checkpoint_calls
 
         def attempt(retry: bool) -> int:
-            if retry:  # built only here: statement construction costs more than the hot-path commit
+            if retry:  # built only here: statement construction costs more than the commit
                 mine = select(t.c.id).where(
                     t.c.execution_id == values["execution_id"],
                     t.c.sequence == values["sequence"],
@@ -1166,15 +1191,15 @@ class Store:
                     earlier = connection.execute(mine).scalar()
                 if earlier is not None:
                     return int(earlier)
-            if leased is not None and self._sqlite_insert is not None:
-                return self._record_call_sqlite(leased, supersede_ids)
+            if lease is not None and self._sqlite_insert is not None:
+                return self._record_call_sqlite(values, lease, supersede_ids)
             if leased is not None and self._autocommit is not None and not supersede_ids:
                 with self._write_lock, self._autocommit.connect() as connection:
                     row_id = connection.execute(_INSERT_CALL_IF_LEASED, leased).scalar()
                 return int(row_id) if row_id is not None else -1  # None: another runner holds the lease
             with self._write_lock, self._writer.begin() as connection:
                 if leased is None:
-                    row_id = connection.execute(_INSERT_CALL, values).scalar()
+                    row_id = connection.execute(_INSERT_CALL, {**_CALL_DEFAULTS, **values}).scalar()
                 else:
                     row_id = connection.execute(_INSERT_CALL_IF_LEASED, leased).scalar()
                     if row_id is None:  # another runner holds the lease now: nothing written
@@ -1188,14 +1213,17 @@ class Store:
 
         return self._retrying(f"record checkpoint call {values['call_key']!r}", attempt)
 
-    def _record_call_sqlite(self, parameters: dict[str, Any], supersede_ids: Sequence[int]) -> int:
+    def _record_call_sqlite(
+        self, values: dict[str, Any], lease: tuple[str, str], supersede_ids: Sequence[int]
+    ) -> int:
         """`record_call` on SQLite through the driver: the hot path of every live checkpoint call.
 
-        `parameters` are those of `_INSERT_CALL_IF_LEASED`; the statement SQLAlchemy compiles for it is executed on the raw
-        `sqlite3` connection: SQLAlchemy's per-execution overhead was larger than the commit itself.
+        The insert of exactly the columns in `values` (`_sqlite_insert_of`), compiled by SQLAlchemy,
+        is executed on the raw `sqlite3` connection: SQLAlchemy's per-execution overhead was larger
+        than the commit itself.
         """
-        assert self._sqlite_insert is not None
-        sql, order = self._sqlite_insert
+        sql = self._sqlite_insert_of(tuple(values))
+        parameters = [*values.values(), lease[0], lease[1]]
         with self._write_lock:
             # One pooled connection kept for this path (under the write lock): a pool checkout and
             # return per call cost about as much as the rest of the call.
@@ -1204,7 +1232,7 @@ class Store:
             driver: Any = self._hot_connection.driver_connection
             try:
                 driver.execute("BEGIN IMMEDIATE")
-                cursor = driver.execute(sql, [parameters[name] for name in order])
+                cursor = driver.execute(sql, parameters)
                 if cursor.rowcount != 1:  # another runner holds the lease now: nothing written
                     driver.execute("ROLLBACK")
                     return -1
