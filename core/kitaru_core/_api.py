@@ -195,6 +195,8 @@ class Checkpoint(Generic[P, R]):
         simple = self._simple_parameters
         if simple is not None and not kwargs and len(args) <= len(simple[0]):
             names, defaults = simple
+            if len(args) == len(names) and "self" not in names and "cls" not in names:
+                return dict(zip(names, args, strict=True))  # every argument given by position
             empty = inspect.Parameter.empty
             if all(default is not empty for default in defaults[len(args) :]):  # else: bind raises below
                 inputs = dict(zip(names, args, strict=False))  # args may stop before the defaults

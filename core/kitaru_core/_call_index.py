@@ -68,25 +68,27 @@ class StoredCalls:
                 self._cache[loaded.id] = loaded
             return self._cache.get(row_id)
 
-    def put(self, record: CallRecord) -> None:
-        """Make `record` the live record of its key (it was just committed by this run)."""
-        with self._lock:
-            self._positions[record.call_key] = len(self._ids)
-            self._ids.append(record.id)
-            cache = self._cache
-            if len(cache) >= 2 * self._page_size:
-                self._trim(1)
-            cache[record.id] = record
-            if record.sequence > self.max_sequence:
-                self.max_sequence = record.sequence
+    def put(self, call_key: str, row_id: int, sequence: int) -> None:
+        """Make record `row_id` (just committed by this run, at `sequence`) the live record of `call_key`.
 
-    def discard(self, record: CallRecord) -> None:
-        """Forget `record` (deleted from the store) if it is still the live record of its key."""
+        Only its id is kept: a run seldom asks again for a call it recorded itself (a repeated key),
+        and then reads it back from the store like any other. A cached copy of the row is dropped:
+        a `started` record that became its outcome in place keeps its id.
+        """
         with self._lock:
-            position = self._positions.get(record.call_key)
-            if position is not None and self._ids[position] == record.id:
-                del self._positions[record.call_key]
-                self._cache.pop(record.id, None)
+            self._positions[call_key] = len(self._ids)
+            self._ids.append(row_id)
+            self._cache.pop(row_id, None)
+            if sequence > self.max_sequence:
+                self.max_sequence = sequence
+
+    def discard(self, call_key: str, row_id: int) -> None:
+        """Forget record `row_id` (deleted from the store) if it is still the live record of `call_key`."""
+        with self._lock:
+            position = self._positions.get(call_key)
+            if position is not None and self._ids[position] == row_id:
+                del self._positions[call_key]
+                self._cache.pop(row_id, None)
 
     def _trim(self, room: int) -> None:
         """Drop the oldest cached records until at most `2 * page_size - room` remain (lock held)."""

@@ -172,7 +172,8 @@ class _Plan:
     attempts: int = 0
     started_at_epoch_s: float = 0.0
     started_monotonic_s: float = 0.0
-    started: CallRecord | None = None
+    started: int | None = None
+    """The id of this attempt's `started` record (`on_interrupted="ask"/"fail"`), while it is one."""
     retries: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
     gave_up: bool = False
 
@@ -213,7 +214,7 @@ class _Plan:
         a `started` record. Anything else (a kill, Ctrl-C) leaves the record `started`.
         """
         if self.started is not None and isinstance(find_signal(error), SuspendExecution | StopRun):
-            self.context.discard_started(self.started)
+            self.context.discard_started(self.key, self.started)
 
     def _begin(self) -> None:
         """Start the clock; with `on_interrupted="ask"` or `"fail"` commit the `started` record."""
@@ -234,7 +235,7 @@ class _Plan:
             yield
         except BaseException as error:
             if self.started is not None and isinstance(find_signal(error), SuspendExecution | StopRun):
-                await off_loop(self.context, self.context.discard_started, self.started)
+                await off_loop(self.context, self.context.discard_started, self.key, self.started)
             raise
         finally:
             self._leave(tokens)
@@ -289,7 +290,7 @@ class _Plan:
 
     def _record(
         self, status: str, value: StoredValue | None, error: BaseException | None, usage: CallUsage | None
-    ) -> CallRecord:
+    ) -> int:
         started, self.started = self.started, None
         return self.context.record(
             key=self.key,

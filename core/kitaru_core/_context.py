@@ -309,12 +309,12 @@ class ExecutionContext:
         usage: CallUsage | None,
         details: dict[str, Any] | None,
         supersede: CallRecord | None,
-        replace: CallRecord | None = None,
-    ) -> CallRecord:
-        """Commit one checkpoint call; raises `LeaseLost` if another runner owns the execution now.
+        replace: int | None = None,
+    ) -> int:
+        """Commit one checkpoint call and return its record's id; raises `LeaseLost` if another runner owns the execution now.
 
-        `replace` is this run's `started` record of the call (`on_interrupted="ask"/"fail"`): it is
-        updated in place to the outcome instead of a new record being inserted.
+        `replace` is the id of this run's `started` record of the call (`on_interrupted="ask"/"fail"`):
+        it is updated in place to the outcome instead of a new record being inserted.
         """
         lease = (self.execution_id, self.owner)  # first: a deferred lease is taken here (sets `run_number`)
         with self._lock:
@@ -343,11 +343,10 @@ class ExecutionContext:
                 values["output"] = value.payload
             if value.reference is not None:
                 values["output_ref"] = value.reference
-        error_type = error_message = error_traceback = None
         if error is not None:
-            error_type = values["error_type"] = _qualified_name(type(error))
-            error_message = values["error_message"] = str(error)
-            error_traceback = values["error_traceback"] = "".join(traceback.format_exception(error))
+            values["error_type"] = _qualified_name(type(error))
+            values["error_message"] = str(error)
+            values["error_traceback"] = "".join(traceback.format_exception(error))
         if usage is not None:
             values.update(
                 model_name=usage.model_name,
@@ -361,7 +360,7 @@ class ExecutionContext:
         if metadata is not None:
             values["metadata"] = metadata
         if replace is not None:
-            row_id = replace.id if self.store.finish_started_call(replace.id, values, lease=lease) else -1
+            row_id = replace if self.store.finish_started_call(replace, values, lease=lease) else -1
         else:
             previous = self._calls.get(key)
             supersede_ids = [supersede.id] if supersede is not None else []
@@ -375,38 +374,13 @@ class ExecutionContext:
         if row_id < 0:
             self.lease_lost = True
             raise LeaseLost(self.execution_id)
-        record = CallRecord(  # as `call_from_columns` would read the row back, without the dict
-            id=row_id,
-            execution_id=self.execution_id,
-            call_key=key,
-            name=name,
-            kind=kind,
-            sequence=sequence,
-            status=status,
-            fingerprint=fingerprint_,
-            output=value,
-            error_type=error_type,
-            error_message=error_message,
-            error_traceback=error_traceback,
-            attempts=attempts,
-            run_number=values["run_number"],
-            last_served_run=None,
-            started_at_epoch_s=started_at_epoch_s,
-            ended_at_epoch_s=ended_at_epoch_s,
-            model_name=usage.model_name if usage else None,
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
-            cost_usd=usage.cost_usd if usage else None,
-            details=json.loads(values["details"]) if details else {},
-            metadata=json.loads(metadata) if metadata else {},
-        )
-        self._calls.put(record)
-        return record
+        self._calls.put(key, row_id, sequence)
+        return row_id
 
-    def discard_started(self, record: CallRecord) -> None:
+    def discard_started(self, call_key: str, row_id: int) -> None:
         """Forget this run's `started` record of a call whose body stopped at a wait (it runs again on resume)."""
-        if self.store.discard_started_call(record.id, lease=(self.execution_id, self.owner)):
-            self._calls.discard(record)
+        if self.store.discard_started_call(row_id, lease=(self.execution_id, self.owner)):
+            self._calls.discard(call_key, row_id)
 
     # waits ------------------------------------------------------------------------------------------
 

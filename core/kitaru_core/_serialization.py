@@ -548,12 +548,19 @@ _TAGS: dict[str, Callable[[_Decoder, dict[str, Any]], Any]] = {
 }
 
 
-def _dumps(data: Any) -> bytes:
+@functools.cache
+def _pydantic_json() -> tuple[Callable[[Any], bytes], type[Exception]]:
+    """pydantic_core's `to_json` and its error, imported at the first use (not at `import kitaru_core`)."""
     from pydantic_core import PydanticSerializationError, to_json
 
+    return to_json, PydanticSerializationError
+
+
+def _dumps(data: Any) -> bytes:
+    to_json, serialization_error = _pydantic_json()  # not an import statement per call
     try:
         return to_json(data)  # the same compact JSON as json.dumps, several times faster
-    except (PydanticSerializationError, UnicodeEncodeError, ValueError):  # lone surrogates: escape them
+    except (serialization_error, UnicodeEncodeError, ValueError):  # lone surrogates: escape them
         return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
@@ -897,6 +904,17 @@ def _is_plain_json(value: Any) -> bool:
     return False
 
 
+def _flat_scalars(value: dict[Any, Any]) -> bool:
+    """Whether `value` maps `str` keys to `None`, `str`, `int`, `float` or `bool` only (nothing nested)."""
+    for key, item in value.items():
+        if type(key) is not str:
+            return False
+        cls = type(item)
+        if not (item is None or cls is str or cls is int or cls is float or cls is bool):
+            return False
+    return True
+
+
 def _jsonable(value: Any) -> Any:
     from pydantic_core import to_jsonable_python
 
@@ -957,6 +975,11 @@ def canonical_json(value: Any, *, exclude_keys: Iterable[str] = ()) -> str | Non
             `None`: reading it would consume it, and the caller still needs its items.
         exclude_keys: Mapping keys removed at every depth before encoding (per-run ids, timestamps).
     """
+    if not exclude_keys and type(value) is dict and _flat_scalars(value):  # pyright: ignore[reportUnknownArgumentType]
+        try:  # the usual checkpoint inputs (`{"invoice_id": "A-1", "attempt": 2}`): their own JSON form
+            return _CANONICAL_ENCODER.encode(value)
+        except ValueError:  # NaN or ±inf: tagged below
+            pass
     try:
         prepared = _prepare(value)
         plain_already = _is_plain_json(prepared)

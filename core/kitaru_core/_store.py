@@ -509,7 +509,8 @@ class Store:
                 ),
             )
             compiled = self._compiled_for_sqlite(statement)
-            assert compiled is not None and compiled[1] == [*columns, "lease_execution_id", "lease_owner"]
+            assert compiled is not None
+            assert compiled[1] == [*columns, "lease_execution_id", "lease_owner"]
             sql = self._sqlite_inserts[columns] = compiled[0]
         return sql
 

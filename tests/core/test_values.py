@@ -291,6 +291,19 @@ def test_canonical_json_is_strict_json_and_independent_of_set_order(value: Any) 
     assert canonical_json(_reordered(value)) == canonical
 
 
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+
+
+@_settings(300)
+@given(st.dictionaries(st.text(), _scalars) | st.dictionaries(st.text(), values, max_size=3))
+def test_the_fast_path_for_flat_inputs_gives_the_general_paths_text(inputs: dict[str, Any]) -> None:
+    """Flat `{str: scalar}` inputs skip the general preparation: the text must be the same.
+
+    An `exclude_keys` entry no input has sends the same value down the general path.
+    """
+    assert canonical_json(inputs) == canonical_json(inputs, exclude_keys=["\x00 no key is this"])
+
+
 def test_canonical_json_of_values_0_1_could_fingerprint_is_unchanged() -> None:
     # plain JSON values, models and dataclasses: the text 0.1 wrote (json.dumps of pydantic's JSON form)
     assert canonical_json({"b": [1, 2.5, None, True], "a": "é"}) == '{"a":"é","b":[1,2.5,null,true]}'
