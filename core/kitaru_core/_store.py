@@ -1232,6 +1232,12 @@ class Store:
                 self._hot_connection = self.engine.raw_connection()
             driver: Any = self._hot_connection.driver_connection
             try:
+                if not supersede_ids:
+                    # One statement is its own transaction: SQLite takes the write lock when a write
+                    # statement starts (waiting on the busy timeout, as BEGIN IMMEDIATE does) and
+                    # commits when it ends. Two driver calls fewer than BEGIN ... COMMIT.
+                    cursor = driver.execute(sql, parameters)
+                    return int(cursor.lastrowid) if cursor.rowcount == 1 else -1  # 0: lease lost
                 driver.execute("BEGIN IMMEDIATE")
                 cursor = driver.execute(sql, parameters)
                 if cursor.rowcount != 1:  # another runner holds the lease now: nothing written
