@@ -1176,7 +1176,7 @@ class Store:
         inserting a second record.
         """
         leased = None
-        if lease is not None:
+        if lease is not None and self._sqlite_insert is None:  # SQLite binds `values` as they are
             leased = {**_CALL_DEFAULTS, **values, "lease_execution_id": lease[0], "lease_owner": lease[1]}
         t = tables.checkpoint_calls
 

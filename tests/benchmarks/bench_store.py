@@ -276,7 +276,7 @@ def run_overhead(directory: Path, calls: int, rounds: int) -> None:
     medians.
     """
     import kitaru_core
-    from kitaru_core import _store, checkpoint, flow
+    from kitaru_core import checkpoint, flow
     from kitaru_core._runtime import get_store
 
     timings: list[int] = []
@@ -309,39 +309,37 @@ def run_overhead(directory: Path, calls: int, rounds: int) -> None:
         "UPDATE kitaru_executions SET lease_owner = 'bench-floor' WHERE id = ?", (record.id,)
     )  # the finished warm-up execution, leased to the floor's inserts
     floor_connection.execute("COMMIT")
-    sql, order = store._sqlite_insert or ("", [])  # pyright: ignore[reportPrivateUsage]
     sequence = 1000
 
     def floor_block(n: int) -> list[int]:
+        """The insert a recorded call of `step` makes (same columns, one autocommit statement), timed alone."""
         nonlocal sequence
         samples: list[int] = []
         for i in range(n):
             sequence += 1
             now = time.time()
-            parameters = {
-                **_store._CALL_DEFAULTS,  # pyright: ignore[reportPrivateUsage]
+            values = {
                 "execution_id": record.id,
                 "call_key": f"floor:{sequence}",
                 "name": "floor",
                 "kind": "user",
                 "sequence": sequence,
                 "status": "completed",
-                "fingerprint": "0" * 64,
-                "output_format": "json+typed/1",
-                "output": str(i).encode(),
-                "output_size_bytes": len(str(i)),
                 "attempts": 1,
                 "run_number": 1,
                 "started_at_epoch_s": now,
                 "ended_at_epoch_s": now,
-                "lease_execution_id": record.id,
-                "lease_owner": "bench-floor",
+                "fingerprint": "0" * 64,
+                "output_format": "json+typed/1",
+                "output_size_bytes": len(str(i)),
+                "output": str(i).encode(),
             }
+            sql = store._sqlite_insert_of(tuple(values))  # pyright: ignore[reportPrivateUsage]
+            parameters = [*values.values(), record.id, "bench-floor"]
             start = time.perf_counter_ns()
-            floor_connection.execute("BEGIN IMMEDIATE")
-            floor_connection.execute(sql, [parameters[name] for name in order]).fetchone()
-            floor_connection.execute("COMMIT")
+            cursor = floor_connection.execute(sql, parameters)
             samples.append(time.perf_counter_ns() - start)
+            assert cursor.rowcount == 1
         return samples
 
     figures: dict[str, list[float]] = {"bare commit": [], "insert floor": [], "recorded call": []}
