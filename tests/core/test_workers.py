@@ -598,6 +598,9 @@ def _chaos(
 ) -> None:
     """Submit, start workers, SIGKILL a random worker's group every few seconds and restart it.
 
+    Each kill picks a worker running an execution that has a completed call (waiting until one
+    does), so every kill makes a takeover that must serve completed calls, not re-run them.
+
     With `restart_cluster` (`Cluster.pg_ctl`), the PostgreSQL cluster is restarted once when a
     third of the executions have finished.
     """
@@ -631,7 +634,16 @@ def _chaos(
             ).all()
         return {row.id: row.lease_pid for row in rows}
 
+    def holds_completed_calls(pids: set[int]) -> bool:
+        """Whether one of `pids` runs an execution that has a completed call."""
+        t, c = tables.executions, tables.checkpoint_calls
+        done = select(c.c.id).where(c.c.execution_id == t.c.id, c.c.status == "completed")
+        with store.engine.connect() as connection:
+            query = select(t.c.id).where(t.c.status == "running", t.c.lease_pid.in_(pids), done.exists())
+            return connection.execute(query.limit(1)).first() is not None
+
     deadline = time.monotonic() + float(os.environ.get("KITARU_CHAOS_DEADLINE_S", "300"))
+    next_kill_s = time.monotonic()
     restart_s: float | None = None
     while time.monotonic() < deadline:
         try:
@@ -644,13 +656,21 @@ def _chaos(
         except (StoreError, DBAPIError):  # the cluster is restarting: this test's own reads fail meanwhile
             time.sleep(0.2)
             continue
-        time.sleep(CHAOS_KILL_EVERY_S)
-        if kills >= CHAOS_KILLS:
+        time.sleep(0.05)
+        if kills >= CHAOS_KILLS or time.monotonic() < next_kill_s:
             continue
-        slot = rng.randrange(CHAOS_WORKERS)
+        groups = {slot: _group(worker.pid) for slot, worker in enumerate(workers)}
+        try:  # a kill that lands where no call has completed yet could not catch a call run again
+            busy = sorted(slot for slot, group in groups.items() if holds_completed_calls(group))
+        except (StoreError, DBAPIError):
+            continue
+        if not busy:
+            continue
+        slot = rng.choice(busy)
         victim = workers[slot]
-        group = _group(victim.pid)
+        group = _group(victim.pid)  # read again just before the kill: a child may have started since
         os.killpg(victim.pid, signal.SIGKILL)
+        next_kill_s = time.monotonic() + CHAOS_KILL_EVERY_S
         victim.wait()
         killed_at = time.monotonic()
         killed_pids |= group
