@@ -51,7 +51,9 @@ def _bodies(folder: Path, name: str, calls: int) -> list[list[tuple[str, float, 
     for index in range(calls):
         path = folder / f"{name}-{index}"
         lines = path.read_text().splitlines() if path.exists() else []
-        result.append([(nonce, float(started), float(ended)) for nonce, started, ended in map(str.split, lines)])
+        result.append(
+            [(nonce, float(started), float(ended)) for nonce, started, ended in map(str.split, lines)]
+        )
     return result
 
 
@@ -125,7 +127,8 @@ def test_a_killed_child_costs_only_its_own_execution_which_resumes_without_runni
         Client().submit(FLOW, name, 3, str(effects), execution_id=name)
     _until(lambda: all((effects / f"started-{name}-1").exists() for name in names), 60, "three runs", log)
     children = {name: int((effects / f"started-{name}-1").read_text()) for name in names}
-    assert len(set(children.values())) == 3 and worker.pid not in children.values()
+    assert len(set(children.values())) == 3
+    assert worker.pid not in children.values()
     assert {name: get_store().get_execution(name).lease_pid for name in names} == children
 
     os.kill(children["b1"], signal.SIGKILL)
@@ -135,7 +138,8 @@ def test_a_killed_child_costs_only_its_own_execution_which_resumes_without_runni
     assert "execution 'b1': process ended (signal SIGKILL)" in log.read_text()
     # the other two runs go on in their own processes, still held
     assert [_status("b0"), _status("b2")] == ["running", "running"]
-    assert process_alive(children["b0"]) and process_alive(children["b2"])
+    assert process_alive(children["b0"])
+    assert process_alive(children["b2"])
     (effects / "hold-b0-1").unlink()
     (effects / "hold-b2-1").unlink()
     _until(lambda: _status("b0") == _status("b2") == "completed", 60, "the other two", log)
@@ -210,7 +214,8 @@ def test_a_run_that_misses_the_shutdown_timeout_is_killed_and_released_for_anoth
 
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.3)
-    assert worker.poll() is None and process_alive(child)  # asked to stop at the next boundary: it waits
+    assert worker.poll() is None  # it asked the child to stop at its next boundary, and waits
+    assert process_alive(child)
     assert worker.wait(timeout=60) == 0
     assert not process_alive(child)
     assert (effects / "hold-d-1").exists()  # the body never got past its hold: the child was killed
@@ -228,4 +233,3 @@ def test_a_run_that_misses_the_shutdown_timeout_is_killed_and_released_for_anoth
     assert child not in rest
     assert "took execution 'd' (queued)" in second_log.read_text()
     assert _stop(second) == 0
-
