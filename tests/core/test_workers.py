@@ -5,7 +5,8 @@ are in workers_program.py, whose checkpoint bodies append a line to a side-effec
 so a call that ran twice shows two lines.
 
 The chaos test kills whole worker process groups (worker and children) with SIGKILL and restarts
-them; `KITARU_CHAOS_EXECUTIONS`, `KITARU_CHAOS_CALLS`, `KITARU_CHAOS_WORKERS`,
+them; its flow's bodies write a nonce each and return it, so the store tells which body's output
+was committed and a body that ran after its call completed is caught (`judge_bodies_run_again`); `KITARU_CHAOS_EXECUTIONS`, `KITARU_CHAOS_CALLS`, `KITARU_CHAOS_WORKERS`,
 `KITARU_CHAOS_KILL_EVERY_S` size it (the `chaos_workers` nox session runs it large, on PostgreSQL,
 and prints its figures).
 """
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -496,10 +498,108 @@ def test_chaos_workers_survive_kills_and_a_restart_of_their_postgres_cluster(
     _chaos(environment, tmp_path, restart_cluster=cluster.pg_ctl)
 
 
+@dataclass(frozen=True)
+class RunAgainVerdict:
+    """Which checkpoint bodies ran more than once, and whether each repeat is allowed.
+
+    Attributes:
+        interrupted: Side-effect files with lines written before the committed body's line, all by
+            killed processes: bodies cut off before their commit, run again (allowed, at-least-once).
+        duplicates: Side-effect files with a line after the first committed body's line (a completed
+            call ran again, or its record was superseded by another run), or a line before it
+            written by a process that was not killed (two runners at once).
+        unrecorded: Side-effect files whose call has no committed nonce in the store, or a
+            committed nonce no body wrote (the record does not belong to any run seen here).
+    """
+
+    interrupted: list[str]
+    duplicates: list[str]
+    unrecorded: list[str]
+
+
+def judge_bodies_run_again(
+    lines: dict[str, list[str]], committed: set[str], killed_pids: set[int]
+) -> RunAgainVerdict:
+    """Judge every repeated body from the nonces bodies wrote and the nonces the store committed.
+
+    Each body of `workers_program.nonced_step` appends one nonce (`<pid>-<random hex>`) to its
+    side-effect file and returns it, so the store's record of the call holds the nonce of the body
+    whose output was committed. In a file, lines before that body's line are bodies interrupted
+    before their commit; any line after it is a body that ran once the call had completed.
+
+    Args:
+        lines: Side-effect file name -> the nonces written to it, in order.
+        committed: Every nonce the store holds in a call record (superseded records included).
+        killed_pids: Pids of the processes the test killed.
+
+    Returns:
+        The verdict, each list sorted.
+    """
+    interrupted: list[str] = []
+    duplicates: list[str] = []
+    unrecorded: list[str] = []
+    written = {nonce for nonces in lines.values() for nonce in nonces}
+    if committed - written:
+        unrecorded.append(f"<store: {len(committed - written)} nonce(s) no body wrote>")
+    for name, nonces in sorted(lines.items()):
+        first = next((index for index, nonce in enumerate(nonces) if nonce in committed), None)
+        if first is None:
+            unrecorded.append(name)
+            continue
+        before, after = nonces[:first], nonces[first + 1 :]
+        if after or any(int(nonce.split("-", 1)[0]) not in killed_pids for nonce in before):
+            duplicates.append(name)
+        elif before:
+            interrupted.append(name)
+    return RunAgainVerdict(interrupted, duplicates, unrecorded)
+
+
+def _committed_nonces(store: Any, execution_ids: list[str]) -> set[str]:
+    """The outputs of every checkpoint call record of the executions (superseded ones too)."""
+    nonces: set[str] = set()
+    for execution_id in execution_ids:
+        for call in store.load_calls(execution_id, include_superseded=True):
+            if call.output is not None:
+                nonces.add(str(json.loads(store.load_value(call.output))))
+    return nonces
+
+
+def test_the_chaos_check_tells_an_interrupted_body_from_a_completed_call_run_again() -> None:
+    """The judge of the chaos tests on made-up files: it must flag what it exists to catch."""
+    killed = {111, 222}
+    lines = {
+        "once-0": ["333-a"],
+        "cut-0": ["111-b", "222-c", "333-d"],  # two runners killed inside the body, then a commit
+        "again-0": ["111-e", "333-f"],  # committed by the killed 111, then run again by 333
+        "again-1": ["333-g", "444-h"],  # committed, then run again by a live process
+        "twice-0": ["333-i", "444-j"],  # both committed: the first record was superseded
+        "racing-0": ["444-k", "333-l"],  # a live process ran the body before the committed one
+        "lost-0": ["111-m"],  # no record holds the body's nonce
+    }
+    committed = {"333-a", "333-d", "111-e", "333-g", "333-i", "444-j", "333-l"}
+    verdict = judge_bodies_run_again(lines, committed, killed)
+    assert verdict == RunAgainVerdict(
+        interrupted=["cut-0"],
+        duplicates=["again-0", "again-1", "racing-0", "twice-0"],
+        unrecorded=["lost-0"],
+    )
+    # the same lines with the second body's output committed: the first body was cut off (allowed);
+    # the former check (excused whenever every earlier writer was killed) could not tell the two apart
+    assert judge_bodies_run_again({"again-0": ["111-e", "333-f"]}, {"333-f"}, killed) == RunAgainVerdict(
+        interrupted=["again-0"], duplicates=[], unrecorded=[]
+    )
+    assert judge_bodies_run_again({"x": ["1-a"]}, {"1-a", "2-z"}, killed).unrecorded == [
+        "<store: 1 nonce(s) no body wrote>"
+    ]
+
+
 def _chaos(
     environment: dict[str, str], tmp_path: Path, *, restart_cluster: Callable[..., None] | None = None
 ) -> None:
     """Submit, start workers, SIGKILL a random worker's group every few seconds and restart it.
+
+    Each kill picks a worker running an execution that has a completed call (waiting until one
+    does), so every kill makes a takeover that must serve completed calls, not re-run them.
 
     With `restart_cluster` (`Cluster.pg_ctl`), the PostgreSQL cluster is restarted once when a
     third of the executions have finished.
@@ -507,7 +607,7 @@ def _chaos(
     effects = tmp_path / "effects"
     store = get_store()
     ids = [
-        Client().submit("workers_program:counted", f"c{index}", CHAOS_CALLS, str(effects), 0.02)
+        Client().submit("workers_program:nonced", f"c{index}", CHAOS_CALLS, str(effects), 0.02)
         for index in range(CHAOS_EXECUTIONS)
     ]
     logs = [tmp_path / f"worker-{slot}.log" for slot in range(CHAOS_WORKERS)]
@@ -534,7 +634,16 @@ def _chaos(
             ).all()
         return {row.id: row.lease_pid for row in rows}
 
+    def holds_completed_calls(pids: set[int]) -> bool:
+        """Whether one of `pids` runs an execution that has a completed call."""
+        t, c = tables.executions, tables.checkpoint_calls
+        done = select(c.c.id).where(c.c.execution_id == t.c.id, c.c.status == "completed")
+        with store.engine.connect() as connection:
+            query = select(t.c.id).where(t.c.status == "running", t.c.lease_pid.in_(pids), done.exists())
+            return connection.execute(query.limit(1)).first() is not None
+
     deadline = time.monotonic() + float(os.environ.get("KITARU_CHAOS_DEADLINE_S", "300"))
+    next_kill_s = time.monotonic()
     restart_s: float | None = None
     while time.monotonic() < deadline:
         try:
@@ -547,13 +656,21 @@ def _chaos(
         except (StoreError, DBAPIError):  # the cluster is restarting: this test's own reads fail meanwhile
             time.sleep(0.2)
             continue
-        time.sleep(CHAOS_KILL_EVERY_S)
-        if kills >= CHAOS_KILLS:
+        time.sleep(0.05)
+        if kills >= CHAOS_KILLS or time.monotonic() < next_kill_s:
             continue
-        slot = rng.randrange(CHAOS_WORKERS)
+        groups = {slot: _group(worker.pid) for slot, worker in enumerate(workers)}
+        try:  # a kill that lands where no call has completed yet could not catch a call run again
+            busy = sorted(slot for slot, group in groups.items() if holds_completed_calls(group))
+        except (StoreError, DBAPIError):
+            continue
+        if not busy:
+            continue
+        slot = rng.choice(busy)
         victim = workers[slot]
-        group = _group(victim.pid)
+        group = _group(victim.pid)  # read again just before the kill: a child may have started since
         os.killpg(victim.pid, signal.SIGKILL)
+        next_kill_s = time.monotonic() + CHAOS_KILL_EVERY_S
         victim.wait()
         killed_at = time.monotonic()
         killed_pids |= group
@@ -569,23 +686,18 @@ def _chaos(
     elapsed_s = time.monotonic() - started
     done = statuses().count("completed")
     counts = _effects(effects)
-    repeated = {name: pids for name, pids in counts.items() if len(pids) > 1}
-    # a call cut off inside its body by the kill runs again (at least once); any other repeat is a
-    # completed call run twice, or two runners at once
-    interrupted = {
-        name for name, pids in repeated.items() if all(int(pid) in killed_pids for pid in pids[:-1])
-    }
-    duplicates = sorted(set(repeated) - interrupted)
     for worker in workers:
         _stop(worker)
+    verdict = judge_bodies_run_again(counts, _committed_nonces(store, ids), killed_pids)
     figures = {
         "executions": CHAOS_EXECUTIONS,
         "calls_each": CHAOS_CALLS,
         "workers": CHAOS_WORKERS,
         "completed": done,
         "kills": kills,
-        "interrupted_calls_run_again": len(interrupted),
-        "duplicate_completed_calls": len(duplicates),
+        "interrupted_calls_run_again": len(verdict.interrupted),
+        "duplicate_completed_calls": len(verdict.duplicates),
+        "calls_without_a_committed_body": len(verdict.unrecorded),
         "takeovers_measured": len(takeovers_s),
         "takeover_median_s": round(statistics.median(takeovers_s), 3) if takeovers_s else None,
         "takeover_max_s": round(max(takeovers_s), 3) if takeovers_s else None,
@@ -595,7 +707,7 @@ def _chaos(
     print(f"\nchaos_workers figures: {json.dumps(figures)}")
     assert done == CHAOS_EXECUTIONS, figures
     assert restart_cluster is None or restart_s is not None, figures
-    assert duplicates == [], figures
+    assert (verdict.duplicates, verdict.unrecorded) == ([], []), (figures, verdict)
     assert set(counts) == {
         f"c{index}-{call}" for index in range(CHAOS_EXECUTIONS) for call in range(CHAOS_CALLS)
     }

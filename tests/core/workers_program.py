@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from kitaru_core import ExecutionRetryPolicy, checkpoint, flow, wait
@@ -34,6 +35,26 @@ def step(directory: str, name: str, index: int, pause_s: float = 0.0) -> int:
 def counted(name: str, calls: int, directory: str, pause_s: float = 0.0) -> int:
     """`calls` checkpoint calls in a row (each pausing `pause_s`); returns their sum."""
     return sum(step(directory, name, index, pause_s) for index in range(calls))
+
+
+@checkpoint
+def nonced_step(directory: str, name: str, index: int, pause_s: float = 0.0) -> str:
+    """A call that appends a fresh nonce (`<pid>-<random hex>`) to `<directory>/<name>-<i>` and returns it.
+
+    The store keeps the nonce of the body whose call was committed, so a test can tell which line
+    of the side-effect file that body wrote: a line after it is a body that ran after the commit.
+    """
+    time.sleep(pause_s)
+    nonce = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    with open(Path(directory) / f"{name}-{index}", "a", encoding="utf-8") as handle:
+        handle.write(f"{nonce}\n")
+    return nonce
+
+
+@flow
+def nonced(name: str, calls: int, directory: str, pause_s: float = 0.0) -> list[str]:
+    """`calls` nonce-writing checkpoint calls in a row (each pausing `pause_s`); returns their nonces."""
+    return [nonced_step(directory, name, index, pause_s) for index in range(calls)]
 
 
 @flow
