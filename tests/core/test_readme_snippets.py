@@ -154,9 +154,18 @@ def test_the_own_database_block_sets_the_store_and_the_artifact_store_it_names(t
     exports = [line for line in block.splitlines() if line.startswith("export ")]
     assert len(exports) == 2
     # the block's export lines run in bash as written; a Python started after them reads them
-    shown = run(["bash", "-c", "\n".join([*exports, f"{shlex.quote(sys.executable)} -c {shlex.quote(SHOW_SETTINGS)}"])], tmp_path)
+    shown = run(
+        [
+            "bash",
+            "-c",
+            "\n".join([*exports, f"{shlex.quote(sys.executable)} -c {shlex.quote(SHOW_SETTINGS)}"]),
+        ],
+        tmp_path,
+    )
     settings = json.loads(shown.stdout)
-    expected = {shlex.split(line)[1].split("=", 1)[0]: shlex.split(line)[1].split("=", 1)[1] for line in exports}
+    expected = {
+        shlex.split(line)[1].split("=", 1)[0]: shlex.split(line)[1].split("=", 1)[1] for line in exports
+    }
     assert settings == {
         "store_url": expected["KITARU_STORE_URL"],
         "artifacts_url": expected["KITARU_ARTIFACTS_URL"],
@@ -239,7 +248,9 @@ def test_the_workers_line_runs_submitted_executions_and_stops_on_sigterm(
         )
     try:
         deadline = time.monotonic() + 60
-        while any(client.get_execution(execution_id).status != "completed" for execution_id in (first, second)):
+        while any(
+            client.get_execution(execution_id).status != "completed" for execution_id in (first, second)
+        ):
             if time.monotonic() > deadline or worker.poll() is not None:
                 pytest.fail("the worker did not complete the submitted executions:\n" + log.read_text())
             time.sleep(0.1)
@@ -289,7 +300,9 @@ def test_every_shell_line_of_the_readme_names_a_real_session_extra_command_or_se
                 continue
             kinds.append(words[0])
             if words[0] == "nox":
-                assert words[1:] == [] or (words[1] == "-s" and words[2] in sessions and len(words) == 3), line
+                assert words[1:] == [] or (words[1] == "-s" and words[2] in sessions and len(words) == 3), (
+                    line
+                )
             elif words[:2] == ["pip", "install"]:
                 [requirement] = words[2:]
                 match = re.fullmatch(r"kitaru-adapters\[([a-z0-9,-]+)\]", requirement)

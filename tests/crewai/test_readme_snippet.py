@@ -114,7 +114,13 @@ def test_the_readme_snippet_waits_for_the_refund_approval_and_resumes_when_run_a
 
         def run(*argv: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                list(argv), cwd=project, env=environment, capture_output=True, text=True, timeout=180, check=False
+                list(argv),
+                cwd=project,
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
             )
 
         first = run(sys.executable, str(program))
@@ -125,7 +131,16 @@ def test_the_readme_snippet_waits_for_the_refund_approval_and_resumes_when_run_a
         assert summary.status == "waiting"
         [wait] = Client().pending_waits(summary.id)
         assert wait.name.startswith("approve:refund:")
-        answered = run(sys.executable, "-m", "kitaru_core.cli", "executions", "answer", summary.id, wait.name, "--approve")
+        answered = run(
+            sys.executable,
+            "-m",
+            "kitaru_core.cli",
+            "executions",
+            "answer",
+            summary.id,
+            wait.name,
+            "--approve",
+        )
         assert answered.returncode == 0, answered.stdout + answered.stderr
         requests_before_resume = len(read_request_log(request_log))
 

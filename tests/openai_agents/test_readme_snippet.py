@@ -122,7 +122,16 @@ def test_the_readme_snippet_waits_for_the_refund_approval_and_resumes_when_run_a
         [wait] = Client().pending_waits(summary.id)
         assert wait.name.startswith("approve:refund:")
         answered = subprocess.run(
-            [sys.executable, "-m", "kitaru_core.cli", "executions", "answer", summary.id, wait.name, "--approve"],
+            [
+                sys.executable,
+                "-m",
+                "kitaru_core.cli",
+                "executions",
+                "answer",
+                summary.id,
+                wait.name,
+                "--approve",
+            ],
             cwd=project,
             env=environment,
             capture_output=True,
