@@ -3,6 +3,9 @@
 The Kubernetes manifests and the systemd unit cannot run here; they are parsed (YAML with a safe
 loader, the unit with configparser), and every `kitaru-adapters` command in them, and in the
 page's shell blocks, is parsed by the CLI itself (its options, their types, the subcommands).
+The commands also run: the migration Job's, the server Deployment's and the token lines in
+tests/server/test_production_docs_serve.py (the server needs the `server` extra, which this
+session does not install), the worker Deployment's in tests/core/test_s3_artifacts.py.
 """
 
 from __future__ import annotations
