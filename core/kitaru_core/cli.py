@@ -601,6 +601,7 @@ def submit(
     as_json: JsonOption = False,
 ) -> None:
     """Queue an execution of a @flow for a worker (`kitaru-adapters worker`); print its id."""
+    import_from_working_directory()  # `module:flow` beside the caller, as `python -m` would find it
     positional = _json_argument(args, "--args", list)
     keywords = _json_argument(kwargs, "--kwargs", dict)
     new_id = _checked(
@@ -639,6 +640,7 @@ def worker(
 
     from kitaru_core._workers import Worker
 
+    import_from_working_directory()  # `--import jobs` beside the worker, as its children (`python -m`) find it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     runner = _checked(
         lambda: Worker(

@@ -191,10 +191,6 @@ print(first, second)
 """
 
 
-class WorkerCannotImportJobsError(AssertionError):
-    """The worker stopped at once: `--import jobs` did not find `jobs.py` in its working directory."""
-
-
 def jobs_module() -> str:
     """The `jobs` module of docs/workers.md, which the README's line imports."""
     page = (REPO / "docs" / "workers.md").read_text(encoding="utf-8")
@@ -202,31 +198,11 @@ def jobs_module() -> str:
     return module
 
 
-@pytest.mark.parametrize(
-    "project_on_pythonpath",
-    [
-        pytest.param(
-            False,
-            id="as-written",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=WorkerCannotImportJobsError,
-                reason="code bug: the console script's `worker` (and `executions submit`) do not put the "
-                "working directory on the import path as `resume` and `replay` do "
-                "(cli.import_from_working_directory), so `--import jobs` fails beside jobs.py",
-            ),
-        ),
-        pytest.param(True, id="project-on-pythonpath"),
-    ],
-)
-def test_the_workers_line_runs_submitted_executions_and_stops_on_sigterm(
-    project: Path, project_on_pythonpath: bool
-) -> None:
+def test_the_workers_line_runs_submitted_executions_and_stops_on_sigterm(project: Path) -> None:
     """The README's worker line, run by the console script in the folder of docs/workers.md's jobs.py.
 
-    As written (the worker started beside `jobs.py`, as docs/workers.md says) it fails today: the
-    expected failure is strict, so fixing the CLI turns this case red until its mark is removed.
-    The second case puts the folder on `PYTHONPATH` and proves the rest of the line's behaviour.
+    Nothing else puts that folder on the import path: the console script's `worker` and
+    `executions submit` look in the working directory first, as `python -m` would.
     """
     [line] = [
         line for block in blocks(section("Workers: executions that resume on their own"), "bash")
@@ -239,28 +215,29 @@ def test_the_workers_line_runs_submitted_executions_and_stops_on_sigterm(
     (project / "submit.py").write_text(JOBS_SUBMIT, encoding="utf-8")
     first, second = run([sys.executable, "submit.py"], project).stdout.split()
     assert second == "welcome-bob"
+    submitted = run(
+        [console_script(), "executions", "submit", "jobs:welcome", "--args", '["cy@example.com"]', "--json"],
+        project,
+    )
+    third = json.loads(submitted.stdout)["execution_id"]
     client = Client()
-    assert [client.get_execution(execution_id).status for execution_id in (first, second)] == ["queued"] * 2
+    executions = (first, second, third)
+    assert [client.get_execution(execution_id).status for execution_id in executions] == ["queued"] * 3
 
     log = project / "worker.log"
     with log.open("wb") as output:
         worker = subprocess.Popen(
             [console_script(), *argv[1:]],
             cwd=project,
-            env=fresh_environment(*([project] if project_on_pythonpath else [])),
+            env=fresh_environment(),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 60
-        while any(
-            client.get_execution(execution_id).status != "completed" for execution_id in (first, second)
-        ):
+        while any(client.get_execution(execution_id).status != "completed" for execution_id in executions):
             if time.monotonic() > deadline or worker.poll() is not None:
-                output = log.read_text()
-                if "cannot import module 'jobs'" in output:
-                    raise WorkerCannotImportJobsError(output)
-                pytest.fail("the worker did not complete the submitted executions:\n" + output)
+                pytest.fail("the worker did not complete the submitted executions:\n" + log.read_text())
             time.sleep(0.1)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0, log.read_text()
@@ -270,6 +247,7 @@ def test_the_workers_line_runs_submitted_executions_and_stops_on_sigterm(
             worker.wait()
     assert client.get_output(first) == "sent to ana@example.com"
     assert client.get_output(second) == "sent to bob@example.com"
+    assert client.get_output(third) == "sent to cy@example.com"
     listed = run([console_script(), "workers", "list", "--json"], project)
     [record] = json.loads(listed.stdout)
     assert (record["pid"], record["state"], record["queues"], record["concurrency"]) == (
