@@ -425,6 +425,10 @@ class _Wakeup:
                 connection.close()
 
 
+class ProcessLost(Exception):
+    """A worker's child process running an execution was killed by a signal (out of memory, a segfault)."""
+
+
 @dataclass
 class _Child:
     claim: Claim
@@ -452,6 +456,11 @@ class Worker:
             execution still runs in a process of its own, used once.
         shutdown_timeout_s: Seconds a stopping worker waits for its children to reach a checkpoint
             boundary before it kills them (their executions are then released as `queued` too).
+        lost_process_retries: How often an execution whose child process was killed by a signal
+            on its own is resumed automatically (after 1 s, doubling up to 30 s; counted with the
+            retries of the flow's own `retry=` policy, in the execution's `retry_attempts`).
+            0: it stays `failed` at once. Default 2 (an execution that kills its process every
+            time, e.g. out of memory, stops after three attempts).
         store_url: SQLAlchemy URL of the store; default: the configured one.
         artifacts_url: fsspec URL of the artifact store; default: the configured one.
 
@@ -462,8 +471,10 @@ class Worker:
     and its execution released the same way.
 
     A child killed by a signal on its own (a crash, the kernel's out-of-memory killer) costs only
-    its execution: the worker records it `failed` (error `ProcessLost`), resumable with
-    `kitaru-adapters executions resume ID`; so does a child whose flow does not import. A child
+    its execution: the worker records it `failed` (error `ProcessLost`) and resumes it after 1 s,
+    then 2 s... up to `lost_process_retries` times (a worker serving its queue takes it then;
+    completed calls are served); after that it stays `failed`, resumable with
+    `kitaru-adapters executions resume ID`. A child whose flow does not import fails at once. A child
     that cannot reach the store gives its execution back `queued`. A worker that dies with its children (SIGKILL of the
     process group, a lost machine) leaves its executions `running`: another worker takes them over
     at once on the same host, after the lease duration elsewhere.
@@ -485,6 +496,7 @@ class Worker:
         store_url: str | None = None,
         artifacts_url: str | None = None,
         prestart: bool = True,
+        lost_process_retries: int = 2,
     ) -> None:
         from kitaru_core._client import Client
 
@@ -499,7 +511,16 @@ class Worker:
             )
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}.")
+        if lost_process_retries < 0:
+            raise ConfigurationError(f"lost_process_retries must be 0 or more, got {lost_process_retries}.")
         self.concurrency = concurrency
+        self.lost_process_retry = _checkpoint_calls.RetryPolicy(
+            max_attempts=lost_process_retries + 1,
+            initial_delay_s=1.0,
+            backoff_factor=2.0,
+            max_delay_s=30.0,
+            retry_on=(ProcessLost,),
+        )
         self.imports = list(imports)
         for module in self.imports:
             try:
@@ -752,6 +773,8 @@ class Worker:
                 failure = f"The worker's process {child.process.pid} running it ended ({ended})."
                 retry = stopping or code >= 0
                 self._release(execution_id, record.lease_owner, failure=None if retry else failure)
+                if not retry:  # killed on its own: resumed after a backoff, a few times
+                    schedule_retry(self.store, execution_id, ProcessLost(failure), self.lost_process_retry)
             logger.info("kitaru worker %s: execution %r: process ended (%s)", self.id, execution_id, ended)
 
     def _shutdown(self) -> None:

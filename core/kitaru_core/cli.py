@@ -634,6 +634,13 @@ def worker(
     prestart: Annotated[
         bool, typer.Option(help="Keep one process started ahead, imports done, so taking work costs no process start.")
     ] = True,
+    lost_process_retries: Annotated[
+        int,
+        typer.Option(
+            "--lost-process-retries",
+            help="Times an execution whose process was killed by a signal (out of memory...) is resumed on its own.",
+        ),
+    ] = 2,
 ) -> None:
     """Run queued, crashed and answered executions until SIGTERM or Ctrl-C (then stop at checkpoint boundaries)."""
     import logging
@@ -650,6 +657,7 @@ def worker(
             poll_interval_s=poll_interval_s,
             shutdown_timeout_s=shutdown_timeout_s,
             prestart=prestart,
+            lost_process_retries=lost_process_retries,
         )
     )
     _checked(runner.run)

@@ -12,6 +12,7 @@ output was committed; a line after that one is a body that ran once the call had
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import uuid
@@ -38,6 +39,23 @@ def held_step(directory: str, name: str, index: int) -> str:
 def held_run(name: str, calls: int, directory: str) -> list[str]:
     """`calls` checkpoint calls in a row; returns their nonces."""
     return [held_step(directory, name, index) for index in range(calls)]
+
+
+@checkpoint
+def fatal_step(directory: str, name: str, index: int) -> str:
+    """Call 0 completes; any later call kills its own process (as the out-of-memory killer would), every time."""
+    folder = Path(directory)
+    with open(folder / f"{name}-{index}", "a", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()}\n")
+    if index > 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return f"step {index}"
+
+
+@flow
+def fatal_run(name: str, directory: str) -> list[str]:
+    """Two checkpoint calls; the second kills its process each time it runs."""
+    return [fatal_step(directory, name, index) for index in range(2)]
 
 
 if __name__ == "__main__":

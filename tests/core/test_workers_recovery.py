@@ -25,7 +25,7 @@ from kitaru_core import Client
 from kitaru_core import _tables as tables
 from kitaru_core._leases import HOST_ID, process_alive
 from kitaru_core._runtime import get_store
-from kitaru_core._workers import hand_to_worker, list_workers
+from kitaru_core._workers import list_workers, retry_state
 
 PROGRAM = Path(__file__).with_name("recovery_program.py")
 FLOW = "recovery_program:held_run"
@@ -132,10 +132,16 @@ def test_a_killed_child_costs_only_its_own_execution_which_resumes_without_runni
     assert {name: get_store().get_execution(name).lease_pid for name in names} == children
 
     os.kill(children["b1"], signal.SIGKILL)
-    _until(lambda: _status("b1") == "failed", 60, "the worker to record the killed run", log)
-    lost = get_store().get_execution("b1")
-    assert (lost.error_type, lost.lease_owner) == ("ProcessLost", None)
-    assert "execution 'b1': process ended (signal SIGKILL)" in log.read_text()
+    _until(
+        lambda: "execution 'b1': process ended (signal SIGKILL)" in log.read_text(),
+        60,
+        "the worker to record the killed run",
+        log,
+    )
+    # recorded failed (ProcessLost), and its resume scheduled by the worker on its own
+    [scheduled] = [event for event in get_store().list_audit("b1") if event.action == "retry scheduled"]
+    assert (scheduled.details["error"], scheduled.details["attempt"]) == ("ProcessLost", 2)
+    assert scheduled.details["delay_s"] == 1.0
     # the other two runs go on in their own processes, still held
     assert [_status("b0"), _status("b2")] == ["running", "running"]
     assert process_alive(children["b0"])
@@ -147,14 +153,38 @@ def test_a_killed_child_costs_only_its_own_execution_which_resumes_without_runni
         assert _assert_each_call_ran_once(effects, name, 3) == [children[name]] * 3
         assert Client().get_execution(name).run_count == 1
 
-    # resumed the way the server resumes with a live worker: queued, and this worker takes it
+    # the retry was taken and waits inside call 1 (still held): a new process, call 0 served
+    _until(lambda: _status("b1") == "running", 60, "the worker to resume the killed run", log)
     (effects / "hold-b1-1").unlink()
-    hand_to_worker(get_store(), "b1")
     _until(lambda: _status("b1") == "completed", 60, "the resumed run", log)
     first, second, third = _assert_each_call_ran_once(effects, "b1", 3)
     assert first == children["b1"]  # completed before the kill: served
     assert second == third != children["b1"]  # the call cut off before its side effect ran once, later
     assert Client().get_execution("b1").run_count == 2
+    assert worker.poll() is None
+    assert _stop(worker) == 0
+
+
+def test_an_execution_that_kills_its_process_every_time_stops_after_its_lost_process_retries(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects"  # made by the `environment` fixture
+    log = tmp_path / "worker.log"
+    worker = _start_worker(environment, log, "--lost-process-retries", "1")
+    Client().submit("recovery_program:fatal_run", "oom", str(effects), execution_id="oom")
+    _until(
+        lambda: log.read_text().count("execution 'oom': process ended (signal SIGKILL)") == 2,
+        60,
+        "two killed attempts",
+        log,
+    )
+    record = get_store().get_execution("oom")
+    assert (record.status, record.error_type, record.lease_owner) == ("failed", "ProcessLost", None)
+    assert (effects / "oom-0").read_text().count("\n") == 1  # completed before the first kill: served after it
+    assert (effects / "oom-1").read_text().count("\n") == 2  # the first attempt and the one retry
+    assert [event.details["attempt"] for event in get_store().list_audit("oom") if event.action == "retry scheduled"] == [2]
+    assert retry_state(get_store(), "oom").retry_at_epoch_s is None  # nothing more scheduled
+    assert Client().get_execution("oom").run_count == 2
     assert worker.poll() is None
     assert _stop(worker) == 0
 
