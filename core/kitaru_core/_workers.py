@@ -425,7 +425,7 @@ class _Wakeup:
                 connection.close()
 
 
-class ProcessLost(Exception):
+class ProcessLost(Exception):  # noqa: N818  # the error type the execution records, as the docs name it
     """A worker's child process running an execution was killed by a signal (out of memory, a segfault)."""
 
 
