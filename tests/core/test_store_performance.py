@@ -113,6 +113,30 @@ def test_running_a_completed_named_run_again_serves_it_with_one_commit(shared_st
     assert [call.source for call in detail.calls] == ["store"] * 3
 
 
+def test_a_completed_flow_run_again_by_its_execution_id_costs_one_read(shared_store: str) -> None:
+    from kitaru_core import checkpoint, flow
+    from kitaru_core._runtime import get_store
+
+    runs: list[int] = []
+
+    @checkpoint(name="triple")
+    def triple(value: int) -> int:
+        runs.append(value)
+        return value * 3
+
+    @flow(name="read-once")
+    def tripled(count: int) -> list[int]:
+        return [triple(value) for value in range(count)]
+
+    assert tripled.run(3, execution_id="read-once") == [0, 3, 6]
+    with StatementCounter(get_store().engine) as counter:
+        assert tripled.run(3, execution_id="read-once") == [0, 3, 6]
+    assert runs == [0, 1, 2]  # the flow's body did not run: its stored output was returned
+    assert counter.commits == 0, counter.statements
+    assert len(counter.statements) == 1, counter.statements
+    assert counter.statements[0].startswith("SELECT"), counter.statements
+
+
 def test_a_served_rerun_that_reaches_a_new_call_takes_the_lease_before_its_body(shared_store: str) -> None:
     from kitaru_core import Client, checkpoint, execution
     from kitaru_core._runtime import get_store
