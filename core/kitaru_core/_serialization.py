@@ -573,6 +573,9 @@ def encode_typed(value: Any, type_hint: Any = None) -> bytes:
     Raises:
         SerializationError: A part of the value has a type the encoding does not cover.
     """
+    cls = type(value)
+    if value is None or cls is str or cls is int or cls is bool:  # its own JSON form (`_Encoder.encode`)
+        return _dumps(value)
     try:
         data = _Encoder(_hint_classes(type_hint)).encode(value)
     except _Unstorable as error:

@@ -521,7 +521,9 @@ class Store:
 
     # -- faults ---------------------------------------------------------------------------------
 
-    def _retrying(self, what: str, operation: Callable[[bool], T], *, budget_s: float | None = None) -> T:
+    def _retrying(
+        self, what: str | Callable[[], str], operation: Callable[[bool], T], *, budget_s: float | None = None
+    ) -> T:
         """Run `operation(retry)` and retry it on transient faults with bounded exponential backoff.
 
         `retry` is `False` on the first attempt and `True` afterwards: an attempt that follows a fault
@@ -530,7 +532,8 @@ class Store:
         driver already waited `sqlite_busy_timeout_s`).
 
         Args:
-            what: What the operation does, for messages.
+            what: What the operation does, for messages (or a function that says it, called only
+                for a message: the hot path need not format it).
             operation: One attempt, in its own transaction.
             budget_s: Seconds to keep retrying (default: `retry_budget_s`).
 
@@ -548,6 +551,8 @@ class Store:
             try:
                 return operation(attempt > 0)
             except (SQLAlchemyError, sqlite3.Error) as error:
+                if not isinstance(what, str):
+                    what = what()
                 kind = classify_fault(error)
                 if kind == "locked":
                     raise self._locked_error(what, error) from error
@@ -1212,7 +1217,7 @@ class Store:
                     )
             return int(row_id) if row_id is not None else -1
 
-        return self._retrying(f"record checkpoint call {values['call_key']!r}", attempt)
+        return self._retrying(lambda: f"record checkpoint call {values['call_key']!r}", attempt)
 
     def _record_call_sqlite(
         self, values: dict[str, Any], lease: tuple[str, str], supersede_ids: Sequence[int]

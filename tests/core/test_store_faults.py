@@ -54,7 +54,7 @@ def test_every_operation_recognises_its_own_commit_when_the_acknowledgement_is_l
     dropped: list[str] = []
 
     def lose_first_acknowledgement(
-        what: str, operation: Callable[[bool], Any], *, budget_s: float | None = None
+        what: str | Callable[[], str], operation: Callable[[bool], Any], *, budget_s: float | None = None
     ) -> Any:
         first = [True]
 
@@ -62,7 +62,7 @@ def test_every_operation_recognises_its_own_commit_when_the_acknowledgement_is_l
             result = operation(retry)
             if first[0]:
                 first[0] = False
-                dropped.append(what)
+                dropped.append(what if isinstance(what, str) else what())
                 raise OperationalError(
                     "COMMIT", {}, ConnectionError("server closed the connection unexpectedly")
                 )
