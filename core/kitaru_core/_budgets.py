@@ -215,6 +215,26 @@ class _Tally:
             if model not in self.cost_unknown_models:
                 self.cost_unknown_models.append(model)
 
+    @classmethod
+    def of_totals(cls, totals: dict[str, Any]) -> _Tally:
+        """A tally starting from the sums the store computed (`Store.budget_totals`) instead of records.
+
+        Its `seen` is empty: the records summed are told apart from later ones by the caller
+        (`_State.let_through` counts only records written after the sums were taken).
+        """
+        tally = cls(
+            usd=float(totals["usd"]),
+            input_tokens=int(totals["input_tokens"]),
+            output_tokens=int(totals["output_tokens"]),
+            model_calls=int(totals["model_calls"]),
+            cost_unknown_calls=int(totals["cost_unknown_calls"]),
+        )
+        for name in totals["cost_unknown_models"]:
+            model = name or "unknown model"  # as `add` names a call without a model name
+            if model not in tally.cost_unknown_models:
+                tally.cost_unknown_models.append(model)
+        return tally
+
     def spend(self) -> BudgetSpend:
         return BudgetSpend(
             self.usd,
@@ -313,25 +333,39 @@ def budget_scope(budget: Budget | None) -> Generator[Budget | None]:
 
 @dataclass
 class _State:
-    """The budget bookkeeping of one run of an execution (rebuilt from the store every run)."""
+    """The budget bookkeeping of one run of an execution (started from the store's sums every run)."""
 
     tally: _Tally = field(default_factory=_Tally)
-    let_through: dict[str, None] = field(default_factory=dict[str, None])
-    """Keys of the model calls let through in this run whose records were not counted yet."""
+    let_through: dict[str, int | None] = field(default_factory=dict[str, int | None])
+    """Keys of the model calls let through in this run whose records were not counted yet, each with
+    the id of the record stored for the key when it was let through (`None`: none). That older
+    record (superseded by the call, or a failed or interrupted attempt of an earlier run) was in
+    the store's sums already: only a record with another id is the call's own."""
     raised: dict[str, float] = field(default_factory=dict[str, float])
     cost_acknowledged: bool = False
     written: dict[str, Any] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+_state_lock = threading.Lock()
+"""Makes the first `_State` of a run the only one when parallel model calls start it together."""
+
+
 def _state(context: _context.ExecutionContext) -> _State:
+    """The run's budget bookkeeping, started at its first model call from the store's sums.
+
+    The database sums the execution's calls that count (`Store.budget_totals`, one query): a resume
+    of an execution with many stored calls neither reads nor holds their records here.
+    """
     state = context.budget_state
     if isinstance(state, _State):
         return state
-    fresh = _State()
-    for record in context.store.load_calls(context.execution_id, include_superseded=True):
-        fresh.tally.add(record)
-    context.budget_state = fresh
+    fresh = _State(tally=_Tally.of_totals(context.store.budget_totals(context.execution_id)))
+    with _state_lock:  # two parallel first calls: both read the sums, one state is kept by both
+        state = context.budget_state
+        if isinstance(state, _State):
+            return state
+        context.budget_state = fresh
     return fresh
 
 
@@ -405,9 +439,9 @@ def check_before_model_call(context: _context.ExecutionContext, call_key: str) -
     with state.lock:
         # The calls let through before this one have committed by now (or are still running, in
         # parallel): count what they recorded. O(calls in flight), not O(calls of the execution).
-        for key in list(state.let_through):
+        for key, earlier_id in list(state.let_through.items()):
             record = context.stored_call(key)
-            if record is not None and record.status != "started":
+            if record is not None and record.id != earlier_id and record.status != "started":
                 state.tally.add(record)
                 del state.let_through[key]
         spend = state.tally.spend()
@@ -417,8 +451,9 @@ def check_before_model_call(context: _context.ExecutionContext, call_key: str) -
         reached, unknown = _reached(limits, spend, state)
         _record_budget(context, state, {"initial": initial, "limits": limits})
         if not reached and not unknown:
+            earlier = context.stored_call(call_key)  # just read by the call's plan: cached
             with state.lock:
-                state.let_through[call_key] = None
+                state.let_through[call_key] = earlier.id if earlier is not None else None
             return
         metadata = {
             "kind": "budget",

@@ -1918,6 +1918,81 @@ class Store:
         row = self._read("read an artifact", lambda connection: connection.execute(query.limit(1)).mappings().first())
         return self._artifact(row) if row else None
 
+    # -- budgets --------------------------------------------------------------------------------
+
+    def budget_totals(self, execution_id: str) -> dict[str, Any]:
+        """What an execution's model calls spent when they ran live, summed by the database (one query).
+
+        The records summed are exactly those `kitaru_core._budgets.counts_toward_budget` counts:
+        kind `model`, any status but `started` (superseded records included: they were paid once),
+        neither copied into a replay (`copied_from` in their details) nor given by a person
+        (`given_by`). A resume starts its budget bookkeeping from these sums instead of reading
+        every record of the execution. Tokens and counts are exact; `usd` is the database's sum of
+        the known costs, which may differ from adding the same floats one by one in Python in the
+        last bits (the order of additions differs).
+
+        Args:
+            execution_id: The execution.
+
+        Returns:
+            `usd` (float), `input_tokens`, `output_tokens`, `model_calls` and `cost_unknown_calls`
+            (ints; a call with tokens but no cost is "cost unknown"), all 0 when nothing counts; and
+            `cost_unknown_models`: the model names of the cost-unknown calls as stored (`None` or
+            `""` for a call without one), in the order of their first call in recording order.
+        """
+        from sqlalchemy import JSON, cast, type_coerce  # local: this method is an addition on its own
+
+        t = tables.checkpoint_calls
+        if self.engine.dialect.name == "sqlite":
+            details = type_coerce(t.c.details, JSON)  # JSON_EXTRACT(details, '$."key"')
+        else:
+            details = cast(t.c.details, JSON)  # CAST(details AS JSON) ->> 'key'
+        unknown_cost = and_(
+            t.c.cost_usd.is_(None), or_(t.c.input_tokens.is_not(None), t.c.output_tokens.is_not(None))
+        )
+        # One row per model name (a handful): the sums, and where the model's first cost-unknown
+        # call is in recording order (sequence, then id, as `load_calls` orders records).
+        query = (
+            select(
+                t.c.model_name,
+                func.count(),
+                func.sum(t.c.input_tokens),
+                func.sum(t.c.output_tokens),
+                func.sum(t.c.cost_usd),
+                func.sum(case((unknown_cost, 1), else_=0)),
+                func.min(case((unknown_cost, t.c.sequence), else_=None)),
+                func.min(case((unknown_cost, t.c.id), else_=None)),
+            )
+            .where(
+                t.c.execution_id == execution_id,
+                t.c.kind == "model",
+                t.c.status != "started",
+                details["copied_from"].as_string().is_(None),
+                details["given_by"].as_string().is_(None),
+            )
+            .group_by(t.c.model_name)
+        )
+        rows = self._read("sum the budget spend", lambda connection: connection.execute(query).all())
+        unknown_first: list[tuple[int, int, str | None]] = []
+        usd = 0.0
+        input_tokens = output_tokens = model_calls = cost_unknown_calls = 0
+        for name, calls, inputs, outputs, cost, unknown, first_sequence, first_id in rows:
+            model_calls += int(calls)
+            input_tokens += int(inputs or 0)
+            output_tokens += int(outputs or 0)
+            usd += float(cost or 0.0)
+            cost_unknown_calls += int(unknown or 0)
+            if unknown:
+                unknown_first.append((int(first_sequence), int(first_id), name))
+        return {
+            "usd": usd,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "model_calls": model_calls,
+            "cost_unknown_calls": cost_unknown_calls,
+            "cost_unknown_models": [name for _sequence, _id, name in sorted(unknown_first, key=lambda row: row[:2])],
+        }
+
 
 def _actor_text(actor: tuple[str, str]) -> str:
     """`ana (token)`, `bob (os user)`: how a wait records who answered it."""

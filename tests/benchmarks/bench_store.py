@@ -614,6 +614,134 @@ def run_memory(directory: Path, calls: int) -> None:
     )
 
 
+# -- a budgeted resume: the spend summed by the database, not every record loaded ------------------
+
+
+def _records_state(context: Any) -> Any:
+    """The budget bookkeeping start before `Store.budget_totals`: every record loaded and counted."""
+    from kitaru_core import _budgets
+
+    state = context.budget_state
+    if isinstance(state, _budgets._State):
+        return state
+    fresh = _budgets._State()
+    for record in context.store.load_calls(context.execution_id, include_superseded=True):
+        fresh.tally.add(record)
+    context.budget_state = fresh
+    return fresh
+
+
+def run_budget(label: str, url: str, directory: Path, calls: int, repeat: int) -> None:
+    """A budgeted resume of an execution with `calls` stored model calls: sums against loaded records.
+
+    One execution records `calls` model calls (kind `model`, tokens and a cost, a 500-byte answer
+    each) and stops. Each resume serves them all, then makes one live model call under a
+    `Budget`, whose check starts the run's budget bookkeeping: from `Store.budget_totals` (one
+    aggregate query, "sums") or, as before, from every record of the execution (`load_calls` and
+    `spend_of`, "records"). Both are timed in the same process on the same data, alternating,
+    `repeat` resumes each (medians): the bookkeeping start alone, and the whole resume (wall
+    time); then the tracemalloc peak of each (one resume each, traced separately: tracing slows
+    the run). The two starts give the same spend (checked).
+    """
+    import gc
+    import tracemalloc
+
+    import kitaru_core
+    from kitaru_core import Budget, CallUsage, _budgets, _config, flow, run_checkpoint
+    from kitaru_core._runtime import ExecutionContext, get_store
+
+    answer = "x" * 500
+    live = {"resume": 0}
+
+    def usage(_output: str) -> CallUsage:
+        return CallUsage(model_name="bench-model", input_tokens=1200, output_tokens=300, cost_usd=0.0021)
+
+    def request(i: int) -> str:
+        return answer
+
+    @flow(name="bench_store.budget", budget=Budget(usd=1e9))
+    def budget_flow(n: int) -> None:
+        for i in range(n):
+            run_checkpoint("model", request, i, kind="model", usage=usage)
+        if live["resume"]:
+            key = f"resume-{live['resume']}"
+            run_checkpoint("model", request, -1, kind="model", usage=usage, discriminator=key)
+        raise RuntimeError("stop: the next run resumes")
+
+    kitaru_core.configure(
+        store_url=url,
+        artifacts_url=str(directory / "budget-artifacts"),
+        sqlite_synchronous="normal",  # only the filling is faster; the resume reads the same
+        reset=True,
+    )
+    fill_start = time.perf_counter()
+    with contextlib.suppress(RuntimeError):
+        budget_flow.run(calls, execution_id="bench-budget")
+    fill_s = time.perf_counter() - fill_start
+    store = get_store()
+    new_state = _budgets._state
+    starts = {"sums": new_state, "records": _records_state}
+
+    def resume(start: Callable[[Any], Any]) -> float:
+        """One budgeted resume with `start` as the bookkeeping start; its wall seconds."""
+        live["resume"] += 1
+        _budgets._state = start
+        try:
+            began = time.perf_counter()
+            with contextlib.suppress(RuntimeError):
+                budget_flow.run(calls, execution_id="bench-budget")
+            return time.perf_counter() - began
+        finally:
+            _budgets._state = new_state
+
+    record = store.get_execution("bench-budget")
+    context = ExecutionContext(store, record, "bench", _config.current_settings())
+
+    def start_only(start: Callable[[Any], Any]) -> tuple[float, Any]:
+        context.budget_state = None
+        began = time.perf_counter()
+        state = start(context)
+        return time.perf_counter() - began, state.tally.spend()
+
+    spends = {name: start_only(start)[1] for name, start in starts.items()}  # warm-up, and the check
+    assert abs(spends["sums"].usd - spends["records"].usd) < 1e-6, spends
+    assert spends["sums"].model_calls == spends["records"].model_calls >= calls, spends
+    start_s: dict[str, list[float]] = {name: [] for name in starts}
+    resume_s: dict[str, list[float]] = {name: [] for name in starts}
+    for _ in range(repeat):
+        for name, start in starts.items():
+            start_s[name].append(start_only(start)[0])
+            resume_s[name].append(resume(start))
+    peaks: dict[str, tuple[int, int]] = {}
+    for name, start in starts.items():
+        context.budget_state = None
+        gc.collect()
+        tracemalloc.start()
+        start(context)
+        start_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        gc.collect()
+        tracemalloc.start()
+        resume(start)
+        resume_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        peaks[name] = (start_peak, resume_peak)
+    kitaru_core.configure(reset=True)
+    print(
+        f"\nBudgeted resume, {label} ({calls:,} stored model calls of 500-byte answers, filled in {fill_s:.1f} s; "
+        f"medians of {repeat}; peaks by tracemalloc): the spend at the bookkeeping start is "
+        f"{spends['sums'].model_calls:,} calls, ${spends['sums'].usd:,.2f} from both"
+    )
+    for name in ("records", "sums"):
+        start_peak, resume_peak = peaks[name]
+        what = "before: load_calls + spend_of" if name == "records" else "after: Store.budget_totals"
+        print(
+            f"  {what:32} bookkeeping start {statistics.median(start_s[name]) * 1000:8.1f} ms, "
+            f"peak {start_peak / 1e6:7.2f} MB;  whole resume {statistics.median(resume_s[name]) * 1000:7.0f} ms, "
+            f"peak {resume_peak / 1e6:7.2f} MB"
+        )
+
+
 # -- throughput against process count ---------------------------------------------------------------
 
 
@@ -732,7 +860,7 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument(
         "--section",
-        choices=["all", "list", "durability", "overhead", "memory", "scaling", "marker", "restart"],
+        choices=["all", "list", "durability", "overhead", "memory", "scaling", "marker", "restart", "budget"],
         default="all",
         help="What to measure.",
     )
@@ -741,6 +869,7 @@ def main() -> int:
     parser.add_argument("--scaling-calls", type=int, default=200, help="Calls per process in the scaling figure.")
     parser.add_argument("--processes", default="1,2,4,8", help="Process counts of the scaling figure.")
     parser.add_argument("--memory-calls", type=int, default=20_000, help="Stored calls for the memory figure.")
+    parser.add_argument("--budget-calls", type=int, default=20_000, help="Stored model calls for the budget figure.")
     parser.add_argument("--rounds", type=int, default=5, help="Alternating rounds of the overhead figure.")
     parser.add_argument(
         "--overhead-dir", default=None, help="Where the overhead figure's stores go (e.g. /dev/shm; default: --dir)."
@@ -779,6 +908,15 @@ def main() -> int:
             run_restart(Path(directory), min(args.repeat, 7))
         if args.section in {"all", "memory"}:
             run_memory(Path(directory), args.memory_calls)
+        if args.section in {"all", "budget"}:
+            repeat = min(args.repeat, 5)
+            if args.backend in {"all", "sqlite"}:
+                url = f"sqlite:///{Path(directory, 'budget.db')}"
+                run_budget("SQLite file", url, Path(directory), args.budget_calls, repeat)
+            if args.backend in {"all", "postgres"}:
+                with _postgres_database(args.postgres_url) as url:
+                    if url is not None:
+                        run_budget("PostgreSQL", url, Path(directory), args.budget_calls, repeat)
         if args.section not in {"all", "list"}:
             return 0
         if args.backend in {"all", "sqlite"}:

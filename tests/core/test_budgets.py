@@ -5,16 +5,30 @@ Model calls are made the way adapters make them: `run_checkpoint(kind="model", u
 
 from __future__ import annotations
 
+import contextvars
+import itertools
+import json
 import math
 import os
 import subprocess
 import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from kitaru_core import Budget, CallUsage, Client, flow, run_checkpoint
+from kitaru_core import Budget, CallUsage, Client, _budgets, flow, run_checkpoint
+from kitaru_core import _tables as tables
+from kitaru_core._budgets import BudgetSpend, spend_of
+from kitaru_core._runtime import get_store
+from kitaru_core._store import Store
 from kitaru_core.errors import (
     ConfigurationError,
     ExecutionCancelledError,
@@ -294,3 +308,290 @@ def test_the_docs_example_runs_as_written(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == printed.strip().splitlines()
+
+
+# -- the spend the database sums: the same as the records count ------------------------------------
+
+
+def summed_spend(store: Store, execution_id: str) -> BudgetSpend:
+    """The spend a run's budget bookkeeping starts from: the store's sums, as `_State` takes them."""
+    return _budgets._Tally.of_totals(store.budget_totals(execution_id)).spend()
+
+
+def assert_sums_equal_records(store: Store, execution_id: str) -> BudgetSpend:
+    """The database's sums equal `spend_of` every record (dollars up to the order of float additions)."""
+    counted = spend_of(store.load_calls(execution_id, include_superseded=True))
+    summed = summed_spend(store, execution_id)
+    assert summed.usd == pytest.approx(counted.usd, rel=1e-12, abs=1e-12)
+    assert replace(summed, usd=0.0) == replace(counted, usd=0.0)
+    return counted
+
+
+def test_the_database_sums_every_kind_of_record_as_the_records_count(shared_store: str) -> None:
+    store = get_store()
+    for execution_id in ("sums", "sums-source", "sums-other"):
+        store.create_execution(execution_id, flow_name="sums", entry_point=None, inputs_fingerprint=None, inputs=None)
+    sequences = itertools.count(1)
+
+    def record(
+        key: str,
+        *,
+        execution_id: str = "sums",
+        kind: str = "model",
+        status: str = "completed",
+        model: str | None = "priced-model",
+        tokens: tuple[int | None, int | None] = (100, 10),
+        cost: float | None = 0.5,
+        details: dict[str, Any] | None = None,
+        supersede: tuple[int, ...] = (),
+    ) -> int:
+        now = time.time()
+        values: dict[str, Any] = {
+            "execution_id": execution_id,
+            "call_key": key,
+            "name": key.split(":")[0],
+            "kind": kind,
+            "sequence": next(sequences),
+            "status": status,
+            "output_format": "json",
+            "output": b'"an answer"',
+            "run_number": 1,
+            "started_at_epoch_s": now,
+            "ended_at_epoch_s": now,
+            "model_name": model,
+            "input_tokens": tokens[0],
+            "output_tokens": tokens[1],
+            "cost_usd": cost,
+        }
+        if details is not None:
+            values["details"] = json.dumps(details)
+        return store.record_call(values, supersede_ids=supersede)
+
+    served = record("model:0")  # completed, priced; served by a later run
+    store.mark_served([served], 2)
+    older = record("model:1", cost=0.25)  # paid once, then superseded by a divergent re-run
+    record("model:1", cost=0.125, supersede=(older,))
+    record("model:2", status="failed", cost=2.0)  # a failed attempt that reported usage
+    record("model:3", model="free-model", tokens=(50, 5), cost=None)  # cost unknown
+    record("model:4", model=None, tokens=(7, None), cost=None)  # cost unknown, no model name
+    record("model:5", model="", tokens=(None, 3), cost=None)  # the same "unknown model"
+    record("model:6", model="silent", tokens=(None, None), cost=None)  # no usage at all: a call, no cost unknown
+    record("model:7", status="started", tokens=(None, None), cost=None)  # in flight or interrupted: not counted
+    interrupted = record("model:8", status="started", tokens=(None, None), cost=None)
+    record("model:8", cost=4.0, supersede=(interrupted,))  # the superseded `started` record counts as a call
+    record("model:9", cost=8.0, details={"copied_from": None, "retries": [{"attempt": 1}]})  # counts
+    record("model:10", cost=16.0, details={"given_by": "person", "wait": "interrupted-model"})  # a person's
+    record("tool:0", kind="tool", cost=32.0)  # not a model call
+    record("step:0", kind="user", cost=32.0)
+    record("model:0", execution_id="sums-other", cost=64.0)  # another execution
+    copied = record("model:0", execution_id="sums-source", cost=128.0)
+    store.copy_calls("sums-source", "sums", store.load_calls_by_id([copied]))  # a replay's copy: not counted
+
+    counted = assert_sums_equal_records(store, "sums")
+    assert counted == BudgetSpend(
+        usd=0.5 + 0.25 + 0.125 + 2.0 + 4.0 + 8.0,
+        input_tokens=100 * 6 + 50 + 7,  # model:0, both model:1, model:2, model:8's outcome, model:9
+        output_tokens=10 * 6 + 5 + 3,
+        model_calls=11,  # model:0 to model:9 but model:7, plus the superseded model:1 and model:8
+        cost_unknown_calls=3,
+        cost_unknown_models=("free-model", "unknown model"),
+    )
+    assert store.budget_totals("sums-other")["usd"] == 64.0
+    store.create_execution("sums-empty", flow_name="sums", entry_point=None, inputs_fingerprint=None, inputs=None)
+    assert summed_spend(store, "sums-empty") == BudgetSpend() == spend_of([])
+
+
+MODEL_NAMES = st.sampled_from([None, "", "model-a", "model-b", "model-c"])
+COSTS = st.one_of(
+    st.none(),
+    st.sampled_from([0.0, 0.1, 0.2, 0.3, 1e-7, 2.5]),
+    st.floats(min_value=0, max_value=50, allow_nan=False, allow_infinity=False),
+)
+TOKENS = st.one_of(st.none(), st.integers(min_value=0, max_value=2_000_000))
+DETAILS = st.sampled_from(
+    [
+        None,
+        {},
+        {"copied_from": "source"},
+        {"copied_from": None},
+        {"copied_from": ""},
+        {"given_by": "person", "wait": "w"},
+        {"given_by": None},
+        {"retries": [{"attempt": 1, "error": "RateLimit"}]},
+        {"tool": "given_by copied_from"},
+    ]
+)
+CALLS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(["model", "model", "model", "tool", "user"]),
+            "status": st.sampled_from(["completed", "completed", "failed", "started", "superseded"]),
+            "model_name": MODEL_NAMES,
+            "input_tokens": TOKENS,
+            "output_tokens": TOKENS,
+            "cost_usd": COSTS,
+            "details": DETAILS,
+            "last_served_run": st.sampled_from([None, 2]),
+        }
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(calls=CALLS, order=st.randoms(use_true_random=False), noise=CALLS)
+def test_the_database_sums_any_mix_of_calls_as_the_records_count(
+    shared_store: str, calls: list[dict[str, Any]], order: Any, noise: list[dict[str, Any]]
+) -> None:
+    store = get_store()
+    execution_id, other_id = f"mix-{uuid.uuid4().hex[:12]}", f"noise-{uuid.uuid4().hex[:12]}"
+    for made in (execution_id, other_id):
+        store.create_execution(made, flow_name="mix", entry_point=None, inputs_fingerprint=None, inputs=None)
+    sequences = list(range(1, len(calls) + 1))
+    order.shuffle(sequences)  # a `started` record finished in place takes a later sequence than its id
+    rows: list[dict[str, Any]] = []
+    for owner, mix, numbers in ((execution_id, calls, sequences), (other_id, noise, range(1, len(noise) + 1))):
+        for index, (call, sequence) in enumerate(zip(mix, numbers, strict=True)):
+            rows.append(
+                {
+                    **call,
+                    "details": json.dumps(call["details"]) if call["details"] is not None else None,
+                    "execution_id": owner,
+                    "call_key": f"call:{index}",
+                    "name": "call",
+                    "sequence": sequence,
+                    "run_number": 1,
+                    "attempts": 1,
+                    "started_at_epoch_s": 0.0,
+                    "ended_at_epoch_s": 0.0,
+                }
+            )
+    if rows:
+        with store.engine.begin() as connection:
+            connection.execute(sqlalchemy.insert(tables.checkpoint_calls), rows)
+    assert_sums_equal_records(store, execution_id)
+
+
+# -- a budgeted resume reads sums, not records -------------------------------------------------------
+
+
+def test_a_budgeted_resume_starts_from_the_sums_without_loading_a_record(
+    shared_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[int] = []
+    version = {"call 0": 1}
+
+    def priced_call(n: int) -> str:
+        def request(n: int, _version: int) -> str:
+            ran.append(n)
+            if n == 1:
+                raise ConnectionError("the provider hung up")  # recorded `failed`: a call, no usage
+            return f"answer {n}"
+
+        return run_checkpoint(
+            "model",
+            request,
+            n,
+            version["call 0"] if n == 0 else 1,
+            kind="model",
+            usage=lambda _output: CallUsage(model_name="m", input_tokens=100, output_tokens=10, cost_usd=0.5),
+        )
+
+    @flow(name="sums-resume", budget=Budget(model_calls=5))
+    def sums_resume() -> list[str]:
+        answers = [priced_call(0)]
+        try:
+            answers.append(priced_call(1))
+        except ConnectionError:
+            answers.append("no answer")
+        return answers + [priced_call(n) for n in range(2, 7)]
+
+    with pytest.raises(ExecutionWaitingError):
+        sums_resume.run(execution_id="b-sums")
+    assert ran == [0, 1, 2, 3, 4]  # five calls (one failed): the sixth waits
+    client = Client()
+    client.answer("b-sums", "budget", {"action": "raise", "model_calls": 8})
+
+    def no_full_load(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("budget bookkeeping must not load every call record")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "load_calls", no_full_load)
+        version["call 0"] = 2  # call 0 diverges: it runs again and its first record is superseded
+        with pytest.raises(ExecutionWaitingError) as waiting:
+            sums_resume.run(execution_id="b-sums")
+    # the resume starts from the sums of 5 calls; call 0 runs again (6), the failed call 1 runs
+    # again (7), 2 to 4 are served, 5 runs (8): call 6 waits at the second budget wait
+    assert ran == [0, 1, 2, 3, 4, 0, 1, 5]
+    assert [wait.name for wait in waiting.value.waits] == ["budget-2"]
+    detail = client.get_execution("b-sums")
+    [_, second] = detail.waits
+    assert second.metadata["spent"] == {"usd": 3.0, "input_tokens": 600, "output_tokens": 60, "model_calls": 8}
+    assert detail.budget is not None
+    assert detail.budget.spent == second.metadata["spent"]
+    counted = assert_sums_equal_records(get_store(), "b-sums")
+    assert (counted.model_calls, counted.usd) == (8, 3.0)
+
+
+def test_a_call_in_flight_when_the_next_one_is_checked_counts_once_by_its_own_record(
+    shared_store: str,
+) -> None:
+    # A call that supersedes an earlier record is still running (in another thread) when the next
+    # model call is checked: the record stored for its key then is the earlier one, which the
+    # store's sums counted already. It must not be counted again, and the call's own record must
+    # be counted once it commits.
+    version = {"slow": 1}
+    inside, release = threading.Event(), threading.Event()
+    problems: list[BaseException] = []
+
+    def model(name: str, cost: float, *, hold: bool = False) -> str:
+        def request(name: str, _version: int) -> str:
+            if hold:
+                inside.set()
+                assert release.wait(30), "the test never released the call"
+            return name
+
+        return run_checkpoint(
+            "model",
+            request,
+            name,
+            version.get(name, 1),
+            discriminator=name,
+            kind="model",
+            usage=lambda _output: CallUsage(model_name="m", input_tokens=1, output_tokens=1, cost_usd=cost),
+        )
+
+    def slow_in_thread() -> None:
+        try:
+            model("slow", 0.25, hold=True)
+        except BaseException as error:  # reported by the test below
+            problems.append(error)
+
+    @flow(name="in-flight", budget=Budget(usd=1.5))
+    def in_flight() -> list[str]:
+        if version["slow"] == 1:
+            model("slow", 1.0)  # run 1: $1.00, then the run fails and the next run resumes
+            raise RuntimeError("stop after the first call")
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(slow_in_thread,))
+        worker.start()  # runs again (its inputs changed): $0.25, held inside its body
+        try:
+            assert inside.wait(30)
+            fast = model("fast", 0.25)  # checked while "slow" is in flight: $1.00 spent so far
+        finally:
+            release.set()
+            worker.join(30)
+        return [fast, model("after", 0.25)]  # $1.00 + $0.25 + $0.25 = $1.50: the budget waits
+
+    with pytest.raises(RuntimeError, match="stop after the first call"):
+        in_flight.run(execution_id="b-in-flight")
+    version["slow"] = 2
+    with pytest.raises(ExecutionWaitingError):
+        in_flight.run(execution_id="b-in-flight")
+    assert problems == []
+    [wait] = Client().get_execution("b-in-flight").waits
+    assert wait.metadata["call_key"] == "model:after"
+    assert wait.metadata["spent"] == {"usd": 1.5, "input_tokens": 3, "output_tokens": 3, "model_calls": 3}
