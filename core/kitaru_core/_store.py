@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 from sqlalchemy import (
+    JSON,
     Engine,
     and_,
     bindparam,
     case,
+    cast,
     create_engine,
     delete,
     event,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
@@ -1940,8 +1943,6 @@ class Store:
             `cost_unknown_models`: the model names of the cost-unknown calls as stored (`None` or
             `""` for a call without one), in the order of their first call in recording order.
         """
-        from sqlalchemy import JSON, cast, type_coerce  # local: this method is an addition on its own
-
         t = tables.checkpoint_calls
         if self.engine.dialect.name == "sqlite":
             details = type_coerce(t.c.details, JSON)  # JSON_EXTRACT(details, '$."key"')
