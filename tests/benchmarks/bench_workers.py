@@ -316,11 +316,11 @@ def measure_takeover(
             killed_at = time.time()
             os.killpg(leader, signal.SIGKILL)
             workers[slot].wait()
-            _until(
-                lambda members=members: not any(process_alive(pid) for pid in members),
-                30,
-                "the killed processes to end",
-            )
+            ended_by_s = time.monotonic() + 30
+            while any(process_alive(pid) for pid in members):  # its child too, orphaned by the kill
+                if time.monotonic() > ended_by_s:
+                    raise SystemExit(f"the killed processes {sorted(members)} did not end")
+                time.sleep(0.005)
             _until(
                 lambda execution_id=execution_id: client.get_execution(execution_id).status == "completed",
                 120,
@@ -335,15 +335,9 @@ def measure_takeover(
             for line in effects.read_text().splitlines():
                 call, pid = line.split()
                 ran.setdefault(int(call), []).append(int(pid))
-            for call, committed in enumerate(outputs):
-                if ran.get(call) == [committed]:
-                    continue
-                if ran.get(call) == [holder, committed] and committed != holder:
-                    interrupted_run_again += index > 0  # the body the kill cut off, run again: allowed
-                    continue
-                problems.append(
-                    f"{execution_id} call {call}: bodies ran in {ran.get(call)}, the store kept pid {committed}"
-                )
+            run_twice, cut_off = judge_calls(outputs, ran, holder)
+            problems += [f"{execution_id} {problem}" for problem in run_twice]
+            interrupted_run_again += cut_off if index else 0
             if len(rows) != calls or len(outputs) != calls or set(ran) != set(range(calls)):
                 problems.append(
                     f"{execution_id}: {len(rows)} records, {len(outputs)} outputs, {len(ran)} calls with side effects"
@@ -394,6 +388,34 @@ def measure_takeover(
     return samples
 
 
+def judge_calls(outputs: list[int], ran: dict[int, list[int]], killed_pid: int) -> tuple[list[str], int]:
+    """Which completed calls ran twice, and how many cut-off calls ran again (allowed).
+
+    Args:
+        outputs: Per call, in order, the pid the store kept as its output (the body it committed).
+        ran: Per call, the pids of the bodies that ran it, in the order of their side effects.
+        killed_pid: The process killed while it ran the execution.
+
+    Returns:
+        One line per call whose bodies are neither just the committed one, nor the killed process's
+        (cut off before its commit) followed by the committed one of another process; and the count
+        of the latter.
+    """
+    problems: list[str] = []
+    cut_off = 0
+    for call, committed in enumerate(outputs):
+        bodies = ran.get(call, [])
+        if bodies == [committed]:
+            continue
+        if bodies == [killed_pid, committed] and committed != killed_pid:
+            cut_off += 1
+            continue
+        problems.append(
+            f"call {call}: bodies ran in processes {bodies}, the store kept the output of {committed}"
+        )
+    return problems, cut_off
+
+
 def _group(leader: int) -> set[int]:
     """The pids of the process group `leader` leads (a worker and its children)."""
     members: set[int] = set()
@@ -439,7 +461,7 @@ def _claimed_at(log: Path, execution_id: str, *, after: float, reason: str = "")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--poll-interval", type=float, default=None, help="the worker's (default: its own)")
@@ -451,6 +473,8 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=200, help="takeover: checkpoint calls per execution")
     arguments = parser.parse_args()
+    if arguments.calls < 40:
+        parser.error("--calls must be at least 40 (the kill lands after 20 or more recorded calls)")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     kinds = ["sqlite", "postgres"] if arguments.store == "both" else [arguments.store]
     if arguments.measure == "takeover":
