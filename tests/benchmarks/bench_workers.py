@@ -17,13 +17,14 @@ the script creates a database of its own there and drops it afterwards. Needs th
 with its child (SIGKILL of the process group): two real `kitaru-adapters worker` processes, each in
 its own process group, and per round an execution of `many_calls` (`--calls` calls of about 10 ms,
 each body appending its call index and pid to a side-effect file). Once the run has recorded a
-number of calls (drawn between 20 and 150), the process group of the worker running it is killed;
-the figures are the time from the kill to the other worker's log line that it took the execution
-(`(runner gone)`), and to the first record the new run writes. Each round then checks that no
+number of calls (drawn between 20 and 150) and a random part of a poll interval has passed, the
+process group of the worker running it is killed; the figures are the time from the kill to the
+other worker's log line that it took the execution (`(runner gone)`), and to the first record the
+new run writes. Each round then checks that no
 completed call ran twice (side-effect lines against the pids the store kept as the calls'
 outputs), and the killed worker is started again. No server runs in this mode.
 
-    python tests/benchmarks/bench_workers.py --measure takeover [--store ...] [--rounds 10] [--calls 200]
+    python tests/benchmarks/bench_workers.py --measure takeover [--store ...] [--rounds 10] [--calls 200] [--poll-interval S]
 
 On one host this is the takeover at once (the lease holder's pid is dead). On another host a
 takeover waits for the lease to expire instead: the heartbeat renews it every third of the lease
@@ -219,6 +220,8 @@ def measure(kind: str, rounds: int, poll_interval_s: float | None) -> list[float
     return latencies
 
 
+DEFAULT_POLL_INTERVAL_S = 0.5
+"""`kitaru-adapters worker --poll-interval`'s default."""
 TAKEOVER_PAUSE_S = 0.01
 """Seconds each `side_effect` body works after its side effect: the window a kill usually lands in."""
 
@@ -306,6 +309,9 @@ def measure_takeover(
                 120,
                 f"{kill_after} recorded calls",
             )
+            # The other worker looks for work once per poll interval (and on wakeups): a random
+            # delay within one interval spreads the kills over its cycle instead of the calls'.
+            time.sleep(rng.uniform(0.0, poll_interval_s or DEFAULT_POLL_INTERVAL_S))
             record = client.store.get_execution(execution_id)
             holder, killed_run = record.lease_pid, record.run_count
             if holder is None or record.status != "running":
