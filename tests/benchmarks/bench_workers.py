@@ -20,9 +20,9 @@ each body appending its call index and pid to a side-effect file). Once the run 
 number of calls (drawn between 20 and 150) and a random part of a poll interval has passed, the
 process group of the worker running it is killed; the figures are the time from the kill to the
 other worker's log line that it took the execution (`(runner gone)`), and to the first record the
-new run writes. Each round then checks that no
-completed call ran twice (side-effect lines against the pids the store kept as the calls'
-outputs), and the killed worker is started again. No server runs in this mode.
+new run writes. Each round then checks that no completed call ran twice (side-effect lines against
+the pids the store kept as the calls' outputs), and the killed worker is started again. No server
+runs in this mode.
 
     python tests/benchmarks/bench_workers.py --measure takeover [--store ...] [--rounds 10] [--calls 200] [--poll-interval S]
 
@@ -282,7 +282,6 @@ def measure_takeover(
             return [(int(row[0]), float(row[1]), float(row[2])) for row in connection.execute(query)]
 
     workers = [start_worker(0), start_worker(1)]
-    restarted = True
     samples: dict[str, list[float]] = {"taken": [], "first_started": [], "first_record": [], "served": []}
     problems: list[str] = []
     interrupted_run_again = 0
@@ -295,8 +294,7 @@ def measure_takeover(
                 60,
                 "both workers",
             )
-            if restarted:
-                time.sleep(2.0)  # a started worker's prestarted process is up and has imported
+            time.sleep(2.0)  # the worker started last (each round restarts one) has prestarted its process
             effects = folder / f"effects-t{index}"
             execution_id = client.submit(
                 "bench_workers:many_calls", str(effects), calls, TAKEOVER_PAUSE_S, execution_id=f"t{index}"
@@ -366,7 +364,6 @@ def measure_takeover(
                           f"{samples['taken'][-1]:.3f} s, first new call started {samples['first_started'][-1]:.3f} s, "
                           f"first new record {samples['first_record'][-1]:.3f} s")  # fmt: skip
             workers[slot] = start_worker(slot)
-            restarted = True
     finally:
         for worker in workers:
             if worker.poll() is None:
