@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy
 
 import kitaru_core
-from kitaru_core import Client, execution, scope
+from kitaru_core import Client, execution, flow, scope
 from kitaru_core._runtime import get_store
 from kitaru_core.adapters import run_checkpoint
 from kitaru_core.errors import ExecutionNotFoundError
@@ -158,3 +158,29 @@ def test_list_calls_compares_keys_by_code_point_under_a_linguistic_collation(icu
         expected = [call for call in timeline if call.key.startswith(prefix)]
         assert expected
         assert client.list_calls("keys-icu", key_prefix=prefix) == expected, prefix
+
+
+@flow
+def light_reads_order(order_id: int) -> int:
+    return run_checkpoint("lookup", lambda: order_id * 10, inputs={"order_id": order_id})
+
+
+def test_a_queued_replay_says_who_can_start_it(sqlite_file_store: str) -> None:
+    """`executions replay --no-run` reads the new execution's entry point from its summary."""
+    from typer.testing import CliRunner
+
+    from kitaru_core.cli import app
+
+    assert light_reads_order(4) == 40
+    with execution("named-only", name="desk"):
+        run_checkpoint("lookup", lambda: 1, inputs=None)
+    flow_execution = next(summary.id for summary in Client().list_executions() if summary.id != "named-only")
+    for source, expected in [
+        (flow_execution, "queued on default: a worker runs it"),
+        ("named-only", "queued, not started by an importable @flow"),
+    ]:
+        result = CliRunner().invoke(
+            app, ["--store-url", sqlite_file_store, "executions", "replay", source, "--from", "1", "--no-run"]
+        )
+        assert result.exit_code == 0, result.output
+        assert expected in " ".join(result.stdout.split()), result.stdout

@@ -24,6 +24,14 @@ def step(index: int) -> int:
     return index
 
 
+def fifty_steps_then_wait() -> None:
+    """An execution of no importable flow (no entry point) that records 50 calls, then waits."""
+    with execution("named-only", name="desk"):
+        for index in range(50):
+            step(index)
+        wait("go", question="Go on?", schema=bool)
+
+
 @pytest.fixture
 def statements() -> Iterator[list[str]]:
     """The SQL statements every engine of this process runs while the test does."""
@@ -40,9 +48,8 @@ def statements() -> Iterator[list[str]]:
 def test_the_waiting_page_reads_no_call_audit_event_or_artifact(api: TestClient, statements: list[str]) -> None:
     with pytest.raises(ExecutionWaitingError):
         flows.confirm.run("W-1", execution_id="importable")
-    with pytest.raises(ExecutionWaitingError), execution("named-only", name="desk"):
-        [step(index) for index in range(50)]
-        wait("go", question="Go on?", schema=bool)
+    with pytest.raises(ExecutionWaitingError):
+        fifty_steps_then_wait()
 
     statements.clear()
     page = api.get("/waiting")
