@@ -115,7 +115,7 @@ def replay(
         print(json.dumps({"execution_id": new_id, "replay_of": execution_id, "status": status}))
         return
     console.print(f"replay execution: {new_id}", markup=False, highlight=False)
-    if not run and _client().get_execution(new_id).entry_point is None:
+    if not run and _client().get_summary(new_id).entry_point is None:
         console.print(
             "queued, not started by an importable @flow: run your program with the agent, crew or graph "
             f"inside `with kitaru_core.named_run({new_id!r}):` (a LangGraph graph on thread_id={new_id!r})",

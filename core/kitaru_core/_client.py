@@ -555,6 +555,53 @@ class Client:
             retry_at=_time(retries.retry_at_epoch_s),
         )
 
+    def get_summary(self, execution_id: str) -> ExecutionSummary:
+        """One execution as listed: status, flow, entry point, run count..., without its timeline.
+
+        Reads the execution's own record only (one query), so it costs the same for an execution
+        with a million checkpoint calls as for one with none; `get_execution` reads every call,
+        wait, audit event and artifact.
+
+        Args:
+            execution_id: The execution.
+
+        Returns:
+            Its summary, the fields `list_executions` gives.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+        """
+        return ExecutionSummary(**self._summary_fields(self.store.get_execution(execution_id)))
+
+    def list_calls(self, execution_id: str, *, key_prefix: str = "") -> list[CallView]:
+        """The checkpoint calls of one execution whose key starts with `key_prefix`, in recording order.
+
+        A call's key is its scope's key, its checkpoint name and a discriminator
+        (`scope:discriminator/name:discriminator`), so a prefix selects the calls of one name at
+        one level (`"langgraph:turn:"`: the calls named `langgraph:turn` outside any scope) or every
+        call inside one scope (`"turn:2/"`). The calls are read with one query on the index of
+        call keys, and only the matching ones are read: the cost follows the calls returned, not
+        the execution's size. Each call is the `CallView` `get_execution` lists, superseded
+        records included and marked.
+
+        Args:
+            execution_id: The execution.
+            key_prefix: The start of the keys to keep, compared character by character (no
+                wildcards); `""` keeps every call, as `get_execution(execution_id).calls`.
+
+        Returns:
+            The matching calls, in the order they were recorded.
+
+        Raises:
+            ExecutionNotFoundError: No such execution.
+        """
+        record = self.store.get_execution(execution_id)
+        in_flight = record.status == "running" and _leases.lease_is_live(record)
+        return [
+            self._call_view(call, record.run_count, in_flight)
+            for call in self.store.load_calls_by_key_prefix(execution_id, key_prefix)
+        ]
+
     def _inputs_data(self, record: ExecutionRecord) -> Any:
         """An execution's stored inputs as JSON data, rebuilding no class that is not imported."""
         from pydantic_core import to_jsonable_python

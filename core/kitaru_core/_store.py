@@ -1994,6 +1994,42 @@ class Store:
             "cost_unknown_models": [name for _sequence, _id, name in sorted(unknown_first, key=lambda row: row[:2])],
         }
 
+    # -- calls under a key prefix ---------------------------------------------------------------
+
+    def load_calls_by_key_prefix(self, execution_id: str, key_prefix: str) -> list[CallRecord]:
+        """The checkpoint calls of an execution whose key starts with `key_prefix`, in recording order.
+
+        One query, superseded records included. The prefix becomes a key range, `key_prefix <=
+        call_key < upper` with `upper` the least string above every key that starts with the
+        prefix, compared by code point (SQLite's binary collation; on PostgreSQL `COLLATE "C"`,
+        because a linguistic collation does not keep the keys that share a prefix together). On
+        SQLite the range is read from the index `(execution_id, call_key)`, so the query costs the
+        matching records, not the execution's; on PostgreSQL the index narrows it to the execution.
+
+        Args:
+            execution_id: The execution.
+            key_prefix: The start of the keys to read; `""` reads every call.
+
+        Returns:
+            The matching records, ordered by sequence (then record id), as `load_calls` orders them.
+        """
+        t = tables.checkpoint_calls
+        query = select(t).where(t.c.execution_id == execution_id).order_by(t.c.sequence, t.c.id)
+        if key_prefix:
+            key = t.c.call_key if self.engine.dialect.name == "sqlite" else t.c.call_key.collate("C")
+            query = query.where(key >= key_prefix)
+            # The least string above the prefix's keys: drop trailing U+10FFFF (no code point above
+            # it), then raise the last code point by one, stepping over the surrogates (not text).
+            stem = key_prefix.rstrip(chr(0x10FFFF))
+            if stem:
+                following = ord(stem[-1]) + 1
+                following = 0xE000 if 0xD800 <= following <= 0xDFFF else following
+                query = query.where(key < stem[:-1] + chr(following))
+        return self._read(
+            "load checkpoint calls by key prefix",
+            lambda connection: [call_from_columns(row) for row in connection.execute(query).mappings()],
+        )
+
 
 def _actor_text(actor: tuple[str, str]) -> str:
     """`ana (token)`, `bob (os user)`: how a wait records who answered it."""

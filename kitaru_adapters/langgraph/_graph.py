@@ -162,11 +162,11 @@ def _next_turn(thread_id: str, input: Any) -> tuple[int, str]:
     `None` and `Command` inputs continue the latest turn.
     """
     digest = (fingerprint(jsonable(input)) or "0" * 16)[:16]
-    try:
-        detail = Client().get_execution(thread_id)
+    try:  # the turn markers only (one indexed read), not every call of the thread
+        markers = Client().list_calls(thread_id, key_prefix=f"{TURN}:")
     except ExecutionNotFoundError:
         return 1, digest
-    turns = [turn for call in detail.calls if (turn := _turn_of(call)) is not None]
+    turns = [turn for call in markers if (turn := _turn_of(call)) is not None]
     if not turns:
         return 1, digest  # a new thread, or one recorded before turns were marked: its first turn
     number, latest = max(turns)
@@ -249,7 +249,7 @@ def _plan(
     if fingerprint(jsonable(stored)) != fingerprint(jsonable(input)):
         return input, RUN  # a new input on the thread: a new turn, live
     try:
-        status = Client().get_execution(str(thread_id_of(config))).status
+        status = Client().get_summary(str(thread_id_of(config))).status
     except ExecutionNotFoundError:
         return input, RUN
     if state.tasks:

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from kitaru_core import CallView, Client, ExecutionDetail, WaitView
+from kitaru_core import CallView, Client, ExecutionDetail, ExecutionSummary, WaitView
 from kitaru_core._artifacts import MAX_VERSION
 from kitaru_core._ids import MAX_ID_CHARACTERS
 from kitaru_core._workers import WORKER_HEARTBEAT_S
@@ -235,11 +235,11 @@ def add_pages(app: FastAPI, client: Client, auth: Auth) -> None:
     @app.get("/waiting", response_class=HTMLResponse, include_in_schema=False)
     def waiting_page(request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
         waits: list[WaitView] = client.pending_waits()
-        executions: dict[str, ExecutionDetail] = {}
+        executions: dict[str, ExecutionSummary] = {}  # flow, status and entry point: no timeline
         for wait in waits:
             if wait.execution_id not in executions:
                 try:
-                    executions[wait.execution_id] = client.get_execution(wait.execution_id)
+                    executions[wait.execution_id] = client.get_summary(wait.execution_id)
                 except ExecutionNotFoundError:  # deleted between the two reads
                     continue
         shown = [wait for wait in waits if wait.execution_id in executions]
