@@ -100,6 +100,18 @@ def postgres_database() -> Iterator[str]:
     admin.dispose()
 
 
+def _close_stores(url: str) -> None:
+    """Close and forget the cached stores of `url`: each holds connections (one kept for recording calls).
+
+    Tests that share the session's PostgreSQL database each open a store of their own (another
+    artifact store), so without this their connections would add up past the server's limit.
+    """
+    from kitaru_core import _store
+
+    for key in [key for key in _store._stores if key[0] == url]:
+        _store._stores.pop(key).close()
+
+
 def _truncate_postgres(url: str) -> None:
     import sqlalchemy
 
@@ -147,6 +159,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     )
     yield url
     kitaru_core.configure(reset=True)
+    if request.param == "postgres":
+        _close_stores(url)
 
 
 @pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -160,6 +174,8 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     kitaru_core.configure(store_url=url, artifacts_url=str(tmp_path / "artifacts"), reset=True)
     yield url
     kitaru_core.configure(reset=True)
+    if request.param == "postgres":
+        _close_stores(url)
 
 
 def slow_beyond(cases: list[Any], keep: list[Any]) -> list[Any]:

@@ -224,8 +224,9 @@ def test_a_recorded_call_costs_one_round_trip_on_postgresql(postgres_database: s
         return sum(1 for line in sent if "\tSync" in line or "\tQuery" in line), len(counter.statements)
 
     try:
-        calls("warm-up", 3)
+        # traced from the first checkout: the connection the calls are recorded on is kept from then
         sqlalchemy.event.listen(get_store().engine, "checkout", trace)
+        calls("warm-up", 3)
         empty, empty_statements = round_trips(0)
         full, full_statements = round_trips(20)
     finally:
@@ -234,7 +235,9 @@ def test_a_recorded_call_costs_one_round_trip_on_postgresql(postgres_database: s
         os.close(descriptor)
         sqlalchemy.event.remove(get_store().engine, "checkout", trace)
         kitaru_core.configure(reset=True)
-    assert full_statements - empty_statements == 20  # one statement per call (SQLAlchemy events)
+    # the calls' inserts go straight to the driver: SQLAlchemy sees none of them
+    assert full_statements == empty_statements, (empty_statements, full_statements)
     # design.md §7: at most 2 round trips per call. Today about one (an autocommit INSERT ... RETURNING;
     # a heartbeat or an idle ping may add one now and then); before: 4 (ping, BEGIN, INSERT, COMMIT).
-    assert full - empty <= 25, (empty, full)
+    # At least one: the trace saw every insert (each call's record is one round trip of its own).
+    assert 20 <= full - empty <= 25, (empty, full)
