@@ -1341,7 +1341,7 @@ class Store:
                     complete["ended_at_epoch_s"],
                 ):
                     return True
-            if self._sqlite_finish is not None:  # straight to the driver, as `_record_call_sqlite`
+            if self._sqlite_finish is not None:  # straight to the driver, as `_record_call_on_driver`
                 sql, order = self._sqlite_finish
                 with self._write_lock, self._writer.connect() as connection:
                     driver: Any = connection.connection.driver_connection

@@ -334,7 +334,7 @@ def run_overhead(directory: Path, calls: int, rounds: int) -> None:
                 "output_size_bytes": len(str(i)),
                 "output": str(i).encode(),
             }
-            sql = store._sqlite_insert_of(tuple(values))  # pyright: ignore[reportPrivateUsage]
+            sql = store._leased_insert_of(tuple(values))  # pyright: ignore[reportPrivateUsage]
             parameters = [*values.values(), record.id, "bench-floor"]
             start = time.perf_counter_ns()
             cursor = floor_connection.execute(sql, parameters)
