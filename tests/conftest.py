@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +98,29 @@ def postgres_database() -> Iterator[str]:
         if key[0] == url:
             store.close()
             del _store._stores[key]
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """An empty PostgreSQL database of the test's own (no schema yet), dropped afterwards."""
+    if not postgres_available():
+        if REQUIRE_POSTGRES:
+            pytest.fail(
+                f"PostgreSQL is required (KITARU_REQUIRE_POSTGRES=1) but {POSTGRES_URL} does not answer."
+            )
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} does not answer")
+    import sqlalchemy
+
+    name = f"kitaru_fresh_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    _close_stores(url)
     with admin.connect() as connection:
         connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
@@ -196,3 +222,54 @@ def slow_beyond(cases: list[Any], keep: list[Any]) -> list[Any]:
         )
         for case in cases
     ]
+
+
+# -- README snippets run as programs -------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_snippet(heading: str) -> str:
+    """The first python block of README.md's section `## heading` (an edit of the README changes what runs)."""
+    section = README.read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None, f"README.md has a python snippet under ## {heading}"
+    return match.group(1)
+
+
+@pytest.fixture
+def readme_project(tmp_path: Path) -> Iterator[Path]:
+    """A fresh project directory; the test process reads its default store `./.kitaru/kitaru.db`."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    kitaru_core.configure(store_url=f"sqlite:///{folder / '.kitaru' / 'kitaru.db'}", reset=True)
+    yield folder
+    kitaru_core.configure(reset=True)
+
+
+def run_in(
+    project: Path, environment: dict[str, str], *argv: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` in `project` with `environment`; its output captured as text, its exit code not checked."""
+    return subprocess.run(
+        list(argv), cwd=project, env=environment, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+def approve_from_the_cli(project: Path, environment: dict[str, str], execution_id: str, wait_name: str) -> None:
+    """`kitaru-adapters executions answer ID WAIT --approve`, as a person would, in `project`."""
+    answered = run_in(
+        project,
+        environment,
+        sys.executable,
+        "-m",
+        "kitaru_core.cli",
+        "executions",
+        "answer",
+        execution_id,
+        wait_name,
+        "--approve",
+        timeout_s=60,
+    )
+    assert answered.returncode == 0, answered.stdout + answered.stderr
+

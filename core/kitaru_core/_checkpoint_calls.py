@@ -337,38 +337,6 @@ def _codec_for(
 _json_codecs: dict[tuple[Any, bool], JsonCodec] = {}
 
 
-def _plan(
-    name: str,
-    *,
-    discriminator: str | None,
-    kind: str,
-    inputs: Any,
-    codec: Codec | None,
-    type_hint: Any,
-    allow_pickle: bool | None,
-    on_divergence: OnDivergence,
-    details: dict[str, Any] | None,
-    retry: RetryPolicy | None,
-    on_interrupted: OnInterrupted | None = None,
-    given_result: Callable[[Any], Any] | None = None,
-) -> tuple[_Plan | None, Any]:
-    """`plan_call` with keyword arguments."""
-    return plan_call(
-        name,
-        discriminator,
-        kind,
-        inputs,
-        codec,
-        type_hint,
-        allow_pickle,
-        on_divergence,
-        details,
-        retry,
-        on_interrupted,
-        given_result,
-    )
-
-
 def plan_call(
     name: str,
     discriminator: str | None,
@@ -592,7 +560,7 @@ def run_checkpoint(
     """
     if _current.get() is None:
         return function(*args, **kwargs)
-    plan, stored = _plan(
+    plan, stored = plan_call(
         name,
         discriminator=discriminator,
         kind=kind,
@@ -677,7 +645,7 @@ async def run_checkpoint_async(
         return await function(*args, **kwargs)
     plan, stored = await off_loop(  # reads (and may load an artifact) on the execution's I/O lane
         _current.get(),
-        _plan,
+        plan_call,
         name,
         discriminator=discriminator,
         kind=kind,

@@ -5,13 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, postgres_available
 
 pytestmark = pytest.mark.postgres
 
@@ -32,27 +28,6 @@ except Exception as error:
     sys.exit(1)
 print("OPENED")
 """
-
-
-@pytest.fixture
-def fresh_database() -> Iterator[str]:
-    """An empty PostgreSQL database (no schema yet), dropped afterwards."""
-    if not postgres_available():
-        if REQUIRE_POSTGRES:
-            pytest.fail(
-                f"PostgreSQL is required (KITARU_REQUIRE_POSTGRES=1) but {POSTGRES_URL} does not answer."
-            )
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} does not answer")
-    import sqlalchemy
-
-    name = f"kitaru_fresh_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 def test_processes_opening_a_fresh_store_at_once_migrate_it_once_and_all_start(

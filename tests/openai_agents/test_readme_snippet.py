@@ -9,19 +9,13 @@ model and client, pointed at the scripted model server by `OPENAI_BASE_URL`.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-import kitaru_core
 from kitaru_core import Client
 from kitaru_core.testing import Rule, Script, ScriptedModelServer, ScriptedToolCall, read_request_log
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from ..conftest import approve_from_the_cli, readme_snippet, run_in
 
 PRELUDE = '''
 import os
@@ -70,28 +64,12 @@ SCRIPT = Script(
 )
 
 
-def readme_snippet() -> str:
-    section = README.read_text(encoding="utf-8").split("\n## OpenAI Agents SDK\n", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match is not None, "README.md has a python snippet under ## OpenAI Agents SDK"
-    return match.group(1)
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
-    """A fresh project directory; the test process reads its default store `./.kitaru/kitaru.db`."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    kitaru_core.configure(store_url=f"sqlite:///{folder / '.kitaru' / 'kitaru.db'}", reset=True)
-    yield folder
-    kitaru_core.configure(reset=True)
-
-
 def test_the_readme_snippet_waits_for_the_refund_approval_and_resumes_when_run_again(
-    project: Path, tmp_path: Path
+    readme_project: Path, tmp_path: Path
 ) -> None:
+    project = readme_project
     program = project / "desk.py"
-    program.write_text(PRELUDE + readme_snippet() + EPILOGUE, encoding="utf-8")
+    program.write_text(PRELUDE + readme_snippet("OpenAI Agents SDK") + EPILOGUE, encoding="utf-8")
     tool_runs = tmp_path / "tool-runs.txt"
     request_log = tmp_path / "requests.jsonl"
     with ScriptedModelServer(SCRIPT, request_log_path=request_log) as server:
@@ -102,18 +80,7 @@ def test_the_readme_snippet_waits_for_the_refund_approval_and_resumes_when_run_a
             "TOOL_RUNS": str(tool_runs),
         }
 
-        def run_program() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, str(program)],
-                cwd=project,
-                env=environment,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-
-        first = run_program()
+        first = run_in(project, environment, sys.executable, str(program))
         assert first.returncode == 1, first.stdout + first.stderr
         assert "ExecutionWaitingError" in first.stderr, first.stderr
         assert tool_runs.read_text().splitlines() == ["lookup_order 7"]  # the refund waits for approval
@@ -121,27 +88,9 @@ def test_the_readme_snippet_waits_for_the_refund_approval_and_resumes_when_run_a
         assert (summary.flow_name, summary.status) == ("openai_agents:desk", "waiting")
         [wait] = Client().pending_waits(summary.id)
         assert wait.name.startswith("approve:refund:")
-        answered = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "kitaru_core.cli",
-                "executions",
-                "answer",
-                summary.id,
-                wait.name,
-                "--approve",
-            ],
-            cwd=project,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert answered.returncode == 0, answered.stdout + answered.stderr
+        approve_from_the_cli(project, environment, summary.id, wait.name)
 
-        second = run_program()  # "run it again: it resumes"
+        second = run_in(project, environment, sys.executable, str(program))  # "run it again: it resumes"
         assert second.returncode == 0, second.stdout + second.stderr
         assert second.stdout == "final: Order 7 is refunded: 25 USD.\n"
     assert tool_runs.read_text().splitlines() == ["lookup_order 7", "refund 7 25"]  # each ran once

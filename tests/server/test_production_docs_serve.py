@@ -20,8 +20,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,6 @@ import sqlalchemy
 import yaml
 
 from kitaru_core.migrations import SCHEMA_REVISION
-from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, postgres_available
 from tests.server.conftest import REPO, free_port
 
 PAGE = REPO / "docs" / "production.md"
@@ -85,25 +82,6 @@ def pod_environment(
         if value != "":
             resolved[variable["name"]] = value
     return base | resolved
-
-
-@pytest.fixture
-def fresh_database() -> Iterator[str]:
-    """An empty PostgreSQL database (no schema yet), dropped afterwards."""
-    if not postgres_available():
-        if REQUIRE_POSTGRES:
-            pytest.fail(
-                f"PostgreSQL is required (KITARU_REQUIRE_POSTGRES=1) but {POSTGRES_URL} does not answer."
-            )
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} does not answer")
-    name = f"kitaru_production_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 def schema_revision(url: str) -> str | None:
