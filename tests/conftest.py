@@ -75,9 +75,12 @@ def postgres_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+def _new_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database named `prefix` + a random part: its URL; dropped afterwards.
+
+    Skips the test (fails it with `KITARU_REQUIRE_POSTGRES=1`) when the server does not answer.
+    The stores this process opened on it are closed before it is dropped.
+    """
     if not postgres_available():
         if REQUIRE_POSTGRES:
             pytest.fail(
@@ -86,35 +89,7 @@ def postgres_database() -> Iterator[str]:
         pytest.skip(f"PostgreSQL at {POSTGRES_URL} does not answer")
     import sqlalchemy
 
-    name = f"kitaru_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    from kitaru_core import _store
-
-    for key, store in list(_store._stores.items()):
-        if key[0] == url:
-            store.close()
-            del _store._stores[key]
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
-@pytest.fixture
-def fresh_database() -> Iterator[str]:
-    """An empty PostgreSQL database of the test's own (no schema yet), dropped afterwards."""
-    if not postgres_available():
-        if REQUIRE_POSTGRES:
-            pytest.fail(
-                f"PostgreSQL is required (KITARU_REQUIRE_POSTGRES=1) but {POSTGRES_URL} does not answer."
-            )
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} does not answer")
-    import sqlalchemy
-
-    name = f"kitaru_fresh_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
@@ -124,6 +99,18 @@ def fresh_database() -> Iterator[str]:
     with admin.connect() as connection:
         connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    yield from _new_postgres_database("kitaru_test_")
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """An empty PostgreSQL database of the test's own (no schema yet), dropped afterwards."""
+    yield from _new_postgres_database("kitaru_fresh_")
 
 
 def _close_stores(url: str) -> None:

@@ -124,27 +124,12 @@ def measure(kind: str, rounds: int, poll_interval_s: float | None) -> list[float
     import httpx
     from sqlalchemy import select
 
-    import kitaru_core
     from kitaru_core import Client
     from kitaru_core import _tables as tables
     from kitaru_core._workers import live_workers_for
 
-    folder = Path(tempfile.mkdtemp(prefix=f"kitaru-bench-workers-{kind}-"))
-    drop = None
-    if kind == "postgres":
-        url, drop = _postgres_database()
-    else:
-        url = f"sqlite:///{folder / 'kitaru.db'}"
-    artifacts = str(folder / "artifacts")
-    kitaru_core.configure(store_url=url, artifacts_url=artifacts, reset=True)
+    folder, url, drop, environment = _bench_store(kind, "workers")
     client = Client()
-    environment = {
-        **os.environ,
-        "KITARU_STORE_URL": url,
-        "KITARU_ARTIFACTS_URL": artifacts,
-        "KITARU_INTERACTIVE": "false",
-        "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    }
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "kitaru_core.cli", "serve", "--port", str(port), "--token", TOKEN,
@@ -238,28 +223,13 @@ def measure_takeover(
 
     from sqlalchemy import select
 
-    import kitaru_core
     from kitaru_core import Client
     from kitaru_core import _tables as tables
     from kitaru_core._leases import process_alive
     from kitaru_core._workers import live_workers_for
 
-    folder = Path(tempfile.mkdtemp(prefix=f"kitaru-bench-takeover-{kind}-"))
-    drop = None
-    if kind == "postgres":
-        url, drop = _postgres_database()
-    else:
-        url = f"sqlite:///{folder / 'kitaru.db'}"
-    artifacts = str(folder / "artifacts")
-    kitaru_core.configure(store_url=url, artifacts_url=artifacts, reset=True)
+    folder, url, drop, environment = _bench_store(kind, "takeover")
     client = Client()
-    environment = {
-        **os.environ,
-        "KITARU_STORE_URL": url,
-        "KITARU_ARTIFACTS_URL": artifacts,
-        "KITARU_INTERACTIVE": "false",
-        "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    }
     poll = [] if poll_interval_s is None else ["--poll-interval", str(poll_interval_s)]
     logs = [folder / "worker-a.log", folder / "worker-b.log"]
 
@@ -430,6 +400,32 @@ def _group(leader: int) -> set[int]:
             except OSError:
                 continue
     return members
+
+
+def _bench_store(kind: str, measure: str) -> tuple[Path, str, object, dict[str, str]]:
+    """A fresh store for one measurement, configured in this process: `(folder, url, drop, environment)`.
+
+    `kind` is `sqlite` (a file in a new temporary folder) or `postgres` (a database of its own,
+    dropped by `drop`, else `None`); `environment` points the worker processes at the same store.
+    """
+    import kitaru_core
+
+    folder = Path(tempfile.mkdtemp(prefix=f"kitaru-bench-{measure}-{kind}-"))
+    drop = None
+    if kind == "postgres":
+        url, drop = _postgres_database()
+    else:
+        url = f"sqlite:///{folder / 'kitaru.db'}"
+    artifacts = str(folder / "artifacts")
+    kitaru_core.configure(store_url=url, artifacts_url=artifacts, reset=True)
+    environment = {
+        **os.environ,
+        "KITARU_STORE_URL": url,
+        "KITARU_ARTIFACTS_URL": artifacts,
+        "KITARU_INTERACTIVE": "false",
+        "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    return folder, url, drop, environment
 
 
 def _forget_store(url: str, drop: object) -> None:
