@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextvars
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -177,25 +177,13 @@ class _Plan:
     retries: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
     gave_up: bool = False
 
-    @contextmanager
-    def running(self) -> Generator[None]:
-        """Time the attempts and make the call the scope and idempotency key of its body.
-
-        With `on_interrupted="ask"` or `"fail"` a `started` record is committed first, so a later
-        run can tell that this attempt was cut off inside the body.
-        """
-        self._begin()
-        tokens = self._enter()
-        try:
-            yield
-        except BaseException as error:
-            self._stopped(error)
-            raise
-        finally:
-            self._leave(tokens)
-
     def _enter(self) -> tuple[contextvars.Token[str | None], contextvars.Token[str], contextvars.Token[_Plan | None]]:
-        """Make the call the scope and idempotency key of its body (context variables set)."""
+        """Make the call the scope and idempotency key of its body (context variables set).
+
+        With `on_interrupted="ask"` or `"fail"`, `_begin` has committed a `started` record first, so
+        a later run can tell that this attempt was cut off inside the body (`run_planned`,
+        `running_async`).
+        """
         return _call.set(self.key), _scope.set(self.key), _running_plan.set(self)
 
     @staticmethod
@@ -588,8 +576,9 @@ def run_planned(
 ) -> T:
     """Run a live checkpoint call's body (with its retries) and commit its output (see `run_checkpoint`).
 
-    `plan.running()` written out: this is every live call's path, and the generator behind a
-    `with` costs a few percent of a recorded call.
+    The attempts run between `_enter` and `_leave` as plain code, not inside a generator-based
+    context manager: this is every live call's path, and such a `with` cost a few percent of a
+    recorded call.
     """
     context = plan.context
     if plan.kind == "model" and model_call_gate is not None:
