@@ -1239,8 +1239,8 @@ class Store:
 
         The insert of exactly the columns in `values` (`_leased_insert_of`), compiled by SQLAlchemy,
         runs on the raw `sqlite3` or psycopg connection: SQLAlchemy's per-execution overhead was
-        larger than the SQLite commit itself, and a third of the client's CPU per call on
-        PostgreSQL. Without records to supersede the insert is one statement in autocommit, its own
+        larger than the SQLite commit itself, and on PostgreSQL it limited how far recorded calls
+        scale with processes (`bench_store.py --section scaling`). Without records to supersede the insert is one statement in autocommit, its own
         transaction (PostgreSQL: one round trip); with them, one transaction.
         """
         sql = self._leased_insert_of(tuple(values))
