@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import kitaru_core
+from kitaru_core._store import close_stores
 
 POSTGRES_URL = os.environ.get("KITARU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("KITARU_REQUIRE_POSTGRES") == "1"
@@ -95,7 +96,7 @@ def _new_postgres_database(prefix: str) -> Iterator[str]:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url
-    _close_stores(url)
+    close_stores(url)
     with admin.connect() as connection:
         connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
@@ -111,18 +112,6 @@ def postgres_database() -> Iterator[str]:
 def fresh_database() -> Iterator[str]:
     """An empty PostgreSQL database of the test's own (no schema yet), dropped afterwards."""
     yield from _new_postgres_database("kitaru_fresh_")
-
-
-def _close_stores(url: str) -> None:
-    """Close and forget the cached stores of `url`: each holds connections (one kept for recording calls).
-
-    Tests that share the session's PostgreSQL database each open a store of their own (another
-    artifact store), so without this their connections would add up past the server's limit.
-    """
-    from kitaru_core import _store
-
-    for key in [key for key in _store._stores if key[0] == url]:
-        _store._stores.pop(key).close()
 
 
 def _truncate_postgres(url: str) -> None:
@@ -153,12 +142,9 @@ BACKENDS = ["sqlite-memory", "sqlite-file", pytest.param("postgres", marks=pytes
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Configure kitaru_core for each backend in turn; yields the store URL."""
-    from kitaru_core import _store
-
     if request.param == "sqlite-memory":
         url = "sqlite://"
-        for key in [key for key in _store._stores if key[0] == url]:
-            _store._stores.pop(key).close()
+        close_stores(url)
     elif request.param == "sqlite-file":
         url = f"sqlite:///{tmp_path / 'kitaru.db'}"
     else:
@@ -173,7 +159,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield url
     kitaru_core.configure(reset=True)
     if request.param == "postgres":
-        _close_stores(url)
+        close_stores(url)
 
 
 @pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -188,7 +174,7 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield url
     kitaru_core.configure(reset=True)
     if request.param == "postgres":
-        _close_stores(url)
+        close_stores(url)
 
 
 def slow_beyond(cases: list[Any], keep: list[Any]) -> list[Any]:

@@ -2113,6 +2113,18 @@ def open_store(
         return store
 
 
+def close_stores(url: str) -> None:
+    """Close and forget this process's cached stores of `url` (`open_store` opens a new one next time).
+
+    Each holds connections (one kept for recording calls): a process that is done with a database
+    (a test that drops it, a benchmark round) releases them here.
+    """
+    with _stores_lock:
+        stores = [_stores.pop(key) for key in [key for key in _stores if key[0] == url]]
+    for store in stores:
+        store.close()
+
+
 def _copied_call_row(source_id: str, target_id: str, call: CallRecord) -> dict[str, Any]:
     """The row of `call` copied into execution `target_id` (replay)."""
     return {

@@ -431,11 +431,10 @@ def _bench_store(kind: str, measure: str) -> tuple[Path, str, object, dict[str, 
 def _forget_store(url: str, drop: object) -> None:
     """Close this process's store of `url` and reset the configuration; drop the database (`drop`)."""
     import kitaru_core
-    from kitaru_core import _store
+    from kitaru_core._store import close_stores
 
     kitaru_core.configure(reset=True)
-    for key in [key for key in _store._stores if key[0] == url]:  # pyright: ignore[reportPrivateUsage]
-        _store._stores.pop(key).close()  # pyright: ignore[reportPrivateUsage]
+    close_stores(url)
     if drop is not None:
         drop()  # type: ignore[operator]
 

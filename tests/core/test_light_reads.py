@@ -134,10 +134,9 @@ def icu_postgres_store(tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         kitaru_core.configure(reset=True)
-        from kitaru_core import _store
+        from kitaru_core._store import close_stores
 
-        for key in [key for key in _store._stores if key[0] == url]:  # pyright: ignore[reportPrivateUsage]
-            _store._stores.pop(key).close()  # pyright: ignore[reportPrivateUsage]
+        close_stores(url)
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()

@@ -531,8 +531,7 @@ def test_a_store_downgraded_to_0001_keeps_its_executions_and_upgrades_again(stor
         command.downgrade(config, "0001")  # through every downgrade that drops a column
         assert "kitaru_artifacts" not in sqlalchemy.inspect(connection).get_table_names()
         assert migrations.current_revision(connection) == "0001"
-    for key in [key for key in _store._stores if key[0] == store_url]:  # pyright: ignore[reportPrivateUsage]
-        _store._stores.pop(key).close()  # pyright: ignore[reportPrivateUsage]
+    _store.close_stores(store_url)
 
     reopened = get_store()  # opening migrates it to the head again
     with reopened.engine.connect() as connection:

@@ -323,10 +323,9 @@ def cluster() -> Iterator[Cluster]:
         own.pg_ctl("start")
         yield own
     finally:
-        from kitaru_core import _store
+        from kitaru_core._store import close_stores
 
-        for key in [key for key in _store._stores if key[0] == own.url]:  # pyright: ignore[reportPrivateUsage]
-            _store._stores.pop(key).close()  # pyright: ignore[reportPrivateUsage]
+        close_stores(own.url)
         own.remove()
 
 

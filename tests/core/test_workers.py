@@ -478,10 +478,9 @@ def own_cluster_environment(tmp_path: Path) -> Iterator[tuple[dict[str, str], An
         (tmp_path / "effects").mkdir()
         yield env, cluster
     finally:
-        from kitaru_core import _store
+        from kitaru_core._store import close_stores
 
-        for key in [key for key in _store._stores if key[0] == cluster.url]:  # pyright: ignore[reportPrivateUsage]
-            _store._stores.pop(key).close()  # pyright: ignore[reportPrivateUsage]
+        close_stores(cluster.url)
         kitaru_core.configure(reset=True)
         cluster.remove()
 
